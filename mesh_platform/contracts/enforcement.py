@@ -1,0 +1,164 @@
+"""Structural contract enforcement: the gate every product passes before it is published.
+
+:func:`conform` turns a producer's DataFrame into an Arrow table with exactly the contract's
+columns and types, and refuses it (raising :class:`ContractViolation`) when a column is missing or
+undeclared, a value cannot take the declared type, a required column has nulls, or a unique column
+or the primary key has duplicates. Each violation names product, column, rule and a few offending
+values. Everything is vectorized Arrow compute: enforcement costs a fraction of the Parquet write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mesh_platform.contracts.model import Contract, SchemaProperty
+
+SAMPLE = 5
+
+_INTEGER_FORMATS = {
+    "i8": pa.int8(), "i16": pa.int16(), "i32": pa.int32(), "i64": pa.int64(),
+    "u8": pa.uint8(), "u16": pa.uint16(), "u32": pa.uint32(), "u64": pa.uint64(),
+}
+
+
+def arrow_type(col: SchemaProperty) -> pa.DataType:
+    """The Arrow type a column is published with, from its ODCS logicalType (and options)."""
+    options = col.logical_type_options or {}
+    match col.logical_type:
+        case "string":
+            return pa.string()
+        case "integer":
+            return _INTEGER_FORMATS.get(options.get("format"), pa.int64())
+        case "number":
+            return pa.float32() if options.get("format") == "f32" else pa.float64()
+        case "boolean":
+            return pa.bool_()
+        case "date":
+            return pa.date32()
+        case "timestamp":
+            return pa.timestamp("us", tz="UTC" if options.get("timezone") else None)
+        case "time":
+            return pa.time64("us")
+    raise TypeError(f"column {col.name!r}: logicalType {col.logical_type!r} has no published Arrow type")
+
+
+def arrow_schema(contract: Contract) -> pa.Schema:
+    fields = [pa.field(c.name, arrow_type(c), nullable=not (c.required or c.primary_key)) for c in contract.columns]
+    return pa.schema(fields, metadata={"mesh.contract.id": contract.id, "mesh.contract.version": contract.version})
+
+
+@dataclass(frozen=True)
+class Violation:
+    column: str | None
+    rule: str
+    message: str
+    examples: tuple = ()
+
+    def __str__(self) -> str:
+        where = f"column {self.column!r}" if self.column else "table"
+        text = f"{where}: {self.rule}: {self.message}"
+        if self.examples:
+            text += " (e.g. " + ", ".join(repr(v) for v in self.examples[:SAMPLE]) + ")"
+        return text
+
+
+class ContractViolation(Exception):
+    """Data that breaks its contract; it is never published."""
+
+    def __init__(self, product: str, violations: list[Violation]):
+        self.product = product
+        self.violations = violations
+        lines = [f"{product} breaks its contract; nothing was published:"] + [f"  - {v}" for v in violations]
+        super().__init__("\n".join(lines))
+
+
+def _unconvertible(series: pd.Series, target: pa.DataType) -> list:
+    """The values of ``series`` that cannot take ``target`` (for the error message)."""
+    bad = []
+    for value in pd.unique(series.dropna())[:10_000]:
+        try:
+            pa.array([value], type=target, from_pandas=True, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError, ValueError):
+            bad.append(value.item() if hasattr(value, "item") else value)
+            if len(bad) >= SAMPLE:
+                break
+    return bad
+
+
+def _to_arrow(df: pd.DataFrame, contract: Contract, schema: pa.Schema, violations: list[Violation]) -> pa.Table | None:
+    try:
+        loose = pa.schema([f.with_nullable(True) for f in schema])
+        return pa.Table.from_pandas(df, schema=loose, preserve_index=False, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError, ValueError):
+        pass
+    for field in schema:
+        try:
+            pa.array(df[field.name], type=field.type, from_pandas=True, safe=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError, TypeError, ValueError) as exc:
+            examples = tuple(_unconvertible(df[field.name], field.type))
+            logical = contract.column(field.name).logical_type
+            violations.append(Violation(field.name, "type", f"values are not {logical} ({field.type}): {str(exc).splitlines()[0]}", examples))
+    if not violations:  # pragma: no cover - a failure the per-column pass did not reproduce
+        violations.append(Violation(None, "type", "the table cannot be converted to the contract's schema"))
+    return None
+
+
+def _duplicates(table: pa.Table, columns: list[str]) -> tuple[int, tuple]:
+    """How many rows share a key with an earlier row, and a few such keys (nulls ignored)."""
+    sub = table.select(columns).drop_null()
+    if sub.num_rows == 0:
+        return 0, ()
+    if len(columns) == 1:
+        distinct = pc.count_distinct(sub.column(0)).as_py()
+        if distinct == sub.num_rows:
+            return 0, ()
+    counts = sub.group_by(columns).aggregate([([], "count_all")])
+    dupes = counts.filter(pc.greater(counts.column("count_all"), 1))
+    extra = pc.sum(pc.subtract(dupes.column("count_all"), 1)).as_py() or 0
+    keys = dupes.slice(0, SAMPLE).select(columns).to_pylist()
+    examples = tuple(k[columns[0]] if len(columns) == 1 else tuple(k.values()) for k in keys)
+    return int(extra), examples
+
+
+def conform(df: pd.DataFrame, contract: Contract) -> pa.Table:
+    """Check ``df`` against ``contract`` and return it as an Arrow table in contract column order."""
+    product = f"{contract.domain}/{contract.name}"
+    if not isinstance(df, pd.DataFrame):
+        raise ContractViolation(product, [Violation(None, "type", f"a data product must be a pandas DataFrame, got {type(df).__name__}")])
+    violations: list[Violation] = []
+    declared = contract.column_names
+    missing = [c for c in declared if c not in df.columns]
+    extra = [str(c) for c in df.columns if c not in set(declared)]
+    for name in missing:
+        violations.append(Violation(name, "present", "declared in the contract but missing from the data"))
+    if extra:
+        violations.append(Violation(None, "declared", "columns not in the contract: " + ", ".join(extra)))
+    if violations:
+        raise ContractViolation(product, violations)
+
+    schema = arrow_schema(contract)
+    table = _to_arrow(df[declared], contract, schema, violations)
+    if table is None:
+        raise ContractViolation(product, violations)
+
+    for col in contract.columns:
+        column = table.column(col.name)
+        if (col.required or col.primary_key) and column.null_count:
+            violations.append(Violation(col.name, "required", f"{column.null_count} null value(s) in a required column"))
+        if col.unique and not (col.primary_key and len(contract.primary_key) == 1):
+            count, examples = _duplicates(table, [col.name])
+            if count:
+                violations.append(Violation(col.name, "unique", f"{count} duplicate value(s)", examples))
+    key = contract.primary_key
+    if key:
+        count, examples = _duplicates(table, key)
+        if count:
+            name = key[0] if len(key) == 1 else "(" + ", ".join(key) + ")"
+            violations.append(Violation(name, "primaryKey", f"{count} duplicate key(s)", examples))
+    if violations:
+        raise ContractViolation(product, violations)
+    return pa.Table.from_arrays(table.columns, schema=schema)

@@ -1,0 +1,399 @@
+"""Typed model of an Open Data Contract Standard (ODCS) v3.1 data contract.
+
+The model follows the official ODCS v3.1.0 JSON schema field for field (camelCase in YAML,
+snake_case in Python), rejects unknown keys the way the schema does (so a typo such as
+``requried: true`` is an error, not silently ignored), and adds the few rules the platform needs
+to build a data product from a contract: a semantic version, a domain, exactly one schema object
+(the product's table) and a logical type on every column.
+
+Platform-specific settings live under ``customProperties`` as the standard asks; see
+:data:`PLATFORM_PROPERTIES`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSIONS = ("v3.1.0", "v3.0.2", "v3.0.1", "v3.0.0")
+LOGICAL_TYPES = ("string", "date", "timestamp", "time", "number", "integer", "object", "array", "boolean")
+QUALITY_METRICS = ("nullValues", "missingValues", "invalidValues", "duplicateValues", "rowCount")
+QUALITY_OPERATORS = (
+    "must_be",
+    "must_not_be",
+    "must_be_greater_than",
+    "must_be_greater_or_equal_to",
+    "must_be_less_than",
+    "must_be_less_or_equal_to",
+    "must_be_between",
+    "must_not_be_between",
+)
+SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
+IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
+
+#: customProperties the platform reads (property name -> meaning).
+PLATFORM_PROPERTIES = {
+    "accessLevel": "who may read the output port: public, internal or restricted",
+    "deprecationDate": "ISO date after which this major version's port stops being served",
+}
+
+LogicalType = Literal["string", "date", "timestamp", "time", "number", "integer", "object", "array", "boolean"]
+
+
+class OdcsModel(BaseModel):
+    """Base: camelCase aliases, unknown keys refused, immutable once parsed."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        alias_generator=to_camel,
+        frozen=True,
+    )
+
+
+class CustomProperty(OdcsModel):
+    property: str
+    value: Any
+    id: str | None = None
+    description: str | None = None
+
+
+class AuthoritativeDefinition(OdcsModel):
+    url: str
+    type: str
+    id: str | None = None
+    description: str | None = None
+
+
+class QualityRule(OdcsModel):
+    """An ODCS quality entry: a library metric with one operator, plain text, SQL or a custom engine."""
+
+    id: str | None = None
+    name: str | None = None
+    description: str | None = None
+    type: Literal["library", "text", "sql", "custom"] = "library"
+    metric: Literal["nullValues", "missingValues", "invalidValues", "duplicateValues", "rowCount"] | None = None
+    rule: str | None = None  # deprecated in 3.1 in favour of `metric`
+    arguments: dict[str, Any] | None = None
+    must_be: Any = None
+    must_not_be: Any = None
+    must_be_greater_than: float | None = None
+    must_be_greater_or_equal_to: float | None = None
+    must_be_less_than: float | None = None
+    must_be_less_or_equal_to: float | None = None
+    must_be_between: list[float] | None = None
+    must_not_be_between: list[float] | None = None
+    unit: str | None = None
+    dimension: Literal[
+        "accuracy", "completeness", "conformity", "consistency", "coverage", "timeliness", "uniqueness"
+    ] | None = None
+    severity: str | None = None
+    business_impact: str | None = None
+    method: str | None = None
+    query: str | None = None
+    engine: str | None = None
+    implementation: Any = None
+    schedule: str | None = None
+    scheduler: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    custom_properties: list[CustomProperty] = Field(default_factory=list)
+    authoritative_definitions: list[AuthoritativeDefinition] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_operator(self) -> "QualityRule":
+        if self.type in ("library", "sql"):
+            used = [op for op in QUALITY_OPERATORS if getattr(self, op) is not None]
+            if len(used) != 1:
+                names = ", ".join(to_camel(op) for op in used) or "none"
+                raise ValueError(f"a {self.type} quality rule needs exactly one operator (mustBe, mustBeLessThan, ...); found {names}")
+            if self.type == "library" and self.metric is None and self.rule is None:
+                raise ValueError("a library quality rule needs a `metric` (nullValues, missingValues, invalidValues, duplicateValues, rowCount)")
+            if self.type == "sql" and not self.query:
+                raise ValueError("an sql quality rule needs a `query`")
+        return self
+
+    @property
+    def operator(self) -> tuple[str, Any] | None:
+        for op in QUALITY_OPERATORS:
+            value = getattr(self, op)
+            if value is not None:
+                return to_camel(op), value
+        return None
+
+
+class Relationship(OdcsModel):
+    to: str | list[str]
+    from_: str | list[str] | None = Field(default=None, alias="from")
+    type: Literal["foreignKey"] | None = None
+    id: str | None = None
+    custom_properties: list[CustomProperty] = Field(default_factory=list)
+
+
+class SchemaProperty(OdcsModel):
+    """One column of a product's table."""
+
+    name: str
+    id: str | None = None
+    physical_name: str | None = None
+    physical_type: str | None = None
+    business_name: str | None = None
+    description: str | None = None
+    logical_type: LogicalType | None = None
+    logical_type_options: dict[str, Any] | None = None
+    required: bool = False
+    unique: bool = False
+    primary_key: bool = False
+    primary_key_position: int = -1
+    partitioned: bool = False
+    partition_key_position: int = -1
+    classification: str | None = None
+    encrypted_name: str | None = None
+    transform_source_objects: list[str] = Field(default_factory=list)
+    transform_logic: str | None = None
+    transform_description: str | None = None
+    examples: list[Any] = Field(default_factory=list)
+    critical_data_element: bool = False
+    tags: list[str] = Field(default_factory=list)
+    quality: list[QualityRule] = Field(default_factory=list)
+    relationships: list[Relationship] = Field(default_factory=list)
+    custom_properties: list[CustomProperty] = Field(default_factory=list)
+    authoritative_definitions: list[AuthoritativeDefinition] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _column_name(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a column name cannot be empty")
+        return value
+
+    def custom(self, name: str, default: Any = None) -> Any:
+        return next((p.value for p in self.custom_properties if p.property == name), default)
+
+
+class SchemaObject(OdcsModel):
+    """The product's table: its columns and table-level quality rules."""
+
+    name: str
+    id: str | None = None
+    physical_name: str | None = None
+    physical_type: str | None = None
+    business_name: str | None = None
+    description: str | None = None
+    logical_type: Literal["object"] = "object"
+    data_granularity_description: str | None = None
+    properties: list[SchemaProperty] = Field(default_factory=list)
+    quality: list[QualityRule] = Field(default_factory=list)
+    relationships: list[Relationship] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    custom_properties: list[CustomProperty] = Field(default_factory=list)
+    authoritative_definitions: list[AuthoritativeDefinition] = Field(default_factory=list)
+
+
+class Description(OdcsModel):
+    purpose: str | None = None
+    usage: str | None = None
+    limitations: str | None = None
+    authoritative_definitions: list[AuthoritativeDefinition] = Field(default_factory=list)
+    custom_properties: list[CustomProperty] = Field(default_factory=list)
+
+
+class TeamMember(OdcsModel):
+    username: str
+    id: str | None = None
+    name: str | None = None
+    description: str | None = None
+    role: str | None = None
+    date_in: str | None = None
+    date_out: str | None = None
+    replaced_by_username: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    custom_properties: list[CustomProperty] = Field(default_factory=list)
+    authoritative_definitions: list[AuthoritativeDefinition] = Field(default_factory=list)
+
+
+class Team(OdcsModel):
+    id: str | None = None
+    name: str | None = None
+    description: str | None = None
+    members: list[TeamMember] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    custom_properties: list[CustomProperty] = Field(default_factory=list)
+    authoritative_definitions: list[AuthoritativeDefinition] = Field(default_factory=list)
+
+
+class Role(OdcsModel):
+    role: str
+    id: str | None = None
+    description: str | None = None
+    access: str | None = None
+    first_level_approvers: str | None = None
+    second_level_approvers: str | None = None
+    custom_properties: list[CustomProperty] = Field(default_factory=list)
+
+
+class SlaProperty(OdcsModel):
+    property: str
+    value: Any
+    id: str | None = None
+    value_ext: Any = None
+    unit: str | None = None
+    element: str | None = None
+    driver: str | None = None
+    description: str | None = None
+    scheduler: str | None = None
+    schedule: str | None = None
+
+
+class Support(OdcsModel):
+    channel: str
+    id: str | None = None
+    url: str | None = None
+    description: str | None = None
+    tool: str | None = None
+    scope: str | None = None
+    invitation_url: str | None = None
+    custom_properties: list[CustomProperty] = Field(default_factory=list)
+
+
+class Contract(OdcsModel):
+    """A parsed ODCS v3.1 data contract for one data product."""
+
+    api_version: Literal["v3.1.0", "v3.0.2", "v3.0.1", "v3.0.0"]
+    kind: Literal["DataContract"]
+    id: str
+    version: str
+    status: str
+    name: str | None = None
+    domain: str | None = None
+    data_product: str | None = None
+    tenant: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    description: Description | None = None
+    schema_objects: list[SchemaObject] = Field(default_factory=list, alias="schema")
+    servers: list[dict[str, Any]] = Field(default_factory=list)
+    support: list[Support] = Field(default_factory=list)
+    price: dict[str, Any] | None = None
+    team: Team | None = None
+    roles: list[Role] = Field(default_factory=list)
+    sla_default_element: str | None = None
+    sla_properties: list[SlaProperty] = Field(default_factory=list)
+    authoritative_definitions: list[AuthoritativeDefinition] = Field(default_factory=list)
+    custom_properties: list[CustomProperty] = Field(default_factory=list)
+    contract_created_ts: str | None = None
+
+    _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("id")
+    @classmethod
+    def _non_empty_id(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the contract id cannot be empty")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, value: str) -> str:
+        if not SEMVER.match(str(value)):
+            raise ValueError(f"version must be a semantic version MAJOR.MINOR.PATCH, got {value!r}")
+        return str(value)
+
+    @field_validator("team", mode="before")
+    @classmethod
+    def _team_form(cls, value: Any) -> Any:
+        # ODCS 3.0 wrote the team as a list of members; 3.1 made it an object. Accept both.
+        if isinstance(value, list):
+            return {"members": value}
+        return value
+
+    # -- what the platform reads off a contract -------------------------------------------------
+
+    @property
+    def source(self) -> Path | None:
+        """The YAML file this contract was parsed from."""
+        return self._source
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".", 1)[0])
+
+    @property
+    def table(self) -> SchemaObject:
+        return self.schema_objects[0]
+
+    @property
+    def columns(self) -> list[SchemaProperty]:
+        return self.table.properties
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> SchemaProperty:
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(f"{self.id} has no column {name!r}")
+
+    @property
+    def primary_key(self) -> list[str]:
+        keyed = [c for c in self.columns if c.primary_key]
+        return [c.name for c in sorted(keyed, key=lambda c: (c.primary_key_position < 0, c.primary_key_position))]
+
+    @property
+    def purpose(self) -> str | None:
+        return self.description.purpose if self.description else None
+
+    @property
+    def owners(self) -> list[str]:
+        """Dagster owners: ``team:<name>`` plus members whose username is an email address."""
+        if self.team is None:
+            return []
+        owners = []
+        if self.team.name:
+            owners.append("team:" + re.sub(r"[^A-Za-z0-9_-]+", "-", self.team.name.strip()).strip("-").lower())
+        owners += [m.username for m in self.team.members if "@" in m.username]
+        return owners
+
+    def custom(self, name: str, default: Any = None) -> Any:
+        return next((p.value for p in self.custom_properties if p.property == name), default)
+
+    def sla(self, name: str) -> SlaProperty | None:
+        return next((s for s in self.sla_properties if s.property == name), None)
+
+    @property
+    def classifications(self) -> list[str]:
+        return sorted({c.classification for c in self.columns if c.classification})
+
+
+def platform_problems(contract: Contract) -> list[tuple[str, str]]:
+    """What the platform needs beyond ODCS to publish a product: (field path, problem) pairs."""
+    problems: list[tuple[str, str]] = []
+    if not contract.name:
+        problems.append(("name", "a data product contract needs a `name`: the product's name (snake_case)"))
+    elif not IDENTIFIER.match(contract.name):
+        problems.append(("name", f"product name {contract.name!r} must be snake_case (a-z, 0-9, _), starting with a letter"))
+    if not contract.domain:
+        problems.append(("domain", "a data product contract needs the `domain` that owns it"))
+    elif not IDENTIFIER.match(contract.domain):
+        problems.append(("domain", f"domain {contract.domain!r} must be snake_case (a-z, 0-9, _), starting with a letter"))
+    if len(contract.schema_objects) != 1:
+        problems.append(("schema", f"a data product publishes exactly one table: expected 1 schema object, found {len(contract.schema_objects)}"))
+        return problems
+    table = contract.table
+    if not table.properties:
+        problems.append((f"schema[{table.name}].properties", "the table declares no columns"))
+    seen: set[str] = set()
+    for col in table.properties:
+        where = f"schema[{table.name}].properties[{col.name}]"
+        if col.name in seen:
+            problems.append((where + ".name", f"column {col.name!r} is declared twice"))
+        seen.add(col.name)
+        if col.logical_type is None:
+            problems.append((where + ".logicalType", "every column needs a logicalType (" + ", ".join(LOGICAL_TYPES) + ")"))
+        elif col.logical_type in ("object", "array"):
+            problems.append((where + ".logicalType", f"logicalType {col.logical_type!r} is not supported for a published column yet"))
+    return problems

@@ -1,0 +1,241 @@
+"""A domain: its descriptor, its declared products, and the Dagster ``Definitions`` built from them.
+
+A domain package looks like::
+
+    domains/claims/
+        domain.yaml          descriptor: name, kind, team, owners, contact, description
+        contracts/*.yaml     one ODCS contract per data product
+        definitions.py       ``domain = Domain.load(__file__)``, the transforms, ``defs = domain.definitions()``
+
+``definitions()`` resolves every input port against the mesh's contracts and builds the assets,
+the external specs of upstream products, and the IO manager. Every problem found (missing contract,
+unknown upstream product, wrong major, unknown column) is collected and raised together in one
+:class:`DomainDefinitionError`, each line naming the file and field to fix.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+import dagster as dg
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mesh_platform.contracts.loader import ContractError, Problem, display_path, load_contract, load_yaml
+from mesh_platform.contracts.model import IDENTIFIER, Contract
+from mesh_platform.contracts.registry import ContractRegistry, contract_files, mesh_registry
+from mesh_platform.io.io_manager import MeshIOManager
+from mesh_platform.ports import InputPort, ResolvedPort, resolve
+from mesh_platform.products import Declaration, build_asset
+
+DESCRIPTOR = "domain.yaml"
+
+
+class DomainDefinitionError(Exception):
+    """A domain whose definitions cannot be built; lists every problem (file and field)."""
+
+    def __init__(self, domain: str, problems: list[Problem]):
+        self.domain = domain
+        self.problems = problems
+        super().__init__(f"domain {domain!r} cannot be loaded:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class DomainDescriptor(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    kind: Literal["source-aligned", "consumer-aligned", "aggregate"]
+    description: str
+    team: str
+    owners: list[str] = Field(min_length=1)
+    contact: str | None = None
+    clearances: list[str] = Field(default_factory=list)
+
+
+def load_descriptor(path: Path) -> DomainDescriptor:
+    shown = display_path(path)
+    if not path.exists():
+        raise ContractError([Problem(shown, "", "domain descriptor not found")])
+    raw = load_yaml(path)
+    try:
+        descriptor = DomainDescriptor.model_validate(raw)
+    except ValidationError as exc:
+        raise ContractError([Problem(shown, ".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()]) from None
+    if not IDENTIFIER.match(descriptor.name):
+        raise ContractError([Problem(shown, "name", f"domain name {descriptor.name!r} must be snake_case")])
+    if descriptor.name != path.parent.name:
+        raise ContractError([Problem(shown, "name", f"domain {descriptor.name!r} must live in a folder of the same name, not {path.parent.name!r}")])
+    return descriptor
+
+
+class Domain:
+    """Declare a domain's products; build its code location."""
+
+    def __init__(self, descriptor: DomainDescriptor, root: Path):
+        self.descriptor = descriptor
+        self.root = root
+        self.declarations: dict[str, Declaration] = {}
+
+    @classmethod
+    def load(cls, module_file: str | Path) -> "Domain":
+        """The domain whose ``domain.yaml`` sits next to ``module_file`` (pass ``__file__``)."""
+        root = Path(module_file).resolve().parent
+        return cls(load_descriptor(root / DESCRIPTOR), root)
+
+    @property
+    def name(self) -> str:
+        return self.descriptor.name
+
+    def __repr__(self) -> str:
+        return f"Domain({self.name!r}, products={self.product_names})"
+
+    @property
+    def product_names(self) -> list[str]:
+        return [d.name for d in self.declarations.values() if d.is_product]
+
+    # -- declaring ------------------------------------------------------------------------------
+
+    def _declare(self, name: str | None, is_product: bool, inputs, kinds, resources, description) -> Callable:
+        def decorator(fn: Callable) -> Declaration:
+            decl = Declaration(
+                name=name or fn.__name__,
+                fn=fn,
+                inputs=dict(inputs or {}),
+                kinds=tuple(kinds),
+                required_resource_keys=frozenset(resources),
+                is_product=is_product,
+                description=description,
+                declared_in=inspect.getsourcefile(fn),
+            )
+            if decl.name in self.declarations:
+                raise ValueError(f"{self.name}: {decl.name!r} is declared twice")
+            self.declarations[decl.name] = decl
+            return decl
+
+        return decorator
+
+    def product(
+        self,
+        name: str | None = None,
+        *,
+        inputs: dict[str, InputPort | str] | None = None,
+        kinds: Iterable[str] = (),
+        resources: Iterable[str] = (),
+    ) -> Callable:
+        """Declare a data product; its contract is ``contracts/<name>.yaml`` in this domain.
+
+        ``inputs`` maps each parameter of the transform to an :class:`InputPort` (another
+        domain's product) or to the name of an asset of this domain. A parameter named
+        ``context`` receives the Dagster execution context.
+        """
+        return self._declare(name, True, inputs, kinds, resources, None)
+
+    def asset(
+        self,
+        name: str | None = None,
+        *,
+        inputs: dict[str, InputPort | str] | None = None,
+        kinds: Iterable[str] = (),
+        resources: Iterable[str] = (),
+        description: str | None = None,
+    ) -> Callable:
+        """Declare a private intermediate: stored in the lake, never published as a port."""
+        return self._declare(name, False, inputs, kinds, resources, description)
+
+    # -- building -------------------------------------------------------------------------------
+
+    def contract_path(self, product: str) -> Path:
+        return self.root / "contracts" / f"{product}.yaml"
+
+    def _where(self, decl: Declaration) -> str:
+        return display_path(decl.declared_in or self.root / "definitions.py")
+
+    def build_assets(self, registry: ContractRegistry | None = None) -> tuple[list[dg.AssetsDefinition], list[dg.AssetSpec]]:
+        """The domain's assets and the external specs of the products it consumes."""
+        registry = registry if registry is not None else mesh_registry()
+        problems: list[Problem] = []
+        assets: list[dg.AssetsDefinition] = []
+        externals: dict[dg.AssetKey, dg.AssetSpec] = {}
+        owners = list(self.descriptor.owners)
+
+        declared_products = set(self.product_names)
+        for path in contract_files(self.root):
+            if path.stem not in declared_products:
+                try:
+                    contract = load_contract(path)
+                except ContractError as exc:
+                    problems.extend(exc.problems)
+                    continue
+                if contract.status not in ("draft", "proposed"):
+                    problems.append(Problem(display_path(path), "name", f"contract {contract.id!r} is {contract.status} but no product {path.stem!r} is declared in this domain"))
+
+        for decl in self.declarations.values():
+            contract: Contract | None = None
+            if decl.is_product:
+                try:
+                    contract = load_contract(self.contract_path(decl.name))
+                except ContractError as exc:
+                    problems.extend(exc.problems)
+                    continue
+                shown = display_path(self.contract_path(decl.name))
+                if contract.domain != self.name:
+                    problems.append(Problem(shown, "domain", f"says {contract.domain!r}, but the contract belongs to domain {self.name!r}"))
+                    continue
+                if contract.name != decl.name:
+                    problems.append(Problem(shown, "name", f"says {contract.name!r}, but the product is declared as {decl.name!r}"))
+                    continue
+            ports: dict[str, ResolvedPort] = {}
+            signature = inspect.signature(decl.fn).parameters
+            for param, source in decl.inputs.items():
+                field = f"{decl.name}.inputs[{param}]"
+                if param not in signature and not any(p.kind is p.VAR_KEYWORD for p in signature.values()):
+                    problems.append(Problem(self._where(decl), field, f"the transform has no parameter {param!r}"))
+                    continue
+                if isinstance(source, InputPort):
+                    try:
+                        ports[param] = resolve(source, registry, self.name)
+                    except (LookupError, ValueError) as exc:
+                        problems.append(Problem(self._where(decl), field, str(exc).strip("'\"")))
+                        continue
+                    externals.setdefault(ports[param].key, ports[param].external_spec())
+                elif isinstance(source, str):
+                    if source not in self.declarations:
+                        problems.append(Problem(self._where(decl), field, f"no asset {source!r} in domain {self.name!r} (declared: {', '.join(self.declarations)})"))
+                else:
+                    problems.append(Problem(self._where(decl), field, f"expected an InputPort or an asset name, got {source!r}"))
+            if not problems:
+                assets.append(build_asset(self.name, decl, contract, ports, owners))
+        if problems:
+            raise DomainDefinitionError(self.name, problems)
+        return assets, list(externals.values())
+
+    def definitions(
+        self,
+        *,
+        resources: dict[str, Any] | None = None,
+        sensors: Iterable[dg.SensorDefinition] = (),
+        schedules: Iterable[dg.ScheduleDefinition] = (),
+        jobs: Iterable[Any] = (),
+        registry: ContractRegistry | None = None,
+    ) -> dg.Definitions:
+        """This domain's code location."""
+        assets, externals = self.build_assets(registry)
+        all_resources = {"io_manager": MeshIOManager()}
+        all_resources.update(resources or {})
+        return dg.Definitions(
+            assets=[*assets, *externals],
+            resources=all_resources,
+            sensors=list(sensors),
+            schedules=list(schedules),
+            jobs=list(jobs),
+            metadata={"mesh/domain": self.name, "mesh/team": self.descriptor.team},
+        )
+
+    def job(self, name: str | None = None, selection: dg.AssetSelection | None = None) -> dg.UnresolvedAssetJobDefinition:
+        """A job over this domain's assets (all of them by default)."""
+        return dg.define_asset_job(
+            name or f"{self.name}_products",
+            selection=selection or dg.AssetSelection.groups(self.name),
+            tags={"mesh/domain": self.name},
+        )

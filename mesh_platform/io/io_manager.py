@@ -1,0 +1,94 @@
+"""The IO manager every domain gets: contract-enforced, atomic publishing to the lake.
+
+Write path (a product materializes): the DataFrame is conformed to its contract
+(:func:`mesh_platform.contracts.conform`: columns, types, required, unique, primary key); only if
+that passes is it written to a staging file and renamed over the port's last good version. The
+materialization records ``dagster/uri``, row count, bytes and the contract version.
+
+Read path (an input port or a local upstream): only the columns the consumer declared are read
+from the Parquet file.
+
+Which contract applies is read from the asset's own metadata (``mesh/contract_id``, set by the
+platform when it builds the asset) and looked up in the mesh's contract registry, so the IO manager
+itself holds no per-domain state and can be configured like any Dagster resource.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+from mesh_platform.contracts import conform
+from mesh_platform.contracts.registry import mesh_registry
+from mesh_platform.io.lake import Lake
+from mesh_platform.settings import MeshSettings
+
+CONTRACT_ID = "mesh/contract_id"
+PORT_MAJOR = "mesh/port_major"
+COLUMNS = "mesh/columns"
+
+
+def to_pandas(table) -> pd.DataFrame:
+    # Dates come back as datetime64 (not Python date objects) so pandas arithmetic just works.
+    return table.to_pandas(date_as_object=False)
+
+
+class MeshIOManager(dg.ConfigurableIOManager):
+    """Stores products as contract-checked Parquet output ports, intermediates privately."""
+
+    lake: str | None = None
+    """Root of the lake; defaults to ``MESH_LAKE`` (or ``$MESH_HOME/lake``)."""
+
+    def _lake(self) -> Lake:
+        return Lake(self.lake or MeshSettings.from_env().lake)
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        domain, name = context.asset_key.path[0], context.asset_key.path[-1]
+        contract_id = context.definition_metadata.get(CONTRACT_ID)
+        lake = self._lake()
+        if contract_id:
+            contract = mesh_registry().get(contract_id)
+            table = conform(obj, contract)
+            published = lake.write_table(Lake.port_path(contract.domain, contract.name, contract.major), table)
+            context.add_output_metadata(
+                {
+                    "dagster/uri": published.uri,
+                    "dagster/row_count": published.rows,
+                    "mesh/bytes": published.bytes,
+                    "mesh/contract_version": contract.version,
+                    "mesh/port": f"v{contract.major}",
+                }
+            )
+            return
+        if isinstance(obj, pd.DataFrame):
+            import pyarrow as pa
+
+            published = lake.write_table(Lake.private_path(domain, name), pa.Table.from_pandas(obj, preserve_index=False))
+        else:
+            published = lake.write_object(Lake.private_path(domain, name, table=False), obj)
+        metadata: dict[str, Any] = {"dagster/uri": published.uri, "mesh/bytes": published.bytes}
+        if published.rows is not None:
+            metadata["dagster/row_count"] = published.rows
+        context.add_output_metadata(metadata)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        key = context.asset_key
+        meta = context.definition_metadata or {}
+        upstream_meta = context.upstream_output.definition_metadata if context.upstream_output else {}
+        contract_id = meta.get(CONTRACT_ID) or (upstream_meta or {}).get(CONTRACT_ID)
+        columns = meta.get(COLUMNS)
+        lake = self._lake()
+        if contract_id:
+            contract = mesh_registry().get(contract_id)
+            major = meta.get(PORT_MAJOR, contract.major)
+            table = lake.read_table(Lake.port_path(contract.domain, contract.name, major), columns=columns)
+            return to_pandas(table)
+        domain, name = key.path[0], key.path[-1]
+        table_path = Lake.private_path(domain, name)
+        if lake.exists(table_path):
+            return to_pandas(lake.read_table(table_path, columns=columns))
+        return lake.read_object(Lake.private_path(domain, name, table=False))

@@ -1,0 +1,144 @@
+"""The lake: where output ports and private intermediates are stored, on disk or on S3.
+
+Layout (``MESH_LAKE`` is the root; a local folder by default, ``s3://bucket/prefix`` in production)::
+
+    <lake>/<domain>/<product>/v<major>/data.parquet     output port of a product, one per major
+    <lake>/<domain>/_private/<asset>/data.parquet        a domain's private intermediate (not a port)
+    <lake>/<domain>/_private/<asset>/data.pickle         ... when it is not a table (a trained model)
+
+Publishing is atomic, so a failed or killed write never touches the last good version: locally the
+file is written under a temporary name in the same folder and renamed over the old one (POSIX
+rename is atomic); on S3 a single PUT or completed multipart upload is the commit, so readers see
+either the old object or the new one, never a partial one.
+
+Storage goes through ``pyarrow.fs``, one code path for both backends; S3 credentials and endpoint
+come from the usual AWS environment (``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL_S3`` ...).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+DATA_FILE = "data.parquet"
+PICKLE_FILE = "data.pickle"
+PRIVATE = "_private"
+
+
+@dataclass(frozen=True)
+class Published:
+    uri: str
+    rows: int | None
+    bytes: int
+
+
+def _s3_filesystem(parsed) -> pafs.S3FileSystem:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    kwargs: dict[str, Any] = {}
+    if endpoint:
+        ep = urlparse(endpoint)
+        kwargs["endpoint_override"] = ep.netloc or ep.path
+        kwargs["scheme"] = ep.scheme or "https"
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["region"] = region
+    return pafs.S3FileSystem(**kwargs)
+
+
+class Lake:
+    """A root URI plus the filesystem that serves it."""
+
+    def __init__(self, root: str):
+        self.root = root.rstrip("/")
+        parsed = urlparse(self.root)
+        if parsed.scheme == "s3":
+            self.fs: pafs.FileSystem = _s3_filesystem(parsed)
+            self._base = (parsed.netloc + parsed.path).rstrip("/")
+            self.is_local = False
+        elif parsed.scheme in ("", "file"):
+            self.fs = pafs.LocalFileSystem()
+            self._base = os.path.abspath(parsed.path if parsed.scheme else self.root)
+            self.is_local = True
+        else:
+            raise ValueError(f"MESH_LAKE must be a local folder or an s3:// URI, got {root!r}")
+
+    def __repr__(self) -> str:
+        return f"Lake({self.root!r})"
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def port_path(domain: str, product: str, major: int) -> str:
+        return f"{domain}/{product}/v{major}/{DATA_FILE}"
+
+    @staticmethod
+    def private_path(domain: str, asset: str, table: bool = True) -> str:
+        return f"{domain}/{PRIVATE}/{asset}/{DATA_FILE if table else PICKLE_FILE}"
+
+    def _full(self, relpath: str) -> str:
+        return f"{self._base}/{relpath}"
+
+    def uri(self, relpath: str) -> str:
+        return f"file://{self._full(relpath)}" if self.is_local else f"s3://{self._full(relpath)}"
+
+    def exists(self, relpath: str) -> bool:
+        return self.fs.get_file_info(self._full(relpath)).type == pafs.FileType.File
+
+    # -- write ----------------------------------------------------------------------------------
+
+    def _commit(self, relpath: str, write) -> int:
+        """Run ``write(sink)`` so that ``relpath`` changes all at once or not at all; returns bytes."""
+        final = self._full(relpath)
+        folder = final.rsplit("/", 1)[0]
+        self.fs.create_dir(folder, recursive=True)
+        if not self.is_local:
+            with self.fs.open_output_stream(final) as sink:
+                write(sink)
+            return self.fs.get_file_info(final).size
+        staging = f"{folder}/.{final.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.staging"
+        try:
+            with open(staging, "wb") as sink:
+                write(sink)
+                sink.flush()
+                os.fsync(sink.fileno())
+            size = os.path.getsize(staging)
+            os.replace(staging, final)
+        except BaseException:
+            if os.path.exists(staging):
+                os.unlink(staging)
+            raise
+        return size
+
+    def write_table(self, relpath: str, table: pa.Table) -> Published:
+        size = self._commit(relpath, lambda sink: pq.write_table(table, sink, compression="snappy"))
+        return Published(self.uri(relpath), table.num_rows, size)
+
+    def write_object(self, relpath: str, obj: Any) -> Published:
+        payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        size = self._commit(relpath, lambda sink: sink.write(payload))
+        return Published(self.uri(relpath), None, size)
+
+    # -- read -----------------------------------------------------------------------------------
+
+    def read_table(self, relpath: str, columns: list[str] | None = None) -> pa.Table:
+        full = self._full(relpath)
+        if not self.exists(relpath):
+            raise FileNotFoundError(f"nothing published at {self.uri(relpath)} yet: materialize its producer first")
+        return pq.read_table(full, columns=columns, filesystem=self.fs)
+
+    def read_schema(self, relpath: str) -> pa.Schema:
+        return pq.read_schema(self._full(relpath), filesystem=self.fs)
+
+    def read_object(self, relpath: str) -> Any:
+        if not self.exists(relpath):
+            raise FileNotFoundError(f"nothing stored at {self.uri(relpath)} yet: materialize it first")
+        with self.fs.open_input_stream(self._full(relpath)) as src:
+            return pickle.loads(src.read())

@@ -1,0 +1,91 @@
+"""Input ports: a product's declared dependency on another domain's published product.
+
+A port names the producer's product by contract id (``"policies.policies"``) or asset key path
+(``"policies/policies"``), pins the contract's major version, and lists the columns the consumer
+needs. Resolving a port against the mesh's contract registry yields what the platform needs to wire
+Dagster (the external ``AssetSpec`` of the producer's asset and the ``AssetIn`` of the consumer) and
+fails at definitions load, with a clear message, when the product is unknown, the major does not
+match or a column does not exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from mesh_platform.contracts.model import Contract
+from mesh_platform.contracts.registry import ContractRegistry
+from mesh_platform.io.io_manager import COLUMNS, CONTRACT_ID, PORT_MAJOR
+from mesh_platform.io.lake import Lake
+
+
+@dataclass(frozen=True)
+class InputPort:
+    """Consume another domain's product: ``InputPort("policies.policies", major=1, columns=[...])``."""
+
+    product: str
+    major: int
+    columns: tuple[str, ...] | None = None
+    purpose: str | None = None
+
+    def __init__(self, product: str, major: int, columns: list[str] | tuple[str, ...] | None = None, purpose: str | None = None):
+        object.__setattr__(self, "product", product)
+        object.__setattr__(self, "major", int(major))
+        object.__setattr__(self, "columns", tuple(columns) if columns is not None else None)
+        object.__setattr__(self, "purpose", purpose)
+
+
+@dataclass(frozen=True)
+class ResolvedPort:
+    port: InputPort
+    contract: Contract
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> dg.AssetKey:
+        return dg.AssetKey([self.contract.domain, self.contract.name])
+
+    @property
+    def columns(self) -> list[str]:
+        return list(self.port.columns) if self.port.columns is not None else self.contract.column_names
+
+    def asset_in(self) -> dg.AssetIn:
+        return dg.AssetIn(
+            key=self.key,
+            metadata={CONTRACT_ID: self.contract.id, PORT_MAJOR: self.port.major, COLUMNS: self.columns},
+        )
+
+    def external_spec(self) -> dg.AssetSpec:
+        """How the producer's asset appears in the consumer's code location (an edge in the mesh)."""
+        c = self.contract
+        return dg.AssetSpec(
+            key=self.key,
+            group_name=c.domain,
+            description=f"Output port v{self.port.major} of `{c.id}`, published by the {c.domain} domain.",
+            owners=c.owners or None,
+            tags={"mesh/domain": c.domain, "mesh/type": "product"},
+            metadata={CONTRACT_ID: c.id, "mesh/port_path": Lake.port_path(c.domain, c.name, self.port.major)},
+        )
+
+
+def resolve(port: InputPort, registry: ContractRegistry, consumer_domain: str) -> ResolvedPort:
+    """Resolve one port; raises ``LookupError``/``ValueError`` with a message for the consumer."""
+    contract = registry.get(port.product)
+    if contract.domain == consumer_domain:
+        raise ValueError(
+            f"{port.product!r} belongs to this domain; depend on it by name instead of through an input port"
+        )
+    if port.major != contract.major:
+        raise ValueError(
+            f"pins major version {port.major} of {contract.id!r}, but its contract is at version "
+            f"{contract.version} (major {contract.major}); update the pin after reviewing the change"
+        )
+    if port.columns is not None:
+        unknown = [c for c in port.columns if c not in contract.column_names]
+        if unknown:
+            raise ValueError(
+                f"asks {contract.id!r} for columns it does not publish: {', '.join(unknown)} "
+                f"(it publishes {', '.join(contract.column_names)})"
+            )
+    return ResolvedPort(port, contract)

@@ -1,0 +1,176 @@
+"""Data products and private intermediates, built into Dagster assets from their contracts.
+
+A domain only declares *what* a product is (its contract file and its transform); everything a
+Dagster user sees on the asset (key, group, owners, description, kinds, tags, column schema,
+contract id and version, code version) is derived here, so no domain hand-writes that metadata and
+every product looks the same in the UI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import dagster as dg
+
+from mesh_platform.contracts.model import Contract
+from mesh_platform.io.io_manager import COLUMNS, CONTRACT_ID
+from mesh_platform.io.lake import Lake
+from mesh_platform.ports import InputPort, ResolvedPort
+
+# Classifications from least to most sensitive; a product is tagged with its most sensitive column.
+CLASSIFICATION_ORDER = ("public", "internal", "confidential", "pii", "restricted")
+MAX_KINDS = 3  # Dagster shows at most three kinds per asset
+
+
+@dataclass
+class Declaration:
+    """What a domain declares with ``@domain.product`` or ``@domain.asset``."""
+
+    name: str
+    fn: Callable[..., Any]
+    inputs: dict[str, InputPort | str] = field(default_factory=dict)
+    kinds: tuple[str, ...] = ()
+    required_resource_keys: frozenset[str] = frozenset()
+    is_product: bool = True
+    description: str | None = None
+    declared_in: str | None = None
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    @property
+    def wants_context(self) -> bool:
+        return "context" in inspect.signature(self.fn).parameters
+
+
+def most_sensitive(classifications: list[str]) -> str | None:
+    ranked = [c for c in classifications if c in CLASSIFICATION_ORDER]
+    if ranked:
+        return max(ranked, key=CLASSIFICATION_ORDER.index)
+    return classifications[0] if classifications else None
+
+
+def column_schema(contract: Contract) -> dg.TableSchema:
+    columns = []
+    for col in contract.columns:
+        tags = {"classification": col.classification} if col.classification else {}
+        other = []
+        if col.primary_key:
+            other.append("primary key")
+        if col.tags:
+            other.append("tags: " + ", ".join(col.tags))
+        columns.append(
+            dg.TableColumn(
+                name=col.name,
+                type=col.logical_type or "unknown",
+                description=col.description,
+                constraints=dg.TableColumnConstraints(
+                    nullable=not (col.required or col.primary_key),
+                    unique=bool(col.unique or (col.primary_key and len(contract.primary_key) == 1)),
+                    other=other,
+                ),
+                tags=tags,
+            )
+        )
+    return dg.TableSchema(columns=columns)
+
+
+def product_description(contract: Contract) -> str:
+    d = contract.description
+    parts = [(d.purpose if d and d.purpose else f"Data product {contract.id}.")]
+    if d and d.usage:
+        parts.append(f"**Usage:** {d.usage}")
+    if d and d.limitations:
+        parts.append(f"**Limitations:** {d.limitations}")
+    parts.append(f"Contract `{contract.id}` v{contract.version} ({contract.status}).")
+    return "\n\n".join(parts)
+
+
+def code_version(decl: Declaration, contract: Contract | None) -> str:
+    digest = hashlib.sha256()
+    if contract is not None and contract.source is not None:
+        digest.update(Path(contract.source).read_bytes())
+    try:
+        digest.update(inspect.getsource(decl.fn).encode())
+    except (OSError, TypeError):  # pragma: no cover - functions defined without source
+        digest.update(decl.fn.__qualname__.encode())
+    prefix = f"{contract.version}-" if contract is not None else ""
+    return prefix + digest.hexdigest()[:12]
+
+
+def _kinds(decl: Declaration) -> set[str]:
+    kinds = ["pandas"] + [k for k in decl.kinds if k != "pandas"]
+    kinds = kinds[: MAX_KINDS - 1] + ["parquet"] if decl.is_product else kinds[:MAX_KINDS]
+    return set(kinds)
+
+
+def _compute_fn(decl: Declaration):
+    wants_context = decl.wants_context
+    fn = decl.fn
+
+    def compute(context, **inputs):
+        return fn(context, **inputs) if wants_context else fn(**inputs)
+
+    compute.__name__ = decl.name
+    return compute
+
+
+def build_asset(
+    domain: str,
+    decl: Declaration,
+    contract: Contract | None,
+    ports: dict[str, ResolvedPort],
+    owners: list[str],
+) -> dg.AssetsDefinition:
+    """One Dagster asset for a product (``contract`` given) or a private intermediate (``None``)."""
+    ins: dict[str, dg.AssetIn] = {}
+    for param, source in decl.inputs.items():
+        if isinstance(source, InputPort):
+            ins[param] = ports[param].asset_in()
+        else:
+            ins[param] = dg.AssetIn(key=dg.AssetKey([domain, source]))
+
+    if contract is not None:
+        classification = most_sensitive(contract.classifications)
+        tags = {"mesh/domain": domain, "mesh/type": "product", "mesh/status": contract.status}
+        if classification:
+            tags["mesh/classification"] = classification
+        access = contract.custom("accessLevel")
+        if access:
+            tags["mesh/access"] = str(access)
+        metadata: dict[str, Any] = {
+            "dagster/column_schema": column_schema(contract),
+            CONTRACT_ID: contract.id,
+            "mesh/contract_version": contract.version,
+            "mesh/port_path": Lake.port_path(domain, contract.name, contract.major),
+        }
+        if contract.source is not None:
+            metadata["mesh/contract_file"] = dg.MetadataValue.path(str(contract.source))
+        description = product_description(contract)
+        product_owners = contract.owners or owners
+    else:
+        tags = {"mesh/domain": domain, "mesh/type": "intermediate"}
+        metadata = {"mesh/private": True}
+        description = (decl.description or (decl.fn.__doc__ or "").strip() or f"Private intermediate of the {domain} domain.")
+        description += "\n\nPrivate to its domain: not an output port, not readable by other domains."
+        product_owners = owners
+
+    return dg.asset(
+        key=dg.AssetKey([domain, decl.name]),
+        ins=ins,
+        group_name=domain,
+        owners=product_owners or None,
+        description=description,
+        kinds=_kinds(decl),
+        tags=tags,
+        metadata=metadata,
+        code_version=code_version(decl, contract),
+        required_resource_keys=set(decl.required_resource_keys) or None,
+    )(_compute_fn(decl))
+
+
+__all__ = ["COLUMNS", "CLASSIFICATION_ORDER", "Declaration", "build_asset", "column_schema"]

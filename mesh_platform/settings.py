@@ -1,0 +1,52 @@
+"""Where the mesh keeps its state, read from the environment.
+
+Switching from the embedded default to production is configuration, never code:
+
+| variable       | default                     | production example                    |
+| -------------- | --------------------------- | ------------------------------------- |
+| `MESH_HOME`    | `./.mesh` (current folder)  | unused                                |
+| `MESH_LAKE`    | `$MESH_HOME/lake`           | `s3://acme-mesh/lake`                 |
+| `MESH_SOURCES` | `$MESH_HOME/sources`        | where the operational simulators live |
+| `DAGSTER_HOME` | `$MESH_HOME/dagster_home`   | the Postgres-backed instance's folder |
+
+`MESH_HOME` is made absolute once, so that code servers started by `dagster dev` (which may run
+in another working directory) agree with the `mesh` command line on every path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _absolute(path: str) -> str:
+    if "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    home: str
+    lake: str
+    sources: str
+    dagster_home: str
+
+    @classmethod
+    def from_env(cls, environ: os._Environ | dict | None = None) -> "MeshSettings":
+        env = os.environ if environ is None else environ
+        home = _absolute(env.get("MESH_HOME") or ".mesh")
+        return cls(
+            home=home,
+            lake=_absolute(env.get("MESH_LAKE") or os.path.join(home, "lake")),
+            sources=_absolute(env.get("MESH_SOURCES") or os.path.join(home, "sources")),
+            dagster_home=_absolute(env.get("DAGSTER_HOME") or os.path.join(home, "dagster_home")),
+        )
+
+    def export(self) -> None:
+        """Pin every path in this process's environment (inherited by child processes)."""
+        os.environ["MESH_HOME"] = self.home
+        os.environ["MESH_LAKE"] = self.lake
+        os.environ["MESH_SOURCES"] = self.sources
+        os.environ["DAGSTER_HOME"] = self.dagster_home

@@ -1,0 +1,321 @@
+"""A deterministic simulator of the insurance company's operational systems.
+
+The mesh's source-aligned domains read from systems that exist outside the mesh: an operational
+policy-administration database, a landing zone where the claims system drops files, and the export
+of the customer-care chat tool. This module fabricates all three, seeded and vectorized, so that the
+same mesh runs on a thousand rows in tests and on millions in benchmarks (``scale`` multiplies every
+entity count).
+
+The data is shaped so that the mesh has something real to do: operational codes to decode, claims
+updated across landing batches, free text that leaks contact details, and fraud that correlates
+with features a model can learn (high claimed/insured ratio, claims soon after policy start,
+repeated contacts), labelled only for the claims that were investigated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+AS_OF = pd.Timestamp("2026-06-30")
+FIRST_START = pd.Timestamp("2023-01-01")
+BASE_POLICYHOLDERS = 1000
+
+FIRST_NAMES = np.array(
+    "Olivia Liam Emma Noah Ava Oliver Sophia Elijah Isabella James Mia William Amelia Lucas "
+    "Harper Henry Evelyn Theodore Aisha Mateo Chloe Arjun Freya Kofi Ingrid Hiro Leila Tomasz".split()
+)
+LAST_NAMES = np.array(
+    "Smith Johnson Williams Brown Jones Garcia Miller Davis Rodriguez Martinez Hernandez Lopez "
+    "Wilson Anderson Thomas Taylor Moore Jackson Martin Lee Okafor Nakamura Kowalski Silva".split()
+)
+CITIES = np.array("London Leeds Bristol Glasgow Cardiff Belfast Manchester York Norwich Bath".split())
+PRODUCT_CODES = np.array(["AUTO", "HOME", "HLTH", "TRVL"])
+PRODUCT_WEIGHTS = np.array([0.45, 0.3, 0.15, 0.1])
+SUM_INSURED_MEAN = {"AUTO": 18_000.0, "HOME": 250_000.0, "HLTH": 50_000.0, "TRVL": 5_000.0}
+PREMIUM_RATE = {"AUTO": 0.045, "HOME": 0.004, "HLTH": 0.03, "TRVL": 0.05}
+CLAIM_TYPES = {
+    "AUTO": ["collision", "theft", "windscreen", "vandalism"],
+    "HOME": ["water_damage", "fire", "burglary", "storm"],
+    "HLTH": ["hospital_stay", "outpatient", "prescription"],
+    "TRVL": ["cancellation", "lost_luggage", "medical_abroad"],
+}
+CLAIM_TOPICS = np.array(["claim_status", "claim_documents", "complaint", "payment_query"])
+OTHER_TOPICS = np.array(["billing", "coverage_question", "address_change", "cancellation"])
+
+
+@dataclass(frozen=True)
+class SourceLayout:
+    """Where each simulated operational system lives under the sources folder."""
+
+    root: Path
+
+    @property
+    def policy_db(self) -> Path:
+        return self.root / "policy_admin" / "policy_admin.sqlite"
+
+    @property
+    def claims_landing(self) -> Path:
+        return self.root / "claims_landing"
+
+    @property
+    def chat_export(self) -> Path:
+        return self.root / "support_chat" / "conversations.jsonl"
+
+    @property
+    def marker(self) -> Path:
+        return self.root / "SIMULATION.json"
+
+
+def _rng(seed: int, stream: str) -> np.random.Generator:
+    # One independent stream per entity, so adding a column to one entity does not shift another.
+    return np.random.default_rng([seed, sum(map(ord, stream))])
+
+
+def _counts(scale: float) -> int:
+    if scale <= 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    return max(20, int(round(BASE_POLICYHOLDERS * scale)))
+
+
+def simulate_customers(n: int, seed: int) -> pd.DataFrame:
+    rng = _rng(seed, "customers")
+    first = FIRST_NAMES[rng.integers(0, len(FIRST_NAMES), n)]
+    last = LAST_NAMES[rng.integers(0, len(LAST_NAMES), n)]
+    cust_no = np.arange(1, n + 1)
+    suffix = cust_no.astype(str)
+    email = np.char.add(np.char.add(np.char.add(np.char.lower(first.astype(str)), "."), np.char.lower(last.astype(str))), suffix)
+    email = np.char.add(email, "@example.com")
+    phone = np.char.add("+44 7700 9", np.char.zfill(rng.integers(0, 100_000, n).astype(str), 5))
+    birth = pd.Timestamp("1950-01-01") + pd.to_timedelta(rng.integers(0, 365 * 55, n), unit="D")
+    created = FIRST_START - pd.to_timedelta(rng.integers(0, 365 * 3, n), unit="D")
+    return pd.DataFrame(
+        {
+            "cust_no": cust_no,
+            "first_nm": first,
+            "last_nm": last,
+            "email_addr": email,
+            "phone_no": phone,
+            "birth_dt": birth.strftime("%Y-%m-%d"),
+            "city_nm": CITIES[rng.integers(0, len(CITIES), n)],
+            "post_cd": np.char.add("AB", rng.integers(1, 99, n).astype(str)),
+            "created_ts": created.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+    )
+
+
+def simulate_policies(customers: pd.DataFrame, seed: int) -> pd.DataFrame:
+    rng = _rng(seed, "policies")
+    n = int(len(customers) * 1.5)
+    cust = customers["cust_no"].to_numpy()[rng.integers(0, len(customers), n)]
+    product = PRODUCT_CODES[rng.choice(len(PRODUCT_CODES), size=n, p=PRODUCT_WEIGHTS)]
+    mean = np.vectorize(SUM_INSURED_MEAN.get)(product)
+    sum_insured = np.round(mean * rng.lognormal(0.0, 0.35, n), -2)
+    rate = np.vectorize(PREMIUM_RATE.get)(product)
+    premium_cents = np.round(sum_insured * rate * rng.normal(1.0, 0.1, n) * 100).astype(np.int64)
+    start = FIRST_START + pd.to_timedelta(rng.integers(0, (AS_OF - FIRST_START).days - 30, n), unit="D")
+    end = start + pd.DateOffset(years=1)
+    status = np.where(end < AS_OF, np.where(rng.random(n) < 0.6, "L", "A"), "A")
+    status = np.where(rng.random(n) < 0.04, "C", status)
+    return pd.DataFrame(
+        {
+            "contract_no": np.char.add("POL-", np.char.zfill(np.arange(1, n + 1).astype(str), 7)),
+            "cust_no": cust,
+            "product_cd": product,
+            "start_dt": start.strftime("%Y-%m-%d"),
+            "end_dt": end.strftime("%Y-%m-%d"),
+            "premium_amt_cents": premium_cents,
+            "sum_insured_amt": sum_insured,
+            "status_cd": status,
+            "sales_channel": np.array(["broker", "direct", "online"])[rng.integers(0, 3, n)],
+        }
+    )
+
+
+def simulate_claims(policies: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Claims with their full lifecycle; ``is_fraud`` is ground truth that never leaves here."""
+    rng = _rng(seed, "claims")
+    n = int(len(policies) * 0.4)
+    idx = rng.integers(0, len(policies), n)
+    pol = policies.iloc[idx].reset_index(drop=True)
+    is_fraud = rng.random(n) < 0.08
+    start = pd.to_datetime(pol["start_dt"])
+    # Fraud comes early in the policy and claims a large share of the insured sum.
+    days_in = np.where(is_fraud, rng.integers(2, 60, n), rng.integers(5, 360, n))
+    incident = start + pd.to_timedelta(days_in, unit="D")
+    incident = incident.where(incident < AS_OF - pd.Timedelta(days=3), AS_OF - pd.Timedelta(days=3))
+    delay = np.where(is_fraud, rng.integers(5, 40, n), rng.integers(0, 10, n))
+    reported = incident + pd.to_timedelta(delay, unit="D") + pd.to_timedelta(rng.integers(8, 18, n), unit="h")
+    reported = reported.where(reported < AS_OF, AS_OF - pd.Timedelta(hours=1))
+    ratio = np.where(is_fraud, rng.uniform(0.35, 0.95, n), rng.beta(1.2, 12.0, n))
+    amount = np.round(pol["sum_insured_amt"].to_numpy() * ratio, 2)
+    product = pol["product_cd"].to_numpy()
+    claim_type = np.empty(n, dtype=object)
+    for code, types in CLAIM_TYPES.items():
+        mask = product == code
+        claim_type[mask] = np.array(types)[rng.integers(0, len(types), mask.sum())]
+    investigated = is_fraud & (rng.random(n) < 0.7) | (~is_fraud & (rng.random(n) < 0.18))
+    cycle_days = np.ceil(rng.gamma(2.0, 9.0, n) + np.where(investigated, 20, 0))
+    settled = reported + pd.to_timedelta(cycle_days, unit="D")
+    open_now = settled > AS_OF
+    rejected = (investigated & is_fraud) | (~is_fraud & (rng.random(n) < 0.05))
+    status = np.where(open_now, "open", np.where(rejected, "rejected", "paid"))
+    paid = np.where(status == "paid", np.round(amount * rng.uniform(0.7, 1.0, n), 2), 0.0)
+    return pd.DataFrame(
+        {
+            "claim_ref": np.char.add("CLM-", np.char.zfill(np.arange(1, n + 1).astype(str), 7)),
+            "policy_no": pol["contract_no"].to_numpy(),
+            "claim_type": claim_type.astype(str),
+            "incident_date": incident.dt.strftime("%Y-%m-%d"),
+            "reported_at": reported.dt.strftime("%Y-%m-%dT%H:%M:%S"),
+            "amount_claimed": amount,
+            "status": status,
+            "settled_at": settled.where(~open_now).dt.strftime("%Y-%m-%dT%H:%M:%S"),
+            "amount_paid": paid,
+            "_investigated": investigated,
+            "_fraud": is_fraud,
+        }
+    )
+
+
+def simulate_claim_events(claims: pd.DataFrame, seed: int) -> pd.DataFrame:
+    rng = _rng(seed, "claim_events")
+    reported = pd.to_datetime(claims["reported_at"])
+    settled = pd.to_datetime(claims["settled_at"])
+    frames = [pd.DataFrame({"claim_ref": claims["claim_ref"], "event": "opened", "at": reported})]
+    assessed = reported + pd.to_timedelta(rng.integers(1, 72, len(claims)), unit="h")
+    keep = assessed < AS_OF
+    frames.append(pd.DataFrame({"claim_ref": claims["claim_ref"][keep], "event": "assessed", "at": assessed[keep]}))
+    inv = claims["_investigated"].to_numpy() & keep.to_numpy()
+    inv_at = assessed + pd.Timedelta(days=2)
+    frames.append(pd.DataFrame({"claim_ref": claims["claim_ref"][inv], "event": "fraud_investigation_opened", "at": inv_at[inv]}))
+    closed = inv & settled.notna().to_numpy()
+    outcome = np.where(claims["_fraud"].to_numpy(), "fraud_confirmed", "fraud_cleared")
+    frames.append(
+        pd.DataFrame({"claim_ref": claims["claim_ref"][closed], "event": outcome[closed], "at": (settled - pd.Timedelta(days=1))[closed]})
+    )
+    done = settled.notna().to_numpy()
+    final = np.where(claims["status"].to_numpy() == "paid", "paid", "rejected")
+    frames.append(pd.DataFrame({"claim_ref": claims["claim_ref"][done], "event": final[done], "at": settled[done]}))
+    events = pd.concat(frames, ignore_index=True).sort_values(["at", "claim_ref"], kind="stable").reset_index(drop=True)
+    events["event_no"] = np.arange(1, len(events) + 1)
+    events["at"] = events["at"].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    return events
+
+
+def simulate_conversations(customers: pd.DataFrame, policies: pd.DataFrame, claims: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """Chat-tool export: free text in which customers volunteer names, emails and phone numbers."""
+    rng = _rng(seed, "conversations")
+    contacts = rng.poisson(np.where(claims["_fraud"].to_numpy(), 3.0, 0.8))
+    c_idx = np.repeat(np.arange(len(claims)), contacts)
+    claim_part = pd.DataFrame(
+        {
+            "policy_no": claims["policy_no"].to_numpy()[c_idx],
+            "claim_ref": claims["claim_ref"].to_numpy()[c_idx],
+            "topic": CLAIM_TOPICS[rng.integers(0, len(CLAIM_TOPICS), len(c_idx))],
+            "at": pd.to_datetime(claims["reported_at"]).to_numpy()[c_idx]
+            + pd.to_timedelta(rng.integers(1, 24 * 30, len(c_idx)), unit="h").to_numpy(),
+        }
+    )
+    n_other = int(len(policies) * 0.3)
+    p_idx = rng.integers(0, len(policies), n_other)
+    other = pd.DataFrame(
+        {
+            "policy_no": policies["contract_no"].to_numpy()[p_idx],
+            "claim_ref": None,
+            "topic": OTHER_TOPICS[rng.integers(0, len(OTHER_TOPICS), n_other)],
+            "at": pd.to_datetime(policies["start_dt"]).to_numpy()[p_idx]
+            + pd.to_timedelta(rng.integers(1, 24 * 300, n_other), unit="h").to_numpy(),
+        }
+    )
+    conv = pd.concat([claim_part, other], ignore_index=True)
+    conv = conv[conv["at"] < AS_OF].sort_values("at", kind="stable").reset_index(drop=True)
+    cust = customers.set_index("cust_no")
+    holder = policies.set_index("contract_no").loc[conv["policy_no"], "cust_no"].to_numpy()
+    name = (cust.loc[holder, "first_nm"] + " " + cust.loc[holder, "last_nm"]).to_numpy()
+    email = cust.loc[holder, "email_addr"].to_numpy()
+    phone = cust.loc[holder, "phone_no"].to_numpy()
+    k = len(conv)
+    style = rng.integers(0, 3, k)
+    about = np.where(conv["claim_ref"].notna(), "my claim " + conv["claim_ref"].fillna(""), "policy " + conv["policy_no"])
+    opener = np.where(style == 0, "Hello, this is " + name + ". ", np.where(style == 1, "Hi, " + name + " here. ", "Good morning. "))
+    contact = np.where(
+        rng.random(k) < 0.6,
+        np.where(rng.random(k) < 0.5, "You can email me at " + email + ". ", "Please call me back on " + phone + ". "),
+        "",
+    )
+    ask = "I have a question about " + about + " (" + conv["topic"].str.replace("_", " ").to_numpy() + "). "
+    conv["transcript"] = opener + ask + contact + "Agent: Thanks, we have noted your request."
+    conv["conv_id"] = np.char.add("CNV-", np.char.zfill(np.arange(1, k + 1).astype(str), 8))
+    conv["channel"] = np.array(["chat", "phone", "email"])[rng.integers(0, 3, k)]
+    conv["csat"] = np.where(rng.random(k) < 0.7, rng.integers(1, 6, k), 0)
+    conv["started_at"] = pd.to_datetime(conv.pop("at")).dt.strftime("%Y-%m-%dT%H:%M:%S")
+    return conv[["conv_id", "policy_no", "claim_ref", "channel", "topic", "started_at", "transcript", "csat"]]
+
+
+def _write_policy_db(path: Path, customers: pd.DataFrame, policies: pd.DataFrame) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    with sqlite3.connect(tmp) as con:
+        customers.to_sql("customer", con, index=False)
+        policies.to_sql("policy_contract", con, index=False)
+        con.execute("CREATE UNIQUE INDEX ux_customer ON customer(cust_no)")
+        con.execute("CREATE UNIQUE INDEX ux_policy ON policy_contract(contract_no)")
+    os.replace(tmp, path)
+
+
+def _write_landing(folder: Path, claims: pd.DataFrame, events: pd.DataFrame, batches: int) -> list[Path]:
+    """Claims arrive in batches by reporting time; each batch has a CSV of claims and a JSONL of events."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*"):
+        old.unlink()
+    public = claims.drop(columns=["_investigated", "_fraud"])
+    order = np.argsort(public["reported_at"].to_numpy(), kind="stable")
+    written = []
+    for number, part in enumerate(np.array_split(order, batches), start=1):
+        batch = public.iloc[part]
+        stem = f"batch_{number:04d}"
+        batch.to_csv(folder / f"claims_{stem}.csv", index=False)
+        ev = events[events["claim_ref"].isin(batch["claim_ref"])]
+        with open(folder / f"claim_events_{stem}.jsonl", "w") as fh:
+            for record in ev.to_dict(orient="records"):
+                fh.write(json.dumps(record) + "\n")
+        written.append(folder / f"claims_{stem}.csv")
+    return written
+
+
+def simulate(root: str | os.PathLike, scale: float = 1.0, seed: int = 7, landing_batches: int = 4) -> dict:
+    """(Re)create every operational source under ``root``; returns the row counts written."""
+    layout = SourceLayout(Path(root))
+    customers = simulate_customers(_counts(scale), seed)
+    policies = simulate_policies(customers, seed)
+    claims = simulate_claims(policies, seed)
+    events = simulate_claim_events(claims, seed)
+    conversations = simulate_conversations(customers, policies, claims, seed)
+    _write_policy_db(layout.policy_db, customers, policies)
+    _write_landing(layout.claims_landing, claims, events, landing_batches)
+    layout.chat_export.parent.mkdir(parents=True, exist_ok=True)
+    conversations.to_json(layout.chat_export, orient="records", lines=True)
+    summary = {
+        "scale": scale,
+        "seed": seed,
+        "customers": len(customers),
+        "policies": len(policies),
+        "claims": len(claims),
+        "claim_events": len(events),
+        "conversations": len(conversations),
+    }
+    layout.marker.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def simulation_summary(root: str | os.PathLike) -> dict | None:
+    marker = SourceLayout(Path(root)).marker
+    return json.loads(marker.read_text()) if marker.exists() else None
