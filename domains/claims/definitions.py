@@ -1,0 +1,87 @@
+"""claims: source-aligned domain over the files the claims system drops in a landing zone."""
+
+import pandas as pd
+
+from mesh_platform import Domain, InputPort
+from mesh_platform.sensors import landing_zone_sensor
+from mesh_platform.sources import LandingZone
+
+domain = Domain.load(__file__)
+
+
+@domain.asset("landed_claims", kinds=["csv"], resources=["landing"])
+def landed_claims(context) -> pd.DataFrame:
+    """Every claim row from every landed batch; later batches update earlier ones."""
+    files = context.resources.landing.files("claims_*.csv")
+    if not files:
+        raise FileNotFoundError(f"no claims files in the landing zone {context.resources.landing.path}")
+    frames = [pd.read_csv(f, dtype={"claim_ref": str, "policy_no": str}).assign(batch=f.stem) for f in files]
+    context.log.info(f"read {len(files)} landed batch(es)")
+    return pd.concat(frames, ignore_index=True)
+
+
+@domain.asset("landed_claim_events", kinds=["json"], resources=["landing"])
+def landed_claim_events(context) -> pd.DataFrame:
+    """Every claim event from every landed batch."""
+    files = context.resources.landing.files("claim_events_*.jsonl")
+    return pd.concat([pd.read_json(f, lines=True, dtype={"claim_ref": str}) for f in files], ignore_index=True)
+
+
+@domain.product(
+    "claims",
+    inputs={
+        "landed": "landed_claims",
+        "policies": InputPort("policies.policies", major=1, columns=["policy_id", "policyholder_id", "product_line"]),
+    },
+)
+def claims(landed: pd.DataFrame, policies: pd.DataFrame) -> pd.DataFrame:
+    latest = landed.sort_values("batch", kind="stable").drop_duplicates("claim_ref", keep="last")
+    merged = latest.merge(policies, left_on="policy_no", right_on="policy_id", how="inner", validate="many_to_one")
+    reported = pd.to_datetime(merged["reported_at"])
+    settled = pd.to_datetime(merged["settled_at"])
+    return pd.DataFrame(
+        {
+            "claim_id": merged["claim_ref"],
+            "policy_id": merged["policy_id"],
+            "policyholder_id": merged["policyholder_id"],
+            "product_line": merged["product_line"],
+            "claim_type": merged["claim_type"],
+            "incident_date": pd.to_datetime(merged["incident_date"]).dt.date,
+            "reported_at": reported,
+            "amount_claimed": merged["amount_claimed"].astype(float),
+            "status": merged["status"],
+            "settled_at": settled,
+            "amount_paid": merged["amount_paid"].astype(float),
+            "cycle_time_days": (settled - reported).dt.total_seconds() / 86400.0,
+        }
+    ).sort_values("claim_id", ignore_index=True)
+
+
+@domain.product("claim_events", inputs={"landed": "landed_claim_events"})
+def claim_events(landed: pd.DataFrame) -> pd.DataFrame:
+    events = landed.drop_duplicates("event_no", keep="last")
+    return pd.DataFrame(
+        {
+            "event_id": events["event_no"].astype("int64"),
+            "claim_id": events["claim_ref"],
+            "event_type": events["event"],
+            "occurred_at": pd.to_datetime(events["at"]),
+        }
+    ).sort_values("event_id", ignore_index=True)
+
+
+claims_job = domain.job()
+
+defs = domain.definitions(
+    resources={"landing": LandingZone.claims()},
+    jobs=[claims_job],
+    sensors=[
+        landing_zone_sensor(
+            name="claims_landing_sensor",
+            job=claims_job,
+            landing=LandingZone.claims(),
+            patterns=["claims_*.csv", "claim_events_*.jsonl"],
+            waits_for=[["policies", "policies"]],
+        )
+    ],
+)

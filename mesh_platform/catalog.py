@@ -1,0 +1,110 @@
+"""The mesh's product catalog: every data product, its contract, ports, lineage and freshness.
+
+Lineage is between *products*: a product's upstream products are found by walking the asset graph
+upwards through private intermediates (a model, a raw landing table) until products are reached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from mesh_platform.contracts.loader import load_contract
+from mesh_platform.io.lake import Lake
+from mesh_platform.ports import InputPort
+from mesh_platform.settings import MeshSettings
+from mesh_platform.workspace import Mesh
+
+
+@dataclass
+class CatalogEntry:
+    key: str
+    domain: str
+    name: str
+    contract_id: str
+    version: str
+    status: str
+    owners: list[str]
+    description: str | None
+    access_level: str | None
+    output_port: str
+    input_ports: list[dict] = field(default_factory=list)
+    upstream: list[str] = field(default_factory=list)
+    downstream: list[str] = field(default_factory=list)
+    last_materialized: str | None = None
+    last_run_id: str | None = None
+    row_count: int | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_catalog(mesh: Mesh, instance: dg.DagsterInstance | None = None) -> list[CatalogEntry]:
+    lake = Lake(MeshSettings.from_env().lake)
+    graph = mesh.asset_graph()
+    entries: dict[dg.AssetKey, CatalogEntry] = {}
+    for loaded in mesh.domains:
+        if not loaded.ok:
+            continue
+        domain = loaded.domain
+        for decl in domain.declarations.values():
+            if not decl.is_product:
+                continue
+            contract = load_contract(domain.contract_path(decl.name))
+            key = dg.AssetKey([domain.name, decl.name])
+            ports = [
+                {"param": param, "product": src.product, "major": src.major, "columns": list(src.columns) if src.columns else None}
+                for param, src in decl.inputs.items()
+                if isinstance(src, InputPort)
+            ]
+            entries[key] = CatalogEntry(
+                key=key.to_user_string(),
+                domain=domain.name,
+                name=decl.name,
+                contract_id=contract.id,
+                version=contract.version,
+                status=contract.status,
+                owners=contract.owners or list(domain.descriptor.owners),
+                description=contract.purpose,
+                access_level=contract.custom("accessLevel"),
+                output_port=lake.uri(Lake.port_path(domain.name, decl.name, contract.major)),
+                input_ports=ports,
+            )
+
+    def upstream_products(key: dg.AssetKey) -> set[dg.AssetKey]:
+        found, todo, seen = set(), list(graph.get(key, ("", set()))[1]), set()
+        while todo:
+            parent = todo.pop()
+            if parent in seen:
+                continue
+            seen.add(parent)
+            if parent in entries:
+                found.add(parent)
+            elif parent in graph:
+                todo.extend(graph[parent][1])
+        return found
+
+    for key, entry in entries.items():
+        ups = upstream_products(key)
+        entry.upstream = sorted(k.to_user_string() for k in ups)
+        for up in ups:
+            entries[up].downstream.append(entry.key)
+    for entry in entries.values():
+        entry.downstream.sort()
+
+    if instance is not None:
+        for key, entry in entries.items():
+            event = instance.get_latest_materialization_event(key)
+            if event is None:
+                continue
+            entry.last_materialized = _iso(event.timestamp)
+            entry.last_run_id = event.run_id
+            rows = event.asset_materialization.metadata.get("dagster/row_count") if event.asset_materialization else None
+            entry.row_count = int(rows.value) if rows is not None else None
+    return sorted(entries.values(), key=lambda e: e.key)
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,139 @@
+"""The mesh as a whole: every domain listed in ``workspace.yaml``, loaded in this process.
+
+``dagster dev`` loads each domain in its own code server; the ``mesh`` command line loads them
+all here instead, one by one, so that one broken domain is reported without hiding the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from mesh_platform.contracts.loader import ContractError, Problem, display_path
+from mesh_platform.domain import Domain, DomainDefinitionError
+
+
+@dataclass(frozen=True)
+class LocationEntry:
+    location: str
+    module: str
+    attribute: str | None = None
+    working_directory: str | None = None
+
+
+@dataclass
+class LoadedDomain:
+    entry: LocationEntry
+    domain: Domain | None = None
+    defs: dg.Definitions | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.defs is not None and not self.problems
+
+
+def find_workspace(start: Path | None = None) -> Path:
+    """``MESH_WORKSPACE`` or the nearest ``workspace.yaml`` from the current folder upwards."""
+    if os.environ.get("MESH_WORKSPACE"):
+        return Path(os.environ["MESH_WORKSPACE"]).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in [here, *here.parents]:
+        if (folder / "workspace.yaml").exists():
+            return folder / "workspace.yaml"
+    raise FileNotFoundError("no workspace.yaml here or in any parent folder (or set MESH_WORKSPACE)")
+
+
+def read_workspace(path: Path) -> list[LocationEntry]:
+    raw = yaml.safe_load(path.read_text()) or {}
+    entries = []
+    for i, item in enumerate(raw.get("load_from") or []):
+        spec = (item or {}).get("python_module")
+        if spec is None:
+            raise ContractError([Problem(display_path(path), f"load_from[{i}]", "only python_module entries are supported by the mesh command")])
+        if isinstance(spec, str):
+            spec = {"module_name": spec}
+        module = spec.get("module_name")
+        if not module:
+            raise ContractError([Problem(display_path(path), f"load_from[{i}].python_module.module_name", "required field is missing")])
+        entries.append(
+            LocationEntry(
+                location=spec.get("location_name") or module,
+                module=module,
+                attribute=spec.get("attribute"),
+                working_directory=spec.get("working_directory"),
+            )
+        )
+    return entries
+
+
+def load_domain(entry: LocationEntry, root: Path) -> LoadedDomain:
+    loaded = LoadedDomain(entry)
+    where = str(root / (entry.module.replace(".", "/") + ".py"))
+    workdir = str((root / entry.working_directory).resolve()) if entry.working_directory else str(root)
+    if workdir not in sys.path:
+        sys.path.insert(0, workdir)
+    try:
+        module = importlib.import_module(entry.module)
+    except DomainDefinitionError as exc:
+        loaded.problems = exc.problems
+        return loaded
+    except ContractError as exc:
+        loaded.problems = exc.problems
+        return loaded
+    except Exception as exc:  # a domain's own bug: report it, keep loading the others
+        tb = traceback.extract_tb(exc.__traceback__)[-1]
+        loaded.problems = [Problem(display_path(tb.filename), f"line {tb.lineno}", f"{type(exc).__name__}: {exc}")]
+        return loaded
+    loaded.domain = getattr(module, "domain", None)
+    defs = getattr(module, entry.attribute or "defs", None)
+    if not isinstance(defs, dg.Definitions):
+        loaded.problems = [Problem(display_path(where), entry.attribute or "defs", "the module must define a dagster Definitions object `defs`")]
+        return loaded
+    if not isinstance(loaded.domain, Domain):
+        loaded.problems = [Problem(display_path(where), "domain", "the module must define its mesh_platform Domain as `domain`")]
+        return loaded
+    if loaded.domain.name != entry.location:
+        loaded.problems = [Problem(display_path(where), "location_name", f"code location {entry.location!r} must be named after its domain {loaded.domain.name!r}")]
+        return loaded
+    loaded.defs = defs
+    return loaded
+
+
+@dataclass
+class Mesh:
+    workspace: Path
+    domains: list[LoadedDomain]
+
+    @classmethod
+    def load(cls, workspace: Path | None = None) -> "Mesh":
+        path = workspace or find_workspace()
+        return cls(path, [load_domain(e, path.parent) for e in read_workspace(path)])
+
+    @property
+    def problems(self) -> list[Problem]:
+        return [p for d in self.domains for p in d.problems]
+
+    def get(self, name: str) -> LoadedDomain:
+        for d in self.domains:
+            if d.entry.location == name:
+                return d
+        raise KeyError(name)
+
+    def asset_graph(self) -> dict[dg.AssetKey, tuple[str, set[dg.AssetKey]]]:
+        """Every materializable asset of the mesh: key -> (owning domain, upstream keys)."""
+        graph: dict[dg.AssetKey, tuple[str, set[dg.AssetKey]]] = {}
+        for loaded in self.domains:
+            if not loaded.ok:
+                continue
+            repo_graph = loaded.defs.resolve_asset_graph()
+            for key in repo_graph.materializable_asset_keys:
+                graph[key] = (loaded.entry.location, set(repo_graph.get(key).parent_keys))
+        return graph
