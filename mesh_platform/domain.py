@@ -151,6 +151,21 @@ class Domain:
     def _where(self, decl: Declaration) -> str:
         return display_path(decl.declared_in or self.root / "definitions.py")
 
+    def _product_contract(self, decl: Declaration, problems: list[Problem]) -> Contract | None:
+        path = self.contract_path(decl.name)
+        try:
+            contract = load_contract(path)
+        except ContractError as exc:
+            problems.extend(exc.problems)
+            return None
+        if contract.domain != self.name:
+            problems.append(Problem(display_path(path), "domain", f"says {contract.domain!r}, but the contract belongs to domain {self.name!r}"))
+            return None
+        if contract.name != decl.name:
+            problems.append(Problem(display_path(path), "name", f"says {contract.name!r}, but the product is declared as {decl.name!r}"))
+            return None
+        return contract
+
     def build_assets(self, registry: ContractRegistry | None = None) -> tuple[list[dg.AssetsDefinition], list[dg.AssetSpec]]:
         """The domain's assets and the external specs of the products it consumes."""
         registry = registry if registry is not None else mesh_registry()
@@ -173,18 +188,7 @@ class Domain:
         for decl in self.declarations.values():
             contract: Contract | None = None
             if decl.is_product:
-                try:
-                    contract = load_contract(self.contract_path(decl.name))
-                except ContractError as exc:
-                    problems.extend(exc.problems)
-                    continue
-                shown = display_path(self.contract_path(decl.name))
-                if contract.domain != self.name:
-                    problems.append(Problem(shown, "domain", f"says {contract.domain!r}, but the contract belongs to domain {self.name!r}"))
-                    continue
-                if contract.name != decl.name:
-                    problems.append(Problem(shown, "name", f"says {contract.name!r}, but the product is declared as {decl.name!r}"))
-                    continue
+                contract = self._product_contract(decl, problems)
             ports: dict[str, ResolvedPort] = {}
             signature = inspect.signature(decl.fn).parameters
             for param, source in decl.inputs.items():

@@ -39,6 +39,8 @@ class ContractRegistry:
     contracts: list[Contract] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
+    broken: dict[tuple[str, str], str] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         self._by_id = {c.id: c for c in self.contracts}
         self._by_key = {(c.domain, c.name): c for c in self.contracts}
@@ -48,12 +50,14 @@ class ContractRegistry:
         root = Path(root) if root else default_domains_root()
         contracts: list[Contract] = []
         problems: list[Problem] = []
+        broken: dict[tuple[str, str], str] = {}
         for domain_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
             for path in contract_files(domain_dir):
                 try:
                     contract = load_contract(path)
                 except ContractError as exc:
                     problems.extend(exc.problems)
+                    broken[(domain_dir.name, path.stem)] = display_path(path)
                     continue
                 if contract.domain != domain_dir.name:
                     problems.append(
@@ -71,7 +75,7 @@ class ContractRegistry:
                     Problem(display_path(contract.source), "id", f"id {contract.id!r} is already used by {display_path(seen[contract.id].source)}")
                 )
             seen[contract.id] = contract
-        return cls(contracts, problems)
+        return cls(contracts, problems, broken)
 
     def get(self, ref: str) -> Contract:
         """Find a product's contract by contract id or by ``domain/product`` (its asset key)."""
@@ -81,6 +85,10 @@ class ContractRegistry:
             domain, _, name = ref.partition("/")
             if (domain, name) in self._by_key:
                 return self._by_key[(domain, name)]
+        for sep in ("/", "."):
+            domain, _, name = ref.partition(sep)
+            if (domain, name) in self.broken:
+                raise LookupError(f"the contract of {ref!r} ({self.broken[(domain, name)]}) cannot be read; fix it first")
         known = sorted(self._by_id) + sorted(f"{d}/{n}" for d, n in self._by_key)
         hint = difflib.get_close_matches(ref, known, n=1)
         message = f"no data product {ref!r} in the mesh"

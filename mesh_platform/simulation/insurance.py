@@ -39,7 +39,10 @@ CITIES = np.array("London Leeds Bristol Glasgow Cardiff Belfast Manchester York 
 PRODUCT_CODES = np.array(["AUTO", "HOME", "HLTH", "TRVL"])
 PRODUCT_WEIGHTS = np.array([0.45, 0.3, 0.15, 0.1])
 SUM_INSURED_MEAN = {"AUTO": 18_000.0, "HOME": 250_000.0, "HLTH": 50_000.0, "TRVL": 5_000.0}
-PREMIUM_RATE = {"AUTO": 0.045, "HOME": 0.004, "HLTH": 0.03, "TRVL": 0.05}
+# Typical claim severity (GBP); premiums are priced for a ~65% loss ratio at 0.4 claims a year.
+CLAIM_SEVERITY = {"AUTO": 3_000.0, "HOME": 6_000.0, "HLTH": 2_500.0, "TRVL": 800.0}
+CLAIM_FREQUENCY = 0.4
+TARGET_LOSS_RATIO = 0.65
 CLAIM_TYPES = {
     "AUTO": ["collision", "theft", "windscreen", "vandalism"],
     "HOME": ["water_damage", "fire", "burglary", "storm"],
@@ -117,8 +120,8 @@ def simulate_policies(customers: pd.DataFrame, seed: int) -> pd.DataFrame:
     product = PRODUCT_CODES[rng.choice(len(PRODUCT_CODES), size=n, p=PRODUCT_WEIGHTS)]
     mean = np.vectorize(SUM_INSURED_MEAN.get)(product)
     sum_insured = np.round(mean * rng.lognormal(0.0, 0.35, n), -2)
-    rate = np.vectorize(PREMIUM_RATE.get)(product)
-    premium_cents = np.round(sum_insured * rate * rng.normal(1.0, 0.1, n) * 100).astype(np.int64)
+    expected_loss = np.vectorize(CLAIM_SEVERITY.get)(product) * CLAIM_FREQUENCY * 0.8
+    premium_cents = np.round(expected_loss / TARGET_LOSS_RATIO * rng.lognormal(0.0, 0.15, n) * 100).astype(np.int64)
     start = FIRST_START + pd.to_timedelta(rng.integers(0, (AS_OF - FIRST_START).days - 30, n), unit="D")
     end = start + pd.DateOffset(years=1)
     status = np.where(end < AS_OF, np.where(rng.random(n) < 0.6, "L", "A"), "A")
@@ -147,15 +150,16 @@ def simulate_claims(policies: pd.DataFrame, seed: int) -> pd.DataFrame:
     is_fraud = rng.random(n) < 0.08
     start = pd.to_datetime(pol["start_dt"])
     # Fraud comes early in the policy and claims a large share of the insured sum.
-    days_in = np.where(is_fraud, rng.integers(2, 60, n), rng.integers(5, 360, n))
+    days_in = np.where(is_fraud, rng.integers(2, 150, n), rng.integers(5, 360, n))
     incident = start + pd.to_timedelta(days_in, unit="D")
     incident = incident.where(incident < AS_OF - pd.Timedelta(days=3), AS_OF - pd.Timedelta(days=3))
-    delay = np.where(is_fraud, rng.integers(5, 40, n), rng.integers(0, 10, n))
+    delay = np.where(is_fraud, rng.integers(1, 30, n), rng.integers(0, 15, n))
     reported = incident + pd.to_timedelta(delay, unit="D") + pd.to_timedelta(rng.integers(8, 18, n), unit="h")
     reported = reported.where(reported < AS_OF, AS_OF - pd.Timedelta(hours=1))
-    ratio = np.where(is_fraud, rng.uniform(0.35, 0.95, n), rng.beta(1.2, 12.0, n))
-    amount = np.round(pol["sum_insured_amt"].to_numpy() * ratio, 2)
     product = pol["product_cd"].to_numpy()
+    severity = np.vectorize(CLAIM_SEVERITY.get)(product)
+    inflation = np.where(is_fraud, rng.lognormal(0.9, 0.6, n), rng.lognormal(-0.3, 0.8, n))
+    amount = np.round(np.minimum(severity * inflation, pol["sum_insured_amt"].to_numpy()), 2)
     claim_type = np.empty(n, dtype=object)
     for code, types in CLAIM_TYPES.items():
         mask = product == code
@@ -164,7 +168,9 @@ def simulate_claims(policies: pd.DataFrame, seed: int) -> pd.DataFrame:
     cycle_days = np.ceil(rng.gamma(2.0, 9.0, n) + np.where(investigated, 20, 0))
     settled = reported + pd.to_timedelta(cycle_days, unit="D")
     open_now = settled > AS_OF
-    rejected = (investigated & is_fraud) | (~is_fraud & (rng.random(n) < 0.05))
+    # Investigations confirm most, not all, fraud; a confirmed fraud is rejected.
+    confirmed = investigated & is_fraud & (rng.random(n) < 0.8)
+    rejected = confirmed | (~is_fraud & (rng.random(n) < 0.05))
     status = np.where(open_now, "open", np.where(rejected, "rejected", "paid"))
     paid = np.where(status == "paid", np.round(amount * rng.uniform(0.7, 1.0, n), 2), 0.0)
     return pd.DataFrame(
@@ -180,6 +186,7 @@ def simulate_claims(policies: pd.DataFrame, seed: int) -> pd.DataFrame:
             "amount_paid": paid,
             "_investigated": investigated,
             "_fraud": is_fraud,
+            "_confirmed": confirmed,
         }
     )
 
@@ -196,7 +203,7 @@ def simulate_claim_events(claims: pd.DataFrame, seed: int) -> pd.DataFrame:
     inv_at = assessed + pd.Timedelta(days=2)
     frames.append(pd.DataFrame({"claim_ref": claims["claim_ref"][inv], "event": "fraud_investigation_opened", "at": inv_at[inv]}))
     closed = inv & settled.notna().to_numpy()
-    outcome = np.where(claims["_fraud"].to_numpy(), "fraud_confirmed", "fraud_cleared")
+    outcome = np.where(claims["_confirmed"].to_numpy(), "fraud_confirmed", "fraud_cleared")
     frames.append(
         pd.DataFrame({"claim_ref": claims["claim_ref"][closed], "event": outcome[closed], "at": (settled - pd.Timedelta(days=1))[closed]})
     )
@@ -212,7 +219,7 @@ def simulate_claim_events(claims: pd.DataFrame, seed: int) -> pd.DataFrame:
 def simulate_conversations(customers: pd.DataFrame, policies: pd.DataFrame, claims: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Chat-tool export: free text in which customers volunteer names, emails and phone numbers."""
     rng = _rng(seed, "conversations")
-    contacts = rng.poisson(np.where(claims["_fraud"].to_numpy(), 3.0, 0.8))
+    contacts = rng.poisson(np.where(claims["_fraud"].to_numpy(), 2.2, 0.9))
     c_idx = np.repeat(np.arange(len(claims)), contacts)
     claim_part = pd.DataFrame(
         {
@@ -276,7 +283,7 @@ def _write_landing(folder: Path, claims: pd.DataFrame, events: pd.DataFrame, bat
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*"):
         old.unlink()
-    public = claims.drop(columns=["_investigated", "_fraud"])
+    public = claims.drop(columns=["_investigated", "_fraud", "_confirmed"])
     order = np.argsort(public["reported_at"].to_numpy(), kind="stable")
     written = []
     for number, part in enumerate(np.array_split(order, batches), start=1):

@@ -1,0 +1,3 @@
+from mesh_platform.cli import main
+
+main()

@@ -1,0 +1,90 @@
+"""Shared fixtures.
+
+The whole test session runs against one throwaway mesh home (lake, simulated sources, Dagster
+instance), set in the environment before any domain module is imported, exactly as `mesh` and
+`dagster dev` would set it. Tests that need a different environment run a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="mesh-test-"))
+os.environ["MESH_HOME"] = str(_SESSION_HOME)
+for var in ("MESH_LAKE", "MESH_SOURCES", "MESH_DOMAINS", "MESH_WORKSPACE"):
+    os.environ.pop(var, None)
+os.environ["DAGSTER_HOME"] = str(_SESSION_HOME / "dagster_home")
+(_SESSION_HOME / "dagster_home").mkdir(parents=True, exist_ok=True)
+
+TEST_SCALE = 0.5
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mesh_home() -> Path:
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from mesh_platform.settings import MeshSettings
+
+    return MeshSettings.from_env()
+
+
+@pytest.fixture(scope="session")
+def sources(settings):
+    from mesh_platform.simulation import simulate
+
+    simulate(settings.sources, scale=TEST_SCALE)
+    return Path(settings.sources)
+
+
+@pytest.fixture(scope="session")
+def materialized_mesh(sources, settings):
+    """The whole demo mesh materialized once, through `mesh materialize` (a real CLI run)."""
+    result = run_mesh(["materialize"], env={})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def run_mesh(args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the `mesh` command line in a subprocess with this session's environment (plus ``env``)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "mesh_platform.cli", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def domains_copy(tmp_path) -> Path:
+    """A writable copy of the project (domains + workspace.yaml) to break on purpose."""
+    target = tmp_path / "project"
+    shutil.copytree(ROOT / "domains", target / "domains", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "workspace.yaml", target / "workspace.yaml")
+    return target
+
+
+def copy_env(project: Path) -> dict[str, str]:
+    """Environment that makes a subprocess import and discover the copied domains."""
+    return {
+        "PYTHONPATH": str(project),
+        "MESH_DOMAINS": str(project / "domains"),
+        "MESH_WORKSPACE": str(project / "workspace.yaml"),
+    }
