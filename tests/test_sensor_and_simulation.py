@@ -1,0 +1,57 @@
+"""The claims landing-zone sensor and the deterministic source simulator."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pandas as pd
+
+from mesh_platform.sensors import landing_zone_sensor
+from mesh_platform.simulation import SourceLayout, simulate
+from mesh_platform.sources import LandingZone
+
+
+def test_simulation_is_deterministic_and_scales(tmp_path):
+    a = simulate(tmp_path / "a", scale=0.2, seed=3)
+    b = simulate(tmp_path / "b", scale=0.2, seed=3)
+    big = simulate(tmp_path / "c", scale=0.4, seed=3)
+    assert a == {**b}
+    assert big["customers"] == 2 * a["customers"] and big["policies"] == 2 * a["policies"]
+    for name in ("claims_batch_0001.csv", "claims_batch_0004.csv"):
+        assert (tmp_path / "a/claims_landing" / name).read_bytes() == (tmp_path / "b/claims_landing" / name).read_bytes()
+    layout = SourceLayout(tmp_path / "a")
+    chats = pd.read_json(layout.chat_export, lines=True)
+    assert chats["transcript"].str.contains("@example.com").any()  # the raw export does leak contact details
+
+
+def test_landing_sensor_waits_for_upstream_then_requests_one_run_per_new_batch(tmp_path):
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    job = dg.define_asset_job("claims_products", selection=dg.AssetSelection.all())
+    sensor = landing_zone_sensor(
+        name="s", job=job, landing=LandingZone(path=str(landing)), patterns=["claims_*.csv"], waits_for=[["policies", "policies"]]
+    )
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance)
+        assert "no new files" in sensor(ctx).skip_message
+        (landing / "claims_batch_0001.csv").write_text("x\n")
+        result = sensor(ctx)
+        assert "waiting for upstream products to be published: policies/policies" in result.skip_message
+        instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(["policies", "policies"])))
+        request = sensor(ctx)
+        assert isinstance(request, dg.RunRequest) and request.tags["mesh/landed_files"] == "1"
+        assert json.loads(ctx.cursor) == ["claims_batch_0001.csv"]
+        ctx2 = dg.build_sensor_context(instance=instance, cursor=ctx.cursor)
+        assert "no new files" in sensor(ctx2).skip_message
+        (landing / "claims_batch_0002.csv").write_text("x\n")
+        second = sensor(ctx2)
+        assert isinstance(second, dg.RunRequest) and second.run_key != request.run_key
+
+
+def test_claims_definitions_carry_the_landing_sensor():
+    from domains.claims.definitions import defs
+
+    sensor = defs.resolve_sensor_def("claims_landing_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.job_name == "claims_products"
