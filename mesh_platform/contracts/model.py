@@ -69,7 +69,15 @@ class AuthoritativeDefinition(OdcsModel):
     description: str | None = None
 
 
-class QualityRule(OdcsModel):
+class Extensible(OdcsModel):
+    """Fields most ODCS elements share: tags and the standard's two extension points."""
+
+    tags: list[str] = Field(default_factory=list)
+    custom_properties: list[CustomProperty] = Field(default_factory=list)
+    authoritative_definitions: list[AuthoritativeDefinition] = Field(default_factory=list)
+
+
+class QualityRule(Extensible):
     """An ODCS quality entry: a library metric with one operator, plain text, SQL or a custom engine."""
 
     id: str | None = None
@@ -99,9 +107,6 @@ class QualityRule(OdcsModel):
     implementation: Any = None
     schedule: str | None = None
     scheduler: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    custom_properties: list[CustomProperty] = Field(default_factory=list)
-    authoritative_definitions: list[AuthoritativeDefinition] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_operator(self) -> "QualityRule":
@@ -133,8 +138,8 @@ class Relationship(OdcsModel):
     custom_properties: list[CustomProperty] = Field(default_factory=list)
 
 
-class SchemaProperty(OdcsModel):
-    """One column of a product's table."""
+class SchemaElement(Extensible):
+    """What a table and a column of the contract's schema share."""
 
     name: str
     id: str | None = None
@@ -142,6 +147,13 @@ class SchemaProperty(OdcsModel):
     physical_type: str | None = None
     business_name: str | None = None
     description: str | None = None
+    quality: list[QualityRule] = Field(default_factory=list)
+    relationships: list[Relationship] = Field(default_factory=list)
+
+
+class SchemaProperty(SchemaElement):
+    """One column of a product's table."""
+
     logical_type: LogicalType | None = None
     logical_type_options: dict[str, Any] | None = None
     required: bool = False
@@ -157,11 +169,6 @@ class SchemaProperty(OdcsModel):
     transform_description: str | None = None
     examples: list[Any] = Field(default_factory=list)
     critical_data_element: bool = False
-    tags: list[str] = Field(default_factory=list)
-    quality: list[QualityRule] = Field(default_factory=list)
-    relationships: list[Relationship] = Field(default_factory=list)
-    custom_properties: list[CustomProperty] = Field(default_factory=list)
-    authoritative_definitions: list[AuthoritativeDefinition] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -174,23 +181,12 @@ class SchemaProperty(OdcsModel):
         return next((p.value for p in self.custom_properties if p.property == name), default)
 
 
-class SchemaObject(OdcsModel):
+class SchemaObject(SchemaElement):
     """The product's table: its columns and table-level quality rules."""
 
-    name: str
-    id: str | None = None
-    physical_name: str | None = None
-    physical_type: str | None = None
-    business_name: str | None = None
-    description: str | None = None
     logical_type: Literal["object"] = "object"
     data_granularity_description: str | None = None
     properties: list[SchemaProperty] = Field(default_factory=list)
-    quality: list[QualityRule] = Field(default_factory=list)
-    relationships: list[Relationship] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
-    custom_properties: list[CustomProperty] = Field(default_factory=list)
-    authoritative_definitions: list[AuthoritativeDefinition] = Field(default_factory=list)
 
 
 class Description(OdcsModel):
@@ -201,7 +197,7 @@ class Description(OdcsModel):
     custom_properties: list[CustomProperty] = Field(default_factory=list)
 
 
-class TeamMember(OdcsModel):
+class TeamMember(Extensible):
     username: str
     id: str | None = None
     name: str | None = None
@@ -210,19 +206,13 @@ class TeamMember(OdcsModel):
     date_in: str | None = None
     date_out: str | None = None
     replaced_by_username: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    custom_properties: list[CustomProperty] = Field(default_factory=list)
-    authoritative_definitions: list[AuthoritativeDefinition] = Field(default_factory=list)
 
 
-class Team(OdcsModel):
+class Team(Extensible):
     id: str | None = None
     name: str | None = None
     description: str | None = None
     members: list[TeamMember] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
-    custom_properties: list[CustomProperty] = Field(default_factory=list)
-    authoritative_definitions: list[AuthoritativeDefinition] = Field(default_factory=list)
 
 
 class Role(OdcsModel):
