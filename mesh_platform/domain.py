@@ -24,12 +24,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mesh_platform.contracts.loader import ContractError, Problem, display_path, load_contract, load_yaml
 from mesh_platform.contracts.model import IDENTIFIER, Contract
-from mesh_platform.contracts.registry import ContractRegistry, contract_files, mesh_registry
+from mesh_platform.contracts.registry import VERSIONED, ContractRegistry, contract_files, mesh_registry
 from mesh_platform.io.io_manager import MeshIOManager
 from mesh_platform.ports import InputPort, ResolvedPort, resolve
 from mesh_platform.products import Declaration, build_asset
 
 DESCRIPTOR = "domain.yaml"
+
+
+def _projection(columns: list[str]) -> Callable:
+    def project(current):
+        return current[columns]
+
+    return project
 
 
 class DomainDefinitionError(Exception):
@@ -76,6 +83,7 @@ class Domain:
         self.descriptor = descriptor
         self.root = root
         self.declarations: dict[str, Declaration] = {}
+        self.downgrades: dict[tuple[str, int], Callable] = {}
 
     @classmethod
     def load(cls, module_file: str | Path) -> "Domain":
@@ -143,6 +151,19 @@ class Domain:
         """Declare a private intermediate: stored in the lake, never published as a port."""
         return self._declare(name, False, inputs, kinds, resources, description)
 
+    def downgrade(self, product: str, major: int) -> Callable:
+        """Serve a previous major of ``product`` from the current data until its deprecation date.
+
+        The function takes the current product's DataFrame and returns the previous major's shape.
+        Without one, a kept previous major is served by selecting its columns from the current data.
+        """
+
+        def decorator(fn: Callable) -> Callable:
+            self.downgrades[(product, int(major))] = fn
+            return fn
+
+        return decorator
+
     # -- building -------------------------------------------------------------------------------
 
     def contract_path(self, product: str) -> Path:
@@ -176,7 +197,7 @@ class Domain:
 
         declared_products = set(self.product_names)
         for path in contract_files(self.root):
-            if path.stem not in declared_products:
+            if path.stem not in declared_products and not VERSIONED.match(path.stem):
                 try:
                     contract = load_contract(path)
                 except ContractError as exc:
@@ -210,9 +231,38 @@ class Domain:
                     problems.append(Problem(self._where(decl), field, f"expected an InputPort or an asset name, got {source!r}"))
             if not problems:
                 assets.append(build_asset(self.name, decl, contract, ports, owners))
+            if contract is not None:
+                assets.extend(self._previous_major_assets(decl, contract, registry, owners, problems))
         if problems:
             raise DomainDefinitionError(self.name, problems)
         return assets, list(externals.values())
+
+    def _previous_major_assets(self, decl, contract, registry, owners, problems) -> list[dg.AssetsDefinition]:
+        """One asset per previous major still served: ``<product>_v<major>``, derived from the current product."""
+        built = []
+        for old in registry.previous_majors(contract.id):
+            if old.retired():
+                continue
+            fn = self.downgrades.get((decl.name, old.major))
+            if fn is None:
+                missing = [c for c in old.column_names if c not in contract.column_names]
+                if missing:
+                    problems.append(Problem(
+                        display_path(old.source), "schema",
+                        f"major {old.major} needs columns the current major no longer has ({', '.join(missing)}); "
+                        f"declare @domain.downgrade({decl.name!r}, major={old.major}) in {self._where(decl)}",
+                    ))
+                    continue
+                fn = _projection(old.column_names)
+            shim = Declaration(
+                name=f"{decl.name}_v{old.major}",
+                fn=fn,
+                inputs={"current": decl.name},
+                is_product=True,
+                declared_in=decl.declared_in,
+            )
+            built.append(build_asset(self.name, shim, old, {}, owners))
+        return built
 
     def definitions(
         self,

@@ -10,12 +10,12 @@ match or a column does not exist.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import dagster as dg
 
 from mesh_platform.contracts.model import Contract
-from mesh_platform.contracts.registry import ContractRegistry
+from mesh_platform.contracts.registry import ContractRegistry, MajorNotServed
 from mesh_platform.io.io_manager import COLUMNS, CONTRACT_ID, PORT_MAJOR
 from mesh_platform.io.lake import Lake
 
@@ -36,15 +36,22 @@ class InputPort:
         object.__setattr__(self, "purpose", purpose)
 
 
+def port_asset_key(contract: Contract, current_major: int) -> dg.AssetKey:
+    """The asset that publishes ``contract``'s port: the product itself, or ``<name>_v<major>`` for a previous major."""
+    if contract.major == current_major:
+        return dg.AssetKey([contract.domain, contract.name])
+    return dg.AssetKey([contract.domain, f"{contract.name}_v{contract.major}"])
+
+
 @dataclass(frozen=True)
 class ResolvedPort:
     port: InputPort
     contract: Contract
-    problems: list[str] = field(default_factory=list)
+    current_major: int
 
     @property
     def key(self) -> dg.AssetKey:
-        return dg.AssetKey([self.contract.domain, self.contract.name])
+        return port_asset_key(self.contract, self.current_major)
 
     @property
     def columns(self) -> list[str]:
@@ -71,16 +78,15 @@ class ResolvedPort:
 
 def resolve(port: InputPort, registry: ContractRegistry, consumer_domain: str) -> ResolvedPort:
     """Resolve one port; raises ``LookupError``/``ValueError`` with a message for the consumer."""
-    contract = registry.get(port.product)
-    if contract.domain == consumer_domain:
+    current = registry.get(port.product)
+    if current.domain == consumer_domain:
         raise ValueError(
             f"{port.product!r} belongs to this domain; depend on it by name instead of through an input port"
         )
-    if port.major != contract.major:
-        raise ValueError(
-            f"pins major version {port.major} of {contract.id!r}, but its contract is at version "
-            f"{contract.version} (major {contract.major}); update the pin after reviewing the change"
-        )
+    try:
+        contract = registry.get(port.product, major=port.major)
+    except MajorNotServed as exc:
+        raise ValueError(f"pins major version {port.major} of {current.id!r}, but {exc.reason}") from None
     if port.columns is not None:
         unknown = [c for c in port.columns if c not in contract.column_names]
         if unknown:
@@ -88,4 +94,4 @@ def resolve(port: InputPort, registry: ContractRegistry, consumer_domain: str) -
                 f"asks {contract.id!r} for columns it does not publish: {', '.join(unknown)} "
                 f"(it publishes {', '.join(contract.column_names)})"
             )
-    return ResolvedPort(port, contract)
+    return ResolvedPort(port, contract, current.major)

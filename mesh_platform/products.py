@@ -17,7 +17,7 @@ from typing import Any, Callable
 import dagster as dg
 
 from mesh_platform.contracts.model import Contract
-from mesh_platform.io.io_manager import COLUMNS, CONTRACT_ID
+from mesh_platform.io.io_manager import COLUMNS, CONTRACT_ID, PORT_MAJOR
 from mesh_platform.io.lake import Lake
 from mesh_platform.ports import InputPort, ResolvedPort
 
@@ -145,12 +145,15 @@ def build_asset(
         metadata: dict[str, Any] = {
             "dagster/column_schema": column_schema(contract),
             CONTRACT_ID: contract.id,
+            PORT_MAJOR: contract.major,
             "mesh/contract_version": contract.version,
             "mesh/port_path": Lake.port_path(domain, contract.name, contract.major),
         }
         if contract.source is not None:
             metadata["mesh/contract_file"] = dg.MetadataValue.path(str(contract.source))
         description = product_description(contract)
+        if contract.deprecation_date:
+            description += f"\n\n**Deprecated:** this major is served until {contract.deprecation_date}."
         product_owners = contract.owners or owners
     else:
         tags = {"mesh/domain": domain, "mesh/type": "intermediate"}

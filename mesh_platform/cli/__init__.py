@@ -151,6 +151,78 @@ def catalog(as_json: bool, workspace: Path | None) -> None:
         click.echo(f"    last materialized: {last}")
 
 
+@main.group()
+def contract() -> None:
+    """Contract versions: diff two versions, check changes since a git ref, export as ODCS."""
+
+
+@contract.command("diff")
+@click.argument("old", type=click.Path(exists=True, path_type=Path))
+@click.argument("new", type=click.Path(exists=True, path_type=Path))
+def contract_diff(old: Path, new: Path) -> None:
+    """Classify the changes from OLD to NEW; exit 1 if breaking changes lack a major bump."""
+    from mesh_platform.contracts import ContractError, load_contract
+    from mesh_platform.contracts.diff import diff
+
+    try:
+        report = diff(load_contract(old), load_contract(new))
+    except ContractError as exc:
+        raise click.ClickException(str(exc)) from None
+    for change in report.changes:
+        click.echo(str(change))
+    if not report.changes:
+        click.echo("no changes")
+    click.echo(report.verdict())
+    sys.exit(0 if report.ok else 1)
+
+
+@contract.command("check")
+@click.option("--against", "ref", required=True, help="Git ref to compare with (e.g. origin/main).")
+def contract_check(ref: str) -> None:
+    """Check every contract changed since REF (for CI): exit 1 on a breaking change without a major bump."""
+    from mesh_platform.contracts.versioning import check_against
+
+    try:
+        checks = check_against(ref)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    for check in checks:
+        click.echo(f"{check.path}: {'ok' if check.ok else 'FAIL'}")
+        if check.note:
+            click.echo(f"    {check.note}")
+        if check.report is not None:
+            for change in check.report.changes:
+                click.echo(f"    {change}")
+            click.echo(f"    {check.report.verdict()}")
+        if check.error:
+            click.echo(f"    {check.error}")
+    failed = sum(not c.ok for c in checks)
+    click.echo(f"{len(checks)} contract file(s) changed since {ref}, {failed} failing")
+    sys.exit(1 if failed else 0)
+
+
+@contract.command("export")
+@click.option("--all", "export_all", is_flag=True, help="Every contract of the mesh (current and kept previous majors).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("ids", nargs=-1)
+def contract_export(export_all: bool, out: Path, ids: tuple[str, ...]) -> None:
+    """Write contracts as standard ODCS v3.1 YAML files, one per product major: <id>.v<major>.odcs.yaml."""
+    from mesh_platform.contracts.loader import dump_contract
+    from mesh_platform.contracts.registry import ContractRegistry
+
+    _settings()
+    registry = ContractRegistry.discover()
+    if not export_all and not ids:
+        raise click.UsageError("name contract ids to export, or --all")
+    chosen = list(registry) + registry.previous if export_all else [registry.get(i) for i in ids]
+    out.mkdir(parents=True, exist_ok=True)
+    for c in chosen:
+        (out / f"{c.id}.v{c.major}.odcs.yaml").write_text(dump_contract(c))
+    click.echo(f"exported {len(chosen)} contract(s) to {out}")
+    for problem in registry.problems:
+        click.echo(f"warning: not exported: {problem}", err=True)
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--scale", type=float, default=None, help="Regenerate the operational sources at this scale first.")
 @click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)

@@ -133,6 +133,18 @@ def load_contract(path: str | os.PathLike) -> Contract:
     return contract
 
 
-def load_yaml(path: str | os.PathLike) -> Any:
+def load_yaml_text(text: str) -> Any:
     """YAML as ODCS reads it (dates stay strings)."""
-    return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_ContractLoader)
+    return yaml.load(text, Loader=_ContractLoader)
+
+
+def load_yaml(path: str | os.PathLike) -> Any:
+    return load_yaml_text(Path(path).read_text(encoding="utf-8"))
+
+
+def dump_contract(contract: Contract) -> str:
+    """The contract as ODCS v3.1 YAML (defaults and empty fields left out)."""
+    data = contract.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True)
+    data.pop("apiVersion")
+    data = {"apiVersion": "v3.1.0", "kind": data.pop("kind"), **data}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

@@ -13,6 +13,7 @@ Platform-specific settings live under ``customProperties`` as the standard asks;
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -351,6 +352,18 @@ class Contract(OdcsModel):
     def custom(self, name: str, default: Any = None) -> Any:
         return next((p.value for p in self.custom_properties if p.property == name), default)
 
+    @property
+    def deprecation_date(self) -> date | None:
+        value = self.custom("deprecationDate")
+        return date.fromisoformat(str(value)) if value else None
+
+    def retired(self, today: date | None = None) -> bool:
+        """A retired contract's port is no longer served (status ``retired`` or past its deprecation date)."""
+        if self.status == "retired":
+            return True
+        deadline = self.deprecation_date
+        return deadline is not None and (today or date.today()) > deadline
+
     def sla(self, name: str) -> SlaProperty | None:
         return next((s for s in self.sla_properties if s.property == name), None)
 
@@ -370,6 +383,12 @@ def platform_problems(contract: Contract) -> list[tuple[str, str]]:
         problems.append(("domain", "a data product contract needs the `domain` that owns it"))
     elif not IDENTIFIER.match(contract.domain):
         problems.append(("domain", f"domain {contract.domain!r} must be snake_case (a-z, 0-9, _), starting with a letter"))
+    raw_date = contract.custom("deprecationDate")
+    if raw_date is not None:
+        try:
+            date.fromisoformat(str(raw_date))
+        except ValueError:
+            problems.append(("customProperties[deprecationDate].value", f"deprecationDate must be an ISO date (YYYY-MM-DD), got {raw_date!r}"))
     if len(contract.schema_objects) != 1:
         problems.append(("schema", f"a data product publishes exactly one table: expected 1 schema object, found {len(contract.schema_objects)}"))
         return problems

@@ -11,7 +11,9 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+import re
 from dataclasses import dataclass, field
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,51 +36,98 @@ def contract_files(domain_dir: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml")) if folder.is_dir() else []
 
 
+class MajorNotServed(LookupError):
+    """A pinned major that the producer does not (or no longer) serve."""
+
+    def __init__(self, contract_id: str, major: int, reason: str):
+        self.contract_id, self.major, self.reason = contract_id, major, reason
+        super().__init__(f"major version {major} of {contract_id!r} is not served: {reason}")
+
+
+VERSIONED = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)\.v(?P<major>[0-9]+)$")
+
+
 @dataclass
 class ContractRegistry:
+    """Current contracts (``<product>.yaml``) plus kept previous majors (``<product>.v<N>.yaml``)."""
+
     contracts: list[Contract] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
-
     broken: dict[tuple[str, str], str] = field(default_factory=dict)
+    previous: list[Contract] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._by_id = {c.id: c for c in self.contracts}
         self._by_key = {(c.domain, c.name): c for c in self.contracts}
+        self._old: dict[str, dict[int, Contract]] = {}
+        for c in self.previous:
+            self._old.setdefault(c.id, {})[c.major] = c
 
     @classmethod
     def discover(cls, root: Path | None = None) -> "ContractRegistry":
         root = Path(root) if root else default_domains_root()
         contracts: list[Contract] = []
+        previous: list[Contract] = []
         problems: list[Problem] = []
         broken: dict[tuple[str, str], str] = {}
         for domain_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
             for path in contract_files(domain_dir):
+                shown = display_path(path)
+                versioned = VERSIONED.match(path.stem)
+                stem = versioned.group("name") if versioned else path.stem
                 try:
                     contract = load_contract(path)
                 except ContractError as exc:
                     problems.extend(exc.problems)
-                    broken[(domain_dir.name, path.stem)] = display_path(path)
+                    if not versioned:
+                        broken[(domain_dir.name, stem)] = shown
                     continue
                 if contract.domain != domain_dir.name:
-                    problems.append(
-                        Problem(display_path(path), "domain", f"contract says domain {contract.domain!r} but lives in domain folder {domain_dir.name!r}")
-                    )
+                    problems.append(Problem(shown, "domain", f"contract says domain {contract.domain!r} but lives in domain folder {domain_dir.name!r}"))
                     continue
-                if path.stem != contract.name:
-                    problems.append(Problem(display_path(path), "name", f"contract name {contract.name!r} must match its file name {path.stem!r}"))
+                if stem != contract.name:
+                    problems.append(Problem(shown, "name", f"contract name {contract.name!r} must match its file name {path.stem!r}"))
                     continue
-                contracts.append(contract)
+                if versioned and int(versioned.group("major")) != contract.major:
+                    problems.append(Problem(shown, "version", f"a file named .v{versioned.group('major')} must hold major {versioned.group('major')}, not {contract.version}"))
+                    continue
+                (previous if versioned else contracts).append(contract)
         seen: dict[str, Contract] = {}
         for contract in contracts:
             if contract.id in seen:
-                problems.append(
-                    Problem(display_path(contract.source), "id", f"id {contract.id!r} is already used by {display_path(seen[contract.id].source)}")
-                )
+                problems.append(Problem(display_path(contract.source), "id", f"id {contract.id!r} is already used by {display_path(seen[contract.id].source)}"))
             seen[contract.id] = contract
-        return cls(contracts, problems, broken)
+        for old in previous:
+            current = seen.get(old.id)
+            if current is None:
+                problems.append(Problem(display_path(old.source), "id", f"previous major of {old.id!r} has no current contract"))
+            elif old.major >= current.major:
+                problems.append(Problem(display_path(old.source), "version", f"a kept previous major must be below the current {current.version}"))
+        return cls(contracts, problems, broken, previous)
 
-    def get(self, ref: str) -> Contract:
-        """Find a product's contract by contract id or by ``domain/product`` (its asset key)."""
+    def get(self, ref: str, major: int | None = None, today: date | None = None) -> Contract:
+        """A product's contract by contract id or ``domain/product``: the current one, or a given major.
+
+        A previous major is served while its ``deprecationDate`` has not passed.
+        """
+        current = self._current(ref)
+        if major is None or major == current.major:
+            return current
+        old = self._old.get(current.id, {}).get(major)
+        reason = f"its contract is at version {current.version}"
+        if old is None:
+            kept = sorted(self._old.get(current.id, {}))
+            also = f" (previous majors still served: {', '.join(map(str, kept))})" if kept else ""
+            raise MajorNotServed(current.id, major, f"{reason}{also}; pin major {current.major}")
+        if old.retired(today):
+            when = f"on {old.deprecation_date}" if old.deprecation_date else "(status retired)"
+            raise MajorNotServed(current.id, major, f"{reason} and major {major} was retired {when}; pin major {current.major}")
+        return old
+
+    def previous_majors(self, contract_id: str) -> list[Contract]:
+        return sorted(self._old.get(contract_id, {}).values(), key=lambda c: c.major)
+
+    def _current(self, ref: str) -> Contract:
         if ref in self._by_id:
             return self._by_id[ref]
         if "/" in ref:

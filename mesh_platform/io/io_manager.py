@@ -51,7 +51,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
         contract_id = context.definition_metadata.get(CONTRACT_ID)
         lake = self._lake()
         if contract_id:
-            contract = mesh_registry().get(contract_id)
+            contract = mesh_registry().get(contract_id, major=context.definition_metadata.get(PORT_MAJOR))
             table = conform(obj, contract)
             published = lake.write_table(Lake.port_path(contract.domain, contract.name, contract.major), table)
             context.add_output_metadata(
@@ -83,9 +83,9 @@ class MeshIOManager(dg.ConfigurableIOManager):
         columns = meta.get(COLUMNS)
         lake = self._lake()
         if contract_id:
-            contract = mesh_registry().get(contract_id)
-            major = meta.get(PORT_MAJOR, contract.major)
-            table = lake.read_table(Lake.port_path(contract.domain, contract.name, major), columns=columns)
+            major = meta.get(PORT_MAJOR) or (upstream_meta or {}).get(PORT_MAJOR)
+            contract = mesh_registry().get(contract_id, major=major)
+            table = lake.read_table(Lake.port_path(contract.domain, contract.name, contract.major), columns=columns)
             return to_pandas(table)
         domain, name = key.path[0], key.path[-1]
         table_path = Lake.private_path(domain, name)

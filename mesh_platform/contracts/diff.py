@@ -1,0 +1,207 @@
+"""Classify the changes between two versions of a contract, and check the version bump.
+
+A change is **breaking** (needs a major bump) when a consumer written against the old contract can
+break: a column disappears or changes type, a guarantee is weakened (required, unique, primary key,
+allowed values, range, SLA), or the data becomes less protected (classification loosened). Adding
+an optional column, tightening a guarantee, adding a quality rule is **minor**; wording is a
+**patch**. Decisions beyond the obvious ones, written down:
+
+- optional -> required is breaking, as the project decided (producers that wrote nulls now fail,
+  and ODCS tooling treats it so); required -> optional is breaking too (consumers relied on it).
+- Any logicalType change is breaking, widening included: it changes the published Parquet type.
+- A classification made *stricter* is breaking as well: consumers may lose access to the column.
+- Adding a *required* column is minor: existing consumers do not read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mesh_platform.contracts.model import Contract, SchemaProperty
+
+MAJOR, MINOR, PATCH = "major", "minor", "patch"
+ORDER = {PATCH: 0, MINOR: 1, MAJOR: 2}
+CLASSIFICATION_RANK = {"public": 0, "internal": 1, "confidential": 2, "pii": 3, "restricted": 4}
+UNIT_HOURS = {"m": 1 / 60, "min": 1 / 60, "h": 1, "hr": 1, "hour": 1, "hours": 1, "d": 24, "day": 24, "days": 24,
+              "w": 168, "week": 168, "weeks": 168, "y": 8760, "yr": 8760, "year": 8760, "years": 8760}
+
+
+@dataclass(frozen=True)
+class Change:
+    level: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.level:5}  {self.field}: {self.message}"
+
+
+def _valid_values(col: SchemaProperty) -> set | None:
+    for rule in col.quality:
+        if rule.metric == "invalidValues" and rule.arguments and "validValues" in rule.arguments:
+            return set(map(str, rule.arguments["validValues"]))
+    return None
+
+
+def _bound(col: SchemaProperty, name: str) -> Any:
+    return (col.logical_type_options or {}).get(name)
+
+
+def _sla_hours(contract: Contract, name: str) -> float | None:
+    sla = contract.sla(name)
+    if sla is None:
+        return None
+    try:
+        return float(sla.value) * UNIT_HOURS.get(str(sla.unit or "d").lower(), 24)
+    except (TypeError, ValueError):
+        return None
+
+
+def _column_changes(old: SchemaProperty, new: SchemaProperty, where: str) -> list[Change]:
+    changes: list[Change] = []
+    if old.logical_type != new.logical_type:
+        changes.append(Change(MAJOR, where + ".logicalType", f"type changed from {old.logical_type} to {new.logical_type}"))
+    elif (old.logical_type_options or {}).get("format") != (new.logical_type_options or {}).get("format"):
+        changes.append(Change(MAJOR, where + ".logicalTypeOptions.format", "physical format changed"))
+    old_req, new_req = old.required or old.primary_key, new.required or new.primary_key
+    if old_req != new_req:
+        what = "optional to required" if new_req else "required to optional"
+        changes.append(Change(MAJOR, where + ".required", f"changed from {what}"))
+    if old.unique and not new.unique:
+        changes.append(Change(MAJOR, where + ".unique", "no longer unique"))
+    elif new.unique and not old.unique:
+        changes.append(Change(MINOR, where + ".unique", "now unique"))
+    if old.primary_key != new.primary_key:
+        changes.append(Change(MAJOR, where + ".primaryKey", "primary key changed"))
+    old_rank = CLASSIFICATION_RANK.get(old.classification or "", -1)
+    new_rank = CLASSIFICATION_RANK.get(new.classification or "", -1)
+    if old.classification != new.classification:
+        if new_rank < old_rank:
+            changes.append(Change(MAJOR, where + ".classification", f"loosened from {old.classification} to {new.classification}"))
+        else:
+            changes.append(Change(MAJOR, where + ".classification", f"tightened from {old.classification} to {new.classification}; consumers may lose access"))
+    old_values, new_values = _valid_values(old), _valid_values(new)
+    if old_values is not None and new_values is not None:
+        if old_values - new_values:
+            changes.append(Change(MAJOR, where + ".quality.validValues", "allowed values removed: " + ", ".join(sorted(old_values - new_values))))
+        if new_values - old_values:
+            changes.append(Change(MINOR, where + ".quality.validValues", "allowed values added: " + ", ".join(sorted(new_values - old_values))))
+    elif old_values is not None:
+        changes.append(Change(MAJOR, where + ".quality.validValues", "allowed-values rule removed"))
+    elif new_values is not None:
+        changes.append(Change(MINOR, where + ".quality.validValues", "allowed-values rule added"))
+    for name, wider in (("minimum", lambda a, b: b < a), ("maximum", lambda a, b: b > a)):
+        a, b = _bound(old, name), _bound(new, name)
+        if a is not None and b is None:
+            changes.append(Change(MAJOR, where + f".logicalTypeOptions.{name}", f"{name} {a} removed"))
+        elif a is not None and b is not None and a != b:
+            level = MAJOR if wider(a, b) else MINOR
+            changes.append(Change(level, where + f".logicalTypeOptions.{name}", f"{name} changed from {a} to {b}"))
+        elif a is None and b is not None:
+            changes.append(Change(MINOR, where + f".logicalTypeOptions.{name}", f"{name} {b} added"))
+    if (old.description or "") != (new.description or ""):
+        changes.append(Change(PATCH, where + ".description", "description changed"))
+    return changes
+
+
+def diff_contracts(old: Contract, new: Contract) -> list[Change]:
+    changes: list[Change] = []
+    for name in ("id", "name", "domain"):
+        if getattr(old, name) != getattr(new, name):
+            changes.append(Change(MAJOR, name, f"changed from {getattr(old, name)!r} to {getattr(new, name)!r}"))
+    table = new.table.name if new.schema_objects else "?"
+    old_cols = {c.name: c for c in old.columns}
+    new_cols = {c.name: c for c in new.columns}
+    for name, col in old_cols.items():
+        where = f"schema[{table}].properties[{name}]"
+        if name not in new_cols:
+            kind = "required " if col.required or col.primary_key else ""
+            changes.append(Change(MAJOR, where, f"{kind}column removed"))
+        else:
+            changes.extend(_column_changes(col, new_cols[name], where))
+    for name, col in new_cols.items():
+        if name not in old_cols:
+            kind = "required" if col.required or col.primary_key else "optional"
+            changes.append(Change(MINOR, f"schema[{table}].properties[{name}]", f"{kind} column added"))
+    for name in ("latency", "frequency"):
+        a, b = _sla_hours(old, name), _sla_hours(new, name)
+        if a is not None and b is None:
+            changes.append(Change(MAJOR, f"slaProperties[{name}]", f"{name} SLA removed"))
+        elif a is not None and b is not None and b > a:
+            changes.append(Change(MAJOR, f"slaProperties[{name}]", f"{name} SLA loosened from {a:g}h to {b:g}h"))
+        elif a is not None and b is not None and b < a:
+            changes.append(Change(MINOR, f"slaProperties[{name}]", f"{name} SLA tightened from {a:g}h to {b:g}h"))
+        elif a is None and b is not None:
+            changes.append(Change(MINOR, f"slaProperties[{name}]", f"{name} SLA added"))
+    if old.custom("accessLevel") != new.custom("accessLevel"):
+        changes.append(Change(MAJOR, "customProperties[accessLevel]", f"access level changed from {old.custom('accessLevel')} to {new.custom('accessLevel')}"))
+    old_rules = len(old.table.quality) if old.schema_objects else 0
+    new_rules = len(new.table.quality) if new.schema_objects else 0
+    if new_rules != old_rules:
+        changes.append(Change(MINOR, f"schema[{table}].quality", f"table-level quality rules: {old_rules} -> {new_rules}"))
+    if old.purpose != new.purpose:
+        changes.append(Change(PATCH, "description.purpose", "purpose changed"))
+    if old.status != new.status:
+        changes.append(Change(MINOR, "status", f"status changed from {old.status} to {new.status}"))
+    return changes
+
+
+def _parse(version: str) -> tuple[int, int, int]:
+    core = version.split("-", 1)[0].split("+", 1)[0]
+    major, minor, patch = (int(x) for x in core.split("."))
+    return major, minor, patch
+
+
+def required_bump(changes: list[Change]) -> str | None:
+    if not changes:
+        return None
+    return max((c.level for c in changes), key=ORDER.__getitem__)
+
+
+def actual_bump(old: Contract, new: Contract) -> str | None:
+    a, b = _parse(old.version), _parse(new.version)
+    if b < a:
+        return "downgrade"
+    if b[0] > a[0]:
+        return MAJOR
+    if b[1] > a[1]:
+        return MINOR
+    if b[2] > a[2]:
+        return PATCH
+    return None
+
+
+@dataclass
+class DiffReport:
+    old: Contract
+    new: Contract
+    changes: list[Change]
+
+    @property
+    def required(self) -> str | None:
+        return required_bump(self.changes)
+
+    @property
+    def bump(self) -> str | None:
+        return actual_bump(self.old, self.new)
+
+    @property
+    def ok(self) -> bool:
+        """False when breaking changes come without a major bump (or the version went down)."""
+        if self.bump == "downgrade":
+            return False
+        return not (self.required == MAJOR and self.bump != MAJOR)
+
+    def verdict(self) -> str:
+        if self.bump == "downgrade":
+            return f"version went down from {self.old.version} to {self.new.version}"
+        if not self.ok:
+            return f"breaking changes need a major version bump: {self.old.version} -> {self.new.version} is a {self.bump or 'no'} bump"
+        if self.required and (self.bump is None or ORDER[self.bump] < ORDER[self.required]):
+            return f"ok, but these changes suggest a {self.required} bump ({self.old.version} -> {self.new.version})"
+        return f"ok: {self.old.version} -> {self.new.version} ({self.bump or 'unchanged'})"
+
+
+def diff(old: Contract, new: Contract) -> DiffReport:
+    return DiffReport(old, new, diff_contracts(old, new))

@@ -1,0 +1,148 @@
+"""Contract versions: diff classification, the git check, ODCS export, and serving previous majors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from importlib.resources import files
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from conftest import ROOT, copy_env, run_mesh
+from mesh_platform.contracts import load_contract
+from mesh_platform.contracts.diff import MAJOR, MINOR, PATCH, diff
+
+CLAIMS = ROOT / "domains" / "claims" / "contracts" / "claims.yaml"
+
+
+def edited(tmp_path: Path, edit, version: str | None = None, source: Path = CLAIMS, name: str = "new.yaml") -> Path:
+    raw = yaml.safe_load(source.read_text())
+    edit(raw)
+    if version:
+        raw["version"] = version
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def col(raw, name):
+    return next(p for p in raw["schema"][0]["properties"] if p["name"] == name)
+
+
+CASES = {
+    "removed column": (lambda c: c["schema"][0]["properties"].remove(col(c, "claim_type")), MAJOR),
+    "narrowed type": (lambda c: col(c, "amount_claimed").update(logicalType="integer"), MAJOR),
+    "optional to required": (lambda c: col(c, "settled_at").update(required=True), MAJOR),
+    "classification loosened": (lambda c: col(c, "amount_claimed").update(classification="public"), MAJOR),
+    "allowed values removed": (lambda c: col(c, "status")["quality"][0]["arguments"].update(validValues=["open", "paid"]), MAJOR),
+    "sla loosened": (lambda c: c["slaProperties"][0].update(value=2, unit="d"), MAJOR),
+    "added optional column": (lambda c: c["schema"][0]["properties"].append({"name": "notes", "logicalType": "string", "classification": "internal"}), MINOR),
+    "allowed values added": (lambda c: col(c, "status")["quality"][0]["arguments"].update(validValues=["open", "paid", "rejected", "withdrawn"]), MINOR),
+    "description only": (lambda c: col(c, "status").update(description="Where the claim stands."), PATCH),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_changes_are_classified(case, tmp_path):
+    edit, level = CASES[case]
+    report = diff(load_contract(CLAIMS), load_contract(edited(tmp_path, edit)))
+    assert report.required == level, report.changes
+
+
+def test_cli_removed_required_column_under_minor_bump_fails(tmp_path):
+    new = edited(tmp_path, CASES["removed column"][0], version="1.1.0")
+    result = run_mesh(["contract", "diff", str(CLAIMS), str(new)])
+    assert result.returncode == 1
+    assert "major  schema[claims].properties[claim_type]: required column removed" in result.stdout
+    assert "breaking changes need a major version bump" in result.stdout
+    bumped = edited(tmp_path, CASES["removed column"][0], version="2.0.0", name="bumped.yaml")
+    assert run_mesh(["contract", "diff", str(CLAIMS), str(bumped)]).returncode == 0
+
+
+def test_cli_added_optional_column_is_minor(tmp_path):
+    new = edited(tmp_path, CASES["added optional column"][0], version="1.1.0")
+    result = run_mesh(["contract", "diff", str(CLAIMS), str(new)])
+    assert result.returncode == 0, result.stdout
+    assert "minor  schema[claims].properties[notes]: optional column added" in result.stdout
+
+
+def test_check_against_git_ref(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "domains", repo / "domains", ignore=shutil.ignore_patterns("__pycache__"))
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True, text=True)  # noqa: E731
+    git("init", "-q")
+    git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "base", "--allow-empty")
+    git("add", "-A")
+    git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "contracts")
+    path = repo / "domains" / "claims" / "contracts" / "claims.yaml"
+    raw = yaml.safe_load(path.read_text())
+    CASES["removed column"][0](raw)
+    raw["version"] = "1.1.0"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    result = run_mesh(["contract", "check", "--against", "HEAD"], cwd=repo)
+    assert result.returncode == 1, result.stdout
+    assert "domains/claims/contracts/claims.yaml: FAIL" in result.stdout
+    raw["version"] = "2.0.0"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    result = run_mesh(["contract", "check", "--against", "HEAD"], cwd=repo)
+    assert result.returncode == 0, result.stdout
+    assert "1 contract file(s) changed since HEAD, 0 failing" in result.stdout
+
+
+def test_export_is_valid_against_the_official_odcs_schema(tmp_path):
+    result = run_mesh(["contract", "export", "--all", "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(files("open_data_contract_standard").joinpath("schema.json").read_text())
+    assert "v3.1.0" in schema["properties"]["apiVersion"]["enum"]
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    exported = sorted(tmp_path.glob("*.odcs.yaml"))
+    assert len(exported) == 11
+    for path in exported:
+        document = yaml.safe_load(path.read_text())
+        assert document["apiVersion"] == "v3.1.0"
+        errors = [e.message for e in validator.iter_errors(document)]
+        assert not errors, (path.name, errors)
+        assert load_contract(path).id == document["id"]  # and it still reads back
+
+
+def _bump_policies_to_v2(project: Path, deprecation: str) -> None:
+    """policies 2.0.0 makes `sales_channel` optional (breaking); 1.x is kept until ``deprecation``."""
+    contracts = project / "domains" / "policies" / "contracts"
+    v1 = yaml.safe_load((contracts / "policies.yaml").read_text())
+    v1["status"] = "deprecated"
+    v1["customProperties"].append({"property": "deprecationDate", "value": deprecation})
+    (contracts / "policies.v1.yaml").write_text(yaml.safe_dump(v1, sort_keys=False))
+    v2 = yaml.safe_load((contracts / "policies.yaml").read_text())
+    v2["version"] = "2.0.0"
+    col(v2, "sales_channel")["required"] = False
+    (contracts / "policies.yaml").write_text(yaml.safe_dump(v2, sort_keys=False))
+
+
+@pytest.mark.slow
+def test_major_bump_publishes_a_new_port_and_keeps_the_old_one(domains_copy, tmp_path):
+    _bump_policies_to_v2(domains_copy, deprecation="2999-12-31")
+    env = {**copy_env(domains_copy), "MESH_HOME": str(tmp_path / "home")}
+    result = run_mesh(["materialize", "--scale", "0.1", "--select", "policies,claims"], env=env, cwd=domains_copy)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "policies: materializing policies, policies_v1, policyholders" in result.stdout
+    lake = tmp_path / "home" / "lake" / "policies" / "policies"
+    assert (lake / "v1" / "data.parquet").exists() and (lake / "v2" / "data.parquet").exists()
+    import pyarrow.parquet as pq
+
+    assert pq.read_schema(lake / "v1" / "data.parquet").metadata[b"mesh.contract.version"] == b"1.0.0"
+    assert pq.read_schema(lake / "v2" / "data.parquet").metadata[b"mesh.contract.version"] == b"2.0.0"
+    assert not pq.read_schema(lake / "v1" / "data.parquet").field("sales_channel").nullable
+
+
+def test_pin_to_a_retired_major_gets_a_clear_error(domains_copy):
+    _bump_policies_to_v2(domains_copy, deprecation="2020-01-01")
+    result = run_mesh(["validate"], env=copy_env(domains_copy), cwd=domains_copy)
+    assert result.returncode == 1
+    assert (
+        "domains/claims/definitions.py: claims.inputs[policies]: pins major version 1 of 'policies.policies', "
+        "but its contract is at version 2.0.0 and major 1 was retired on 2020-01-01; pin major 2"
+    ) in result.stderr
