@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Literal
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mesh_platform.automation import automation_sensor
 from mesh_platform.contracts.loader import ContractError, Problem, display_path, load_contract, load_yaml
 from mesh_platform.contracts.model import IDENTIFIER, Contract
 from mesh_platform.contracts.registry import VERSIONED, ContractRegistry, contract_files, mesh_registry
@@ -280,7 +281,7 @@ class Domain:
         return dg.Definitions(
             assets=[*assets, *externals],
             resources=all_resources,
-            sensors=list(sensors),
+            sensors=[*sensors, automation_sensor(self.name)],
             schedules=list(schedules),
             jobs=list(jobs),
             metadata={"mesh/domain": self.name, "mesh/team": self.descriptor.team},

@@ -16,10 +16,12 @@ from typing import Any, Callable
 
 import dagster as dg
 
+from mesh_platform.automation import automation_condition, freshness_policy
 from mesh_platform.contracts.model import Contract
 from mesh_platform.io.io_manager import COLUMNS, CONTRACT_ID, PORT_MAJOR
 from mesh_platform.io.lake import Lake
 from mesh_platform.ports import InputPort, ResolvedPort
+from mesh_platform.quality import audit, check_specs
 
 # Classifications from least to most sensitive; a product is tagged with its most sensitive column.
 CLASSIFICATION_ORDER = ("public", "internal", "confidential", "pii", "restricted")
@@ -108,12 +110,21 @@ def _kinds(decl: Declaration) -> set[str]:
     return set(kinds)
 
 
-def _compute_fn(decl: Declaration):
+def _compute_fn(decl: Declaration, contract: Contract | None):
     wants_context = decl.wants_context
     fn = decl.fn
 
-    def compute(context, **inputs):
-        return fn(context, **inputs) if wants_context else fn(**inputs)
+    if contract is None:
+
+        def compute(context, **inputs):
+            return fn(context, **inputs) if wants_context else fn(**inputs)
+
+    else:
+
+        def compute(context, **inputs):
+            data = fn(context, **inputs) if wants_context else fn(**inputs)
+            audited, metadata = yield from audit(context, contract, data)
+            yield dg.Output(audited, metadata=metadata)
 
     compute.__name__ = decl.name
     return compute
@@ -162,8 +173,9 @@ def build_asset(
         description += "\n\nPrivate to its domain: not an output port, not readable by other domains."
         product_owners = owners
 
+    key = dg.AssetKey([domain, decl.name])
     return dg.asset(
-        key=dg.AssetKey([domain, decl.name]),
+        key=key,
         ins=ins,
         group_name=domain,
         owners=product_owners or None,
@@ -173,7 +185,10 @@ def build_asset(
         metadata=metadata,
         code_version=code_version(decl, contract),
         required_resource_keys=set(decl.required_resource_keys) or None,
-    )(_compute_fn(decl))
+        check_specs=check_specs(key, contract) if contract is not None else None,
+        freshness_policy=freshness_policy(contract) if contract is not None else None,
+        automation_condition=automation_condition(contract, bool(decl.inputs)),
+    )(_compute_fn(decl, contract))
 
 
 __all__ = ["COLUMNS", "CLASSIFICATION_ORDER", "Declaration", "build_asset", "column_schema"]

@@ -124,8 +124,13 @@ def _duplicates(table: pa.Table, columns: list[str]) -> tuple[int, tuple]:
     return int(extra), examples
 
 
-def conform(df: pd.DataFrame, contract: Contract) -> pa.Table:
-    """Check ``df`` against ``contract`` and return it as an Arrow table in contract column order."""
+def conform(df: pd.DataFrame, contract: Contract, check_values: bool = True) -> pa.Table:
+    """Check ``df`` against ``contract`` and return it as an Arrow table in contract column order.
+
+    With ``check_values=False`` only columns and types are enforced; nulls in required columns and
+    duplicate keys are then left to the quality rules (:mod:`mesh_platform.quality`), which report
+    them as asset checks before anything is published.
+    """
     product = f"{contract.domain}/{contract.name}"
     if not isinstance(df, pd.DataFrame):
         raise ContractViolation(product, [Violation(None, "type", f"a data product must be a pandas DataFrame, got {type(df).__name__}")])
@@ -145,6 +150,8 @@ def conform(df: pd.DataFrame, contract: Contract) -> pa.Table:
     if table is None:
         raise ContractViolation(product, violations)
 
+    if not check_values:
+        return pa.Table.from_arrays(table.columns, schema=schema)
     for col in contract.columns:
         column = table.column(col.name)
         if (col.required or col.primary_key) and column.null_count:

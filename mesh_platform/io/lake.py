@@ -121,6 +121,10 @@ class Lake:
         size = self._commit(relpath, lambda sink: pq.write_table(table, sink, compression="snappy"))
         return Published(self.uri(relpath), table.num_rows, size)
 
+    def write_bytes(self, relpath: str, payload: bytes) -> Published:
+        size = self._commit(relpath, lambda sink: sink.write(payload))
+        return Published(self.uri(relpath), None, size)
+
     def write_object(self, relpath: str, obj: Any) -> Published:
         payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
         size = self._commit(relpath, lambda sink: sink.write(payload))

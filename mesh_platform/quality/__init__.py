@@ -1,0 +1,152 @@
+"""Write-audit-publish: a product's data is checked against its contract before it is published.
+
+:func:`audit` runs inside the product's own Dagster step, after the domain's transform:
+
+1. structural enforcement (columns and types; :func:`mesh_platform.contracts.conform`) — reported
+   as the blocking asset check ``contract_schema``;
+2. every quality rule of the contract (:mod:`.rules`), evaluated in one DuckDB pass (:mod:`.evaluate`)
+   and recorded as Great Expectations results with a Data Docs page (:mod:`.gx`) — each rule is an
+   asset check with its severity and observed values;
+3. if any blocking check failed, the step fails with :class:`QualityGateFailed` and nothing is
+   published; the last good version stays, and downstream steps do not run. Otherwise the audited
+   table goes to the IO manager, which publishes it atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Generator
+
+import dagster as dg
+import pyarrow as pa
+
+from mesh_platform.contracts import ContractViolation, conform
+from mesh_platform.contracts.model import Contract
+from mesh_platform.quality.evaluate import QualityReport, RuleResult, evaluate
+from mesh_platform.quality.rules import Rule, rules_for
+
+SCHEMA_CHECK = "contract_schema"
+
+
+@dataclass(frozen=True)
+class AuditedTable:
+    """A table that passed its contract's schema and blocking quality checks: ready to publish."""
+
+    table: pa.Table
+    contract_id: str
+    version: str
+
+
+class QualityGateFailed(Exception):
+    def __init__(self, product: str, failures: list[RuleResult]):
+        self.product = product
+        self.failures = failures
+        lines = [f"{product} failed {len(failures)} blocking quality check(s); nothing was published:"]
+        for f in failures:
+            where = f"column {f.rule.column!r}" if f.rule.column else "table"
+            line = f"  - {where}: {f.rule.name} ({f.rule.source}): {describe(f)}"
+            if f.examples:
+                line += " (e.g. " + ", ".join(repr(v) for v in f.examples) + ")"
+            lines.append(line)
+        super().__init__("\n".join(lines))
+
+
+def describe(result: RuleResult) -> str:
+    rule = result.rule
+    if rule.kind in ("row_count", "sql"):
+        return f"observed {result.value:g}, expected {rule.expected}"
+    return f"{result.unexpected_count} unexpected of {result.element_count} rows, expected {rule.expected}"
+
+
+def check_specs(key: dg.AssetKey, contract: Contract) -> list[dg.AssetCheckSpec]:
+    specs = [dg.AssetCheckSpec(SCHEMA_CHECK, asset=key, blocking=True, description="Columns and types match the contract.")]
+    for rule in rules_for(contract):
+        specs.append(
+            dg.AssetCheckSpec(
+                rule.name,
+                asset=key,
+                blocking=rule.blocking,
+                description=f"{rule.description} ({'error' if rule.blocking else 'warning'}; {rule.source})",
+                metadata={"mesh/rule_kind": rule.kind, "mesh/contract_field": rule.source},
+            )
+        )
+    return specs
+
+
+def _check_result(result: RuleResult) -> dg.AssetCheckResult:
+    rule = result.rule
+    metadata: dict = {
+        "observed_value": result.value,
+        "expected": rule.expected,
+        "contract_field": rule.source,
+        "rows": result.element_count,
+    }
+    if result.unexpected_count is not None:
+        metadata["unexpected_count"] = result.unexpected_count
+        metadata["unexpected_percent"] = round(result.unexpected_percent or 0.0, 4)
+    if result.examples:
+        metadata["unexpected_examples"] = dg.MetadataValue.json([str(v) for v in result.examples])
+    return dg.AssetCheckResult(
+        check_name=rule.name,
+        passed=result.passed,
+        severity=dg.AssetCheckSeverity.ERROR if rule.blocking else dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description=None if result.passed else describe(result),
+    )
+
+
+def _write_report(context, contract: Contract, report: QualityReport) -> dict:
+    """GX validation result + Data Docs page, stored in the lake next to the product's ports."""
+    from mesh_platform.io.lake import Lake
+    from mesh_platform.quality import gx
+    from mesh_platform.settings import MeshSettings
+
+    result = gx.validation_result(report, contract.id)
+    lake = Lake(MeshSettings.from_env().lake)
+    base = f"{contract.domain}/{contract.name}/_quality"
+    run = context.run.run_id if context is not None else "local"
+    html = lake.write_bytes(f"{base}/{run}.html", gx.render_html(result).encode())
+    lake.write_bytes(f"{base}/{run}.json", json.dumps(result.to_json_dict(), default=str).encode())
+    return {
+        "mesh/quality_report": dg.MetadataValue.url(html.uri),
+        "mesh/gx_success_percent": result.statistics.get("success_percent"),
+    }
+
+
+def audit(context, contract: Contract, data) -> Generator[dg.AssetCheckResult, None, tuple[AuditedTable, dict]]:
+    """Yield one check result per rule; return the audited table and output metadata.
+
+    Raises :class:`ContractViolation` or :class:`QualityGateFailed` when a blocking check fails.
+    """
+    product = f"{contract.domain}/{contract.name}"
+    try:
+        table = conform(data, contract, check_values=False)
+    except ContractViolation as exc:
+        yield dg.AssetCheckResult(
+            check_name=SCHEMA_CHECK,
+            passed=False,
+            metadata={"violations": dg.MetadataValue.json([str(v) for v in exc.violations])},
+            description=str(exc),
+        )
+        raise
+    yield dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=True, metadata={"columns": len(table.schema), "rows": table.num_rows})
+    report = evaluate(table, rules_for(contract), product)
+    for result in report.results:
+        yield _check_result(result)
+    if os.environ.get("MESH_QUALITY_REPORTS", "1") != "0":
+        report_meta = _write_report(context, contract, report)
+    else:
+        report_meta = {}
+    if report.blocking_failures:
+        raise QualityGateFailed(product, report.blocking_failures)
+    return AuditedTable(table, contract.id, contract.version), {
+        "mesh/quality_seconds": round(report.seconds, 4),
+        "mesh/quality_checks": len(report.results) + 1,
+        "mesh/quality_warnings": len(report.warnings),
+        **report_meta,
+    }
+
+
+__all__ = ["AuditedTable", "QualityGateFailed", "Rule", "audit", "check_specs", "evaluate", "rules_for"]

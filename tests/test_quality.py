@@ -1,0 +1,163 @@
+"""Write-audit-publish: contract quality rules as Great Expectations results and Dagster asset checks."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from mesh_platform import Domain
+from mesh_platform.contracts.registry import ContractRegistry
+from mesh_platform.io.io_manager import MeshIOManager
+from mesh_platform.quality.rules import rules_for
+
+FIXTURE = Path(__file__).parent / "fixtures" / "quality_mesh"
+GOOD = pd.DataFrame(
+    {"order_id": ["O-1", "O-2", "O-3"], "status": ["open", "shipped", "open"], "amount": [10.0, 20.0, 30.0], "coupon": [None, None, "X"]}
+)
+
+
+@pytest.fixture
+def shop(tmp_path, monkeypatch):
+    """The fixture domain, with a mutable `orders` output and a downstream product."""
+    monkeypatch.setenv("MESH_DOMAINS", str(FIXTURE))
+    lake = tmp_path / "lake"
+    monkeypatch.setenv("MESH_LAKE", str(lake))
+    domain = Domain.load(FIXTURE / "shop" / "definitions.py")
+    state = {"orders": GOOD}
+
+    @domain.product("orders")
+    def orders() -> pd.DataFrame:
+        return state["orders"]
+
+    @domain.product("order_stats", inputs={"orders": "orders"})
+    def order_stats(orders: pd.DataFrame) -> pd.DataFrame:
+        return orders.groupby("status").size().rename("orders").reset_index()
+
+    assets, _ = domain.build_assets(ContractRegistry.discover(FIXTURE))
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run():
+        return dg.materialize(assets, resources={"io_manager": MeshIOManager(lake=str(lake))}, instance=instance, raise_on_error=False)
+
+    return state, run, instance, lake
+
+
+def checks(instance, key) -> dict:
+    out = {}
+    for name in ("contract_schema", *[r.name for r in rules_for(ContractRegistry.discover(FIXTURE).get("shop.orders"))]):
+        record = instance.event_log_storage.get_latest_asset_check_execution_by_key([dg.AssetCheckKey(dg.AssetKey(key), name)])
+        for execution in record.values():
+            evaluation = execution.event.dagster_event.event_specific_data
+            if not hasattr(evaluation, "passed"):  # planned, never evaluated (the step stopped before)
+                continue
+            out[name] = (evaluation.passed, evaluation.severity, {k: v.value for k, v in evaluation.metadata.items()})
+    return out
+
+
+def test_rules_come_from_property_constraints_and_quality_entries():
+    contract = ContractRegistry.discover(FIXTURE).get("shop.orders")
+    rules = {r.name: r for r in rules_for(contract)}
+    assert set(rules) == {
+        "order_id_not_null", "order_id_unique", "order_id_pattern", "status_not_null", "status_invalid_values",
+        "amount_not_null", "amount_range", "coupon_mostly_empty", "row_count",
+    }
+    assert rules["coupon_mostly_empty"].blocking is False and rules["coupon_mostly_empty"].unit == "percent"
+    assert rules["amount_range"].params == {"minimum": 0, "maximum": 1000}
+    assert rules["status_invalid_values"].source == "schema[orders].properties[status].quality[0]"
+
+
+def test_good_data_publishes_with_checks_report_freshness(shop):
+    state, run, instance, lake = shop
+    result = run()
+    assert result.success
+    found = checks(instance, ["shop", "orders"])
+    assert all(passed for passed, _, _ in found.values()), found
+    assert found["amount_range"][2]["unexpected_count"] == 0
+    assert found["coupon_mostly_empty"][1] == dg.AssetCheckSeverity.WARN
+    mat = instance.get_latest_materialization_event(dg.AssetKey(["shop", "orders"])).asset_materialization
+    report = Path(urlparse(mat.metadata["mesh/quality_report"].value).path)
+    assert report.exists() and "Expectation Validation Result" in report.read_text()
+    gx_json = json.loads(report.with_suffix(".json").read_text())
+    assert gx_json["success"] is True and gx_json["statistics"]["evaluated_expectations"] == 9
+    assert {r["expectation_config"]["type"] for r in gx_json["results"]} >= {
+        "expect_column_values_to_be_in_set", "expect_column_values_to_be_between", "expect_column_values_to_match_regex",
+        "expect_table_row_count_to_be_between", "expect_column_values_to_be_unique",
+    }
+    assert (lake / "shop" / "order_stats" / "v1" / "data.parquet").exists()
+
+
+def test_bad_data_is_never_published_and_downstream_does_not_run(shop):
+    state, run, instance, lake = shop
+    assert run().success
+    stats_before = instance.get_latest_materialization_event(dg.AssetKey(["shop", "order_stats"])).run_id
+    state["orders"] = pd.DataFrame(
+        {
+            "order_id": ["O-1", "O-1", "bad", None],
+            "status": ["open", "lost", "open", "open"],
+            "amount": [10.0, -5.0, 2000.0, 1.0],
+            "coupon": ["A", "B", "C", "D"],
+        }
+    )
+    result = run()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.step_failure_data.error.message + (failure.step_failure_data.error.cause.message if failure.step_failure_data.error.cause else "")
+    assert "shop/orders failed" in message and "nothing was published" in message
+    assert "column 'status': status_invalid_values" in message and "'lost'" in message
+    assert "column 'amount': amount_range" in message and "2000.0" in message
+    assert "column 'order_id': order_id_unique" in message and "'O-1'" in message
+    assert "column 'order_id': order_id_not_null" in message
+    found = checks(instance, ["shop", "orders"])
+    assert found["status_invalid_values"][0] is False and found["status_invalid_values"][2]["unexpected_count"] == 1
+    assert found["coupon_mostly_empty"][0] is False  # the warning fails too, but is not what blocked
+    published = pd.read_parquet(lake / "shop" / "orders" / "v1" / "data.parquet")
+    assert published["order_id"].tolist() == ["O-1", "O-2", "O-3"]  # the last good version
+    assert instance.get_latest_materialization_event(dg.AssetKey(["shop", "order_stats"])).run_id == stats_before
+
+
+def test_wrong_types_fail_the_schema_check(shop):
+    state, run, instance, lake = shop
+    state["orders"] = GOOD.assign(amount=["ten", "20", "30"])
+    result = run()
+    assert not result.success
+    found = checks(instance, ["shop", "orders"])
+    assert found["contract_schema"][0] is False
+    assert "column 'amount': type" in json.dumps(found["contract_schema"][2]["violations"])
+    assert not (lake / "shop" / "orders" / "v1" / "data.parquet").exists()
+
+
+def test_a_failing_warning_still_publishes(shop):
+    state, run, instance, lake = shop
+    state["orders"] = GOOD.assign(coupon=["A", "B", "C"])
+    assert run().success
+    found = checks(instance, ["shop", "orders"])
+    assert found["coupon_mostly_empty"][:2] == (False, dg.AssetCheckSeverity.WARN)
+    mat = instance.get_latest_materialization_event(dg.AssetKey(["shop", "orders"])).asset_materialization
+    assert mat.metadata["mesh/quality_warnings"].value == 1
+
+
+def test_sla_becomes_freshness_policy_and_automation():
+    registry = ContractRegistry.discover(FIXTURE)
+    domain = Domain.load(FIXTURE / "shop" / "definitions.py")
+
+    @domain.product("orders")
+    def orders() -> pd.DataFrame:  # pragma: no cover - never run
+        return GOOD
+
+    @domain.product("order_stats", inputs={"orders": "orders"})
+    def order_stats(orders):  # pragma: no cover - never run
+        return orders
+
+    assets = {a.key.to_user_string(): a for a in domain.build_assets(registry)[0]}
+    spec = next(iter(assets["shop/orders"].specs))
+    assert spec.freshness_policy.fail_window.to_timedelta() == timedelta(hours=2)
+    assert spec.automation_condition.get_label() == "on_cron(0 * * * *)" or "0 * * * *" in str(spec.automation_condition)
+    stats = next(iter(assets["shop/order_stats"].specs))
+    assert stats.freshness_policy is None  # no latency SLA in that contract
+    assert stats.automation_condition.get_label() == "eager"
