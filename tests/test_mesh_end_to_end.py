@@ -124,3 +124,16 @@ def test_validate_passes_on_the_demo_mesh():
     result = run_mesh(["validate"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "5 domain(s) loaded, 11 product(s), 13 input port(s), 11 contract(s): OK" in result.stdout
+
+
+def test_every_product_passed_its_quality_checks(materialized_mesh):
+    instance = dg.DagsterInstance.get()
+    for key in PRODUCTS:
+        asset_key = dg.AssetKey(key.split("/"))
+        mat = instance.get_latest_materialization_event(asset_key).asset_materialization
+        assert mat.metadata["mesh/quality_checks"].value > 2, key
+        assert mat.metadata["mesh/quality_report"].value.endswith(".html")
+        check_keys = [dg.AssetCheckKey(asset_key, "contract_schema")]
+        executions = instance.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
+        evaluation = executions[check_keys[0]].event.dagster_event.event_specific_data
+        assert evaluation.passed, key

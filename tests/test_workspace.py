@@ -49,6 +49,8 @@ query {
     owners { ... on TeamAssetOwner { team } ... on UserAssetOwner { email } }
     dependencyKeys { path }
     repository { location { name } }
+    internalFreshnessPolicy { ... on TimeWindowFreshnessPolicy { failWindowSeconds } }
+    assetChecksOrError { ... on AssetChecks { checks { name blocking } } }
     metadataEntries {
       label
       ... on TableSchemaMetadataEntry { schema { columns { name type } } }
@@ -102,5 +104,8 @@ def test_graphql_shows_owners_descriptions_and_column_schemas(request_context):
         assert node["description"], key
         schemas = [m for m in node["metadataEntries"] if m["label"] == "dagster/column_schema"]
         assert schemas and schemas[0]["schema"]["columns"], key
+        assert node["internalFreshnessPolicy"]["failWindowSeconds"] > 0, key  # from the contract's latency SLA
+        checks = {c["name"]: c["blocking"] for c in node["assetChecksOrError"]["checks"]}
+        assert checks["contract_schema"] is True and len(checks) > 2, key
     consumers = {k.split("/")[0] for k, n in nodes.items() for d in n["dependencyKeys"] if d["path"][0] != k.split("/")[0]}
     assert consumers == {"claims", "customer_care", "fraud", "analytics"}
