@@ -276,7 +276,7 @@ class Domain:
     ) -> dg.Definitions:
         """This domain's code location."""
         assets, externals = self.build_assets(registry)
-        all_resources = {"io_manager": MeshIOManager()}
+        all_resources = {"io_manager": MeshIOManager(domain=self.name)}
         all_resources.update(resources or {})
         return dg.Definitions(
             assets=[*assets, *externals],

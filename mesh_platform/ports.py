@@ -16,7 +16,7 @@ import dagster as dg
 
 from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry, MajorNotServed
-from mesh_platform.io.io_manager import COLUMNS, CONTRACT_ID, PORT_MAJOR
+from mesh_platform.io.io_manager import COLUMNS, CONSUMER, CONTRACT_ID, PORT_MAJOR, PURPOSE
 from mesh_platform.io.lake import Lake
 
 
@@ -57,11 +57,11 @@ class ResolvedPort:
     def columns(self) -> list[str]:
         return list(self.port.columns) if self.port.columns is not None else self.contract.column_names
 
-    def asset_in(self) -> dg.AssetIn:
-        return dg.AssetIn(
-            key=self.key,
-            metadata={CONTRACT_ID: self.contract.id, PORT_MAJOR: self.port.major, COLUMNS: self.columns},
-        )
+    def asset_in(self, consumer: str) -> dg.AssetIn:
+        metadata = {CONTRACT_ID: self.contract.id, PORT_MAJOR: self.port.major, COLUMNS: self.columns, CONSUMER: consumer}
+        if self.port.purpose:
+            metadata[PURPOSE] = self.port.purpose
+        return dg.AssetIn(key=self.key, metadata=metadata)
 
     def external_spec(self) -> dg.AssetSpec:
         """How the producer's asset appears in the consumer's code location (an edge in the mesh)."""

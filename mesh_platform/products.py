@@ -141,7 +141,7 @@ def build_asset(
     ins: dict[str, dg.AssetIn] = {}
     for param, source in decl.inputs.items():
         if isinstance(source, InputPort):
-            ins[param] = ports[param].asset_in()
+            ins[param] = ports[param].asset_in(domain)
         else:
             ins[param] = dg.AssetIn(key=dg.AssetKey([domain, source]))
 

@@ -152,4 +152,6 @@ def test_resolved_port_wires_columns_and_major(consumer):
     assert external.key == dg.AssetKey(["policies", "policies"])
     assert external.owners == ["team:policy-administration", "policy-data@acme-insurance.example"]
     [input_def] = asset.op.ins.values()
-    assert input_def.metadata == {"mesh/contract_id": "policies.policies", "mesh/port_major": 1, "mesh/columns": ["policy_id"]}
+    assert input_def.metadata == {
+        "mesh/contract_id": "policies.policies", "mesh/port_major": 1, "mesh/columns": ["policy_id"], "mesh/consumer": "consumer",
+    }

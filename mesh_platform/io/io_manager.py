@@ -22,6 +22,8 @@ import pandas as pd
 
 from mesh_platform.contracts import conform
 from mesh_platform.contracts.registry import mesh_registry
+from mesh_platform.governance.audit import publish_metadata, read_metadata
+from mesh_platform.io import publishing
 from mesh_platform.io.lake import Lake
 from mesh_platform.quality import AuditedTable
 from mesh_platform.settings import MeshSettings
@@ -29,6 +31,8 @@ from mesh_platform.settings import MeshSettings
 CONTRACT_ID = "mesh/contract_id"
 PORT_MAJOR = "mesh/port_major"
 COLUMNS = "mesh/columns"
+CONSUMER = "mesh/consumer"
+PURPOSE = "mesh/purpose"
 
 
 def to_pandas(table) -> pd.DataFrame:
@@ -41,6 +45,9 @@ class MeshIOManager(dg.ConfigurableIOManager):
 
     lake: str | None = None
     """Root of the lake; defaults to ``MESH_LAKE`` (or ``$MESH_HOME/lake``)."""
+
+    domain: str | None = None
+    """The domain this code location is: the consumer identity on every read it makes."""
 
     def _lake(self) -> Lake:
         return Lake(self.lake or MeshSettings.from_env().lake)
@@ -57,14 +64,15 @@ class MeshIOManager(dg.ConfigurableIOManager):
                 table = obj.table  # already conformed and quality-checked in the product's step
             else:
                 table = conform(obj, contract)
-            published = lake.write_table(Lake.port_path(contract.domain, contract.name, contract.major), table)
+            written = publishing.publish(lake, contract, table)
+            full = written[0][1]
             context.add_output_metadata(
                 {
-                    "dagster/uri": published.uri,
-                    "dagster/row_count": published.rows,
-                    "mesh/bytes": published.bytes,
+                    "dagster/uri": full.uri,
+                    "dagster/row_count": full.rows,
+                    "mesh/bytes": sum(p.bytes for _, p in written),
                     "mesh/contract_version": contract.version,
-                    "mesh/port": f"v{contract.major}",
+                    **publish_metadata(contract.id, f"v{contract.major}", [v for v, _ in written], table.column_names),
                 }
             )
             return
@@ -89,8 +97,16 @@ class MeshIOManager(dg.ConfigurableIOManager):
         if contract_id:
             major = meta.get(PORT_MAJOR) or (upstream_meta or {}).get(PORT_MAJOR)
             contract = mesh_registry().get(contract_id, major=major)
-            table = lake.read_table(Lake.port_path(contract.domain, contract.name, contract.major), columns=columns)
-            return to_pandas(table)
+            consumer = self.domain or meta.get(CONSUMER) or key.path[0]
+            port = publishing.read(lake, consumer, contract, columns)
+            if consumer != contract.domain:
+                context.add_input_metadata(
+                    read_metadata(
+                        consumer, contract.id, port.port, port.columns, port.decision.masked,
+                        port.decision.removed, port.table.num_rows, meta.get(PURPOSE),
+                    )
+                )
+            return to_pandas(port.table)
         domain, name = key.path[0], key.path[-1]
         table_path = Lake.private_path(domain, name)
         if lake.exists(table_path):

@@ -3,6 +3,7 @@
 Layout (``MESH_LAKE`` is the root; a local folder by default, ``s3://bucket/prefix`` in production)::
 
     <lake>/<domain>/<product>/v<major>/data.parquet     output port of a product, one per major
+    <lake>/<domain>/<product>/v<major>/masked/...        its masked variant, for uncleared consumers
     <lake>/<domain>/_private/<asset>/data.parquet        a domain's private intermediate (not a port)
     <lake>/<domain>/_private/<asset>/data.pickle         ... when it is not a table (a trained model)
 
@@ -76,8 +77,11 @@ class Lake:
     # -- layout ---------------------------------------------------------------------------------
 
     @staticmethod
-    def port_path(domain: str, product: str, major: int) -> str:
-        return f"{domain}/{product}/v{major}/{DATA_FILE}"
+    def port_path(domain: str, product: str, major: int, variant: str = "full") -> str:
+        """``full`` is the port itself; other variants (``masked``) sit in a folder below it."""
+        if variant == "full":
+            return f"{domain}/{product}/v{major}/{DATA_FILE}"
+        return f"{domain}/{product}/v{major}/{variant}/{DATA_FILE}"
 
     @staticmethod
     def private_path(domain: str, asset: str, table: bool = True) -> str:

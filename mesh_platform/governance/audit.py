@@ -1,0 +1,112 @@
+"""The audit log: every publish and every read, as Dagster events in the instance's event log.
+
+- A **publish** is the product's materialization event; the IO manager adds ``mesh/audit:
+  publish`` with the port, variants and row count.
+- A **read** is an asset observation on the *producer's* asset, recorded by the IO manager when a
+  consumer loads an input port (``context.add_input_metadata``): consumer, product, port and
+  variant, columns, which columns were masked or removed, rows, run id.
+
+Both live in the Dagster instance's event log — SQLite locally, Postgres in production — so they
+are durable, visible on each asset's page in the UI, and queryable: :func:`audit_records` and
+``mesh audit`` read them back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Iterable
+
+import dagster as dg
+
+AUDIT = "mesh/audit"
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    kind: str  # "read" | "publish"
+    time: str
+    product: str
+    asset_key: str
+    port: str
+    consumer: str | None
+    columns: list[str]
+    masked: list[str]
+    removed: list[str]
+    rows: int | None
+    run_id: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def read_metadata(consumer: str, contract_id: str, port: str, columns: list[str], masked: list[str], removed: list[str], rows: int, purpose: str | None) -> dict:
+    return {
+        AUDIT: "read",
+        "mesh/consumer": consumer,
+        "mesh/product": contract_id,
+        "mesh/port": port,
+        "mesh/columns": dg.MetadataValue.json(columns),
+        "mesh/masked": dg.MetadataValue.json(masked),
+        "mesh/removed": dg.MetadataValue.json(removed),
+        "mesh/rows": rows,
+        "mesh/purpose": purpose or "",
+    }
+
+
+def publish_metadata(contract_id: str, port: str, variants: list[str], columns: list[str]) -> dict:
+    return {
+        AUDIT: "publish",
+        "mesh/product": contract_id,
+        "mesh/port": port,
+        "mesh/variants": dg.MetadataValue.json(variants),
+        "mesh/columns": dg.MetadataValue.json(columns),
+    }
+
+
+def _value(metadata, key, default=None):
+    entry = metadata.get(key)
+    return default if entry is None else entry.value
+
+
+def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
+    entry = event_record.event_log_entry
+    data = entry.asset_materialization if kind == "publish" else entry.asset_observation
+    if data is None or _value(data.metadata, AUDIT) != kind:
+        return None
+    md = data.metadata
+    return AuditRecord(
+        kind=kind,
+        time=datetime.fromtimestamp(entry.timestamp, tz=timezone.utc).isoformat(timespec="milliseconds"),
+        product=_value(md, "mesh/product", key.to_user_string()),
+        asset_key=key.to_user_string(),
+        port=_value(md, "mesh/port", ""),
+        consumer=_value(md, "mesh/consumer"),
+        columns=list(_value(md, "mesh/columns", []) or []),
+        masked=list(_value(md, "mesh/masked", []) or []),
+        removed=list(_value(md, "mesh/removed", []) or []),
+        rows=_value(md, "mesh/rows", _value(md, "dagster/row_count")),
+        run_id=entry.run_id,
+    )
+
+
+def audit_records(
+    instance: dg.DagsterInstance,
+    keys: Iterable[dg.AssetKey],
+    product: str | None = None,
+    consumer: str | None = None,
+    limit: int = 10_000,
+) -> list[AuditRecord]:
+    """Every audited publish and read of the given assets, oldest first, optionally filtered."""
+    records: list[AuditRecord] = []
+    for key in keys:
+        for kind, fetch in (("publish", instance.fetch_materializations), ("read", instance.fetch_observations)):
+            for event_record in fetch(key, limit=limit).records:
+                record = _record(kind, event_record, key)
+                if record is not None:
+                    records.append(record)
+    if product:
+        records = [r for r in records if product in (r.product, r.asset_key)]
+    if consumer:
+        records = [r for r in records if r.consumer == consumer]
+    return sorted(records, key=lambda r: r.time)

@@ -1,0 +1,96 @@
+"""Classification-driven masking: what consumers without clearance see of sensitive columns.
+
+Columns classified ``pii`` or ``restricted`` are *sensitive*. For a consumer not cleared for a
+column's classification, the column is, as its contract says (property ``customProperties:
+masking``):
+
+- ``pseudonymize`` (default for ``pii``): replaced by a keyed hash (HMAC-SHA256, hex). The same
+  value always gives the same pseudonym, so joins and group-bys across products still work, but the
+  value cannot be recovered or guessed by hashing candidates without the key;
+- ``remove`` (default for ``restricted``, e.g. free text): dropped from the port.
+
+The key comes from ``MESH_MASKING_KEY``. Without it, a random key is created once per mesh home
+(``$MESH_HOME/masking.key``) for local use; with ``MESH_ENV=production`` a missing key is an
+error, never a constant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mesh_platform.contracts.model import Contract, SchemaProperty
+from mesh_platform.settings import MeshSettings
+
+SENSITIVE = ("pii", "restricted")
+DEFAULT_TREATMENT = {"pii": "pseudonymize", "restricted": "remove"}
+PREFIX = "pseud:"
+
+
+class MaskingKeyMissing(RuntimeError):
+    pass
+
+
+def masking_key() -> bytes:
+    configured = os.environ.get("MESH_MASKING_KEY")
+    if configured:
+        return configured.encode()
+    if os.environ.get("MESH_ENV", "").lower() == "production":
+        raise MaskingKeyMissing("MESH_MASKING_KEY must be set in production (the pseudonymization key)")
+    path = Path(MeshSettings.from_env().home) / "masking.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(secrets.token_hex(32))
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    return path.read_text().strip().encode()
+
+
+def treatment(col: SchemaProperty) -> str | None:
+    """How ``col`` is masked for uncleared consumers (None: it is not sensitive)."""
+    if col.classification not in SENSITIVE:
+        return None
+    chosen = str(col.custom("masking", DEFAULT_TREATMENT[col.classification])).lower()
+    if chosen not in ("pseudonymize", "remove"):
+        raise ValueError(f"column {col.name!r}: masking must be pseudonymize or remove, got {chosen!r}")
+    return chosen
+
+
+def sensitive_columns(contract: Contract) -> dict[str, str]:
+    return {c.name: c.classification for c in contract.columns if c.classification in SENSITIVE}
+
+
+def pseudonymize(values: pa.ChunkedArray | pa.Array, key: bytes) -> pa.Array:
+    """Keyed hash of every value (as text); nulls stay null. Hashes each distinct value once."""
+    encoded = pc.dictionary_encode(values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+    dictionary = encoded.dictionary.cast(pa.string()) if not pa.types.is_string(encoded.dictionary.type) else encoded.dictionary
+    hashed = pa.array(
+        [PREFIX + hmac.new(key, v.encode(), hashlib.sha256).hexdigest()[:32] for v in dictionary.to_pylist()],
+        type=pa.string(),
+    )
+    return pc.take(hashed, encoded.indices)
+
+
+def mask_table(table: pa.Table, contract: Contract, key: bytes | None = None) -> tuple[pa.Table, list[str], list[str]]:
+    """The masked variant of a product's table: (table, pseudonymized columns, removed columns)."""
+    key = key or masking_key()
+    pseudonymized, removed = [], []
+    for col in contract.columns:
+        how = treatment(col)
+        if how is None or col.name not in table.column_names:
+            continue
+        if how == "remove":
+            table = table.drop_columns([col.name])
+            removed.append(col.name)
+        else:
+            index = table.column_names.index(col.name)
+            table = table.set_column(index, pa.field(col.name, pa.string()), pseudonymize(table.column(col.name), key))
+            pseudonymized.append(col.name)
+    return table, pseudonymized, removed

@@ -1,0 +1,46 @@
+"""The one write path and the one read path of output ports; every reader goes through here.
+
+- :func:`publish` writes the audited table as the port's ``full`` variant and, when the contract
+  has sensitive columns, the ``masked`` variant that uncleared consumers read
+  (``<lake>/<domain>/<product>/v<major>/masked/data.parquet``): storage holds nothing a consumer
+  may not see, so storage permissions can mirror the grants (``mesh iam``).
+- :func:`read` authorizes the consumer (:func:`mesh_platform.governance.access.authorize`), picks
+  the variant, reads only the requested columns, and returns what the audit log needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from mesh_platform.contracts.model import Contract
+from mesh_platform.governance.access import AccessDecision, authorize
+from mesh_platform.governance.masking import mask_table, sensitive_columns
+from mesh_platform.io.lake import Lake, Published
+
+
+@dataclass(frozen=True)
+class PortRead:
+    table: pa.Table
+    decision: AccessDecision
+    port: str
+    columns: list[str]
+
+
+def publish(lake: Lake, contract: Contract, table: pa.Table) -> list[tuple[str, Published]]:
+    written = [("full", lake.write_table(Lake.port_path(contract.domain, contract.name, contract.major), table))]
+    if sensitive_columns(contract):
+        masked, _, _ = mask_table(table, contract)
+        path = Lake.port_path(contract.domain, contract.name, contract.major, variant="masked")
+        written.append(("masked", lake.write_table(path, masked)))
+    return written
+
+
+def read(lake: Lake, consumer: str, contract: Contract, columns: list[str] | None = None) -> PortRead:
+    decision = authorize(consumer, contract, columns)
+    variant = "masked" if decision.variant == "masked" else "full"
+    wanted = [c for c in (columns or contract.column_names) if c not in decision.removed]
+    path = Lake.port_path(contract.domain, contract.name, contract.major, variant=variant)
+    table = lake.read_table(path, columns=wanted)
+    return PortRead(table, decision, f"v{contract.major}/{variant}", wanted)
