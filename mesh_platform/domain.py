@@ -16,6 +16,7 @@ unknown upstream product, wrong major, unknown column) is collected and raised t
 from __future__ import annotations
 
 import inspect
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
@@ -23,6 +24,8 @@ import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mesh_platform.automation import automation_sensor
+from mesh_platform.governance.policies import GLOBAL_POLICIES, ProductUnderPolicy, domain_policies
+from mesh_platform.governance.policies import evaluate as evaluate_policies
 from mesh_platform.contracts.loader import ContractError, Problem, display_path, load_contract, load_yaml
 from mesh_platform.contracts.model import IDENTIFIER, Contract
 from mesh_platform.contracts.registry import VERSIONED, ContractRegistry, contract_files, mesh_registry
@@ -85,6 +88,7 @@ class Domain:
         self.root = root
         self.declarations: dict[str, Declaration] = {}
         self.downgrades: dict[tuple[str, int], Callable] = {}
+        self.policy_results: list = []
 
     @classmethod
     def load(cls, module_file: str | Path) -> "Domain":
@@ -196,6 +200,14 @@ class Domain:
         externals: dict[dg.AssetKey, dg.AssetSpec] = {}
         owners = list(self.descriptor.owners)
 
+        try:
+            policies = GLOBAL_POLICIES + domain_policies(self.root)
+        except Exception as exc:  # the domain's own policies.py is broken
+            tb = traceback.extract_tb(exc.__traceback__)[-1]
+            problems.append(Problem(display_path(tb.filename), f"line {tb.lineno}", f"policies cannot load: {type(exc).__name__}: {exc}"))
+            policies = list(GLOBAL_POLICIES)
+        self.policy_results = []
+
         declared_products = set(self.product_names)
         for path in contract_files(self.root):
             if path.stem not in declared_products and not VERSIONED.match(path.stem):
@@ -230,8 +242,13 @@ class Domain:
                         problems.append(Problem(self._where(decl), field, f"no asset {source!r} in domain {self.name!r} (declared: {', '.join(self.declarations)})"))
                 else:
                     problems.append(Problem(self._where(decl), field, f"expected an InputPort or an asset name, got {source!r}"))
+            if contract is not None and len(ports) == len([s for s in decl.inputs.values() if isinstance(s, InputPort)]):
+                results = evaluate_policies(ProductUnderPolicy(self.name, contract, self._where(decl), ports), policies)
+                self.policy_results.extend(results)
+                for result in results:
+                    problems.extend(result.problems)
             if not problems:
-                assets.append(build_asset(self.name, decl, contract, ports, owners))
+                assets.append(build_asset(self.name, decl, contract, ports, owners, [p.name for p in policies]))
             if contract is not None:
                 assets.extend(self._previous_major_assets(decl, contract, registry, owners, problems))
         if problems:

@@ -136,6 +136,7 @@ def build_asset(
     contract: Contract | None,
     ports: dict[str, ResolvedPort],
     owners: list[str],
+    policies: list[str] | None = None,
 ) -> dg.AssetsDefinition:
     """One Dagster asset for a product (``contract`` given) or a private intermediate (``None``)."""
     ins: dict[str, dg.AssetIn] = {}
@@ -160,6 +161,9 @@ def build_asset(
             "mesh/contract_version": contract.version,
             "mesh/port_path": Lake.port_path(domain, contract.name, contract.major),
         }
+        if policies:
+            metadata["mesh/policies"] = dg.MetadataValue.json(sorted(policies))
+            tags["mesh/policies"] = "passed"
         if contract.source is not None:
             metadata["mesh/contract_file"] = dg.MetadataValue.path(str(contract.source))
         description = product_description(contract)

@@ -30,6 +30,7 @@ def test_product_asset_metadata_is_derived_from_the_contract():
         "mesh/status": "active",
         "mesh/classification": "confidential",
         "mesh/access": "internal",
+        "mesh/policies": "passed",
     }
     schema = spec.metadata["dagster/column_schema"]
     assert [c.name for c in schema.columns][:3] == ["claim_id", "policy_id", "policyholder_id"]

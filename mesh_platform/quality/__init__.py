@@ -23,11 +23,14 @@ import dagster as dg
 import pyarrow as pa
 
 from mesh_platform.contracts import ContractViolation, conform
+from mesh_platform.contracts.loader import display_path
 from mesh_platform.contracts.model import Contract
+from mesh_platform.governance.policies import check_product
 from mesh_platform.quality.evaluate import QualityReport, RuleResult, evaluate
 from mesh_platform.quality.rules import Rule, rules_for
 
 SCHEMA_CHECK = "contract_schema"
+POLICY_CHECK = "governance_policies"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,12 @@ class AuditedTable:
     table: pa.Table
     contract_id: str
     version: str
+
+
+class PolicyViolation(Exception):
+    def __init__(self, product: str, problems):
+        self.problems = problems
+        super().__init__(f"{product} breaks governance policies; nothing was published:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 class QualityGateFailed(Exception):
@@ -61,7 +70,10 @@ def describe(result: RuleResult) -> str:
 
 
 def check_specs(key: dg.AssetKey, contract: Contract) -> list[dg.AssetCheckSpec]:
-    specs = [dg.AssetCheckSpec(SCHEMA_CHECK, asset=key, blocking=True, description="Columns and types match the contract.")]
+    specs = [
+        dg.AssetCheckSpec(POLICY_CHECK, asset=key, blocking=True, description="The mesh's governance policies hold (re-checked before every publish)."),
+        dg.AssetCheckSpec(SCHEMA_CHECK, asset=key, blocking=True, description="Columns and types match the contract."),
+    ]
     for rule in rules_for(contract):
         specs.append(
             dg.AssetCheckSpec(
@@ -121,6 +133,16 @@ def audit(context, contract: Contract, data) -> Generator[dg.AssetCheckResult, N
     Raises :class:`ContractViolation` or :class:`QualityGateFailed` when a blocking check fails.
     """
     product = f"{contract.domain}/{contract.name}"
+    results = check_product(contract.domain, contract, display_path(contract.source) if contract.source else product)
+    failed = [p for r in results if not r.passed for p in r.problems]
+    yield dg.AssetCheckResult(
+        check_name=POLICY_CHECK,
+        passed=not failed,
+        metadata={"policies": dg.MetadataValue.json({r.policy: r.passed for r in results})},
+        description="\n".join(str(p) for p in failed) or None,
+    )
+    if failed:
+        raise PolicyViolation(product, failed)
     try:
         table = conform(data, contract, check_values=False)
     except ContractViolation as exc:
