@@ -16,7 +16,9 @@ import dagster as dg
 
 from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry, MajorNotServed
-from mesh_platform.io.io_manager import COLUMNS, CONSUMER, CONTRACT_ID, PORT_MAJOR, PURPOSE
+from mesh_platform.governance.privacy import Aggregate
+from mesh_platform.governance.privacy import validate as validate_aggregate
+from mesh_platform.io.io_manager import AGGREGATE, COLUMNS, CONSUMER, CONTRACT_ID, PORT_MAJOR, PURPOSE
 from mesh_platform.io.lake import Lake
 
 
@@ -28,12 +30,21 @@ class InputPort:
     major: int
     columns: tuple[str, ...] | None = None
     purpose: str | None = None
+    aggregate: Aggregate | None = None
 
-    def __init__(self, product: str, major: int, columns: list[str] | tuple[str, ...] | None = None, purpose: str | None = None):
+    def __init__(
+        self,
+        product: str,
+        major: int,
+        columns: list[str] | tuple[str, ...] | None = None,
+        purpose: str | None = None,
+        aggregate: Aggregate | None = None,
+    ):
         object.__setattr__(self, "product", product)
         object.__setattr__(self, "major", int(major))
         object.__setattr__(self, "columns", tuple(columns) if columns is not None else None)
         object.__setattr__(self, "purpose", purpose)
+        object.__setattr__(self, "aggregate", aggregate)
 
 
 def port_asset_key(contract: Contract, current_major: int) -> dg.AssetKey:
@@ -59,6 +70,8 @@ class ResolvedPort:
 
     def asset_in(self, consumer: str) -> dg.AssetIn:
         metadata = {CONTRACT_ID: self.contract.id, PORT_MAJOR: self.port.major, COLUMNS: self.columns, CONSUMER: consumer}
+        if self.port.aggregate is not None:
+            metadata[AGGREGATE] = self.port.aggregate.as_metadata()
         if self.port.purpose:
             metadata[PURPOSE] = self.port.purpose
         return dg.AssetIn(key=self.key, metadata=metadata)
@@ -87,6 +100,13 @@ def resolve(port: InputPort, registry: ContractRegistry, consumer_domain: str) -
         contract = registry.get(port.product, major=port.major)
     except MajorNotServed as exc:
         raise ValueError(f"pins major version {port.major} of {current.id!r}, but {exc.reason}") from None
+    if port.aggregate is not None:
+        if port.columns is not None:
+            raise ValueError("an aggregate port takes its columns from its query; do not list columns")
+        try:
+            validate_aggregate(port.aggregate, contract)
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"aggregate query on {contract.id!r}: {str(exc).strip(chr(34))}") from None
     if port.columns is not None:
         unknown = [c for c in port.columns if c not in contract.column_names]
         if unknown:

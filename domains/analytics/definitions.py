@@ -3,6 +3,7 @@
 import pandas as pd
 
 from mesh_platform import Domain, InputPort
+from mesh_platform.governance.privacy import Aggregate, count, mean
 
 domain = Domain.load(__file__)
 
@@ -62,6 +63,33 @@ def fraud_hit_rate(scores: pd.DataFrame, claims: pd.DataFrame, events: pd.DataFr
     out = out.astype("int64")
     out["hit_rate"] = (out["flagged_confirmed"] / out["flagged_investigated"]).where(out["flagged_investigated"] > 0)
     return out.reset_index()
+
+
+TOPICS_EPSILON = 0.5
+
+
+@domain.product(
+    "contact_topics",
+    inputs={
+        "topics": InputPort(
+            "customer_care.conversations",
+            major=1,
+            purpose="Contact topics by age band",
+            aggregate=Aggregate(group_by=["topic", "age_band"], measures=[count(), mean("satisfaction", 1, 5)], epsilon=TOPICS_EPSILON),
+        )
+    },
+)
+def contact_topics(topics: pd.DataFrame) -> pd.DataFrame:
+    """customer_care grants analytics this product only as differentially private aggregates."""
+    return pd.DataFrame(
+        {
+            "topic": topics["topic"],
+            "age_band": topics["age_band"],
+            "conversations": topics["dp_count"].astype("int64"),
+            "avg_satisfaction": topics["dp_mean_satisfaction"],
+            "epsilon": TOPICS_EPSILON,
+        }
+    )
 
 
 defs = domain.definitions(jobs=[domain.job()])

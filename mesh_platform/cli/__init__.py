@@ -151,6 +151,90 @@ def catalog(as_json: bool, workspace: Path | None) -> None:
         click.echo(f"    last materialized: {last}")
 
 
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable records.")
+@click.option("--product", default=None, help="Only this product (contract id or domain/product).")
+@click.option("--consumer", default=None, help="Only reads by this domain.")
+@click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
+def audit(as_json: bool, product: str | None, consumer: str | None, workspace: Path | None) -> None:
+    """The audit log: every publish and every read of a product (from the Dagster instance)."""
+    import dagster as dg
+
+    from mesh_platform.governance.audit import audit_records
+    from mesh_platform.instance import local_instance
+    from mesh_platform.workspace import Mesh
+
+    settings = _settings()
+    mesh = Mesh.load(workspace)
+    keys = [k for k in mesh.asset_graph()]
+    keys += [dg.AssetKey([d.domain.name, n]) for d in mesh.domains if d.ok for n in d.domain.product_names]
+    records = audit_records(local_instance(settings), sorted(set(keys), key=str), product=product, consumer=consumer)
+    if as_json:
+        click.echo(json.dumps({"records": [r.as_dict() for r in records]}, indent=2))
+        return
+    for r in records:
+        who = f"{r.consumer} read" if r.kind == "read" else "published"
+        extra = f" masked={','.join(r.masked)}" if r.masked else ""
+        extra += f" removed={','.join(r.removed)}" if r.removed else ""
+        click.echo(f"{r.time}  {who:>22}  {r.product} {r.port}  {r.rows if r.rows is not None else '?'} rows{extra}  run {r.run_id[:8]}")
+    click.echo(f"{len(records)} record(s)")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
+def policies(as_json: bool, workspace: Path | None) -> None:
+    """Every governance policy on every product: passed, or the problems (file and field)."""
+    from mesh_platform.workspace import Mesh
+
+    _settings()
+    mesh = Mesh.load(workspace)
+    report = []
+    for loaded in mesh.domains:
+        if loaded.ok:
+            for r in loaded.domain.policy_results:
+                report.append({"domain": loaded.entry.location, "product": r.product, "policy": r.policy, "scope": r.scope,
+                               "passed": r.passed, "problems": [str(p) for p in r.problems]})
+        else:
+            report.append({"domain": loaded.entry.location, "product": None, "policy": None, "scope": None,
+                           "passed": False, "problems": [str(p) for p in loaded.problems]})
+    failed = [r for r in report if not r["passed"]]
+    if as_json:
+        click.echo(json.dumps({"ok": not failed, "results": report}, indent=2))
+    else:
+        for r in report:
+            if r["passed"]:
+                click.echo(f"pass  {r['product']}: {r['policy']} ({r['scope']})")
+            else:
+                label = f"{r['product']}: {r['policy']}" if r["product"] else f"domain {r['domain']} did not load"
+                click.echo(f"FAIL  {label}")
+                for problem in r["problems"]:
+                    click.echo(f"        {problem}")
+        click.echo(f"{len(report) - len(failed)} passed, {len(failed)} failed")
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.option("--lake", "lake_uri", default=None, help="s3:// URI of the production lake (default: MESH_LAKE if it is s3://).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("infra/iam"), show_default=True)
+@click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
+def iam(lake_uri: str | None, out: Path, workspace: Path | None) -> None:
+    """Generate per-domain S3 IAM policies from the grants, so storage enforces what the platform does."""
+    from mesh_platform.governance.iam import write_policies
+    from mesh_platform.workspace import Mesh
+
+    settings = _settings()
+    lake_uri = lake_uri or (settings.lake if settings.lake.startswith("s3://") else None)
+    if not lake_uri:
+        raise click.UsageError("give --lake s3://bucket/prefix (MESH_LAKE is not an s3:// URI)")
+    mesh = Mesh.load(workspace)
+    for problem in mesh.problems:
+        click.echo(f"error: {problem}", err=True)
+    written = write_policies(mesh, lake_uri, out)
+    click.echo(f"wrote {len(written)} IAM policy document(s) to {out}")
+    sys.exit(1 if mesh.problems else 0)
+
+
 @main.group()
 def contract() -> None:
     """Contract versions: diff two versions, check changes since a git ref, export as ODCS."""

@@ -15,7 +15,10 @@
         purpose: Contact topics by age band.
         expires: 2027-12-31
         port: aggregate                 # only differentially private aggregates
-        privacy: {epsilon: 4.0}         # the consumer's total privacy budget on this product
+        privacy:                        # the consumer's total privacy budget on this product
+          epsilon: 10.0
+          unit: policyholder_id         # whose privacy is protected: rows per unit are capped
+          max_contributions: 5
 
 A grant is reviewed like code (it lives in the producer's package) and is the only way a domain
 other than the producer reads an internal or restricted product.
@@ -40,6 +43,7 @@ class PrivacyBudget(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     epsilon: float = Field(gt=0)
+    unit: str = Field(min_length=1)
     max_contributions: int = Field(default=5, ge=1)
 
 

@@ -33,6 +33,7 @@ PORT_MAJOR = "mesh/port_major"
 COLUMNS = "mesh/columns"
 CONSUMER = "mesh/consumer"
 PURPOSE = "mesh/purpose"
+AGGREGATE = "mesh/aggregate"
 
 
 def to_pandas(table) -> pd.DataFrame:
@@ -98,6 +99,16 @@ class MeshIOManager(dg.ConfigurableIOManager):
             major = meta.get(PORT_MAJOR) or (upstream_meta or {}).get(PORT_MAJOR)
             contract = mesh_registry().get(contract_id, major=major)
             consumer = self.domain or meta.get(CONSUMER) or key.path[0]
+            if meta.get(AGGREGATE):
+                release = publishing.read_aggregate(lake, consumer, contract, meta[AGGREGATE], context.step_context.run_id)
+                context.add_input_metadata(
+                    {
+                        **read_metadata(consumer, contract.id, f"v{contract.major}/aggregate", release.columns, [], [], len(release.frame), meta.get(PURPOSE)),
+                        "mesh/epsilon": release.epsilon,
+                        "mesh/privacy_budget_remaining": release.remaining,
+                    }
+                )
+                return release.frame
             port = publishing.read(lake, consumer, contract, columns)
             if consumer != contract.domain:
                 context.add_input_metadata(

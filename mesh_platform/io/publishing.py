@@ -17,6 +17,7 @@ import pyarrow as pa
 from mesh_platform.contracts.model import Contract
 from mesh_platform.governance.access import AccessDecision, authorize
 from mesh_platform.governance.masking import mask_table, sensitive_columns
+from mesh_platform.governance.privacy import Aggregate, PrivacyLedger, Release, compute
 from mesh_platform.io.lake import Lake, Published
 
 
@@ -35,6 +36,20 @@ def publish(lake: Lake, contract: Contract, table: pa.Table) -> list[tuple[str, 
         path = Lake.port_path(contract.domain, contract.name, contract.major, variant="masked")
         written.append(("masked", lake.write_table(path, masked)))
     return written
+
+
+def read_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, run_id: str | None = None) -> Release:
+    """A differentially private release for an aggregate-only grant; the budget is debited first."""
+    import json
+
+    aggregate = Aggregate.from_metadata(query)
+    decision = authorize(consumer, contract, aggregate=True)
+    budget = decision.grant.privacy
+    remaining = PrivacyLedger().spend(consumer, contract.id, aggregate.epsilon, budget.epsilon, json.dumps(query, sort_keys=True), run_id)
+    columns = aggregate.columns(budget.unit)
+    table = lake.read_table(Lake.port_path(contract.domain, contract.name, contract.major), columns=columns)
+    frame = compute(table.to_pandas(), contract, aggregate, budget.unit, budget.max_contributions)
+    return Release(frame, aggregate.epsilon, remaining, columns)
 
 
 def read(lake: Lake, consumer: str, contract: Contract, columns: list[str] | None = None) -> PortRead:

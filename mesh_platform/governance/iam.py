@@ -1,0 +1,100 @@
+"""Storage agrees with policy: per-domain S3 IAM policy documents generated from the grants.
+
+Each domain's role may write its own prefix (``<lake>/<domain>/*``: ports, masked variants,
+private intermediates, quality reports) and read exactly the port objects its input ports use,
+in the variant the access decision gives it: the ``full`` object when it is cleared for every
+sensitive column it reads, the ``masked`` one otherwise. Aggregate-only grants give the consumer
+no storage access at all: the platform's privacy role (``mesh-privacy.json``) reads those products
+and releases only noisy aggregates. Generated with ``mesh iam``; ``infra/iam/`` holds the output
+for the demo lake, and a test keeps it in sync with the grants.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mesh_platform.governance.access import authorize
+from mesh_platform.io.lake import Lake
+from mesh_platform.ports import InputPort, resolve
+from mesh_platform.workspace import Mesh
+
+VERSION = "2012-10-17"
+
+
+def _arn(bucket: str, key: str = "") -> str:
+    return f"arn:aws:s3:::{bucket}" + (f"/{key}" if key else "")
+
+
+def _split(lake_uri: str) -> tuple[str, str]:
+    parsed = urlparse(lake_uri)
+    if parsed.scheme != "s3":
+        raise ValueError(f"IAM policies need an s3:// lake URI, got {lake_uri!r}")
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def policies_for(mesh: Mesh, lake_uri: str) -> dict[str, dict]:
+    """{file stem: IAM policy document} for every loaded domain, plus the privacy role."""
+    from mesh_platform.contracts.registry import mesh_registry
+
+    bucket, prefix = _split(lake_uri)
+    key = (lambda rel: f"{prefix}/{rel}" if prefix else rel)
+    registry = mesh_registry()
+    documents: dict[str, dict] = {}
+    privacy_reads: set[str] = set()
+    for loaded in mesh.domains:
+        if not loaded.ok:
+            continue
+        domain = loaded.domain.name
+        reads: set[str] = set()
+        for decl in loaded.domain.declarations.values():
+            for source in decl.inputs.values():
+                if not isinstance(source, InputPort):
+                    continue
+                port = resolve(source, registry, domain)
+                c = port.contract
+                if source.aggregate is not None:
+                    privacy_reads.add(key(Lake.port_path(c.domain, c.name, c.major)))
+                    continue
+                decision = authorize(domain, c, port.columns)
+                variant = "masked" if decision.variant == "masked" else "full"
+                reads.add(key(Lake.port_path(c.domain, c.name, c.major, variant=variant)))
+        statements = [
+            {
+                "Sid": "OwnDomainReadWrite",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                "Resource": [_arn(bucket, key(f"{domain}/*"))],
+            },
+            {
+                "Sid": "ListOwnAndGrantedPrefixes",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [_arn(bucket)],
+                "Condition": {"StringLike": {"s3:prefix": sorted({key(f"{domain}/*")} | {r.rsplit("/", 1)[0] + "/*" for r in reads})}},
+            },
+        ]
+        if reads:
+            statements.append(
+                {"Sid": "ReadGrantedPorts", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, r) for r in reads)}
+            )
+        documents[domain] = {"Version": VERSION, "Statement": statements}
+    if privacy_reads:
+        documents["mesh-privacy"] = {
+            "Version": VERSION,
+            "Statement": [
+                {"Sid": "ReadAggregateOnlyProducts", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, r) for r in privacy_reads)}
+            ],
+        }
+    return documents
+
+
+def write_policies(mesh: Mesh, lake_uri: str, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, document in sorted(policies_for(mesh, lake_uri).items()):
+        path = out / f"{name}.json"
+        path.write_text(json.dumps(document, indent=2) + "\n")
+        written.append(path)
+    return written
