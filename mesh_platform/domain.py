@@ -16,7 +16,6 @@ unknown upstream product, wrong major, unknown column) is collected and raised t
 from __future__ import annotations
 
 import inspect
-import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
@@ -26,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mesh_platform.automation import automation_sensor
 from mesh_platform.governance.policies import GLOBAL_POLICIES, ProductUnderPolicy, domain_policies
 from mesh_platform.governance.policies import evaluate as evaluate_policies
-from mesh_platform.contracts.loader import ContractError, Problem, display_path, load_contract, load_yaml
+from mesh_platform.contracts.loader import ContractError, Problem, display_path, exception_problem, load_contract, load_yaml
 from mesh_platform.contracts.model import IDENTIFIER, Contract
 from mesh_platform.contracts.registry import VERSIONED, ContractRegistry, contract_files, mesh_registry
 from mesh_platform.io.io_manager import MeshIOManager
@@ -203,8 +202,7 @@ class Domain:
         try:
             policies = GLOBAL_POLICIES + domain_policies(self.root)
         except Exception as exc:  # the domain's own policies.py is broken
-            tb = traceback.extract_tb(exc.__traceback__)[-1]
-            problems.append(Problem(display_path(tb.filename), f"line {tb.lineno}", f"policies cannot load: {type(exc).__name__}: {exc}"))
+            problems.append(exception_problem(exc, "policies cannot load: "))
             policies = list(GLOBAL_POLICIES)
         self.policy_results = []
 

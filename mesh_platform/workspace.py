@@ -9,14 +9,13 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 import yaml
 
-from mesh_platform.contracts.loader import ContractError, Problem, display_path
+from mesh_platform.contracts.loader import ContractError, Problem, display_path, exception_problem
 from mesh_platform.domain import Domain, DomainDefinitionError
 
 
@@ -89,8 +88,7 @@ def load_domain(entry: LocationEntry, root: Path) -> LoadedDomain:
         loaded.problems = exc.problems
         return loaded
     except Exception as exc:  # a domain's own bug: report it, keep loading the others
-        tb = traceback.extract_tb(exc.__traceback__)[-1]
-        loaded.problems = [Problem(display_path(tb.filename), f"line {tb.lineno}", f"{type(exc).__name__}: {exc}")]
+        loaded.problems = [exception_problem(exc)]
         return loaded
     loaded.domain = getattr(module, "domain", None)
     defs = getattr(module, entry.attribute or "defs", None)

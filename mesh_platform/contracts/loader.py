@@ -57,6 +57,19 @@ def display_path(path: str | os.PathLike) -> str:
         return str(p)
 
 
+def exception_problem(exc: BaseException, prefix: str = "") -> Problem:
+    """A Problem pointing at where ``exc`` was raised in user code (or the bad line of a SyntaxError)."""
+    import traceback
+
+    if isinstance(exc, SyntaxError) and exc.filename:
+        file, line = exc.filename, exc.lineno
+    else:
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+        frame = frames[-1] if frames else None
+        file, line = (frame.filename, frame.lineno) if frame else ("<unknown>", 0)
+    return Problem(display_path(file), f"line {line}", f"{prefix}{type(exc).__name__}: {exc}")
+
+
 def _field_path(loc: tuple, raw: Any) -> str:
     """Turn a pydantic error location into a readable ODCS path, naming list items by their name."""
     parts: list[str] = []
