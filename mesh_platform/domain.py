@@ -88,6 +88,7 @@ class Domain:
         self.declarations: dict[str, Declaration] = {}
         self.downgrades: dict[tuple[str, int], Callable] = {}
         self.policy_results: list = []
+        self.dbt_project = None
 
     @classmethod
     def load(cls, module_file: str | Path) -> "Domain":
@@ -168,6 +169,15 @@ class Domain:
 
         return decorator
 
+    def dbt(self, project_dir: str | Path) -> None:
+        """Implement this domain's products (those of its contracts that are dbt models) with dbt.
+
+        The dbt project's sources declare the input ports (``meta.mesh``); see ``docs/dbt.md``.
+        """
+        from mesh_platform.dbt.project import DbtDomainProject
+
+        self.dbt_project = DbtDomainProject(Path(project_dir).resolve())
+
     # -- building -------------------------------------------------------------------------------
 
     def contract_path(self, product: str) -> Path:
@@ -206,7 +216,14 @@ class Domain:
             policies = list(GLOBAL_POLICIES)
         self.policy_results = []
 
-        declared_products = set(self.product_names)
+        dbt_models: set[str] = set()
+        if self.dbt_project is not None:
+            dbt_assets_def, dbt_externals, dbt_models = self._build_dbt(registry, owners, policies, problems)
+            if dbt_assets_def is not None:
+                assets.append(dbt_assets_def)
+                externals.update(dbt_externals)
+
+        declared_products = set(self.product_names) | dbt_models
         for path in contract_files(self.root):
             if path.stem not in declared_products and not VERSIONED.match(path.stem):
                 try:
@@ -252,6 +269,41 @@ class Domain:
         if problems:
             raise DomainDefinitionError(self.name, problems)
         return assets, list(externals.values())
+
+    def _build_dbt(self, registry, owners, policies, problems):
+        from mesh_platform.dbt.assets import dbt_domain_assets, resolve_sources
+        from mesh_platform.dbt.project import ManifestNotPrepared
+
+        project = self.dbt_project
+        try:
+            models = {node["name"]: uid for uid, node in project.models().items()}
+            ports, port_problems = resolve_sources(project, registry, self.name)
+        except (ManifestNotPrepared, ValueError) as exc:
+            problems.append(Problem(display_path(project.path), "manifest", str(exc)))
+            return None, {}, set()
+        problems.extend(Problem(display_path(f), fld, msg) for f, fld, msg in port_problems)
+        contracts: dict[str, Contract] = {}
+        for name, uid in models.items():
+            path = self.contract_path(name)
+            if not path.exists():
+                problems.append(Problem(display_path(project.path / project.manifest["nodes"][uid]["original_file_path"]), name, f"dbt model {name!r} of domain {self.name!r} has no contract {display_path(path)}"))
+                continue
+            decl = Declaration(name=name, fn=lambda: None, declared_in=str(project.path / project.manifest["nodes"][uid]["original_file_path"]))
+            contract = self._product_contract(decl, problems)
+            if contract is None:
+                continue
+            contracts[name] = contract
+            node = project.manifest["nodes"][uid]
+            model_ports = {ports[d].contract.id: ports[d] for d in node["depends_on"]["nodes"] if d in ports}
+            results = evaluate_policies(ProductUnderPolicy(self.name, contract, display_path(project.path / "models" / "sources.yml"), model_ports), policies)
+            self.policy_results.extend(results)
+            for result in results:
+                problems.extend(result.problems)
+        if problems:
+            return None, {}, set(models)
+        assets_def = dbt_domain_assets(self.name, project, contracts, ports, registry, owners, [p.name for p in policies])
+        externals = {port.key: port.external_spec() for port in ports.values()}
+        return assets_def, externals, set(models)
 
     def _previous_major_assets(self, decl, contract, registry, owners, problems) -> list[dg.AssetsDefinition]:
         """One asset per previous major still served: ``<product>_v<major>``, derived from the current product."""

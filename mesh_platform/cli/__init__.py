@@ -64,6 +64,8 @@ def validate(contracts: tuple[Path, ...], workspace: Path | None, as_json: bool)
     from mesh_platform.validation import validate_files, validate_mesh
 
     _settings()
+    if not contracts:
+        _prepare_dbt()
     report = validate_files(list(contracts)) if contracts else validate_mesh(workspace)
     if as_json:
         click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems]}, indent=2))
@@ -106,6 +108,7 @@ def materialize(selection: str | None, scale: float | None, workspace: Path | No
 
     settings = _settings()
     _ensure_sources(settings, scale)
+    _prepare_dbt()
     mesh = Mesh.load(workspace)
     for problem in mesh.problems:
         click.echo(f"error: {problem}", err=True)
@@ -236,6 +239,55 @@ def iam(lake_uri: str | None, out: Path, workspace: Path | None) -> None:
 
 
 @main.group()
+def dbt() -> None:
+    """dbt-implemented domains: prepare manifests, sync dbt contracts from ODCS contracts."""
+
+
+@dbt.command("prepare")
+@click.option("--force", is_flag=True, help="Parse even when the manifest is up to date.")
+def dbt_prepare(force: bool) -> None:
+    """Parse every dbt domain's project into target/manifest.json (done at setup, not at load)."""
+    for project in _dbt_projects():
+        path = project.prepare(force=force)
+        click.echo(f"prepared {path}")
+
+
+@dbt.command("sync")
+@click.option("--check", is_flag=True, help="Only check; exit 1 if the dbt contracts are out of date.")
+def dbt_sync(check: bool) -> None:
+    """Write each dbt domain's models/_mesh_contracts.yml from its ODCS contracts."""
+    from mesh_platform.contracts.loader import load_contract
+    from mesh_platform.contracts.registry import default_domains_root
+    from mesh_platform.dbt.contracts import sync
+
+    stale = []
+    for project in _dbt_projects():
+        domain = project.path.name
+        sql_models = sorted(p.stem for p in (project.path / "models").rglob("*.sql"))
+        contracts = [load_contract(default_domains_root() / domain / "contracts" / f"{m}.yaml") for m in sql_models]
+        if not sync(project.path, contracts, check=check):
+            stale.append(project.path)
+            click.echo(f"{'out of date' if check else 'wrote'}: {project.path / 'models' / '_mesh_contracts.yml'}")
+    if check and stale:
+        sys.exit(1)
+
+
+def _dbt_projects():
+    from mesh_platform.dbt.project import DbtDomainProject
+    from mesh_platform.workspace import find_workspace
+
+    root = find_workspace().parent / "dbt"
+    return [DbtDomainProject(p.parent) for p in sorted(root.glob("*/dbt_project.yml"))]
+
+
+def _prepare_dbt() -> None:
+    for project in _dbt_projects():
+        if project.is_stale():
+            project.prepare()
+            click.echo(f"prepared dbt manifest {project.manifest_path}")
+
+
+@main.group()
 def contract() -> None:
     """Contract versions: diff two versions, check changes since a git ref, export as ODCS."""
 
@@ -317,6 +369,7 @@ def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
 
     settings = _settings()
     _ensure_sources(settings, scale)
+    _prepare_dbt()
     ensure_dagster_home(settings)
     workspace = find_workspace()
     click.echo(f"Dagster instance: {settings.dagster_home}\nlake: {settings.lake}\nworkspace: {workspace}")

@@ -127,36 +127,44 @@ def _write_report(context, contract: Contract, report: QualityReport) -> dict:
     }
 
 
-def audit(context, contract: Contract, data) -> Generator[dg.AssetCheckResult, None, tuple[AuditedTable, dict]]:
+def audit(context, contract: Contract, data, emit_checks: bool = True) -> Generator[dg.AssetCheckResult, None, tuple[AuditedTable, dict]]:
     """Yield one check result per rule; return the audited table and output metadata.
 
     Raises :class:`ContractViolation` or :class:`QualityGateFailed` when a blocking check fails.
+    With ``emit_checks=False`` (assets whose checks are declared elsewhere, such as dbt tests) the
+    results go into the output metadata (``mesh/quality``) instead of asset check results.
     """
+    collected: dict[str, bool] = {}
+
+    def emit(result: dg.AssetCheckResult):
+        collected[result.check_name] = result.passed
+        return [result] if emit_checks else []
+
     product = f"{contract.domain}/{contract.name}"
     results = check_product(contract.domain, contract, display_path(contract.source) if contract.source else product)
     failed = [p for r in results if not r.passed for p in r.problems]
-    yield dg.AssetCheckResult(
+    yield from emit(dg.AssetCheckResult(
         check_name=POLICY_CHECK,
         passed=not failed,
         metadata={"policies": dg.MetadataValue.json({r.policy: r.passed for r in results})},
         description="\n".join(str(p) for p in failed) or None,
-    )
+    ))
     if failed:
         raise PolicyViolation(product, failed)
     try:
         table = conform(data, contract, check_values=False)
     except ContractViolation as exc:
-        yield dg.AssetCheckResult(
+        yield from emit(dg.AssetCheckResult(
             check_name=SCHEMA_CHECK,
             passed=False,
             metadata={"violations": dg.MetadataValue.json([str(v) for v in exc.violations])},
             description=str(exc),
-        )
+        ))
         raise
-    yield dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=True, metadata={"columns": len(table.schema), "rows": table.num_rows})
+    yield from emit(dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=True, metadata={"columns": len(table.schema), "rows": table.num_rows}))
     report = evaluate(table, rules_for(contract), product)
     for result in report.results:
-        yield _check_result(result)
+        yield from emit(_check_result(result))
     if os.environ.get("MESH_QUALITY_REPORTS", "1") != "0":
         report_meta = _write_report(context, contract, report)
     else:
@@ -167,6 +175,7 @@ def audit(context, contract: Contract, data) -> Generator[dg.AssetCheckResult, N
         "mesh/quality_seconds": round(report.seconds, 4),
         "mesh/quality_checks": len(report.results) + 1,
         "mesh/quality_warnings": len(report.warnings),
+        **({} if emit_checks else {"mesh/quality": dg.MetadataValue.json(collected)}),
         **report_meta,
     }
 

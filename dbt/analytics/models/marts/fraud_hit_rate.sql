@@ -1,0 +1,24 @@
+-- How often claims flagged by the fraud model turn out to be fraud, by product line.
+with outcomes as (
+    select claim_id, max(event_type) filter (where event_type in ('fraud_confirmed', 'fraud_cleared')) as outcome
+    from {{ source('claims', 'claim_events') }}
+    group by 1
+),
+scored as (
+    select c.product_line, s.claim_id, s.flagged, o.outcome
+    from {{ source('fraud', 'fraud_scores') }} s
+    join {{ source('claims', 'claims') }} c using (claim_id)
+    left join outcomes o using (claim_id)
+)
+select
+    product_line,
+    count(*) as claims,
+    count(*) filter (where flagged) as flagged,
+    count(*) filter (where flagged and outcome is not null) as flagged_investigated,
+    count(*) filter (where flagged and outcome = 'fraud_confirmed') as flagged_confirmed,
+    case when count(*) filter (where flagged and outcome is not null) > 0
+         then count(*) filter (where flagged and outcome = 'fraud_confirmed')::double
+              / count(*) filter (where flagged and outcome is not null)
+    end as hit_rate
+from scored
+group by 1

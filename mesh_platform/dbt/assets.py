@@ -1,0 +1,263 @@
+"""A dbt-implemented domain as Dagster assets that behave like every other product.
+
+- :class:`MeshDbtTranslator` maps each dbt source onto the producer's asset key (read from the
+  source's ``meta.mesh`` input port) and gives each model the metadata a product derives from its
+  ODCS contract (owners, description, column schema, tags, freshness, automation).
+- :func:`dbt_domain_assets` builds the ``@dbt_assets`` definition (dbt tests become asset checks)
+  whose step (:func:`run`) does what the platform does for a Python product:
+
+  1. **stages every input port through the governed read path** (:func:`mesh_platform.io.publishing.read`:
+     grant, masking, only the declared columns, an audit record) into a DuckDB file private to the
+     run — dbt has no path to the lake, so it cannot be a back door;
+  2. runs ``dbt build`` in-process on the *prepared* manifest (no parsing at run time);
+  3. records every dbt test as an asset check;
+  4. publishes each model that passed as an output port — contract schema, quality rules and
+     governance policies (GX results and report included), then the atomic publish of
+     :mod:`mesh_platform.io.publishing` — and fails the step, publishing nothing for it, if a
+     blocking dbt test or contract rule failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
+
+from mesh_platform.automation import freshness_policy
+from mesh_platform.contracts.model import Contract
+from mesh_platform.contracts.registry import ContractRegistry
+from mesh_platform.dbt.project import DbtDomainProject
+from mesh_platform.governance.audit import publish_metadata, read_metadata
+from mesh_platform.io import publishing
+from mesh_platform.io.io_manager import CONTRACT_ID, PORT_MAJOR
+from mesh_platform.io.lake import Lake
+from mesh_platform.ports import ResolvedPort, port_asset_key, resolve
+from mesh_platform.products import column_schema, most_sensitive, product_description
+from mesh_platform.settings import MeshSettings
+
+
+class MeshDbtTranslator(DagsterDbtTranslator):
+    def __init__(self, domain: str, contracts: dict[str, Contract], ports: dict[str, ResolvedPort], owners: list[str], policies: list[str]):
+        super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=False))
+        self.domain, self.contracts, self.ports, self.owners, self.policies = domain, contracts, ports, owners, policies
+
+    def _contract(self, props: Mapping[str, Any]) -> Contract | None:
+        return self.contracts.get(props["name"]) if props["resource_type"] == "model" else None
+
+    def get_asset_key(self, props: Mapping[str, Any]) -> dg.AssetKey:
+        if props["resource_type"] == "source":
+            port = self.ports[props["unique_id"]]
+            return port_asset_key(port.contract, port.current_major)
+        return dg.AssetKey([self.domain, props["name"]])
+
+    def get_group_name(self, props: Mapping[str, Any]) -> str | None:
+        if props["resource_type"] == "source":
+            return self.ports[props["unique_id"]].contract.domain
+        return self.domain
+
+    def get_owners(self, props: Mapping[str, Any]):
+        contract = self._contract(props)
+        return (contract.owners if contract else None) or self.owners
+
+    def get_description(self, props: Mapping[str, Any]) -> str:
+        contract = self._contract(props)
+        return product_description(contract) if contract else super().get_description(props)
+
+    def get_metadata(self, props: Mapping[str, Any]) -> Mapping[str, Any]:
+        metadata = dict(super().get_metadata(props))
+        contract = self._contract(props)
+        if contract is not None:
+            metadata.update(
+                {
+                    "dagster/column_schema": column_schema(contract),
+                    CONTRACT_ID: contract.id,
+                    PORT_MAJOR: contract.major,
+                    "mesh/contract_version": contract.version,
+                    "mesh/port_path": Lake.port_path(self.domain, contract.name, contract.major),
+                    "mesh/policies": dg.MetadataValue.json(sorted(self.policies)),
+                }
+            )
+        return metadata
+
+    def get_tags(self, props: Mapping[str, Any]) -> Mapping[str, str]:
+        contract = self._contract(props)
+        if contract is None:
+            return {}
+        tags = {"mesh/domain": self.domain, "mesh/type": "product", "mesh/status": contract.status, "mesh/policies": "passed"}
+        sensitive = most_sensitive(contract.classifications)
+        if sensitive:
+            tags["mesh/classification"] = sensitive
+        if contract.custom("accessLevel"):
+            tags["mesh/access"] = str(contract.custom("accessLevel"))
+        return tags
+
+    def get_code_version(self, props: Mapping[str, Any]) -> str | None:
+        contract = self._contract(props)
+        digest = hashlib.sha256((props.get("raw_code") or "").encode()).hexdigest()[:12]
+        return f"{contract.version}-{digest}" if contract else digest
+
+    def get_automation_condition(self, props: Mapping[str, Any]):
+        return dg.AutomationCondition.eager() if props["resource_type"] == "model" else None
+
+    def get_asset_spec(self, manifest, unique_id, project):
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        contract = self._contract(self.get_resource_props(manifest, unique_id))
+        if contract is not None:
+            spec = spec.replace_attributes(freshness_policy=freshness_policy(contract))
+        return spec
+
+
+def _duckdb_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _stage_sources(context, project: DbtDomainProject, domain: str, ports: dict[str, ResolvedPort], needed: set[str], db_path: Path, lake: Lake) -> None:
+    """Copy each needed input port into the run's DuckDB, through the governed read path."""
+    import duckdb
+
+    con = duckdb.connect(str(db_path))
+    try:
+        for unique_id in sorted(needed):
+            source = project.manifest["sources"][unique_id]
+            port = ports[unique_id]
+            read = publishing.read(lake, domain, port.contract, port.columns)
+            schema, table = _duckdb_name(source["schema"]), _duckdb_name(source["identifier"] or source["name"])
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            con.register("staged_port", read.table)
+            con.execute(f"CREATE OR REPLACE TABLE {schema}.{table} AS SELECT * FROM staged_port")
+            con.unregister("staged_port")
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=port.key,
+                    metadata=read_metadata(domain, port.contract.id, read.port, read.columns, read.decision.masked, read.decision.removed, read.table.num_rows, "dbt source"),
+                )
+            )
+    finally:
+        con.close()
+
+
+def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator: MeshDbtTranslator, registry: ContractRegistry):
+    """The step of a dbt domain: stage governed sources, dbt build, checks, publish."""
+    from dagster_dbt.asset_utils import get_asset_check_key_for_test
+    from dbt.cli.main import dbtRunner
+
+    from mesh_platform.quality import audit
+
+    manifest = project.manifest
+    domain = translator.domain
+    lake = Lake(MeshSettings.from_env().lake)
+    models = {uid: node for uid, node in project.models().items() if dg.AssetKey([domain, node["name"]]) in context.selected_asset_keys}
+    needed = {dep for node in models.values() for dep in node["depends_on"]["nodes"] if dep.startswith("source.")}
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix=f"mesh-dbt-{domain}-") as tmp:
+        db_path = Path(tmp) / f"{domain}.duckdb"
+        _stage_sources(context, project, domain, translator.ports, needed, db_path, lake)
+        # dbt re-reads the project with the partial-parse state of `mesh dbt prepare`, which takes a
+        # fraction of a full parse; the run's own target folder keeps concurrent runs apart.
+        target = Path(tmp) / "target"
+        target.mkdir()
+        state = project.manifest_path.parent / "partial_parse.msgpack"
+        if state.exists():
+            shutil.copy2(state, target / state.name)
+        previous = os.environ.get("MESH_DBT_DUCKDB")
+        os.environ["MESH_DBT_DUCKDB"] = str(db_path)
+        try:
+            args = ["build", "--project-dir", str(project.path), "--profiles-dir", str(project.path),
+                    "--target-path", str(target), "--log-level", "warn",
+                    "--select", " ".join(node["name"] for node in models.values())]
+            result = dbtRunner().invoke(args)
+        finally:
+            if previous is None:
+                os.environ.pop("MESH_DBT_DUCKDB", None)
+            else:
+                os.environ["MESH_DBT_DUCKDB"] = previous
+        if result.result is None:
+            raise RuntimeError(f"dbt build did not run: {result.exception}")
+        status: dict[str, str] = {}
+        blocked: set[str] = set()
+        for res in result.result.results:
+            uid = res.node.unique_id
+            status[uid] = str(getattr(res.status, "value", res.status))
+            if uid.startswith("test."):
+                check = get_asset_check_key_for_test(manifest, translator, uid, None)
+                if check is None:
+                    continue
+                severity = str(manifest["nodes"][uid]["config"].get("severity", "ERROR")).upper()
+                passed = status[uid] == "pass"
+                if not passed and severity == "ERROR":
+                    blocked.add(check.asset_key.path[-1])
+                yield dg.AssetCheckResult(
+                    asset_key=check.asset_key,
+                    check_name=check.name,
+                    passed=passed,
+                    severity=dg.AssetCheckSeverity.WARN if severity == "WARN" else dg.AssetCheckSeverity.ERROR,
+                    metadata={"dbt_status": status[uid], "failures": res.failures or 0, "message": res.message or ""},
+                )
+        import duckdb
+
+        for uid, node in models.items():
+            name = node["name"]
+            if status.get(uid) != "success":
+                failures.append(f"{name}: dbt {status.get(uid, 'skipped')}")
+                continue
+            if name in blocked:
+                failures.append(f"{name}: a blocking dbt test failed; not published")
+                continue
+            contract = translator.contracts[name]
+            con = duckdb.connect(str(db_path))
+            try:
+                frame = con.execute(f"SELECT * FROM {_duckdb_name(node['schema'])}.{_duckdb_name(node['alias'] or name)}").df()
+            finally:
+                con.close()
+            try:
+                audited, quality_meta = yield from audit(context, contract, frame, emit_checks=False)
+            except Exception as exc:  # contract schema, quality rule or policy: report, publish nothing
+                failures.append(f"{name}: {exc}")
+                continue
+            written = publishing.publish(lake, contract, audited.table)
+            full = written[0][1]
+            key = dg.AssetKey([domain, name])
+            yield dg.Output(
+                None,
+                output_name=context.assets_def.get_output_name_for_asset_key(key),
+                metadata={
+                    "dagster/uri": full.uri,
+                    "dagster/row_count": full.rows,
+                    "mesh/bytes": sum(p.bytes for _, p in written),
+                    "mesh/contract_version": contract.version,
+                    **quality_meta,
+                    **publish_metadata(contract.id, f"v{contract.major}", [v for v, _ in written], audited.table.column_names),
+                },
+            )
+    if failures:
+        raise dg.Failure("dbt domain " + domain + " did not publish:\n" + "\n".join(f"  - {f}" for f in failures))
+
+
+def resolve_sources(project: DbtDomainProject, registry: ContractRegistry, domain: str) -> tuple[dict[str, ResolvedPort], list[tuple[str, str, str]]]:
+    """Each source's input port, resolved; problems as (file, field, message)."""
+    ports, problems = {}, []
+    for uid, port in project.source_ports().items():
+        source = project.manifest["sources"][uid]
+        where = (str(project.path / source["original_file_path"]), f"sources[{source['source_name']}].tables[{source['name']}].meta.mesh")
+        try:
+            ports[uid] = resolve(port, registry, domain)
+        except (LookupError, ValueError) as exc:
+            problems.append((*where, str(exc).strip("'\"")))
+    return ports, problems
+
+
+def dbt_domain_assets(domain: str, project: DbtDomainProject, contracts: dict[str, Contract], ports: dict[str, ResolvedPort], registry: ContractRegistry, owners: list[str], policies: list[str]):
+    """The ``@dbt_assets`` definition of a dbt domain."""
+    translator = MeshDbtTranslator(domain, contracts, ports, owners, policies)
+
+    @dbt_assets(manifest=project.manifest, dagster_dbt_translator=translator, name=f"{domain}_dbt")
+    def _assets(context):
+        yield from run(context, project, translator, registry)
+
+    return _assets

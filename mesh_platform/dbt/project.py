@@ -1,0 +1,86 @@
+"""A dbt project that implements a domain: its manifest, prepared once, and its input ports.
+
+The manifest is prepared at setup time (``mesh dbt prepare``, which the ``mesh`` commands run when
+needed), never parsed when definitions load: loading a code location only reads
+``target/manifest.json``. If a model, source or the schema file changed since, loading fails with
+the command to run, rather than showing stale assets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from mesh_platform.ports import InputPort
+
+WATCHED = ("*.sql", "*.yml", "*.yaml")
+
+
+class ManifestNotPrepared(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class DbtDomainProject:
+    path: Path
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "target" / "manifest.json"
+
+    def sources_changed_since(self, stamp: float) -> list[Path]:
+        changed = []
+        for pattern in WATCHED:
+            for f in self.path.rglob(pattern):
+                if "target" in f.relative_to(self.path).parts or "dbt_packages" in f.parts:
+                    continue
+                if f.stat().st_mtime > stamp:
+                    changed.append(f)
+        return changed
+
+    def is_stale(self) -> bool:
+        if not self.manifest_path.exists():
+            return True
+        return bool(self.sources_changed_since(self.manifest_path.stat().st_mtime))
+
+    def prepare(self, force: bool = False) -> Path:
+        """``dbt parse`` into ``target/manifest.json`` when missing or stale."""
+        if not force and not self.is_stale():
+            return self.manifest_path
+        from dbt.cli.main import dbtRunner
+
+        result = dbtRunner().invoke(
+            ["parse", "--project-dir", str(self.path), "--profiles-dir", str(self.path), "--quiet"]
+        )
+        if not result.success:
+            raise RuntimeError(f"dbt parse failed for {self.path}: {result.exception}")
+        os.utime(self.manifest_path)
+        return self.manifest_path
+
+    @cached_property
+    def manifest(self) -> dict:
+        if not self.manifest_path.exists():
+            raise ManifestNotPrepared(
+                f"{self.manifest_path} does not exist: run `mesh dbt prepare` (the mesh commands and the Quick start do it)"
+            )
+        changed = self.sources_changed_since(self.manifest_path.stat().st_mtime)
+        if changed:
+            names = ", ".join(str(p.relative_to(self.path)) for p in changed[:3])
+            raise ManifestNotPrepared(f"the dbt manifest of {self.path} is older than {names}: run `mesh dbt prepare`")
+        return json.loads(self.manifest_path.read_text())
+
+    def source_ports(self) -> dict[str, InputPort]:
+        """Every dbt source table as the input port it declares in ``meta.mesh`` (by source unique id)."""
+        ports = {}
+        for unique_id, source in self.manifest["sources"].items():
+            mesh = (source.get("meta") or {}).get("mesh") or (source.get("config", {}).get("meta") or {}).get("mesh")
+            if not mesh:
+                raise ValueError(f"{source['original_file_path']}: source {source['source_name']}.{source['name']}: meta.mesh (product, major) is required")
+            ports[unique_id] = InputPort(mesh["product"], major=mesh["major"], columns=mesh.get("columns"))
+        return ports
+
+    def models(self) -> dict[str, dict]:
+        return {uid: node for uid, node in self.manifest["nodes"].items() if node["resource_type"] == "model"}
