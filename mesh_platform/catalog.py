@@ -11,9 +11,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
-from mesh_platform.contracts.loader import load_contract
 from mesh_platform.io.lake import Lake
-from mesh_platform.ports import InputPort
 from mesh_platform.settings import MeshSettings
 from mesh_platform.workspace import Mesh
 
@@ -49,27 +47,28 @@ def build_catalog(mesh: Mesh, instance: dg.DagsterInstance | None = None) -> lis
         if not loaded.ok:
             continue
         domain = loaded.domain
-        for decl in domain.declarations.values():
-            if not decl.is_product:
-                continue
-            contract = load_contract(domain.contract_path(decl.name))
-            key = dg.AssetKey([domain.name, decl.name])
+        for name, (contract, input_ports) in domain.products.items():
+            key = dg.AssetKey([domain.name, name])
             ports = [
-                {"param": param, "product": src.product, "major": src.major, "columns": list(src.columns) if src.columns else None}
-                for param, src in decl.inputs.items()
-                if isinstance(src, InputPort)
+                {
+                    "product": src.product,
+                    "major": src.major,
+                    "columns": list(src.columns) if src.columns else None,
+                    "aggregate": src.aggregate is not None,
+                }
+                for src in input_ports
             ]
             entries[key] = CatalogEntry(
                 key=key.to_user_string(),
                 domain=domain.name,
-                name=decl.name,
+                name=name,
                 contract_id=contract.id,
                 version=contract.version,
                 status=contract.status,
                 owners=contract.owners or list(domain.descriptor.owners),
                 description=contract.purpose,
                 access_level=contract.custom("accessLevel"),
-                output_port=lake.uri(Lake.port_path(domain.name, decl.name, contract.major)),
+                output_port=lake.uri(Lake.port_path(domain.name, name, contract.major)),
                 input_ports=ports,
             )
 

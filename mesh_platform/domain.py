@@ -89,6 +89,7 @@ class Domain:
         self.downgrades: dict[tuple[str, int], Callable] = {}
         self.policy_results: list = []
         self.dbt_project = None
+        self.products: dict[str, tuple[Contract, list[InputPort]]] = {}
 
     @classmethod
     def load(cls, module_file: str | Path) -> "Domain":
@@ -105,7 +106,9 @@ class Domain:
 
     @property
     def product_names(self) -> list[str]:
-        return [d.name for d in self.declarations.values() if d.is_product]
+        """Products declared in Python and, once built, those implemented by dbt models."""
+        names = [d.name for d in self.declarations.values() if d.is_product]
+        return names + [n for n in self.products if n not in names]
 
     # -- declaring ------------------------------------------------------------------------------
 
@@ -215,6 +218,7 @@ class Domain:
             problems.append(exception_problem(exc, "policies cannot load: "))
             policies = list(GLOBAL_POLICIES)
         self.policy_results = []
+        self.products = {}
 
         dbt_models: set[str] = set()
         if self.dbt_project is not None:
@@ -264,6 +268,8 @@ class Domain:
                     problems.extend(result.problems)
             if not problems:
                 assets.append(build_asset(self.name, decl, contract, ports, owners, [p.name for p in policies]))
+                if contract is not None:
+                    self.products[decl.name] = (contract, [p.port for p in ports.values()])
             if contract is not None:
                 assets.extend(self._previous_major_assets(decl, contract, registry, owners, problems))
         if problems:
@@ -280,7 +286,8 @@ class Domain:
             ports, port_problems = resolve_sources(project, registry, self.name)
         except (ManifestNotPrepared, ValueError) as exc:
             problems.append(Problem(display_path(project.path), "manifest", str(exc)))
-            return None, {}, set()
+            # without a manifest the models are unknown: do not also report every contract as orphaned
+            return None, {}, {p.stem for p in contract_files(self.root)}
         problems.extend(Problem(display_path(f), fld, msg) for f, fld, msg in port_problems)
         contracts: dict[str, Contract] = {}
         for name, uid in models.items():
@@ -295,6 +302,7 @@ class Domain:
             contracts[name] = contract
             node = project.manifest["nodes"][uid]
             model_ports = {ports[d].contract.id: ports[d] for d in node["depends_on"]["nodes"] if d in ports}
+            self.products[name] = (contract, [p.port for p in model_ports.values()])
             results = evaluate_policies(ProductUnderPolicy(self.name, contract, display_path(project.path / "models" / "sources.yml"), model_ports), policies)
             self.policy_results.extend(results)
             for result in results:

@@ -10,6 +10,11 @@ from mesh_platform.contracts.registry import ContractRegistry, default_domains_r
 from mesh_platform.workspace import Mesh
 
 
+def input_ports(domain) -> set[tuple[str, str]]:
+    """The (consumer domain, product) input ports of a loaded domain, Python and dbt."""
+    return {(domain.name, port.product) for _, ports in domain.products.values() for port in ports}
+
+
 @dataclass
 class ValidationReport:
     problems: list[Problem] = field(default_factory=list)
@@ -45,9 +50,7 @@ def validate_mesh(workspace: Path | None = None) -> ValidationReport:
         if loaded.ok:
             report.domains += 1
             report.products += len(loaded.domain.product_names)
-            report.input_ports += sum(
-                1 for d in loaded.domain.declarations.values() for src in d.inputs.values() if not isinstance(src, str)
-            )
+            report.input_ports += len(input_ports(loaded.domain))
     seen: set[Problem] = set()
     report.problems = [p for p in problems if not (p in seen or seen.add(p))]
     return report

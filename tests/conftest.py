@@ -43,6 +43,13 @@ def settings():
     return MeshSettings.from_env()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def dbt_manifests():
+    """What `mesh dbt prepare` does at setup: the dbt domains' manifests, parsed once."""
+    result = run_mesh(["dbt", "prepare"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.fixture(scope="session")
 def sources(settings):
     from mesh_platform.simulation import simulate
@@ -78,6 +85,7 @@ def domains_copy(tmp_path) -> Path:
     target = tmp_path / "project"
     shutil.copytree(ROOT / "domains", target / "domains", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "workspace.yaml", target / "workspace.yaml")
+    shutil.copytree(ROOT / "dbt", target / "dbt", ignore=shutil.ignore_patterns("logs", "*.duckdb"))
     return target
 
 

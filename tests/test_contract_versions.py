@@ -100,7 +100,7 @@ def test_export_is_valid_against_the_official_odcs_schema(tmp_path):
     assert "v3.1.0" in schema["properties"]["apiVersion"]["enum"]
     validator = jsonschema.validators.validator_for(schema)(schema)
     exported = sorted(tmp_path.glob("*.odcs.yaml"))
-    assert len(exported) == 11
+    assert len(exported) == 13
     for path in exported:
         document = yaml.safe_load(path.read_text())
         assert document["apiVersion"] == "v3.1.0"
@@ -125,7 +125,7 @@ def _bump_policies_to_v2(project: Path, deprecation: str) -> None:
 @pytest.mark.slow
 def test_major_bump_publishes_a_new_port_and_keeps_the_old_one(domains_copy, tmp_path):
     _bump_policies_to_v2(domains_copy, deprecation="2999-12-31")
-    env = {**copy_env(domains_copy), "MESH_HOME": str(tmp_path / "home")}
+    env = {**copy_env(domains_copy), "MESH_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "home" / "dagster_home")}
     result = run_mesh(["materialize", "--scale", "0.1", "--select", "policies,claims"], env=env, cwd=domains_copy)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "policies: materializing policies, policies_v1, policyholders" in result.stdout

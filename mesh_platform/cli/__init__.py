@@ -148,7 +148,8 @@ def catalog(as_json: bool, workspace: Path | None) -> None:
         click.echo(f"    {e.description}")
         click.echo(f"    output port: {e.output_port}")
         for port in e.input_ports:
-            click.echo(f"    input port {port['param']}: {port['product']} v{port['major']}")
+            kind = " (differentially private aggregates)" if port["aggregate"] else ""
+            click.echo(f"    input port: {port['product']} v{port['major']}{kind}")
         click.echo(f"    upstream: {', '.join(e.upstream) or '-'}   downstream: {', '.join(e.downstream) or '-'}")
         last = f"{e.last_materialized} ({e.row_count:,} rows)" if e.last_materialized and e.row_count is not None else (e.last_materialized or "never")
         click.echo(f"    last materialized: {last}")

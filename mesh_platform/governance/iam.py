@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from mesh_platform.governance.access import authorize
 from mesh_platform.io.lake import Lake
-from mesh_platform.ports import InputPort, resolve
+from mesh_platform.ports import resolve
 from mesh_platform.workspace import Mesh
 
 VERSION = "2012-10-17"
@@ -48,18 +48,15 @@ def policies_for(mesh: Mesh, lake_uri: str) -> dict[str, dict]:
             continue
         domain = loaded.domain.name
         reads: set[str] = set()
-        for decl in loaded.domain.declarations.values():
-            for source in decl.inputs.values():
-                if not isinstance(source, InputPort):
-                    continue
-                port = resolve(source, registry, domain)
-                c = port.contract
-                if source.aggregate is not None:
-                    privacy_reads.add(key(Lake.port_path(c.domain, c.name, c.major)))
-                    continue
-                decision = authorize(domain, c, port.columns)
-                variant = "masked" if decision.variant == "masked" else "full"
-                reads.add(key(Lake.port_path(c.domain, c.name, c.major, variant=variant)))
+        for source in {p for _, ports in loaded.domain.products.values() for p in ports}:
+            port = resolve(source, registry, domain)
+            c = port.contract
+            if source.aggregate is not None:
+                privacy_reads.add(key(Lake.port_path(c.domain, c.name, c.major)))
+                continue
+            decision = authorize(domain, c, port.columns)
+            variant = "masked" if decision.variant == "masked" else "full"
+            reads.add(key(Lake.port_path(c.domain, c.name, c.major, variant=variant)))
         statements = [
             {
                 "Sid": "OwnDomainReadWrite",
