@@ -1,0 +1,83 @@
+"""The analytics domain in dbt: lineage, contracts from ODCS, dbt tests as checks, governed reads."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, copy_env, run_mesh
+
+MODELS = ["claims_weekly", "loss_ratio", "fraud_hit_rate", "contact_rate"]
+
+
+def test_dbt_contracts_are_generated_from_odcs_and_in_sync():
+    result = run_mesh(["dbt", "sync", "--check"])
+    assert result.returncode == 0, result.stdout
+    generated = yaml.safe_load((ROOT / "dbt/analytics/models/_mesh_contracts.yml").read_text())
+    weekly = next(m for m in generated["models"] if m["name"] == "claims_weekly")
+    assert weekly["config"]["contract"] == {"enforced": True}
+    assert weekly["columns"][0] == {
+        "name": "week_start", "data_type": "date", "description": "Monday of the reporting week.",
+        "constraints": [{"type": "not_null"}], "data_tests": ["not_null", "unique"],
+    }
+
+
+def test_dbt_models_are_products_wired_to_the_producers():
+    from domains.analytics.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for name in MODELS:
+        node = graph.get(dg.AssetKey(["analytics", name]))
+        assert node.is_materializable and node.group_name == "analytics"
+        assert node.owners == ["team:insurance-analytics", "analytics@acme-insurance.example"]
+        assert node.metadata["mesh/contract_id"] == f"analytics.{name}"
+        assert node.metadata["dagster/column_schema"].columns
+        assert node.freshness_policy is not None
+        assert "dbt" in node.kinds
+    parents = {k.to_user_string() for k in graph.get(dg.AssetKey(["analytics", "fraud_hit_rate"])).parent_keys}
+    assert parents == {"fraud/fraud_scores", "claims/claims", "claims/claim_events"}
+    checks = {key.name for key in graph.asset_check_keys if key.asset_key == dg.AssetKey(["analytics", "contact_rate"])}
+    assert {"not_null_contact_rate_product_line", "primary_key_unique"} <= checks
+    assert any(name.startswith("accepted_values_contact_rate_status") for name in checks)
+
+
+def test_a_dbt_source_without_a_grant_fails_the_load(domains_copy):
+    path = domains_copy / "domains/fraud/grants.yaml"
+    path.write_text("grants: []\n")
+    result = run_mesh(["validate"], env=copy_env(domains_copy), cwd=domains_copy)
+    assert result.returncode == 1
+    assert "dbt/analytics/models/sources.yml: fraud_hit_rate.inputs[fraud.fraud_scores]: [input_ports_granted] domain 'analytics' may not read 'fraud.fraud_scores'" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_failing_dbt_test_shows_as_a_failed_check_and_stops_publish(domains_copy, tmp_path):
+    home = tmp_path / "home"
+    env = {**copy_env(domains_copy), "MESH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
+    first = run_mesh(["materialize", "--scale", "0.3"], env=env, cwd=domains_copy)
+    assert first.returncode == 0, first.stdout + first.stderr
+    port = home / "lake/analytics/claims_weekly/v1/data.parquet"
+    before = port.read_bytes()
+    sql = domains_copy / "dbt/analytics/models/marts/claims_weekly.sql"
+    sql.write_text(sql.read_text().replace("group by 1", "group by 1\nunion all\nselect * from (select cast('2024-01-01' as date), 1, 1, 1.0, 1.0)\nunion all\nselect * from (select cast('2024-01-01' as date), 1, 1, 1.0, 1.0)"))
+    second = run_mesh(["materialize", "--select", "analytics/claims_weekly"], env=env, cwd=domains_copy)
+    assert second.returncode == 1
+    assert "claims_weekly: a blocking dbt test failed; not published" in second.stdout
+    assert port.read_bytes() == before  # the last good version stays published
+    check = subprocess.run(
+        [sys.executable, "-c", (
+            "import dagster as dg; i = dg.DagsterInstance.get(); "
+            "k = dg.AssetCheckKey(dg.AssetKey(['analytics','claims_weekly']), 'unique_claims_weekly_week_start'); "
+            "e = i.event_log_storage.get_latest_asset_check_execution_by_key([k])[k]; "
+            "print(e.event.dagster_event.event_specific_data.passed)"
+        )],
+        env={**os.environ, **env}, capture_output=True, text=True,
+    )
+    assert check.stdout.strip() == "False", check.stderr
+    assert len(pd.read_parquet(port)) == len(pd.read_parquet(io.BytesIO(before)))
