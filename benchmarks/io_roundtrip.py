@@ -1,0 +1,277 @@
+"""io_roundtrip: publish a product through the platform and read it back, against plain Parquet.
+
+One round trip = DataFrame in, DataFrame out: the producer's write (contract enforcement, Parquet,
+atomic publish) plus a consumer's full read. Cases, each in its own fresh process on the same
+synthetic table (:mod:`benchmarks.synthetic_table`, 11 mixed-type columns):
+
+``pyarrow`` (the baseline)
+    ``pa.Table.from_pandas`` + ``pq.write_table`` (snappy) + ``pq.read_table`` + ``to_pandas``,
+    with the same ``to_pandas`` options as the platform (dates as ``datetime64``), so the ratio
+    isolates what the platform adds: enforcement, the staging file, ``fsync`` and the rename.
+``platform``
+    what ``MeshIOManager`` does, called directly: ``conform(df, contract)``, ``Lake.write_table``,
+    ``Lake.read_table``, ``to_pandas``.
+``platform MeshIOManager``
+    the same through ``MeshIOManager.handle_output`` / ``load_input`` with Dagster-built contexts
+    (adds the registry lookup and output metadata).
+``platform write-audit-publish``
+    what a product's materialization really does since the quality gate: ``quality.audit`` in the
+    step (structural conform, every quality rule in DuckDB, the GX report written to the lake),
+    then ``MeshIOManager.handle_output`` of the audited table and ``load_input``. Only when
+    ``mesh_platform.quality`` exists.
+``dagster FilesystemIOManager``
+    Dagster's default IO manager (pickle), same contexts.
+``UPathIOManager parquet``
+    a plain ``dagster.UPathIOManager`` subclass using ``DataFrame.to_parquet`` / ``pd.read_parquet``.
+
+The reported time of a round trip is the sum of its timed phases; Dagster contexts are built
+outside them. Heavy imports stay inside functions: this module is imported by the runner too.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable
+
+from benchmarks.harness import RunConfig, run_cases, self_peak_rss_mb, summarize, time_repeated
+from benchmarks.results import BenchmarkResult, Case, Target
+from benchmarks.quality import quality_module_present
+from benchmarks.synthetic_table import rows_label
+
+NAME = "io_roundtrip"
+DESCRIPTION = "contract-enforced write + atomic publish + read of a mixed-type table, vs raw pyarrow"
+BASELINE = "pyarrow"
+AUDITED = "platform write-audit-publish"
+METHODS = ["pyarrow", "platform", "platform MeshIOManager", AUDITED, "dagster FilesystemIOManager", "UPathIOManager parquet"]
+TARGET_RATIO = 1.2
+TARGET_CASES = ("platform", "platform MeshIOManager", AUDITED)
+
+# rows -> (warm-up calls, timed repeats)
+FULL_SIZES = {1_000_000: (1, 5), 5_000_000: (1, 3)}
+QUICK_SIZES = {20_000: (1, 2)}
+
+RoundTrip = Callable[[Any], tuple[Any, dict[str, float]]]
+
+
+# -- the round trips (run in the child process) --------------------------------------------------
+
+
+class Phases(dict):
+    """Seconds per named phase of one round trip: ``with phases("write"): ...``."""
+
+    @contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[name] = self.get(name, 0.0) + time.perf_counter() - started
+
+
+def _pyarrow(work: Path, contract) -> RoundTrip:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = work / "raw.parquet"
+
+    def roundtrip(df):
+        phases = Phases()
+        with phases("to_arrow"):
+            table = pa.Table.from_pandas(df, preserve_index=False)
+        with phases("write"):
+            pq.write_table(table, path, compression="snappy")
+        with phases("read"):
+            back = pq.read_table(path)
+        with phases("to_pandas"):
+            out = back.to_pandas(date_as_object=False)
+        return out, phases
+
+    return roundtrip
+
+
+def _platform(work: Path, contract) -> RoundTrip:
+    from mesh_platform.contracts import conform
+    from mesh_platform.io.io_manager import to_pandas
+    from mesh_platform.io.lake import Lake
+
+    lake = Lake(str(work / "lake"))
+    relpath = Lake.port_path(contract.domain, contract.name, contract.major)
+
+    def roundtrip(df):
+        phases = Phases()
+        with phases("conform"):
+            table = conform(df, contract)
+        with phases("write"):
+            lake.write_table(relpath, table)
+        with phases("read"):
+            back = lake.read_table(relpath)
+        with phases("to_pandas"):
+            out = to_pandas(back)
+        return out, phases
+
+    return roundtrip
+
+
+def _through_io_manager(io_manager, key: list[str], output_metadata: dict, input_metadata: dict) -> RoundTrip:
+    """A round trip through any Dagster IO manager with freshly built contexts (not timed)."""
+    import dagster as dg
+
+    asset_key = dg.AssetKey(key)
+
+    def roundtrip(df):
+        out_ctx = dg.build_output_context(asset_key=asset_key, name="result", definition_metadata=output_metadata)
+        in_ctx = dg.build_input_context(asset_key=asset_key, definition_metadata=input_metadata, upstream_output=out_ctx)
+        phases = Phases()
+        with phases("handle_output"):
+            io_manager.handle_output(out_ctx, df)
+        with phases("load_input"):
+            out = io_manager.load_input(in_ctx)
+        return out, phases
+
+    return roundtrip
+
+
+def _mesh_io_manager(work: Path, contract) -> RoundTrip:
+    from mesh_platform.io.io_manager import CONTRACT_ID, PORT_MAJOR, MeshIOManager
+
+    meta = {CONTRACT_ID: contract.id}
+    return _through_io_manager(MeshIOManager(lake=str(work / "lake")), [contract.domain, contract.name], meta, {**meta, PORT_MAJOR: contract.major})
+
+
+def _write_audit_publish(work: Path, contract) -> RoundTrip:
+    import dagster as dg
+
+    from benchmarks.quality import run_audit
+    from mesh_platform.io.io_manager import CONTRACT_ID, PORT_MAJOR, MeshIOManager
+
+    os.environ["MESH_LAKE"] = str(work / "lake")  # where audit writes the GX report
+    io_manager = MeshIOManager(lake=str(work / "lake"))
+    key = dg.AssetKey([contract.domain, contract.name])
+    meta = {CONTRACT_ID: contract.id, PORT_MAJOR: contract.major}
+
+    def roundtrip(df):
+        out_ctx = dg.build_output_context(asset_key=key, name="result", definition_metadata=meta)
+        in_ctx = dg.build_input_context(asset_key=key, definition_metadata=meta, upstream_output=out_ctx)
+        phases = Phases()
+        with phases("audit"):
+            audited, _ = run_audit(contract, df)
+        with phases("handle_output"):
+            io_manager.handle_output(out_ctx, audited)
+        with phases("load_input"):
+            out = io_manager.load_input(in_ctx)
+        return out, phases
+
+    return roundtrip
+
+
+def _filesystem_io_manager(work: Path, contract) -> RoundTrip:
+    from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
+
+    return _through_io_manager(PickledObjectFilesystemIOManager(base_dir=str(work / "fs")), [contract.domain, contract.name], {}, {})
+
+
+def _upath_parquet_io_manager(work: Path, contract) -> RoundTrip:
+    import dagster as dg
+    import pandas as pd
+    from upath import UPath
+
+    class ParquetIOManager(dg.UPathIOManager):
+        """The plain Parquet IO manager a team would write with Dagster alone."""
+
+        extension = ".parquet"
+
+        def dump_to_path(self, context, obj, path):
+            with path.open("wb") as sink:
+                obj.to_parquet(sink, index=False)
+
+        def load_from_path(self, context, path):
+            with path.open("rb") as source:
+                return pd.read_parquet(source)
+
+    return _through_io_manager(ParquetIOManager(base_path=UPath(work / "upath")), [contract.domain, contract.name], {}, {})
+
+
+FACTORIES: dict[str, Callable[[Path, Any], RoundTrip]] = {
+    "pyarrow": _pyarrow,
+    "platform": _platform,
+    "platform MeshIOManager": _mesh_io_manager,
+    AUDITED: _write_audit_publish,
+    "dagster FilesystemIOManager": _filesystem_io_manager,
+    "UPathIOManager parquet": _upath_parquet_io_manager,
+}
+
+
+def measure_case(method: str, rows: int, warmup: int, repeats: int) -> dict[str, Any]:
+    """Child-process entry: time ``repeats`` round trips of ``method`` on ``rows`` rows."""
+    from benchmarks.synthetic_table import make_frame, write_contract
+
+    with tempfile.TemporaryDirectory(prefix="bench-io-") as tmp:
+        work = Path(tmp)
+        os.environ["MESH_DOMAINS"] = str(work / "domains")  # where MeshIOManager's registry looks
+        from mesh_platform.contracts import load_contract
+
+        contract = load_contract(write_contract(work))
+        df = make_frame(rows)
+        roundtrip = FACTORIES[method](work, contract)
+        setup_rss = self_peak_rss_mb()
+        phases: list[dict[str, float]] = []
+
+        def once():
+            out, timed = roundtrip(df)
+            if len(out) != rows or list(out.columns) != list(df.columns):
+                raise AssertionError(f"{method}: round trip returned {len(out)} rows, columns {list(out.columns)}")
+            phases.append(dict(timed))
+
+        time_repeated(once, repeats=repeats, warmup=warmup)
+        measured = phases[warmup:]
+        totals = [sum(p.values()) for p in measured]
+        return {
+            **summarize(totals),
+            "phases_median_s": {name: summarize([p[name] for p in measured])["median_s"] for name in measured[0]},
+            "setup_peak_rss_mb": setup_rss,
+            "peak_rss_mb_in_process": self_peak_rss_mb(),
+        }
+
+
+# -- the benchmark (runs in the parent) ----------------------------------------------------------
+
+
+def _phase_note(result: BenchmarkResult, size: str) -> str:
+    parts = []
+    for method in ("pyarrow", "platform", AUDITED):
+        case = result.case(method, size)
+        if case:
+            phases = ", ".join(f"{k} {v:.3f}" for k, v in case.details["phases_median_s"].items())
+            parts.append(f"{method}: {phases}")
+    return f"phases at {size} (median s): " + "; ".join(parts)
+
+
+def run(config: RunConfig) -> BenchmarkResult:
+    result = BenchmarkResult(NAME, DESCRIPTION, baseline=f"{BASELINE} (pa.Table.from_pandas + pq.write_table + pq.read_table + to_pandas)")
+    sizes = QUICK_SIZES if config.quick else FULL_SIZES
+    methods = METHODS if quality_module_present() else [m for m in METHODS if m != AUDITED]
+    for rows, (warmup, repeats) in sizes.items():
+        size = rows_label(rows)
+        config.log(f"  {NAME}: {', '.join(methods)} @ {size}")
+        cases = [{"method": m, "rows": rows, "warmup": warmup, "repeats": repeats} for m in methods]
+        payloads = run_cases(f"{__name__}:measure_case", cases, isolate=not config.quick)
+        for method, payload in zip(methods, payloads):
+            details = {k: v for k, v in payload.items() if k not in ("median_s", "peak_rss_mb")}
+            details.update(rows=rows, warmup=warmup, repeats=repeats)
+            result.cases.append(
+                Case(method, size, payload["median_s"], None if method == BASELINE else BASELINE, peak_rss_mb=payload["peak_rss_mb"], details=details)
+            )
+        result.notes.append(_phase_note(result, size))
+    result.add_ratios()
+    for rows in sizes:
+        for method in TARGET_CASES:
+            case = result.case(method, rows_label(rows))
+            if case is None:
+                continue
+            result.targets.append(Target(f"{method} <= {TARGET_RATIO}x raw pyarrow @ {case.size}", TARGET_RATIO, "x", case.ratio))
+    result.notes.append("peak RSS includes the input DataFrame (built before timing; see details.setup_peak_rss_mb)")
+    return result
