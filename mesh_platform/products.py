@@ -92,14 +92,21 @@ def product_description(contract: Contract) -> str:
     return "\n\n".join(parts)
 
 
+def _code_fingerprint(code) -> bytes:
+    """What a function does, without where it sits in its file (moving it keeps its version)."""
+    parts = [code.co_code, repr(code.co_names).encode(), repr(code.co_varnames).encode()]
+    for const in code.co_consts:
+        parts.append(_code_fingerprint(const) if hasattr(const, "co_code") else repr(const).encode())
+    return b"\0".join(parts)
+
+
 def code_version(decl: Declaration, contract: Contract | None) -> str:
+    """Changes when the contract file or the transform's code changes."""
     digest = hashlib.sha256()
-    if contract is not None and contract.source is not None:
-        digest.update(Path(contract.source).read_bytes())
-    try:
-        digest.update(inspect.getsource(decl.fn).encode())
-    except (OSError, TypeError):  # pragma: no cover - functions defined without source
-        digest.update(decl.fn.__qualname__.encode())
+    if contract is not None:
+        digest.update((contract._digest or contract.version).encode())
+    code = getattr(decl.fn, "__code__", None)
+    digest.update(_code_fingerprint(code) if code is not None else decl.fn.__qualname__.encode())
     prefix = f"{contract.version}-" if contract is not None else ""
     return prefix + digest.hexdigest()[:12]
 

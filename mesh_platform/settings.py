@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 
@@ -36,13 +37,8 @@ class MeshSettings:
     @classmethod
     def from_env(cls, environ: os._Environ | dict | None = None) -> "MeshSettings":
         env = os.environ if environ is None else environ
-        home = _absolute(env.get("MESH_HOME") or ".mesh")
-        return cls(
-            home=home,
-            lake=_absolute(env.get("MESH_LAKE") or os.path.join(home, "lake")),
-            sources=_absolute(env.get("MESH_SOURCES") or os.path.join(home, "sources")),
-            dagster_home=_absolute(env.get("DAGSTER_HOME") or os.path.join(home, "dagster_home")),
-        )
+        names = ("MESH_HOME", "MESH_LAKE", "MESH_SOURCES", "DAGSTER_HOME")
+        return _settings(tuple(env.get(n) or "" for n in names), os.getcwd())
 
     def export(self) -> None:
         """Pin every path in this process's environment (inherited by child processes)."""
@@ -50,3 +46,15 @@ class MeshSettings:
         os.environ["MESH_LAKE"] = self.lake
         os.environ["MESH_SOURCES"] = self.sources
         os.environ["DAGSTER_HOME"] = self.dagster_home
+
+
+@lru_cache(maxsize=32)
+def _settings(values: tuple[str, str, str, str], _cwd: str) -> MeshSettings:
+    home_v, lake_v, sources_v, dagster_v = values
+    home = _absolute(home_v or ".mesh")
+    return MeshSettings(
+        home=home,
+        lake=_absolute(lake_v or os.path.join(home, "lake")),
+        sources=_absolute(sources_v or os.path.join(home, "sources")),
+        dagster_home=_absolute(dagster_v or os.path.join(home, "dagster_home")),
+    )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +53,14 @@ class ContractError(ValueError):
 
 def display_path(path: str | os.PathLike) -> str:
     """A path relative to the current folder when it is below it, else absolute."""
-    p = Path(path).resolve()
-    try:
-        return str(p.relative_to(Path.cwd()))
-    except ValueError:
-        return str(p)
+    return _display(os.fspath(path), os.getcwd())
+
+
+@lru_cache(maxsize=4096)
+def _display(path: str, cwd: str) -> str:
+    p = os.path.realpath(path)
+    rel = os.path.relpath(p, cwd)
+    return p if rel.startswith("..") else rel
 
 
 def exception_problem(exc: BaseException, prefix: str = "") -> Problem:
@@ -121,27 +127,73 @@ def parse_contract(raw: Any, file: str) -> Contract:
 
 
 _cache: dict[tuple[str, int, int], Contract] = {}
+CACHE_VERSION = "1"
+
+
+def _disk_cache_dir() -> Path | None:
+    """Parsed contracts are kept across processes (code servers, runs) under ``$MESH_HOME/cache``."""
+    if os.environ.get("MESH_CONTRACT_CACHE", "1") == "0":
+        return None
+    from mesh_platform.settings import MeshSettings
+
+    return Path(MeshSettings.from_env().home) / "cache" / "contracts"
+
+
+def _from_disk(folder: Path | None, digest: str) -> Contract | None:
+    if folder is None:
+        return None
+    try:
+        with open(folder / f"{digest}.pickle", "rb") as fh:
+            return pickle.load(fh)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError):
+        return None
+
+
+def _to_disk(folder: Path | None, digest: str, contract: Contract) -> None:
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{digest}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            pickle.dump(contract, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, folder / f"{digest}.pickle")
+    except OSError:
+        pass  # a cache, never a reason to fail
 
 
 def load_contract(path: str | os.PathLike) -> Contract:
-    """Parse one contract file (cached on path, size and modification time)."""
+    """Parse one contract file.
+
+    Cached in memory on path, size and modification time, and on disk on the file's content hash
+    (YAML and validation cost milliseconds per contract, which adds up over thousands of products
+    and many processes). A changed file always gets a new hash, so the cache cannot go stale.
+    """
     path = Path(path)
-    shown = display_path(path)
     try:
         stat = path.stat()
     except FileNotFoundError:
-        raise ContractError([Problem(shown, "", "contract file not found")]) from None
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        raise ContractError([Problem(display_path(path), "", "contract file not found")]) from None
+    key = (os.fspath(path), stat.st_mtime_ns, stat.st_size)
     if key in _cache:
         return _cache[key]
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_ContractLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ContractError([Problem(shown, where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
-    contract = parse_contract(raw, shown)
-    contract._source = path.resolve()
+    real = os.path.realpath(path)
+    data = path.read_bytes()
+    digest = hashlib.sha256(CACHE_VERSION.encode() + real.encode() + b"\0" + data).hexdigest()
+    folder = _disk_cache_dir()
+    contract = _from_disk(folder, digest)
+    if contract is None:
+        shown = display_path(path)
+        try:
+            raw = yaml.load(data.decode("utf-8"), Loader=_ContractLoader)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ContractError([Problem(shown, where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+        contract = parse_contract(raw, shown)
+        contract._source = Path(real)
+        _to_disk(folder, digest, contract)
+    contract._digest = digest
     _cache[key] = contract
     return contract
 

@@ -277,6 +277,7 @@ class Contract(OdcsModel):
     contract_created_ts: str | None = None
 
     _source: Path | None = PrivateAttr(default=None)
+    _digest: str | None = PrivateAttr(default=None)
 
     @field_validator("id")
     @classmethod

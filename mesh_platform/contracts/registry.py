@@ -23,8 +23,13 @@ from mesh_platform.contracts.model import Contract
 
 def default_domains_root() -> Path:
     """``MESH_DOMAINS`` if set, else the folder of the installed ``domains`` package."""
-    if os.environ.get("MESH_DOMAINS"):
-        return Path(os.environ["MESH_DOMAINS"]).resolve()
+    return _domains_root(os.environ.get("MESH_DOMAINS") or "")
+
+
+@lru_cache(maxsize=8)
+def _domains_root(configured: str) -> Path:
+    if configured:
+        return Path(configured).resolve()
     spec = importlib.util.find_spec("domains")
     if spec is None or not spec.submodule_search_locations:
         raise RuntimeError("cannot find the `domains` package; set MESH_DOMAINS to the folder holding the domains")
@@ -155,15 +160,100 @@ class ContractRegistry:
         return len(self.contracts)
 
 
+class LazyRegistry:
+    """The registry a code location uses: reads only the contracts it is asked for.
+
+    A domain's definitions need their own contracts and those of the products they consume, not
+    the whole mesh's; with thousands of products, parsing every contract in every code server is
+    what made loading slow. A reference that follows the convention (id ``<domain>.<product>`` or
+    key ``<domain>/<product>``) is read straight from ``<root>/<domain>/contracts/<product>.yaml``;
+    anything else falls back to a full discovery.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self._full: tuple[tuple, ContractRegistry] | None = None
+
+    @property
+    def full(self) -> ContractRegistry:
+        """Every contract of the mesh (re-discovered when a contract file changed)."""
+        stamp = tuple(
+            (str(p), p.stat().st_mtime_ns) for d in sorted(self.root.iterdir()) if d.is_dir() for p in contract_files(d)
+        )
+        if self._full is None or self._full[0] != stamp:
+            self._full = (stamp, ContractRegistry.discover(self.root))
+        return self._full[1]
+
+    def _direct(self, ref: str) -> Contract | None:
+        for sep in ("/", "."):
+            domain, _, name = ref.partition(sep)
+            if not name or not IDENTIFIER_RE.match(domain) or not IDENTIFIER_RE.match(name):
+                continue
+            path = self.root / domain / "contracts" / f"{name}.yaml"
+            if not path.exists():
+                continue
+            try:
+                contract = load_contract(path)
+            except ContractError:
+                raise LookupError(f"the contract of {ref!r} ({display_path(path)}) cannot be read; fix it first") from None
+            if (contract.domain, contract.name) == (domain, name) and ref in (contract.id, f"{domain}/{name}"):
+                return contract
+        return None
+
+    def get(self, ref: str, major: int | None = None, today: date | None = None) -> Contract:
+        current = self._direct(ref)
+        if current is None:
+            return self.full.get(ref, major, today)
+        if major is None or major == current.major:
+            return current
+        return ContractRegistry([current], previous=self.previous_majors(current.id, current)).get(current.id, major, today)
+
+    def previous_majors(self, contract_id: str, current: Contract | None = None) -> list[Contract]:
+        current = current or self.get(contract_id)
+        found = []
+        for path in _versioned_files(str(self.root / current.domain / "contracts"), current.name):
+            if VERSIONED.match(path.stem):
+                try:
+                    old = load_contract(path)
+                except ContractError:
+                    continue  # reported by `mesh validate`
+                if old.id == current.id and old.major < current.major:
+                    found.append(old)
+        return sorted(found, key=lambda c: c.major)
+
+    @property
+    def problems(self) -> list[Problem]:
+        return self.full.problems
+
+    def __iter__(self):
+        return iter(self.full)
+
+    def __len__(self) -> int:
+        return len(self.full)
+
+
+IDENTIFIER_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _versioned_files(folder: str, name: str) -> list[Path]:
+    try:
+        mtime = os.stat(folder).st_mtime_ns
+    except FileNotFoundError:
+        return []
+    return [p for p in _folder_listing(folder, mtime) if p.name.startswith(f"{name}.v")]
+
+
+@lru_cache(maxsize=256)
+def _folder_listing(folder: str, _mtime: int) -> tuple[Path, ...]:
+    return tuple(sorted(Path(folder).glob("*.v*.yaml")))
+
+
+def mesh_registry(root: Path | None = None) -> LazyRegistry:
+    """The registry for ``root`` (default: the mesh's domains); contract files are re-read when they change."""
+    root = (Path(root) if root else default_domains_root()).resolve()
+    return _lazy(str(root))
+
+
 @lru_cache(maxsize=8)
-def _discover_cached(root: str, stamp: tuple) -> ContractRegistry:
-    return ContractRegistry.discover(Path(root))
-
-
-def mesh_registry(root: Path | None = None) -> ContractRegistry:
-    """The registry for ``root`` (default: the mesh's domains), re-read when a contract file changes."""
-    root = Path(root) if root else default_domains_root()
-    stamp = tuple(
-        (str(p), p.stat().st_mtime_ns) for d in sorted(root.iterdir()) if d.is_dir() for p in contract_files(d)
-    )
-    return _discover_cached(str(root), stamp)
+def _lazy(root: str) -> LazyRegistry:
+    return LazyRegistry(Path(root))

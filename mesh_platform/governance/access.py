@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 
 from mesh_platform.contracts.loader import load_yaml
@@ -57,9 +58,17 @@ def access_level(contract: Contract) -> str:
 
 
 def clearances(domain: str, root: Path | None = None) -> set[str]:
+    """The clearances a domain's descriptor holds (read once per file version)."""
     path = (root or default_domains_root()) / domain / "domain.yaml"
-    raw = load_yaml(path) if path.exists() else {}
-    return set((raw or {}).get("clearances") or [])
+    if not path.exists():
+        return set()
+    return set(_clearances(str(path), path.stat().st_mtime_ns))
+
+
+@lru_cache(maxsize=256)
+def _clearances(path: str, _mtime: int) -> tuple[str, ...]:
+    raw = load_yaml(path) or {}
+    return tuple(raw.get("clearances") or [])
 
 
 def authorize(
