@@ -14,7 +14,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description="Performance benchmarks of the mesh platform.")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the benchmarks, print a table, write latest.json and latest.md")
-    run.add_argument("--quick", action="store_true", help="tiny sizes: the whole run takes under a minute")
+    run.add_argument("--quick", action="store_true", help="smoke test: tiny sizes, two benchmarks at a time, under a minute")
     run.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME", help=f"run only these ({', '.join(BENCHMARKS)})")
     run.add_argument("--out", type=Path, default=RunConfig.out_dir, help="folder for latest.json / latest.md (default: %(default)s)")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")

@@ -38,6 +38,7 @@ COMMANDS: dict[str, list[str]] = {
 }
 FULL_RUNS = (1, 3)  # (warm-up, timed)
 QUICK_RUNS = (0, 1)
+QUICK_SECONDS = 15  # rough duration of the quick run (the runner starts the slowest first)
 
 
 def dbt_projects(folder: Path = DBT_FOLDER) -> list[Path]:
@@ -58,8 +59,9 @@ def _dbt_executable() -> str:
     return str(local) if local.exists() else (shutil.which("dbt") or "dbt")
 
 
-def _time_dbt(project: Path, args: list[str], warmup: int, repeats: int) -> tuple[float, float, list[float]]:
-    samples, peak = [], 0.0
+def _time_dbt(project: Path, args: list[str], warmup: int, repeats: int) -> tuple[float, float, float, list[float]]:
+    """(median wall s, median CPU s, peak RSS MiB, wall samples) of ``dbt <args>`` on a copy of ``project``."""
+    samples, cpus, peak = [], [], 0.0
     for _ in range(warmup + repeats):
         with tempfile.TemporaryDirectory(prefix="bench-dbt-") as tmp:
             copy = Path(tmp) / project.name
@@ -69,9 +71,10 @@ def _time_dbt(project: Path, args: list[str], warmup: int, repeats: int) -> tupl
                 argv += ["--profiles-dir", str(copy)]
             ran = run_command(argv, cwd=copy, env={"DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "DBT_PROFILES_DIR": str(copy)})
         samples.append(ran["wall_s"])
+        cpus.append(ran["cpu_s"])
         peak = max(peak, ran["peak_rss_mb"])
     timed = samples[warmup:]
-    return round(statistics.median(timed), 4), peak, timed
+    return round(statistics.median(timed), 4), round(statistics.median(cpus[warmup:]), 3), peak, timed
 
 
 def run(config: RunConfig, projects: list[Path] | None = None) -> BenchmarkResult:
@@ -81,7 +84,8 @@ def run(config: RunConfig, projects: list[Path] | None = None) -> BenchmarkResul
         size = f"project {project.name}"
         for label, args in COMMANDS.items():
             config.log(f"  {NAME}: {label} @ {size}")
-            median, peak, samples = _time_dbt(project, args, warmup, repeats)
-            result.cases.append(Case(label, size, median, None if label == BASELINE else BASELINE, peak_rss_mb=peak, details={"samples_s": samples, "project": str(project)}))
+            median, cpu, peak, samples = _time_dbt(project, args, warmup, repeats)
+            base = None if label == BASELINE else BASELINE
+            result.cases.append(Case(label, size, median, base, cpu_seconds=cpu, peak_rss_mb=peak, details={"samples_s": samples, "project": str(project)}))
     result.add_ratios()
     return result

@@ -56,26 +56,43 @@ class RunConfig:
 # -- timing inside a process --------------------------------------------------------------------
 
 
-def time_repeated(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
-    """Seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+@dataclass
+class Samples:
+    """Wall-clock and CPU seconds (all threads of the process) of each timed call."""
+
+    wall: list[float]
+    cpu: list[float]
+
+
+def time_repeated(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Samples:
+    """Time ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
-    samples = []
+    samples = Samples([], [])
     for _ in range(repeats):
-        started = time.perf_counter()
+        cpu, wall = time.process_time(), time.perf_counter()
         fn()
-        samples.append(time.perf_counter() - started)
+        samples.wall.append(time.perf_counter() - wall)
+        samples.cpu.append(time.process_time() - cpu)
     return samples
 
 
-def summarize(samples: list[float]) -> dict[str, Any]:
-    """Median, min, max and the raw samples (seconds, rounded for the report)."""
-    return {
-        "median_s": round(statistics.median(samples), 4),
-        "min_s": round(min(samples), 4),
-        "max_s": round(max(samples), 4),
-        "samples_s": [round(s, 4) for s in samples],
+def summarize(wall: list[float], cpu: list[float] | None = None) -> dict[str, Any]:
+    """Median, min, max and the raw samples (seconds, rounded), plus the median CPU seconds.
+
+    CPU time counts every thread of the process, so it can exceed wall time (Arrow, DuckDB), and it
+    does not grow when other work competes for the CPUs: compare it across cases when the
+    machine's load average is high.
+    """
+    summary = {
+        "median_s": round(statistics.median(wall), 4),
+        "min_s": round(min(wall), 4),
+        "max_s": round(max(wall), 4),
+        "samples_s": [round(s, 4) for s in wall],
     }
+    if cpu:
+        summary["cpu_median_s"] = round(statistics.median(cpu), 4)
+    return summary
 
 
 def self_peak_rss_mb() -> float:
@@ -108,14 +125,15 @@ def _child_env(extra: dict[str, str | None] | None, pythonpath: list[str] | None
     return env
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int, float]:
-    """Reap ``proc`` with ``wait4``; returns (exit status, peak RSS in MiB of it and its children)."""
+def _wait(proc: subprocess.Popen, timeout: float) -> tuple[int, float, float]:
+    """Reap ``proc`` with ``wait4``; returns (exit status, peak RSS in MiB, CPU seconds), the last
+    two for it and the children it reaped."""
     deadline = time.monotonic() + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
             proc.returncode = os.waitstatus_to_exitcode(status)
-            return proc.returncode, round(usage.ru_maxrss / 1024, 1)
+            return proc.returncode, round(usage.ru_maxrss / 1024, 1), round(usage.ru_utime + usage.ru_stime, 3)
         if time.monotonic() > deadline:
             proc.kill()
             os.wait4(proc.pid, 0)
@@ -131,11 +149,11 @@ def run_command(
     timeout: float = DEFAULT_TIMEOUT,
     pythonpath: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Run ``argv`` in a fresh process: wall seconds, peak RSS (MiB) and its output."""
+    """Run ``argv`` in a fresh process: wall and CPU seconds, peak RSS (MiB) and its output."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=cwd, env=_child_env(env, pythonpath), stdout=out, stderr=err, text=True)
-        code, peak = _wait(proc, timeout)
+        code, peak, cpu = _wait(proc, timeout)
         wall = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
@@ -143,7 +161,7 @@ def run_command(
     if code != 0:
         tail = "\n".join((stdout + stderr).strip().splitlines()[-25:])
         raise CaseFailed(f"`{' '.join(map(str, argv))}` exited with {code}:\n{tail}")
-    return {"wall_s": round(wall, 4), "peak_rss_mb": peak, "stdout": stdout, "stderr": stderr}
+    return {"wall_s": round(wall, 4), "cpu_s": cpu, "peak_rss_mb": peak, "stdout": stdout, "stderr": stderr}
 
 
 def run_isolated_calls(
@@ -155,8 +173,8 @@ def run_isolated_calls(
 ) -> list[dict[str, Any]]:
     """Make every ``(module:function, kwargs)`` call, in order, in one fresh interpreter.
 
-    Each (JSON) result gains ``process_wall_s`` (interpreter start to exit) and ``peak_rss_mb``
-    (the child's peak resident memory), both shared by all the calls of the process.
+    Each (JSON) result gains ``process_wall_s`` and ``process_cpu_s`` (interpreter start to exit)
+    and ``peak_rss_mb`` (the child's peak resident memory), shared by all the calls of the process.
     """
     with tempfile.TemporaryDirectory(prefix="bench-case-") as tmp:
         spec = Path(tmp) / "spec.json"
@@ -167,6 +185,7 @@ def run_isolated_calls(
         payloads = json.loads(result.read_text())
     for payload in payloads:
         payload["process_wall_s"] = ran["wall_s"]
+        payload["process_cpu_s"] = ran["cpu_s"]
         payload["peak_rss_mb"] = ran["peak_rss_mb"]
     return payloads
 

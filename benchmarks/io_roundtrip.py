@@ -24,8 +24,8 @@ synthetic table (:mod:`benchmarks.synthetic_table`, 11 mixed-type columns):
 ``UPathIOManager parquet``
     a plain ``dagster.UPathIOManager`` subclass using ``DataFrame.to_parquet`` / ``pd.read_parquet``.
 
-The reported time of a round trip is the sum of its timed phases; Dagster contexts are built
-outside them. Heavy imports stay inside functions: this module is imported by the runner too.
+The reported time of a round trip is the sum of its timed phases (wall clock; CPU seconds of all
+threads in ``details.cpu_median_s``); Dagster contexts are built outside them. Heavy imports stay inside functions: this module is imported by the runner too.
 """
 
 from __future__ import annotations
@@ -61,15 +61,21 @@ RoundTrip = Callable[[Any], tuple[Any, dict[str, float]]]
 
 
 class Phases(dict):
-    """Seconds per named phase of one round trip: ``with phases("write"): ...``."""
+    """Wall seconds per named phase of one round trip (``with phases("write"): ...``); CPU seconds
+    (all threads) per phase in ``.cpu``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cpu: dict[str, float] = {}
 
     @contextmanager
     def __call__(self, name: str):
-        started = time.perf_counter()
+        cpu, wall = time.process_time(), time.perf_counter()
         try:
             yield
         finally:
-            self[name] = self.get(name, 0.0) + time.perf_counter() - started
+            self[name] = self.get(name, 0.0) + time.perf_counter() - wall
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - cpu
 
 
 def _pyarrow(work: Path, contract) -> RoundTrip:
@@ -218,19 +224,18 @@ def measure_case(method: str, rows: int, warmup: int, repeats: int) -> dict[str,
         df = make_frame(rows)
         roundtrip = FACTORIES[method](work, contract)
         setup_rss = self_peak_rss_mb()
-        phases: list[dict[str, float]] = []
+        phases: list[Phases] = []
 
         def once():
             out, timed = roundtrip(df)
             if len(out) != rows or list(out.columns) != list(df.columns):
                 raise AssertionError(f"{method}: round trip returned {len(out)} rows, columns {list(out.columns)}")
-            phases.append(dict(timed))
+            phases.append(timed)
 
         time_repeated(once, repeats=repeats, warmup=warmup)
         measured = phases[warmup:]
-        totals = [sum(p.values()) for p in measured]
         return {
-            **summarize(totals),
+            **summarize([sum(p.values()) for p in measured], [sum(p.cpu.values()) for p in measured]),
             "phases_median_s": {name: summarize([p[name] for p in measured])["median_s"] for name in measured[0]},
             "setup_peak_rss_mb": setup_rss,
             "peak_rss_mb_in_process": self_peak_rss_mb(),
@@ -263,7 +268,8 @@ def run(config: RunConfig) -> BenchmarkResult:
             details = {k: v for k, v in payload.items() if k not in ("median_s", "peak_rss_mb")}
             details.update(rows=rows, warmup=warmup, repeats=repeats)
             result.cases.append(
-                Case(method, size, payload["median_s"], None if method == BASELINE else BASELINE, peak_rss_mb=payload["peak_rss_mb"], details=details)
+                Case(method, size, payload["median_s"], None if method == BASELINE else BASELINE,
+                     cpu_seconds=payload["cpu_median_s"], peak_rss_mb=payload["peak_rss_mb"], details=details)
             )
         result.notes.append(_phase_note(result, size))
     result.add_ratios()

@@ -5,10 +5,13 @@ after a warm-up, and writes ``profile_<name>.txt`` next to ``latest.json``: self
 area (platform module, library), then the platform's functions and all functions by cumulative
 time.
 
-``io_roundtrip``      one platform round trip (``conform`` + ``Lake`` write/read + ``to_pandas``)
-                      and one write-audit-publish (``quality.audit`` + ``MeshIOManager``), 1M rows
+``io_roundtrip``      one platform round trip (``conform`` + ``Lake`` write/read + ``to_pandas``), one
+                      through ``MeshIOManager`` and one write-audit-publish (``quality.audit`` +
+                      ``MeshIOManager``), 1M rows
 ``definitions_load``  building the Definitions of 2000 synthetic products over 20 domains in one
-                      process, resolving the repositories and serializing their snapshots
+                      process (contract cache warm), resolving the repositories and serializing
+                      their snapshots
+``whole_mesh``        ``mesh materialize --scale 1`` in a fresh ``MESH_HOME`` (after one warm-up run)
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.harness import RunConfig, run_command, run_isolated
+from benchmarks.harness import ROOT, RunConfig, run_command, run_isolated
 
-FULL = {"io_roundtrip": 1_000_000, "definitions_load": 2000}
-QUICK = {"io_roundtrip": 20_000, "definitions_load": 50}
+FULL = {"io_roundtrip": 1_000_000, "definitions_load": 2000, "whole_mesh": 1}
+QUICK = {"io_roundtrip": 20_000, "definitions_load": 50, "whole_mesh": 0.5}
 TOP = 40
 
 # (area, regex on the function's file) in order: the first match names the area
@@ -43,6 +46,10 @@ AREAS = [
     ("duckdb", r"/duckdb/"),
     ("pandas / numpy", r"/(pandas|numpy)/"),
     ("great_expectations", r"/great_expectations/"),
+    ("dbt", r"/dbt/"),
+    ("scikit-learn / scipy", r"/(sklearn|scipy)/"),
+    ("SQLAlchemy / sqlite3 (Dagster's event log)", r"/(sqlalchemy|sqlite3|alembic)/"),
+    ("importlib (module loading)", r"(<frozen importlib|importlib/)"),
     ("pathlib / os.path (path resolution)", r"(pathlib\.py|posixpath)"),
     ("inspect / tokenize (source inspection)", r"(inspect\.py|tokenize\.py|linecache\.py)"),
     ("built-ins and C extensions", r"^~$"),
@@ -56,8 +63,8 @@ def _area(filename: str) -> str:
     return "other Python"
 
 
-def report(profile: cProfile.Profile, title: str) -> str:
-    """Self time by area, then the top functions by cumulative time."""
+def report(profile: cProfile.Profile | str, title: str) -> str:
+    """Self time by area, then the top functions by cumulative time (``profile``: or a saved file)."""
     stats = pstats.Stats(profile)
     by_area: dict[str, float] = defaultdict(float)
     for (filename, _, _), (_, _, self_time, _, _) in stats.stats.items():
@@ -91,7 +98,7 @@ def profile_io(rows: int) -> dict:
         contract = load_contract(write_contract(work))
         df = make_frame(rows)
         sections = []
-        for method in ("platform", io_roundtrip.AUDITED):
+        for method in ("platform", "platform MeshIOManager", io_roundtrip.AUDITED):
             roundtrip = io_roundtrip.FACTORIES[method](work, contract)
             roundtrip(df)  # warm-up
             profile = cProfile.Profile()
@@ -132,7 +139,20 @@ def _definitions(products: int) -> str:
     with tempfile.TemporaryDirectory(prefix="bench-profile-mesh-") as tmp:
         mesh = generate(Path(tmp) / "platform", products, "platform")
         run_command([sys.executable, "-m", "compileall", "-q", str(mesh.root)], env=mesh.env())
+        warm_up = {"modules": mesh.modules, "import_platform": True}  # fills the platform's contract cache
+        run_isolated("benchmarks.definitions_load:load_case", warm_up, env=mesh.env(), pythonpath=[str(mesh.root)])
         return run_isolated(f"{__name__}:profile_definitions", {"modules": mesh.modules}, env=mesh.env(), pythonpath=[str(mesh.root)])["text"]
+
+
+def _whole_mesh(scale: float) -> str:
+    from benchmarks.whole_mesh import materialize_once, mesh_env
+
+    materialize_once(scale)  # warm-up: bytecode cache
+    with tempfile.TemporaryDirectory(prefix="bench-profile-home-") as home:
+        out = Path(home) / "materialize.prof"
+        argv = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "mesh_platform.cli", "materialize", "--scale", f"{scale:g}"]
+        run_command(argv, env=mesh_env(home), cwd=ROOT)
+        return report(str(out), f"whole_mesh: mesh materialize --scale {scale:g} in a fresh MESH_HOME")
 
 
 def run_profiles(config: RunConfig) -> list[Path]:
@@ -143,8 +163,10 @@ def run_profiles(config: RunConfig) -> list[Path]:
         config.log(f"profiling {name} @ {size:,}")
         if name == "io_roundtrip":
             text = run_isolated(f"{__name__}:profile_io", {"rows": size})["text"]
-        else:
+        elif name == "definitions_load":
             text = _definitions(size)
+        else:
+            text = _whole_mesh(size)
         path = config.out_dir / f"profile_{name}.txt"
         path.write_text(text)
         written.append(path)

@@ -27,6 +27,8 @@ class Case:
     """Name of the case (same size) this one is compared with; ``None`` for a baseline itself."""
     _: KW_ONLY
     ratio: float | None = None
+    cpu_seconds: float | None = None
+    """CPU seconds (all threads) of what ``seconds`` measures: robust to other load on the machine."""
     peak_rss_mb: float | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -96,7 +98,7 @@ def table_rows(results: list[BenchmarkResult]) -> list[list[str]]:
     for result in results:
         if result.status != "ok":
             reason = (result.reason or "").strip().splitlines()[0] if result.reason else ""
-            rows.append([result.name, f"{result.status}: {reason[:160]}", "", "", "", "", ""])
+            rows.append([result.name, f"{result.status}: {reason[:160]}", "", "", "", "", "", ""])
             continue
         for case in result.cases:
             rows.append(
@@ -105,6 +107,7 @@ def table_rows(results: list[BenchmarkResult]) -> list[list[str]]:
                     case.name,
                     case.size,
                     _fmt_seconds(case.seconds),
+                    _fmt_seconds(case.cpu_seconds),
                     _fmt_ratio(case),
                     case.baseline or "(baseline)",
                     "-" if case.peak_rss_mb is None else f"{case.peak_rss_mb:,.0f}",
@@ -113,7 +116,7 @@ def table_rows(results: list[BenchmarkResult]) -> list[list[str]]:
     return rows
 
 
-HEADER = ["benchmark", "case", "size", "median s", "ratio", "vs", "peak RSS MiB"]
+HEADER = ["benchmark", "case", "size", "median s", "CPU s", "ratio", "vs", "peak RSS MiB"]
 
 
 def target_rows(results: list[BenchmarkResult]) -> list[list[str]]:
@@ -151,7 +154,9 @@ def render_markdown(results: list[BenchmarkResult], run: dict[str, Any]) -> str:
         + ", ".join(f"{k} {v}" for k, v in machine["packages"].items() if v),
         f"- load average (1/5/15 min) before {run['load_average']['before']}, after {run['load_average']['after']}",
         "",
-        "Times are medians after a warm-up; each ratio is against the case named in *vs*, same size, same run.",
+        "Times are medians (wall clock) after a warm-up; *CPU s* is the CPU time of all threads for the "
+        "same work (unaffected by other load on the machine). Each ratio is of median wall times, against "
+        "the case named in *vs*, same size, same run.",
         "",
         *_md_table(HEADER, table_rows(results)),
     ]

@@ -93,8 +93,12 @@ class SyntheticMesh:
         return [self.module(d) for d in self.domains]
 
     def env(self) -> dict[str, str]:
-        """Environment for a process that loads this mesh (with ``root`` first on PYTHONPATH)."""
-        return {"MESH_DOMAINS": str(self.domains_dir), "MESH_WORKSPACE": str(self.workspace)}
+        """Environment for a process that loads this mesh (with ``root`` first on PYTHONPATH).
+
+        ``MESH_HOME`` is the mesh's own ``.mesh`` folder, as in the project, so that state the
+        platform keeps across processes (its cache of parsed contracts) persists between loads.
+        """
+        return {"MESH_DOMAINS": str(self.domains_dir), "MESH_WORKSPACE": str(self.workspace), "MESH_HOME": str(self.root / ".mesh")}
 
 
 # -- the plan -----------------------------------------------------------------------------------

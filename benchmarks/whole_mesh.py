@@ -27,6 +27,7 @@ BASE_SCALE = 1.0
 # full run on 2 cores (see README), more repeats would not.
 FULL_SCALES = {1.0: (1, 2), 10.0: (0, 2), 100.0: (0, 1)}
 QUICK_SCALES = {0.5: (0, 1)}
+QUICK_SECONDS = 30  # rough duration of the quick run (the runner starts the slowest first)
 """Not 0.2: below ~0.5 the fraud domain has too few labelled claims to train its model and fails."""
 RUN_LINE = re.compile(r"^\s+(ok|FAILED) in ([0-9.]+)s")
 ROWS = re.compile(r"([a-z_]+) ([0-9,]+) rows")
@@ -35,7 +36,7 @@ ROWS = re.compile(r"([a-z_]+) ([0-9,]+) rows")
 INHERITED = ("MESH_LAKE", "MESH_SOURCES", "DAGSTER_HOME", "MESH_DOMAINS", "POLICY_ADMIN_DB_URL", "CLAIMS_LANDING_DIR", "SUPPORT_CHAT_EXPORT_DIR")
 
 
-def _env(home: str) -> dict[str, str | None]:
+def mesh_env(home: str) -> dict[str, str | None]:
     """Everything under a fresh MESH_HOME: never a caller's lake, sources or Dagster instance."""
     return {"MESH_HOME": home, "MESH_WORKSPACE": str(ROOT / "workspace.yaml"), **{var: None for var in INHERITED}}
 
@@ -43,10 +44,10 @@ def _env(home: str) -> dict[str, str | None]:
 def materialize_once(scale: float) -> dict[str, Any]:
     """One ``mesh materialize --scale`` in a fresh process and a fresh MESH_HOME."""
     with tempfile.TemporaryDirectory(prefix="bench-mesh-home-") as home:
-        ran = run_command([sys.executable, "-m", "mesh_platform.cli", "materialize", "--scale", f"{scale:g}"], env=_env(home), cwd=ROOT)
+        ran = run_command([sys.executable, "-m", "mesh_platform.cli", "materialize", "--scale", f"{scale:g}"], env=mesh_env(home), cwd=ROOT)
     runs = [float(m.group(2)) for m in map(RUN_LINE.match, ran["stdout"].splitlines()) if m]
     rows = {name: int(n.replace(",", "")) for name, n in ROWS.findall(ran["stdout"])}
-    return {"wall_s": ran["wall_s"], "peak_rss_mb": ran["peak_rss_mb"], "dagster_runs_s": round(sum(runs), 3), "runs": len(runs), "rows": rows}
+    return {"wall_s": ran["wall_s"], "cpu_s": ran["cpu_s"], "peak_rss_mb": ran["peak_rss_mb"], "dagster_runs_s": round(sum(runs), 3), "runs": len(runs), "rows": rows}
 
 
 def _scale_label(scale: float) -> str:
@@ -69,7 +70,8 @@ def run(config: RunConfig) -> BenchmarkResult:
         }
         baseline = None if scale == base_scale else _scale_label(base_scale)
         peak = max(m["peak_rss_mb"] for m in measured)
-        result.cases.append(Case(_scale_label(scale), f"x{scale:g} data", round(wall, 3), baseline, peak_rss_mb=peak, details=details))
+        cpu = round(statistics.median(m["cpu_s"] for m in measured), 3)
+        result.cases.append(Case(_scale_label(scale), f"x{scale:g} data", round(wall, 3), baseline, cpu_seconds=cpu, peak_rss_mb=peak, details=details))
     _ratios_against_base(result, _scale_label(base_scale))
     return result
 

@@ -88,6 +88,6 @@ def test_provenance_is_recorded(report):
 def test_markdown_table_lists_every_benchmark(quick_run):
     _, out = quick_run
     text = (out / "latest.md").read_text()
-    assert "| benchmark | case | size | median s | ratio | vs | peak RSS MiB |" in text
+    assert "| benchmark | case | size | median s | CPU s | ratio | vs | peak RSS MiB |" in text
     for name in BENCHMARKS:
         assert f"| {name} |" in text
