@@ -38,10 +38,8 @@ class Change:
 
 
 def _valid_values(col: SchemaProperty) -> set | None:
-    for rule in col.quality:
-        if rule.metric == "invalidValues" and rule.arguments and "validValues" in rule.arguments:
-            return set(map(str, rule.arguments["validValues"]))
-    return None
+    values = col.allowed_values()
+    return None if values is None else set(map(str, values))
 
 
 def _bound(col: SchemaProperty, name: str) -> Any:

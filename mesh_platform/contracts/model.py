@@ -181,6 +181,13 @@ class SchemaProperty(SchemaElement):
     def custom(self, name: str, default: Any = None) -> Any:
         return next((p.value for p in self.custom_properties if p.property == name), default)
 
+    def allowed_values(self) -> list | None:
+        """The column's allowed values (an ``invalidValues`` rule with ``validValues``), if any."""
+        for rule in self.quality:
+            if rule.metric == "invalidValues" and rule.arguments and "validValues" in rule.arguments:
+                return list(rule.arguments["validValues"])
+        return None
+
 
 class SchemaObject(SchemaElement):
     """The product's table: its columns and table-level quality rules."""

@@ -106,9 +106,9 @@ class PrivacyBudgetExhausted(PermissionError):
 
 def group_values(contract: Contract, column: str) -> list:
     """The public partition of a group-by column: its allowed values in the contract."""
-    for rule in contract.column(column).quality:
-        if rule.metric == "invalidValues" and rule.arguments and "validValues" in rule.arguments:
-            return list(rule.arguments["validValues"])
+    values = contract.column(column).allowed_values()
+    if values is not None:
+        return values
     raise ValueError(
         f"cannot group {contract.id} by {column!r} privately: the contract lists no allowed values "
         "(invalidValues.validValues) for it, and releasing the groups present in the data would leak them"
