@@ -9,7 +9,8 @@
   1. **stages every input port through the governed read path** (:func:`mesh_platform.io.publishing.read`:
      grant, masking, only the declared columns, an audit record) into a DuckDB file private to the
      run — dbt has no path to the lake, so it cannot be a back door;
-  2. runs ``dbt build`` in-process on the *prepared* manifest (no parsing at run time);
+  2. runs ``dbt build`` in-process on the *prepared* manifest (loaded from the state ``mesh dbt
+     prepare`` wrote: no parsing, no project scan at run time);
   3. records every dbt test as an asset check;
   4. publishes each model that passed as an output port — contract schema, quality rules and
      governance policies (GX results and report included), then the atomic publish of
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -156,22 +156,20 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
     needed = {dep for node in models.values() for dep in node["depends_on"]["nodes"] if dep.startswith("source.")}
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix=f"mesh-dbt-{domain}-") as tmp:
-        db_path = Path(tmp) / f"{domain}.duckdb"
+        # dbt-duckdb names the database after the file, and the prepared manifest addresses models
+        # as <database>.<schema>.<name>: the run's file must carry the database name of the parse.
+        database = next((n["database"] for n in models.values() if n.get("database")), domain)
+        db_path = Path(tmp) / f"{database}.duckdb"
         _stage_sources(context, project, domain, translator.ports, needed, db_path, lake)
-        # dbt re-reads the project with the partial-parse state of `mesh dbt prepare`, which takes a
-        # fraction of a full parse; the run's own target folder keeps concurrent runs apart.
-        target = Path(tmp) / "target"
-        target.mkdir()
-        state = project.manifest_path.parent / "partial_parse.msgpack"
-        if state.exists():
-            shutil.copy2(state, target / state.name)
         previous = os.environ.get("MESH_DBT_DUCKDB")
         os.environ["MESH_DBT_DUCKDB"] = str(db_path)
         try:
+            # dbt runs on the manifest `mesh dbt prepare` wrote: no parsing, no project scan per run.
+            # The run's own target folder keeps concurrent runs apart.
             args = ["build", "--project-dir", str(project.path), "--profiles-dir", str(project.path),
-                    "--target-path", str(target), "--log-level", "warn",
+                    "--target-path", str(Path(tmp) / "target"), "--log-level", "warn",
                     "--select", " ".join(node["name"] for node in models.values())]
-            result = dbtRunner().invoke(args)
+            result = dbtRunner(manifest=project.dbt_manifest()).invoke(args)
         finally:
             if previous is None:
                 os.environ.pop("MESH_DBT_DUCKDB", None)

@@ -72,6 +72,28 @@ class DbtDomainProject:
             raise ManifestNotPrepared(f"the dbt manifest of {self.path} is older than {names}: run `mesh dbt prepare`")
         return json.loads(self.manifest_path.read_text())
 
+    @property
+    def state_path(self) -> Path:
+        """dbt's own serialized manifest, written by ``dbt parse`` next to ``manifest.json``."""
+        return self.manifest_path.parent / "partial_parse.msgpack"
+
+    def dbt_manifest(self):
+        """The prepared manifest as dbt's ``Manifest`` object, for ``dbtRunner(manifest=...)``.
+
+        Read from dbt's partial-parse state rather than ``manifest.json``: the JSON artifact drops
+        what generic tests need at run time (their ``_dbt_generic_test_kwargs`` context), the
+        state file is the complete object dbt itself reloads. Loading it takes ~0.1 s, where
+        letting ``dbt build`` re-check the project costs seconds per run. ``None`` when there is
+        no state (then dbt parses as usual). Staleness is checked by :attr:`manifest` first.
+        """
+        self.manifest  # raises ManifestNotPrepared when missing or older than the project files
+        if not self.state_path.exists():
+            return None
+        from dbt.contracts.graph.manifest import Manifest
+        from dbt.parser.manifest import extended_mashumuro_decoder
+
+        return Manifest.from_msgpack(self.state_path.read_bytes(), decoder=extended_mashumuro_decoder)
+
     def source_ports(self) -> dict[str, InputPort]:
         """Every dbt source table as the input port it declares in ``meta.mesh`` (by source unique id)."""
         ports = {}
