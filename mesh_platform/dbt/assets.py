@@ -117,10 +117,14 @@ def _duckdb_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _stage_sources(context, project: DbtDomainProject, domain: str, ports: dict[str, ResolvedPort], needed: set[str], db_path: Path, lake: Lake) -> None:
-    """Copy each needed input port into the run's DuckDB, through the governed read path."""
+def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, ResolvedPort], needed: set[str], db_path: Path, lake: Lake) -> list[dg.AssetObservation]:
+    """Copy each needed input port into the run's DuckDB, through the governed read path.
+
+    Returns one observation per read (the audit record of the read), for the step to log.
+    """
     import duckdb
 
+    observations = []
     con = duckdb.connect(str(db_path))
     try:
         for unique_id in sorted(needed):
@@ -132,7 +136,7 @@ def _stage_sources(context, project: DbtDomainProject, domain: str, ports: dict[
             con.register("staged_port", read.table)
             con.execute(f"CREATE OR REPLACE TABLE {schema}.{table} AS SELECT * FROM staged_port")
             con.unregister("staged_port")
-            context.log_event(
+            observations.append(
                 dg.AssetObservation(
                     asset_key=port.key,
                     metadata=read_metadata(domain, port.contract.id, read.port, read.columns, read.decision.masked, read.decision.removed, read.table.num_rows, "dbt source"),
@@ -140,6 +144,7 @@ def _stage_sources(context, project: DbtDomainProject, domain: str, ports: dict[
             )
     finally:
         con.close()
+    return observations
 
 
 def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator: MeshDbtTranslator, registry: ContractRegistry):
@@ -160,14 +165,15 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
         # as <database>.<schema>.<name>: the run's file must carry the database name of the parse.
         database = next((n["database"] for n in models.values() if n.get("database")), domain)
         db_path = Path(tmp) / f"{database}.duckdb"
-        _stage_sources(context, project, domain, translator.ports, needed, db_path, lake)
+        for observation in stage_sources(project, domain, translator.ports, needed, db_path, lake):
+            context.log_event(observation)
         previous = os.environ.get("MESH_DBT_DUCKDB")
         os.environ["MESH_DBT_DUCKDB"] = str(db_path)
         try:
             # dbt runs on the manifest `mesh dbt prepare` wrote: no parsing, no project scan per run.
             # The run's own target folder keeps concurrent runs apart.
             args = ["build", "--project-dir", str(project.path), "--profiles-dir", str(project.path),
-                    "--target-path", str(Path(tmp) / "target"), "--log-level", "warn",
+                    "--target-path", str(Path(tmp) / "target"), "--log-level", "warn", "--log-path", str(Path(tmp) / "logs"), "--log-level-file", "none",
                     "--select", " ".join(node["name"] for node in models.values())]
             result = dbtRunner(manifest=project.dbt_manifest()).invoke(args)
         finally:
