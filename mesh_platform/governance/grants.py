@@ -26,6 +26,7 @@ other than the producer reads an internal or restricted product.
 
 from __future__ import annotations
 
+import os
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -83,10 +84,12 @@ class GrantsFile(BaseModel):
 
 def load_grants(domain_dir: Path) -> list[Grant]:
     """The grants of one producing domain (empty when it has no grants.yaml)."""
-    path = domain_dir / GRANTS_FILE
-    if not path.exists():
+    path = os.path.join(domain_dir, GRANTS_FILE)  # one stat, no path resolution: read on every port
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except FileNotFoundError:
         return []
-    return _load(str(path.resolve()), path.stat().st_mtime_ns)
+    return _load(path, mtime)
 
 
 @lru_cache(maxsize=64)
