@@ -85,7 +85,7 @@ def domains_copy(tmp_path) -> Path:
     target = tmp_path / "project"
     shutil.copytree(ROOT / "domains", target / "domains", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "workspace.yaml", target / "workspace.yaml")
-    shutil.copytree(ROOT / "dbt", target / "dbt", ignore=shutil.ignore_patterns("logs", "*.duckdb"))
+    shutil.copytree(ROOT / "dbt", target / "dbt", ignore=shutil.ignore_patterns("logs", "*.duckdb", ".user.yml"))
     return target
 
 

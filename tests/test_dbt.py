@@ -62,6 +62,8 @@ def test_a_failing_dbt_test_shows_as_a_failed_check_and_stops_publish(domains_co
     env = {**copy_env(domains_copy), "MESH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
     first = run_mesh(["materialize", "--scale", "0.3"], env=env, cwd=domains_copy)
     assert first.returncode == 0, first.stdout + first.stderr
+    # runs write nothing into the project (it may be read-only in a container): only prepare's target/
+    assert sorted(p.name for p in (domains_copy / "dbt/analytics").iterdir()) == ["dbt_project.yml", "models", "profiles.yml", "target"]
     port = home / "lake/analytics/claims_weekly/v1/data.parquet"
     before = port.read_bytes()
     sql = domains_copy / "dbt/analytics/models/marts/claims_weekly.sql"

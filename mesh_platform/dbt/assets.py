@@ -32,7 +32,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_
 from mesh_platform.automation import freshness_policy
 from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry
-from mesh_platform.dbt.project import DbtDomainProject
+from mesh_platform.dbt.project import NO_TRACKING, DbtDomainProject
 from mesh_platform.governance.audit import publish_metadata, read_metadata
 from mesh_platform.io import publishing
 from mesh_platform.io.io_manager import CONTRACT_ID, PORT_MAJOR
@@ -172,7 +172,7 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
         try:
             # dbt runs on the manifest `mesh dbt prepare` wrote: no parsing, no project scan per run.
             # The run's own target folder keeps concurrent runs apart.
-            args = ["build", "--project-dir", str(project.path), "--profiles-dir", str(project.path),
+            args = ["build", *NO_TRACKING, "--project-dir", str(project.path), "--profiles-dir", str(project.path),
                     "--target-path", str(Path(tmp) / "target"), "--log-level", "warn", "--log-path", str(Path(tmp) / "logs"), "--log-level-file", "none",
                     "--select", " ".join(node["name"] for node in models.values())]
             result = dbtRunner(manifest=project.dbt_manifest()).invoke(args)

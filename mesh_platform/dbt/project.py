@@ -17,6 +17,8 @@ from pathlib import Path
 from mesh_platform.ports import InputPort
 
 WATCHED = ("*.sql", "*.yml", "*.yaml")
+NO_TRACKING = ("--no-send-anonymous-usage-stats",)
+"""dbt sends no usage events (no network from a run) and writes no ``.user.yml`` into the project."""
 
 
 class ManifestNotPrepared(RuntimeError):
@@ -53,7 +55,9 @@ class DbtDomainProject:
         from dbt.cli.main import dbtRunner
 
         result = dbtRunner().invoke(
-            ["parse", "--project-dir", str(self.path), "--profiles-dir", str(self.path), "--quiet"]
+            # dbt's log goes into target/ too: a prepared project has one build folder, no logs/
+            ["parse", *NO_TRACKING, "--project-dir", str(self.path), "--profiles-dir", str(self.path), "--quiet",
+             "--log-path", str(self.manifest_path.parent)]
         )
         if not result.success:
             raise RuntimeError(f"dbt parse failed for {self.path}: {result.exception}")
