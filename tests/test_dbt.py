@@ -83,3 +83,19 @@ def test_a_failing_dbt_test_shows_as_a_failed_check_and_stops_publish(domains_co
     )
     assert check.stdout.strip() == "False", check.stderr
     assert len(pd.read_parquet(port)) == len(pd.read_parquet(io.BytesIO(before)))
+
+
+def test_runs_use_the_prepared_manifest_and_fall_back_to_parsing_on_a_bad_state(tmp_path):
+    import shutil
+
+    from mesh_platform.dbt.project import DbtDomainProject
+
+    copy = tmp_path / "analytics"
+    shutil.copytree(ROOT / "dbt/analytics", copy, ignore=shutil.ignore_patterns("logs", "*.duckdb", ".user.yml"))
+    project = DbtDomainProject(copy)
+    manifest = project.dbt_manifest()
+    assert {n.name for n in manifest.nodes.values() if n.resource_type == "model"} == set(MODELS)
+    assert sum(n.resource_type == "test" for n in manifest.nodes.values()) > len(MODELS)
+    project.state_path.write_bytes(b"not a dbt state")
+    os.utime(project.manifest_path)  # the manifest itself stays current
+    assert DbtDomainProject(copy).dbt_manifest() is None  # dbt will parse: slower, never wrong

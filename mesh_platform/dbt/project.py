@@ -88,15 +88,22 @@ class DbtDomainProject:
         what generic tests need at run time (their ``_dbt_generic_test_kwargs`` context), the
         state file is the complete object dbt itself reloads. Loading it takes ~0.1 s, where
         letting ``dbt build`` re-check the project costs seconds per run. ``None`` when there is
-        no state (then dbt parses as usual). Staleness is checked by :attr:`manifest` first.
+        no usable state: missing, unreadable, or written by another dbt version (dbt's own rule for
+        reusing it); dbt then parses as usual, slower but correct. Staleness against the project
+        files is checked by :attr:`manifest` first.
         """
         self.manifest  # raises ManifestNotPrepared when missing or older than the project files
         if not self.state_path.exists():
             return None
         from dbt.contracts.graph.manifest import Manifest
         from dbt.parser.manifest import extended_mashumuro_decoder
+        from dbt.version import __version__
 
-        return Manifest.from_msgpack(self.state_path.read_bytes(), decoder=extended_mashumuro_decoder)
+        try:
+            manifest = Manifest.from_msgpack(self.state_path.read_bytes(), decoder=extended_mashumuro_decoder)
+        except Exception:  # a cache: an unreadable one only costs a parse
+            return None
+        return manifest if manifest.metadata.dbt_version == __version__ else None
 
     def source_ports(self) -> dict[str, InputPort]:
         """Every dbt source table as the input port it declares in ``meta.mesh`` (by source unique id)."""
