@@ -5,7 +5,7 @@ Listed as **skipped** (with the reason) while no ``dbt_project.yml`` exists unde
 Setup, not timed: a fresh ``MESH_HOME`` where ``mesh materialize --scale S`` publishes the domains
 the dbt project reads (every domain but the dbt one), and a DuckDB file holding the dbt sources
 exactly as the platform stages them (the same governed read, the same columns). Then the same
-``dbt build`` of the same project over the same data, three ways, each in two settings:
+``dbt build`` of the same project over the same data, four ways, each in two settings:
 
 **fresh process** (what one run costs from nothing; ratios vs ``dbt build`` CLI):
 
@@ -33,6 +33,9 @@ of stock dagster-dbt.
 
 Also measured once per project: a cold ``dbt parse`` (what ``mesh dbt prepare`` pays at setup,
 never at definitions load) against ``dbt --version`` (dbt's start-up).
+
+``--quick`` (a smoke test under a minute) runs only the warm runs of raw dbt, the platform and the
+floor, once each in one process; the rest runs in full runs.
 """
 
 from __future__ import annotations
