@@ -122,8 +122,12 @@ def _platform(work: Path, contract) -> RoundTrip:
     return roundtrip
 
 
-def _through_io_manager(io_manager, key: list[str], output_metadata: dict, input_metadata: dict) -> RoundTrip:
-    """A round trip through any Dagster IO manager with freshly built contexts (not timed)."""
+def _through_io_manager(io_manager, key: list[str], output_metadata: dict, input_metadata: dict, before_output=None) -> RoundTrip:
+    """A round trip through any Dagster IO manager with freshly built contexts (not timed).
+
+    ``before_output`` (a function of the DataFrame) runs first, timed as its own ``audit`` phase,
+    and what it returns is handed to the IO manager.
+    """
     import dagster as dg
 
     asset_key = dg.AssetKey(key)
@@ -132,8 +136,12 @@ def _through_io_manager(io_manager, key: list[str], output_metadata: dict, input
         out_ctx = dg.build_output_context(asset_key=asset_key, name="result", definition_metadata=output_metadata)
         in_ctx = dg.build_input_context(asset_key=asset_key, definition_metadata=input_metadata, upstream_output=out_ctx)
         phases = Phases()
+        obj = df
+        if before_output is not None:
+            with phases("audit"):
+                obj = before_output(df)
         with phases("handle_output"):
-            io_manager.handle_output(out_ctx, df)
+            io_manager.handle_output(out_ctx, obj)
         with phases("load_input"):
             out = io_manager.load_input(in_ctx)
         return out, phases
@@ -149,29 +157,13 @@ def _mesh_io_manager(work: Path, contract) -> RoundTrip:
 
 
 def _write_audit_publish(work: Path, contract) -> RoundTrip:
-    import dagster as dg
-
     from benchmarks.quality import run_audit
     from mesh_platform.io.io_manager import CONTRACT_ID, PORT_MAJOR, MeshIOManager
 
     os.environ["MESH_LAKE"] = str(work / "lake")  # where audit writes the GX report
-    io_manager = MeshIOManager(lake=str(work / "lake"))
-    key = dg.AssetKey([contract.domain, contract.name])
     meta = {CONTRACT_ID: contract.id, PORT_MAJOR: contract.major}
-
-    def roundtrip(df):
-        out_ctx = dg.build_output_context(asset_key=key, name="result", definition_metadata=meta)
-        in_ctx = dg.build_input_context(asset_key=key, definition_metadata=meta, upstream_output=out_ctx)
-        phases = Phases()
-        with phases("audit"):
-            audited, _ = run_audit(contract, df)
-        with phases("handle_output"):
-            io_manager.handle_output(out_ctx, audited)
-        with phases("load_input"):
-            out = io_manager.load_input(in_ctx)
-        return out, phases
-
-    return roundtrip
+    return _through_io_manager(MeshIOManager(lake=str(work / "lake")), [contract.domain, contract.name], meta, meta,
+                               before_output=lambda df: run_audit(contract, df)[0])
 
 
 def _filesystem_io_manager(work: Path, contract) -> RoundTrip:

@@ -309,7 +309,7 @@ class Domain:
                 problems.extend(result.problems)
         if problems:
             return None, {}, set(models)
-        assets_def = dbt_domain_assets(self.name, project, contracts, ports, registry, owners, [p.name for p in policies])
+        assets_def = dbt_domain_assets(self.name, project, contracts, ports, owners, [p.name for p in policies])
         externals = {port.key: port.external_spec() for port in ports.values()}
         return assets_def, externals, set(models)
 

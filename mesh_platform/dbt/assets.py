@@ -147,7 +147,7 @@ def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, Resol
     return observations
 
 
-def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator: MeshDbtTranslator, registry: ContractRegistry):
+def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator: MeshDbtTranslator):
     """The step of a dbt domain: stage governed sources, dbt build, checks, publish."""
     from dagster_dbt.asset_utils import get_asset_check_key_for_test
     from dbt.cli.main import dbtRunner
@@ -256,12 +256,12 @@ def resolve_sources(project: DbtDomainProject, registry: ContractRegistry, domai
     return ports, problems
 
 
-def dbt_domain_assets(domain: str, project: DbtDomainProject, contracts: dict[str, Contract], ports: dict[str, ResolvedPort], registry: ContractRegistry, owners: list[str], policies: list[str]):
+def dbt_domain_assets(domain: str, project: DbtDomainProject, contracts: dict[str, Contract], ports: dict[str, ResolvedPort], owners: list[str], policies: list[str]):
     """The ``@dbt_assets`` definition of a dbt domain."""
     translator = MeshDbtTranslator(domain, contracts, ports, owners, policies)
 
     @dbt_assets(manifest=project.manifest, dagster_dbt_translator=translator, name=f"{domain}_dbt")
     def _assets(context):
-        yield from run(context, project, translator, registry)
+        yield from run(context, project, translator)
 
     return _assets
