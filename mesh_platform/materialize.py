@@ -58,6 +58,9 @@ def select(mesh: Mesh, expression: str | None) -> set[dg.AssetKey]:
             keys = set()
         keys &= set(graph)
         if not keys:
+            unloaded = {d.entry.location for d in mesh.domains if not d.ok}
+            if name.split("/")[0] in unloaded:
+                raise SelectionError(f"{item!r}: domain {name.split('/')[0]!r} could not load (see the errors above); fix it first")
             raise SelectionError(f"{item!r} matches no domain or asset of the mesh (use `domain` or `domain/asset`)")
         if up:
             keys = closure(keys, lambda k: graph[k][1])
@@ -82,10 +85,12 @@ class RunOutcome:
 class MaterializeReport:
     runs: list[RunOutcome] = field(default_factory=list)
     skipped: list[dg.AssetKey] = field(default_factory=list)
+    unloaded: list[str] = field(default_factory=list)
+    """Domains that could not load: nothing of theirs ran, and everything downstream was skipped."""
 
     @property
     def success(self) -> bool:
-        return all(r.success for r in self.runs) and not self.skipped
+        return all(r.success for r in self.runs) and not self.skipped and not self.unloaded
 
 
 def plan_rounds(graph: dict[dg.AssetKey, tuple[str, set[dg.AssetKey]]], pending: set[dg.AssetKey], domain_order: list[str]):
@@ -121,7 +126,18 @@ def materialize(
     graph = mesh.asset_graph()
     order = [d.entry.location for d in mesh.domains if d.ok]
     pending = set(keys)
-    report = MaterializeReport()
+    report = MaterializeReport(unloaded=sorted(d.entry.location for d in mesh.domains if not d.ok))
+    if report.unloaded:
+        # Upstream data of a domain that could not load is whatever it last published: stale, maybe
+        # from an older contract. Nothing downstream of it runs, and each such asset counts as skipped.
+        unloaded = set(report.unloaded)
+        stale = {k for k in pending if _depends_on(graph, k, lambda parent: parent.path[0] in unloaded)}
+        pending -= stale
+        report.skipped.extend(sorted(stale, key=str))
+        for domain in report.unloaded:
+            progress(f"domain {domain} could not load: skipping everything downstream of it")
+        if stale:
+            progress(f"    skipped: {', '.join(k.to_user_string() for k in sorted(stale, key=str))}")
     total = len(pending)
     while pending:
         nxt = plan_rounds(graph, pending, order)
@@ -153,7 +169,7 @@ def materialize(
         if not result.success:
             outcome.error = _first_error(result) or "run failed"
             failed = set(batch) - materialized
-            downstream = {k for k in pending if _depends_on(graph, k, failed)}
+            downstream = {k for k in pending if _depends_on(graph, k, failed.__contains__)}
             pending -= downstream
             report.skipped.extend(sorted(downstream, key=str))
             progress(f"    FAILED in {outcome.seconds:.1f}s (run {result.run_id}): {outcome.error}")
@@ -166,12 +182,13 @@ def materialize(
     return report
 
 
-def _depends_on(graph, key: dg.AssetKey, failed: set[dg.AssetKey]) -> bool:
+def _depends_on(graph, key: dg.AssetKey, failed: Callable[[dg.AssetKey], bool]) -> bool:
+    """Whether ``key`` has an upstream (direct or not, external ones included) for which ``failed`` holds."""
     seen, todo = set(), [key]
     while todo:
         k = todo.pop()
         for parent in graph.get(k, ("", set()))[1]:
-            if parent in failed:
+            if failed(parent):
                 return True
             if parent not in seen:
                 seen.add(parent)

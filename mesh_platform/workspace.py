@@ -101,6 +101,12 @@ def load_domain(entry: LocationEntry, root: Path) -> LoadedDomain:
     if loaded.domain.name != entry.location:
         loaded.problems = [Problem(display_path(where), "location_name", f"code location {entry.location!r} must be named after its domain {loaded.domain.name!r}")]
         return loaded
+    foreign = sorted(
+        k.to_user_string() for k in defs.resolve_asset_graph().materializable_asset_keys if k.path[0] != loaded.domain.name
+    )
+    if foreign:  # a location computes only its own domain's assets: its runs run as that domain
+        loaded.problems = [Problem(display_path(where), "defs", f"domain {loaded.domain.name!r} defines assets of other domains: {', '.join(foreign)}")]
+        return loaded
     loaded.defs = defs
     return loaded
 

@@ -122,7 +122,8 @@ def materialize(selection: str | None, scale: float | None, workspace: Path | No
     ok = report.success and not mesh.problems
     runs = len(report.runs)
     failed = sum(not r.success for r in report.runs)
-    click.echo(f"{'done' if ok else 'FAILED'}: {runs} run(s), {failed} failed, {len(report.skipped)} asset(s) skipped")
+    unloaded = f", {len(report.unloaded)} domain(s) not loaded ({', '.join(report.unloaded)})" if report.unloaded else ""
+    click.echo(f"{'done' if ok else 'FAILED'}: {runs} run(s), {failed} failed, {len(report.skipped)} asset(s) skipped{unloaded}")
     sys.exit(0 if ok else 1)
 
 
@@ -170,16 +171,21 @@ def audit(as_json: bool, product: str | None, consumer: str | None, workspace: P
 
     settings = _settings()
     mesh = Mesh.load(workspace)
+    instance = local_instance(settings)
     keys = [k for k in mesh.asset_graph()]
     keys += [dg.AssetKey([d.domain.name, n]) for d in mesh.domains if d.ok for n in d.domain.product_names]
-    records = audit_records(local_instance(settings), sorted(set(keys), key=str), product=product, consumer=consumer)
+    keys += instance.get_asset_keys()  # also assets no loaded domain defines (denied reads of unknown or private keys)
+    records = audit_records(instance, sorted(set(keys), key=str), product=product, consumer=consumer)
     if as_json:
         click.echo(json.dumps({"records": [r.as_dict() for r in records]}, indent=2))
         return
     for r in records:
-        who = f"{r.consumer} read" if r.kind == "read" else "published"
+        who = {"read": f"{r.consumer} read", "denied": f"{r.consumer} DENIED"}.get(r.kind, "published")
         extra = f" masked={','.join(r.masked)}" if r.masked else ""
         extra += f" removed={','.join(r.removed)}" if r.removed else ""
+        if r.kind == "denied":
+            click.echo(f"{r.time}  {who:>22}  {r.product}: {r.reason}  run {r.run_id[:8]}")
+            continue
         click.echo(f"{r.time}  {who:>22}  {r.product} {r.port}  {r.rows if r.rows is not None else '?'} rows{extra}  run {r.run_id[:8]}")
     click.echo(f"{len(records)} record(s)")
 

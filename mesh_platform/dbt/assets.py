@@ -33,7 +33,9 @@ from mesh_platform.automation import freshness_policy
 from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry
 from mesh_platform.dbt.project import NO_TRACKING, DbtDomainProject
-from mesh_platform.governance.audit import publish_metadata, read_metadata
+from mesh_platform.governance.access import AccessDenied
+from mesh_platform.governance.audit import denied_metadata, publish_metadata, read_metadata
+from mesh_platform.governance.identity import domain_of_step
 from mesh_platform.io import publishing
 from mesh_platform.io.io_manager import CONTRACT_ID, PORT_MAJOR
 from mesh_platform.io.lake import Lake
@@ -117,6 +119,14 @@ def _duckdb_name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+class _StagingDenied(Exception):
+    """A source read was refused; carries the audit observations made so far (the denial last)."""
+
+    def __init__(self, observations: list[dg.AssetObservation]):
+        super().__init__("a source read was refused")
+        self.observations = observations
+
+
 def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, ResolvedPort], needed: set[str], db_path: Path, lake: Lake) -> list[dg.AssetObservation]:
     """Copy each needed input port into the run's DuckDB, through the governed read path.
 
@@ -130,7 +140,12 @@ def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, Resol
         for unique_id in sorted(needed):
             source = project.manifest["sources"][unique_id]
             port = ports[unique_id]
-            read = publishing.read(lake, domain, port.contract, port.columns)
+            try:
+                read = publishing.read(lake, domain, port.contract, port.columns)
+            except AccessDenied as exc:
+                # the refusal is audited like a read, then fails the step
+                observations.append(dg.AssetObservation(asset_key=port.key, metadata=denied_metadata(domain, port.contract.id, exc.reason, port.columns)))
+                raise _StagingDenied(observations) from exc
             schema, table = _duckdb_name(source["schema"]), _duckdb_name(source["identifier"] or source["name"])
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             con.register("staged_port", read.table)
@@ -155,7 +170,8 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
     from mesh_platform.quality import audit
 
     manifest = project.manifest
-    domain = translator.domain
+    # the domain this step runs as, bound by the platform (the translator's domain must agree)
+    domain = domain_of_step(context.get_step_execution_context(), translator.domain)
     lake = Lake(MeshSettings.from_env().lake)
     models = {uid: node for uid, node in project.models().items() if dg.AssetKey([domain, node["name"]]) in context.selected_asset_keys}
     needed = {dep for node in models.values() for dep in node["depends_on"]["nodes"] if dep.startswith("source.")}
@@ -165,7 +181,13 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
         # as <database>.<schema>.<name>: the run's file must carry the database name of the parse.
         database = next((n["database"] for n in models.values() if n.get("database")), domain)
         db_path = Path(tmp) / f"{database}.duckdb"
-        for observation in stage_sources(project, domain, translator.ports, needed, db_path, lake):
+        try:
+            staged = stage_sources(project, domain, translator.ports, needed, db_path, lake)
+        except _StagingDenied as denied:
+            for observation in denied.observations:
+                context.log_event(observation)
+            raise denied.__cause__ from None
+        for observation in staged:
             context.log_event(observation)
         previous = os.environ.get("MESH_DBT_DUCKDB")
         os.environ["MESH_DBT_DUCKDB"] = str(db_path)

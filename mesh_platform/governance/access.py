@@ -8,7 +8,9 @@ Access levels (contract ``customProperties: accessLevel``, default ``internal``)
 | `internal`   | domains holding a grant (consumer, purpose; an expiry is optional)        |
 | `restricted` | domains holding a grant with a purpose *and* an expiry                    |
 
-The producing domain always reads its own products in full. A consumer reads the **full** port
+Every read of the lake goes through :func:`authorize_asset`: the producing domain always reads its
+own assets (products in full, private intermediates); another domain reads only output ports, as
+decided below, and never a private intermediate. A consumer reads the **full** port
 only for sensitive columns whose classification its grant unmasks *and* its domain descriptor
 holds as a clearance; otherwise it reads the **masked** port. An ``aggregate`` grant allows only
 differentially private aggregates (:mod:`mesh_platform.governance.privacy`), never rows.
@@ -48,6 +50,35 @@ class AccessDecision:
     @property
     def product(self) -> str:
         return self.contract.id
+
+
+def authorize_asset(
+    consumer: str,
+    producer: str,
+    name: str,
+    contract: Contract | None,
+    columns: list[str] | None = None,
+    *,
+    aggregate: bool = False,
+    today: date | None = None,
+    root: Path | None = None,
+) -> AccessDecision | None:
+    """Decide any read of the lake: ``producer``'s asset ``name``, an output port when ``contract`` is given.
+
+    Returns None for a domain reading its own private intermediate; raises :class:`AccessDenied`
+    for another domain's private area (never readable, whatever the asset's metadata says).
+    """
+    if contract is None:
+        if consumer == producer:
+            return None
+        raise AccessDenied(
+            consumer, f"{producer}/{name}",
+            f"it is a private asset of domain {producer!r}, not an output port; only {producer!r} reads it "
+            f"(ask {producer!r} to publish a product with a contract and a grant)",
+        )
+    if contract.domain != producer:
+        raise AccessDenied(consumer, f"{producer}/{name}", f"the read names contract {contract.id!r}, which domain {producer!r} does not publish")
+    return authorize(consumer, contract, columns, aggregate=aggregate, today=today, root=root)
 
 
 def access_level(contract: Contract) -> str:

@@ -5,6 +5,8 @@
 - A **read** is an asset observation on the *producer's* asset, recorded by the IO manager when a
   consumer loads an input port (``context.add_input_metadata``): consumer, product, port and
   variant, columns, which columns were masked or removed, rows, run id.
+- A **denied** read is an observation on the asset that was asked for, logged before the step
+  fails: who asked (the bound identity, not what the code claimed), what, and why it was refused.
 
 Both live in the Dagster instance's event log — SQLite locally, Postgres in production — so they
 are durable, visible on each asset's page in the UI, and queryable: :func:`audit_records` and
@@ -24,7 +26,7 @@ AUDIT = "mesh/audit"
 
 @dataclass(frozen=True)
 class AuditRecord:
-    kind: str  # "read" | "publish"
+    kind: str  # "read" | "publish" | "denied"
     time: str
     product: str
     asset_key: str
@@ -35,6 +37,7 @@ class AuditRecord:
     removed: list[str]
     rows: int | None
     run_id: str
+    reason: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -54,6 +57,23 @@ def read_metadata(consumer: str, contract_id: str, port: str, columns: list[str]
     }
 
 
+def denied_metadata(consumer: str | None, target: str, reason: str, columns: list[str] | None = None) -> dict:
+    return {
+        AUDIT: "denied",
+        "mesh/consumer": consumer or "(unknown)",
+        "mesh/product": target,
+        "mesh/reason": reason,
+        "mesh/columns": dg.MetadataValue.json(list(columns or [])),
+    }
+
+
+def log_observation(step_context, key: dg.AssetKey, metadata: dict) -> None:
+    """Write an audit observation to the run's event log now (it survives the step failing next)."""
+    from dagster._core.events import DagsterEvent
+
+    DagsterEvent.asset_observation(step_context, dg.AssetObservation(asset_key=key, metadata=metadata))
+
+
 def publish_metadata(contract_id: str, port: str, variants: list[str], columns: list[str]) -> dict:
     return {
         AUDIT: "publish",
@@ -69,12 +89,19 @@ def _value(metadata, key, default=None):
     return default if entry is None else entry.value
 
 
+OBSERVED_KINDS = ("read", "denied")
+
+
 def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
     entry = event_record.event_log_entry
     data = entry.asset_materialization if kind == "publish" else entry.asset_observation
-    if data is None or _value(data.metadata, AUDIT) != kind:
+    if data is None:
         return None
     md = data.metadata
+    recorded = _value(md, AUDIT)
+    if recorded != kind and not (kind == "read" and recorded in OBSERVED_KINDS):
+        return None
+    kind = recorded
     return AuditRecord(
         kind=kind,
         time=datetime.fromtimestamp(entry.timestamp, tz=timezone.utc).isoformat(timespec="milliseconds"),
@@ -87,6 +114,7 @@ def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
         removed=list(_value(md, "mesh/removed", []) or []),
         rows=_value(md, "mesh/rows", _value(md, "dagster/row_count")),
         run_id=entry.run_id,
+        reason=_value(md, "mesh/reason", ""),
     )
 
 

@@ -5,8 +5,11 @@ Write path (a product materializes): the DataFrame is conformed to its contract
 that passes is it written to a staging file and renamed over the port's last good version. The
 materialization records ``dagster/uri``, row count, bytes and the contract version.
 
-Read path (an input port or a local upstream): only the columns the consumer declared are read
-from the Parquet file.
+Read path: every read, of an output port or of anything else in the lake, goes through one access
+decision (:func:`mesh_platform.governance.access.authorize_asset`) for the domain the step runs as,
+bound by the platform (:mod:`mesh_platform.governance.identity`), never taken from configuration or
+metadata. Another domain's private intermediate is never readable; a refused read is audited
+before the step fails. Only the columns the consumer declared are read from the Parquet file.
 
 Which contract applies is read from the asset's own metadata (``mesh/contract_id``, set by the
 platform when it builds the asset) and looked up in the mesh's contract registry, so the IO manager
@@ -22,7 +25,9 @@ import pandas as pd
 
 from mesh_platform.contracts import conform
 from mesh_platform.contracts.registry import mesh_registry
-from mesh_platform.governance.audit import publish_metadata, read_metadata
+from mesh_platform.governance.access import AccessDenied, authorize_asset
+from mesh_platform.governance.audit import denied_metadata, log_observation, publish_metadata, read_metadata
+from mesh_platform.governance.identity import IdentityError, domain_of_step
 from mesh_platform.io import publishing
 from mesh_platform.io.lake import Lake
 from mesh_platform.quality import AuditedTable
@@ -48,7 +53,9 @@ class MeshIOManager(dg.ConfigurableIOManager):
     """Root of the lake; defaults to ``MESH_LAKE`` (or ``$MESH_HOME/lake``)."""
 
     domain: str | None = None
-    """The domain this code location is: the consumer identity on every read it makes."""
+    """The domain the platform built this IO manager for. Not an identity: every step runs as the
+    domain bound from its deployment or code location, and a step whose bound domain differs from
+    this one is refused (an IO manager configured as another domain cannot read as it)."""
 
     def _lake(self) -> Lake:
         return Lake(self.lake or MeshSettings.from_env().lake)
@@ -57,6 +64,8 @@ class MeshIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         domain, name = context.asset_key.path[0], context.asset_key.path[-1]
+        if context.step_context is not None:  # a step writes only its own domain's assets
+            domain_of_step(context.step_context, self.domain)
         contract_id = context.definition_metadata.get(CONTRACT_ID)
         lake = self._lake()
         if contract_id:
@@ -90,15 +99,33 @@ class MeshIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> Any:
         key = context.asset_key
+        consumer: str | None = None
+        columns: list[str] | None = None
+        try:
+            consumer = domain_of_step(context.step_context, self.domain)
+            return self._load(context, consumer)
+        except (AccessDenied, IdentityError) as exc:
+            # Audited before the step fails: who asked (the bound identity), what, and why not.
+            meta = context.definition_metadata or {}
+            columns = meta.get(COLUMNS)
+            who = consumer or (exc.domain if isinstance(exc, IdentityError) else None)
+            log_observation(context.step_context, key, denied_metadata(who, key.to_user_string(), exc.reason, columns))
+            raise
+
+    def _load(self, context: dg.InputContext, consumer: str) -> Any:
+        key = context.asset_key
+        producer, name = key.path[0], key.path[-1]
         meta = context.definition_metadata or {}
-        upstream_meta = context.upstream_output.definition_metadata if context.upstream_output else {}
-        contract_id = meta.get(CONTRACT_ID) or (upstream_meta or {}).get(CONTRACT_ID)
+        upstream_meta = (context.upstream_output.definition_metadata if context.upstream_output else None) or {}
         columns = meta.get(COLUMNS)
         lake = self._lake()
-        if contract_id:
-            major = meta.get(PORT_MAJOR) or (upstream_meta or {}).get(PORT_MAJOR)
-            contract = mesh_registry().get(contract_id, major=major)
-            consumer = self.domain or meta.get(CONSUMER) or key.path[0]
+        contract = publishing.port_contract(
+            mesh_registry(), consumer, producer, name,
+            meta.get(CONTRACT_ID) or upstream_meta.get(CONTRACT_ID),
+            meta.get(PORT_MAJOR) or upstream_meta.get(PORT_MAJOR),
+        )
+        authorize_asset(consumer, producer, name, contract, columns, aggregate=bool(meta.get(AGGREGATE)))
+        if contract is not None:
             if meta.get(AGGREGATE):
                 release = publishing.read_aggregate(lake, consumer, contract, meta[AGGREGATE], context.step_context.run_id)
                 context.add_input_metadata(
@@ -118,8 +145,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
                     )
                 )
             return to_pandas(port.table)
-        domain, name = key.path[0], key.path[-1]
-        table_path = Lake.private_path(domain, name)
+        table_path = Lake.private_path(producer, name)
         if lake.exists(table_path):
             return to_pandas(lake.read_table(table_path, columns=columns))
-        return lake.read_object(Lake.private_path(domain, name, table=False))
+        return lake.read_object(Lake.private_path(producer, name, table=False))

@@ -10,12 +10,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from mesh_platform.contracts.model import Contract
-from mesh_platform.governance.access import AccessDecision, authorize
+from mesh_platform.governance.access import AccessDecision, AccessDenied, authorize
 from mesh_platform.governance.masking import mask_table, sensitive_columns
 from mesh_platform.governance.privacy import Aggregate, PrivacyLedger, Release, compute
 from mesh_platform.io.lake import Lake, Published
@@ -27,6 +28,36 @@ class PortRead:
     decision: AccessDecision
     port: str
     columns: list[str]
+
+
+_PREVIOUS_MAJOR = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)_v(?P<major>[0-9]+)$")
+
+
+def port_contract(registry, consumer: str, producer: str, name: str, contract_id: str | None = None, major: int | None = None) -> Contract | None:
+    """The contract whose output port the asset ``producer/name`` is, or None for anything else.
+
+    What the reader's metadata says (``contract_id``, ``major``) is checked against the asset it
+    reads: metadata naming one product cannot open another asset, so a private intermediate stays
+    private whatever a consumer declares. ``<product>_v<N>`` is the port of a kept previous major.
+    """
+    if contract_id:
+        current = registry.get(contract_id)
+        contract = registry.get(contract_id, major=major) if major is not None else current
+        expected = contract.name if contract.major == current.major else f"{contract.name}_v{contract.major}"
+        if (contract.domain, expected) != (producer, name):
+            raise AccessDenied(consumer, f"{producer}/{name}", f"the read names the port of {contract.id!r} v{contract.major}, which is not this asset")
+        return contract
+    try:
+        current = registry.get(f"{producer}/{name}")
+    except LookupError:
+        previous = _PREVIOUS_MAJOR.match(name)
+        if previous is None:
+            return None
+        try:
+            return registry.get(f"{producer}/{previous.group('name')}", major=int(previous.group("major")))
+        except LookupError:
+            return None
+    return registry.get(current.id, major=major) if major not in (None, current.major) else current
 
 
 def publish(lake: Lake, contract: Contract, table: pa.Table) -> list[tuple[str, Published]]:
