@@ -81,7 +81,13 @@ def test_killed_writer_keeps_last_good_version(tmp_path):
     survivor = lake.read_table("d/p/v1/data.parquet")
     assert survivor.num_rows == 100
     leftovers = [f for f in os.listdir(tmp_path / "d/p/v1") if f != "data.parquet"]
-    assert all(f.endswith(".staging") for f in leftovers)  # never visible under the port's name
+    assert leftovers and all(f.endswith(".staging") for f in leftovers)  # never visible under the port's name
+    # the next publish removes the killed writer's debris, and leaves a live writer's staging file alone
+    live = tmp_path / "d/p/v1" / f".data.parquet.{leftovers[0].split('.')[-4]}.{os.getpid()}.feedbeef.staging"
+    live.write_bytes(b"in progress")
+    lake.write_table("d/p/v1/data.parquet", table(5, value=2))
+    assert sorted(os.listdir(tmp_path / "d/p/v1")) == sorted(["data.parquet", live.name])
+    assert lake.read_table("d/p/v1/data.parquet").num_rows == 5
 
 
 def test_io_manager_publishes_products_and_stores_intermediates(tmp_path, sources):

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +34,8 @@ import pyarrow.parquet as pq
 DATA_FILE = "data.parquet"
 PICKLE_FILE = "data.pickle"
 PRIVATE = "_private"
+STAGING_SUFFIX = ".staging"
+STALE_STAGING_SECONDS = 24 * 3600  # a staging file of another machine is debris after a day
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,48 @@ def _s3_filesystem(parsed) -> pafs.S3FileSystem:
     if region:
         kwargs["region"] = region
     return pafs.S3FileSystem(**kwargs)
+
+
+_HOST = socket.gethostname().replace(".", "-")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_staging(folder: str, now: float | None = None) -> list[str]:
+    """Remove staging files left by killed publishes in ``folder``; returns what was removed.
+
+    A staging file is debris when its writer (named in the file name) is a process of this machine
+    that no longer runs, or when it is older than a day (a writer elsewhere). A live concurrent
+    writer's file is left alone.
+    """
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    now = time.time() if now is None else now
+    for name in names:
+        if not (name.startswith(".") and name.endswith(STAGING_SUFFIX)):
+            continue
+        path = os.path.join(folder, name)
+        parts = name[: -len(STAGING_SUFFIX)].rsplit(".", 3)  # .<file>.<host>.<pid>.<uuid>
+        try:
+            mine = len(parts) == 4 and parts[1] == _HOST and parts[2].isdigit()
+            dead = mine and not _pid_alive(int(parts[2]))
+            if dead or now - os.path.getmtime(path) > STALE_STAGING_SECONDS:
+                os.unlink(path)
+                removed.append(path)
+        except OSError:
+            continue  # renamed or removed by its writer meanwhile
+    return removed
 
 
 class Lake:
@@ -107,7 +153,10 @@ class Lake:
             with self.fs.open_output_stream(final) as sink:
                 write(sink)
             return self.fs.get_file_info(final).size
-        staging = f"{folder}/.{final.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.staging"
+        sweep_staging(folder)
+        # the writer's host and pid in the name let the next publish tell a crashed writer's file
+        # from a concurrent writer's (see sweep_staging)
+        staging = f"{folder}/.{final.rsplit('/', 1)[1]}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex}{STAGING_SUFFIX}"
         try:
             with open(staging, "wb") as sink:
                 write(sink)
