@@ -101,12 +101,15 @@ class Lake:
     def _commit(self, relpath: str, write) -> int:
         """Run ``write(sink)`` so that ``relpath`` changes all at once or not at all; returns bytes."""
         final = self._full(relpath)
-        folder = final.rsplit("/", 1)[0]
-        self.fs.create_dir(folder, recursive=True)
         if not self.is_local:
+            # S3 has no folders, so no create_dir: pyarrow would probe the bucket (HeadBucket) and
+            # write empty "folder" markers above the domain's prefix, rights that a domain's IAM
+            # policy (``mesh iam``) rightly does not hold. The object's own key is all a PUT needs.
             with self.fs.open_output_stream(final) as sink:
                 write(sink)
             return self.fs.get_file_info(final).size
+        folder = final.rsplit("/", 1)[0]
+        self.fs.create_dir(folder, recursive=True)
         staging = f"{folder}/.{final.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.staging"
         try:
             with open(staging, "wb") as sink:
