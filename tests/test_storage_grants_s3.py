@@ -216,6 +216,9 @@ def _matrix(s3: S3Server, scenario: Scenario, identities: set[str] | None = None
             check(who, "multipart upload", key, domain == who, lambda: upload.update(client.create_multipart_upload(Bucket=bucket, Key=key)))
             if upload:
                 check(who, "abort multipart", key, True, lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"]))
+        # the own prefix ends at its slash: a sibling key that merely starts with the name is foreign
+        shadow = scenario.key(f"{who}_shadow/data.parquet")
+        check(who, "PUT next to own prefix", shadow, False, lambda: client.put_object(Bucket=bucket, Key=shadow, Body=b"x"))
         # nothing beyond objects: no bucket administration, no changing one's own policy
         check(who, "ListAllMyBuckets", "-", False, lambda: client.list_buckets())
         check(who, "PutBucketPolicy", bucket, False, lambda: client.put_bucket_policy(Bucket=bucket, Policy='{"Version":"2012-10-17","Statement":[]}'))
@@ -231,7 +234,7 @@ def _matrix(s3: S3Server, scenario: Scenario, identities: set[str] | None = None
     admin = s3.client()
     for rel, body in scenario.seeded.items():
         assert admin.get_object(Bucket=bucket, Key=scenario.key(rel))["Body"].read() == body, rel
-    stray = [o["Key"] for o in admin.list_objects_v2(Bucket=bucket, Prefix=PREFIX).get("Contents", []) if "/written-by-" in o["Key"]]
+    stray = [o["Key"] for o in admin.list_objects_v2(Bucket=bucket, Prefix=PREFIX).get("Contents", []) if "/written-by-" in o["Key"] or "_shadow/" in o["Key"]]
     assert stray == []
 
 
@@ -309,3 +312,25 @@ def test_listing_is_limited_to_own_and_granted_prefixes(s3, demo):
     client = s3.client("s3", demo.identities["fraud"])
     assert _attempt(lambda: client.list_objects_v2(Bucket=demo.bucket, Prefix=demo.key("fraud/")))
     assert not _attempt(lambda: client.list_objects_v2(Bucket=demo.bucket, Prefix=demo.key("policies/_private/")))
+
+
+def test_the_generator_refuses_a_full_object_with_columns_the_reader_is_not_cleared_for(mesh, tmp_path, monkeypatch):
+    """S3 grants objects, not columns: customer_care is cleared for the pii it reads from policyholders,
+    but once the product also holds a restricted column, the full object would hand it that column."""
+    from mesh_platform.governance.iam import StorageGrantError
+
+    domains = tmp_path / "domains"
+    shutil.copytree(ROOT / "domains", domains, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    contract = domains / "policies" / "contracts" / "policyholders.yaml"
+    anchor = "      - name: customer_since\n"
+    assert contract.read_text().count(anchor) == 1
+    contract.write_text(contract.read_text().replace(anchor, (
+        "      - name: national_id\n"
+        "        logicalType: string\n"
+        "        classification: restricted\n"
+        "        description: National identity number.\n"
+    ) + anchor))
+    monkeypatch.setenv("MESH_DOMAINS", str(domains))
+    with pytest.raises(StorageGrantError, match=r"'customer_care' reads policies\.policyholders unmasked .*national_id \(restricted\)") as refused:
+        policies_for(mesh, "s3://acme-mesh-lake/lake")
+    assert "policies/grants.yaml" in str(refused.value), str(refused.value)

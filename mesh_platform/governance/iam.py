@@ -65,8 +65,8 @@ def _storage_variant(domain: str, contract, columns: list[str] | None) -> str:
             f"domain {domain!r} reads {contract.id} unmasked ({', '.join(columns or [])}), but its full object also "
             f"holds {', '.join(withheld)} ({', '.join(classes)}) that {domain!r} is not cleared for; S3 grants whole "
             f"objects, so a policy for the full variant would expose those columns. Unmask {', '.join(classes)} for "
-            f"{domain!r} in {grants_path(contract.domain)} (with the clearance in its domain.yaml), or let the port read "
-            "columns that leave it on the masked variant"
+            f"{domain!r} in {grants_path(contract.domain)} (and give it the clearance in its domain.yaml), or publish "
+            f"{', '.join(withheld)} in another product"
         )
     return "full"
 
