@@ -297,6 +297,8 @@ def test_the_io_manager_publishes_only_its_own_domains_ports(s3, demo, monkeypat
             monkeypatch.setenv(name, value)
         refused = dg.materialize([claim_events], resources=resources, instance=instance, raise_on_error=False)
         assert not refused.success
+        failure = refused.get_step_failure_events()[0].step_failure_data.error
+        assert "ACCESS_DENIED" in failure.to_string(), failure.to_string()
         assert s3.client().get_object(Bucket=demo.bucket, Key=demo.key(path))["Body"].read() == demo.seeded[path]
 
         for name, value in demo.identities["claims"].env(s3.endpoint).items():
