@@ -102,9 +102,10 @@ class Lake:
         """Run ``write(sink)`` so that ``relpath`` changes all at once or not at all; returns bytes."""
         final = self._full(relpath)
         if not self.is_local:
-            # S3 has no folders, so no create_dir: pyarrow would probe the bucket (HeadBucket) and
-            # write empty "folder" markers above the domain's prefix, rights that a domain's IAM
-            # policy (``mesh iam``) rightly does not hold. The object's own key is all a PUT needs.
+            # S3 has no folders, so no create_dir: pyarrow would probe the bucket (HeadBucket, which
+            # IAM authorizes as s3:ListBucket on the whole bucket) and may write empty "folder"
+            # marker objects, rights a domain's IAM policy (``mesh iam``) rightly does not hold.
+            # The object's own key is all a PUT needs.
             with self.fs.open_output_stream(final) as sink:
                 write(sink)
             return self.fs.get_file_info(final).size
