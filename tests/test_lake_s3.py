@@ -2,68 +2,30 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pytest
+from s3_server import S3Server
 
 from mesh_platform.io.io_manager import MeshIOManager
 from mesh_platform.io.lake import Lake
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def s3_endpoint():
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(100):  # bounded: at most ~20 s
-            try:
-                urllib.request.urlopen(endpoint, timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("moto server did not start")
-        yield endpoint
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+def s3_server():
+    with S3Server() as server:
+        yield server
 
 
 @pytest.fixture
-def s3_lake(s3_endpoint, monkeypatch):
-    import boto3
-
-    env = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL_S3": s3_endpoint,
-    }
-    for key, value in env.items():
+def s3_lake(s3_server, monkeypatch):
+    for key, value in s3_server.admin.env(s3_server.endpoint).items():
         monkeypatch.setenv(key, value)
     bucket = f"lake-{time.time_ns()}"
-    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    s3_server.client().create_bucket(Bucket=bucket)
     return f"s3://{bucket}/mesh"
 
 

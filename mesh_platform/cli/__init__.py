@@ -230,7 +230,7 @@ def policies(as_json: bool, workspace: Path | None) -> None:
 @click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
 def iam(lake_uri: str | None, out: Path, workspace: Path | None) -> None:
     """Generate per-domain S3 IAM policies from the grants, so storage enforces what the platform does."""
-    from mesh_platform.governance.iam import write_policies
+    from mesh_platform.governance.iam import StorageGrantError, write_policies
     from mesh_platform.workspace import Mesh
 
     settings = _settings()
@@ -240,7 +240,10 @@ def iam(lake_uri: str | None, out: Path, workspace: Path | None) -> None:
     mesh = Mesh.load(workspace)
     for problem in mesh.problems:
         click.echo(f"error: {problem}", err=True)
-    written = write_policies(mesh, lake_uri, out)
+    try:
+        written = write_policies(mesh, lake_uri, out)
+    except StorageGrantError as e:  # raised before any file is written
+        raise click.ClickException(str(e)) from None
     click.echo(f"wrote {len(written)} IAM policy document(s) to {out}")
     sys.exit(1 if mesh.problems else 0)
 

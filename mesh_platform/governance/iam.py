@@ -7,6 +7,14 @@ sensitive column it reads, the ``masked`` one otherwise. Aggregate-only grants g
 no storage access at all: the platform's privacy role (``mesh-privacy.json``) reads those products
 and releases only noisy aggregates. Generated with ``mesh iam``; ``infra/iam/`` holds the output
 for the demo lake, and a test keeps it in sync with the grants.
+
+S3 grants whole objects, not columns. A port that reads only some columns of a product may be
+cleared for those but not for another sensitive column of the same object; the full object would
+then hand the consumer's credentials a column the platform withholds. The generator refuses that
+case (:class:`StorageGrantError`) instead of writing a policy wider than the grant.
+
+``tests/test_storage_grants_s3.py`` attaches these documents to one IAM identity per domain on an
+S3 server that enforces IAM (moto, loopback) and checks every identity against every object.
 """
 
 from __future__ import annotations
@@ -16,6 +24,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from mesh_platform.governance.access import authorize
+from mesh_platform.governance.grants import grants_path
+from mesh_platform.governance.masking import sensitive_columns
 from mesh_platform.io.lake import Lake
 from mesh_platform.ports import resolve
 from mesh_platform.workspace import Mesh
@@ -25,6 +35,40 @@ VERSION = "2012-10-17"
 
 def _arn(bucket: str, key: str = "") -> str:
     return f"arn:aws:s3:::{bucket}" + (f"/{key}" if key else "")
+
+
+class StorageGrantError(ValueError):
+    """The grants give a consumer something per column that storage can only give per object."""
+
+
+def _list_statement(sid: str, bucket: str, prefixes: set[str]) -> dict:
+    """ListBucket on the bucket, only under the given prefixes (``s3:prefix`` condition)."""
+    return {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": ["s3:ListBucket"],
+        "Resource": [_arn(bucket)],
+        "Condition": {"StringLike": {"s3:prefix": sorted(prefixes)}},
+    }
+
+
+def _storage_variant(domain: str, contract, columns: list[str] | None) -> str:
+    """The object a consumer's credentials may read: the read's variant, checked per object."""
+    decision = authorize(domain, contract, columns)
+    if decision.variant == "masked":
+        return "masked"
+    whole = authorize(domain, contract)
+    if whole.variant != "full":
+        withheld = sorted(set(whole.masked) | set(whole.removed))
+        classes = sorted({sensitive_columns(contract)[c] for c in withheld})
+        raise StorageGrantError(
+            f"domain {domain!r} reads {contract.id} unmasked ({', '.join(columns or [])}), but its full object also "
+            f"holds {', '.join(withheld)} ({', '.join(classes)}) that {domain!r} is not cleared for; S3 grants whole "
+            f"objects, so a policy for the full variant would expose those columns. Unmask {', '.join(classes)} for "
+            f"{domain!r} in {grants_path(contract.domain)} (and give it the clearance in its domain.yaml), or publish "
+            f"{', '.join(withheld)} in another product"
+        )
+    return "full"
 
 
 def _split(lake_uri: str) -> tuple[str, str]:
@@ -54,23 +98,17 @@ def policies_for(mesh: Mesh, lake_uri: str) -> dict[str, dict]:
             if source.aggregate is not None:
                 privacy_reads.add(key(Lake.port_path(c.domain, c.name, c.major)))
                 continue
-            decision = authorize(domain, c, port.columns)
-            variant = "masked" if decision.variant == "masked" else "full"
+            variant = _storage_variant(domain, c, port.columns)
             reads.add(key(Lake.port_path(c.domain, c.name, c.major, variant=variant)))
         statements = [
             {
                 "Sid": "OwnDomainReadWrite",
                 "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                # AbortMultipartUpload: a large write that fails is cleaned up, not left half-uploaded
+                "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
                 "Resource": [_arn(bucket, key(f"{domain}/*"))],
             },
-            {
-                "Sid": "ListOwnAndGrantedPrefixes",
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket"],
-                "Resource": [_arn(bucket)],
-                "Condition": {"StringLike": {"s3:prefix": sorted({key(f"{domain}/*")} | {r.rsplit("/", 1)[0] + "/*" for r in reads})}},
-            },
+            _list_statement("ListOwnAndGrantedPrefixes", bucket, {key(f"{domain}/*")} | {r.rsplit("/", 1)[0] + "/*" for r in reads}),
         ]
         if reads:
             statements.append(
@@ -81,7 +119,8 @@ def policies_for(mesh: Mesh, lake_uri: str) -> dict[str, dict]:
         documents["mesh-privacy"] = {
             "Version": VERSION,
             "Statement": [
-                {"Sid": "ReadAggregateOnlyProducts", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, r) for r in privacy_reads)}
+                {"Sid": "ReadAggregateOnlyProducts", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, r) for r in privacy_reads)},
+                _list_statement("ListAggregateOnlyProducts", bucket, {r.rsplit("/", 1)[0] + "/*" for r in privacy_reads}),
             ],
         }
     return documents

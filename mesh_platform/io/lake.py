@@ -147,12 +147,16 @@ class Lake:
     def _commit(self, relpath: str, write) -> int:
         """Run ``write(sink)`` so that ``relpath`` changes all at once or not at all; returns bytes."""
         final = self._full(relpath)
-        folder = final.rsplit("/", 1)[0]
-        self.fs.create_dir(folder, recursive=True)
         if not self.is_local:
+            # S3 has no folders, so no create_dir: pyarrow would probe the bucket (HeadBucket, which
+            # IAM authorizes as s3:ListBucket on the whole bucket) and may write empty "folder"
+            # marker objects, rights a domain's IAM policy (``mesh iam``) rightly does not hold.
+            # The object's own key is all a PUT needs.
             with self.fs.open_output_stream(final) as sink:
                 write(sink)
             return self.fs.get_file_info(final).size
+        folder = final.rsplit("/", 1)[0]
+        self.fs.create_dir(folder, recursive=True)
         sweep_staging(folder)
         # the writer's host and pid in the name let the next publish tell a crashed writer's file
         # from a concurrent writer's (see sweep_staging)
