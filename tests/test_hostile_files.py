@@ -334,3 +334,15 @@ def test_malformed_grant_validates_reports_and_others_still_materialize(domains_
     assert "claims: materializing" in result.stdout and "FAILED in" not in result.stdout, result.stdout
     assert "0 failed, 0 asset(s) skipped" in result.stdout  # ... but policies and claims published
     assert (home / "lake" / "claims" / "claims" / "v1" / "data.parquet").exists()
+
+
+def test_alias_bomb_in_a_dbt_project_is_refused_before_dbt_parses_it(domains_copy):
+    shutil.copy(HOSTILE / "billion_laughs_grants.yaml", domains_copy / "dbt/analytics/models/sources.yml")
+    started = time.perf_counter()
+    result = run_mesh(["validate"], env=copy_env(domains_copy), cwd=domains_copy, timeout=180)
+    assert time.perf_counter() - started < 120
+    assert result.returncode == 1
+    assert "error: dbt/analytics/models/sources.yml: aliases expand the document" in result.stderr
+    assert "run `mesh dbt prepare`" in result.stderr  # analytics cannot load without its manifest ...
+    assert "4 domain(s) loaded" in result.stdout  # ... and only analytics
+    assert "Traceback" not in result.stderr

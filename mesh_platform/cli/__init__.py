@@ -298,9 +298,16 @@ def _dbt_projects():
 
 
 def _prepare_dbt() -> None:
+    from mesh_platform.problems import ContractError
+
     for project in _dbt_projects():
         if project.is_stale():
-            project.prepare()
+            try:
+                project.prepare()
+            except ContractError as exc:  # hostile YAML: reported, and that domain fails to load (stale manifest)
+                for problem in exc.problems:
+                    click.echo(f"error: {problem}", err=True)
+                continue
             click.echo(f"prepared dbt manifest {project.manifest_path}")
 
 

@@ -22,6 +22,10 @@
 
 A grant is reviewed like code (it lives in the producer's package) and is the only way a domain
 other than the producer reads an internal or restricted product.
+
+The file is read through :mod:`mesh_platform.safe_yaml` and checked entry by entry: a malformed
+entry is dropped (its consumer loses that access) and reported on this file with its field; a file
+that cannot be read grants nothing. See :class:`GrantsFile` and :func:`grant_problems`.
 """
 
 from __future__ import annotations
