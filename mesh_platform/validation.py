@@ -1,4 +1,4 @@
-"""`mesh validate`: every contract parses, every domain loads, every input port resolves."""
+"""`mesh validate`: every contract parses, every domain loads, every input port resolves, every grant holds."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mesh_platform.contracts.loader import ContractError, Problem, load_contract
 from mesh_platform.contracts.registry import ContractRegistry, default_domains_root
+from mesh_platform.governance.grants import grant_problems
 from mesh_platform.workspace import Mesh
 
 
@@ -51,6 +52,8 @@ def validate_mesh(workspace: Path | None = None) -> ValidationReport:
             report.domains += 1
             report.products += len(loaded.domain.product_names)
             report.input_ports += len(input_ports(loaded.domain))
+    for found in grant_problems([d.entry.location for d in mesh.domains]).values():
+        problems.extend(found)
     seen: set[Problem] = set()
     report.problems = [p for p in problems if not (p in seen or seen.add(p))]
     return report

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
-import yaml
 
+from mesh_platform import safe_yaml
 from mesh_platform.contracts.loader import ContractError, Problem, display_path, exception_problem
 from mesh_platform.domain import Domain, DomainDefinitionError
 
@@ -51,14 +51,19 @@ def find_workspace(start: Path | None = None) -> Path:
 
 
 def read_workspace(path: Path) -> list[LocationEntry]:
-    raw = yaml.safe_load(path.read_text()) or {}
+    shown = display_path(path)
+    raw = safe_yaml.load_file(path, shown, "workspace file") or {}
+    if not isinstance(raw, dict) or not isinstance(raw.get("load_from") or [], list):
+        raise ContractError([Problem(shown, "load_from", "a workspace file is a mapping with a `load_from` list")])
     entries = []
     for i, item in enumerate(raw.get("load_from") or []):
-        spec = (item or {}).get("python_module")
+        spec = (item or {}).get("python_module") if isinstance(item or {}, dict) else None
         if spec is None:
             raise ContractError([Problem(display_path(path), f"load_from[{i}]", "only python_module entries are supported by the mesh command")])
         if isinstance(spec, str):
             spec = {"module_name": spec}
+        if not isinstance(spec, dict):
+            raise ContractError([Problem(shown, f"load_from[{i}].python_module", "must be a module name or a mapping")])
         module = spec.get("module_name")
         if not module:
             raise ContractError([Problem(display_path(path), f"load_from[{i}].python_module.module_name", "required field is missing")])

@@ -47,6 +47,17 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+def _load_mesh(workspace: Path | None):
+    """The mesh of ``workspace`` (default: nearest); an unreadable workspace file is a clean error naming it."""
+    from mesh_platform.problems import ContractError
+    from mesh_platform.workspace import Mesh
+
+    try:
+        return Mesh.load(workspace)
+    except ContractError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Operate the data mesh: domains are Dagster code locations, products are contract-checked assets."""
@@ -66,7 +77,12 @@ def validate(contracts: tuple[Path, ...], workspace: Path | None, as_json: bool)
     _settings()
     if not contracts:
         _prepare_dbt()
-    report = validate_files(list(contracts)) if contracts else validate_mesh(workspace)
+    from mesh_platform.problems import ContractError
+
+    try:
+        report = validate_files(list(contracts)) if contracts else validate_mesh(workspace)
+    except ContractError as exc:  # the workspace file itself
+        raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems]}, indent=2))
     else:
@@ -104,12 +120,11 @@ def materialize(selection: str | None, scale: float | None, workspace: Path | No
     """Materialize the mesh (or a selection) across code locations, in dependency order."""
     from mesh_platform.instance import local_instance
     from mesh_platform.materialize import SelectionError, materialize as run, select
-    from mesh_platform.workspace import Mesh
 
     settings = _settings()
     _ensure_sources(settings, scale)
     _prepare_dbt()
-    mesh = Mesh.load(workspace)
+    mesh = _load_mesh(workspace)
     for problem in mesh.problems:
         click.echo(f"error: {problem}", err=True)
     try:
@@ -134,10 +149,9 @@ def catalog(as_json: bool, workspace: Path | None) -> None:
     """List every data product: owner, version, ports, lineage, last materialization."""
     from mesh_platform.catalog import build_catalog
     from mesh_platform.instance import local_instance
-    from mesh_platform.workspace import Mesh
 
     settings = _settings()
-    mesh = Mesh.load(workspace)
+    mesh = _load_mesh(workspace)
     for problem in mesh.problems:
         click.echo(f"error: {problem}", err=True)
     entries = build_catalog(mesh, local_instance(settings))
@@ -167,10 +181,9 @@ def audit(as_json: bool, product: str | None, consumer: str | None, workspace: P
 
     from mesh_platform.governance.audit import audit_records
     from mesh_platform.instance import local_instance
-    from mesh_platform.workspace import Mesh
 
     settings = _settings()
-    mesh = Mesh.load(workspace)
+    mesh = _load_mesh(workspace)
     instance = local_instance(settings)
     keys = [k for k in mesh.asset_graph()]
     keys += [dg.AssetKey([d.domain.name, n]) for d in mesh.domains if d.ok for n in d.domain.product_names]
@@ -194,11 +207,11 @@ def audit(as_json: bool, product: str | None, consumer: str | None, workspace: P
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
 def policies(as_json: bool, workspace: Path | None) -> None:
-    """Every governance policy on every product: passed, or the problems (file and field)."""
-    from mesh_platform.workspace import Mesh
+    """Every governance policy on every product, and every domain's grants: passed, or the problems (file and field)."""
+    from mesh_platform.governance.grants import grant_problems
 
     _settings()
-    mesh = Mesh.load(workspace)
+    mesh = _load_mesh(workspace)
     report = []
     for loaded in mesh.domains:
         if loaded.ok:
@@ -208,15 +221,19 @@ def policies(as_json: bool, workspace: Path | None) -> None:
         else:
             report.append({"domain": loaded.entry.location, "product": None, "policy": None, "scope": None,
                            "passed": False, "problems": [str(p) for p in loaded.problems]})
+    for producer, problems in grant_problems([d.entry.location for d in mesh.domains]).items():
+        report.append({"domain": producer, "product": None, "policy": "grants_valid", "scope": "global",
+                       "passed": not problems, "problems": [str(p) for p in problems]})
     failed = [r for r in report if not r["passed"]]
     if as_json:
         click.echo(json.dumps({"ok": not failed, "results": report}, indent=2))
     else:
         for r in report:
+            subject = r["product"] or f"grants of {r['domain']}"
             if r["passed"]:
-                click.echo(f"pass  {r['product']}: {r['policy']} ({r['scope']})")
+                click.echo(f"pass  {subject}: {r['policy']} ({r['scope']})")
             else:
-                label = f"{r['product']}: {r['policy']}" if r["product"] else f"domain {r['domain']} did not load"
+                label = f"{subject}: {r['policy']}" if r["policy"] else f"domain {r['domain']} did not load"
                 click.echo(f"FAIL  {label}")
                 for problem in r["problems"]:
                     click.echo(f"        {problem}")
@@ -231,13 +248,12 @@ def policies(as_json: bool, workspace: Path | None) -> None:
 def iam(lake_uri: str | None, out: Path, workspace: Path | None) -> None:
     """Generate per-domain S3 IAM policies from the grants, so storage enforces what the platform does."""
     from mesh_platform.governance.iam import StorageGrantError, write_policies
-    from mesh_platform.workspace import Mesh
 
     settings = _settings()
     lake_uri = lake_uri or (settings.lake if settings.lake.startswith("s3://") else None)
     if not lake_uri:
         raise click.UsageError("give --lake s3://bucket/prefix (MESH_LAKE is not an s3:// URI)")
-    mesh = Mesh.load(workspace)
+    mesh = _load_mesh(workspace)
     for problem in mesh.problems:
         click.echo(f"error: {problem}", err=True)
     try:
@@ -291,9 +307,16 @@ def _dbt_projects():
 
 
 def _prepare_dbt() -> None:
+    from mesh_platform.problems import ContractError
+
     for project in _dbt_projects():
         if project.is_stale():
-            project.prepare()
+            try:
+                project.prepare()
+            except ContractError as exc:  # hostile YAML: reported, and that domain fails to load (stale manifest)
+                for problem in exc.problems:
+                    click.echo(f"error: {problem}", err=True)
+                continue
             click.echo(f"prepared dbt manifest {project.manifest_path}")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -13,42 +12,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from mesh_platform import safe_yaml
 from mesh_platform.contracts.model import Contract, platform_problems
+from mesh_platform.problems import ContractError, Problem
 
-try:  # the C loader is several times faster; fall back where libyaml is missing
-    _BaseLoader = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover
-    _BaseLoader = yaml.SafeLoader
-
-
-class _ContractLoader(_BaseLoader):
-    """Safe YAML without timestamp resolution: ODCS dates are strings, as in the JSON schema."""
-
-
-_ContractLoader.yaml_implicit_resolvers = {
-    key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for key, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
-}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a file: where (a field path such as ``schema[claims].properties[amount]``) and what."""
-
-    file: str
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.field}: {self.message}" if self.field else f"{self.file}: {self.message}"
-
-
-class ContractError(ValueError):
-    """A contract file that cannot be used; lists every problem found, each naming file and field."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+# Problem and ContractError live in mesh_platform.problems; they are re-exported here, where most callers import them.
+__all__ = ["ContractError", "Problem", "display_path", "dump_contract", "exception_problem", "load_contract", "load_yaml", "load_yaml_text", "parse_contract"]
 
 
 def display_path(path: str | os.PathLike) -> str:
@@ -177,19 +146,14 @@ def load_contract(path: str | os.PathLike) -> Contract:
     key = (os.fspath(path), stat.st_mtime_ns, stat.st_size)
     if key in _cache:
         return _cache[key]
+    shown = display_path(path)
     real = os.path.realpath(path)
-    data = path.read_bytes()
+    data = safe_yaml.read_bytes(path, shown, "contract file")
     digest = hashlib.sha256(CACHE_VERSION.encode() + real.encode() + b"\0" + data).hexdigest()
     folder = _disk_cache_dir()
     contract = _from_disk(folder, digest)
     if contract is None:
-        shown = display_path(path)
-        try:
-            raw = yaml.load(data.decode("utf-8"), Loader=_ContractLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            raise ContractError([Problem(shown, where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+        raw = safe_yaml.parse(safe_yaml.decode(data, shown), shown)
         contract = parse_contract(raw, shown)
         contract._source = Path(real)
         _to_disk(folder, digest, contract)
@@ -198,13 +162,14 @@ def load_contract(path: str | os.PathLike) -> Contract:
     return contract
 
 
-def load_yaml_text(text: str) -> Any:
-    """YAML as ODCS reads it (dates stay strings)."""
-    return yaml.load(text, Loader=_ContractLoader)
+def load_yaml_text(text: str, file: str = "<text>") -> Any:
+    """YAML as ODCS reads it (dates stay strings), within the limits of :mod:`mesh_platform.safe_yaml`."""
+    return safe_yaml.parse(text, file)
 
 
 def load_yaml(path: str | os.PathLike) -> Any:
-    return load_yaml_text(Path(path).read_text(encoding="utf-8"))
+    """A YAML file of the mesh (grants, descriptor, ...): refused with a :class:`ContractError` naming it when hostile."""
+    return safe_yaml.load_file(path, display_path(path))
 
 
 def dump_contract(contract: Contract) -> str:

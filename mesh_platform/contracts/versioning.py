@@ -50,7 +50,7 @@ def check_against(ref: str, root: Path | None = None) -> list[FileCheck]:
             old_text = None
         try:
             new = load_contract(path) if path.exists() else None
-            old = parse_contract(load_yaml_text(old_text), f"{ref}:{rel}") if old_text is not None else None
+            old = parse_contract(load_yaml_text(old_text, f"{ref}:{rel}"), f"{ref}:{rel}") if old_text is not None else None
         except ContractError as exc:
             check.error = str(exc)
             checks.append(check)

@@ -52,6 +52,7 @@ class DbtDomainProject:
         """``dbt parse`` into ``target/manifest.json`` when missing or stale."""
         if not force and not self.is_stale():
             return self.manifest_path
+        self.check_yaml()
         from dbt.cli.main import dbtRunner
 
         result = dbtRunner().invoke(
@@ -63,6 +64,27 @@ class DbtDomainProject:
             raise RuntimeError(f"dbt parse failed for {self.path}: {result.exception}")
         os.utime(self.manifest_path)
         return self.manifest_path
+
+    def check_yaml(self) -> None:
+        """Refuse hostile YAML (alias bombs, non-UTF-8, directories) before dbt parses it without limits.
+
+        Raises :class:`~mesh_platform.problems.ContractError` naming every such file of the project.
+        """
+        from mesh_platform import safe_yaml
+        from mesh_platform.contracts.loader import display_path
+        from mesh_platform.problems import ContractError
+
+        problems = []
+        for pattern in ("*.yml", "*.yaml"):
+            for f in sorted(self.path.rglob(pattern)):
+                if "target" in f.relative_to(self.path).parts or "dbt_packages" in f.parts or "logs" in f.relative_to(self.path).parts:
+                    continue
+                try:
+                    safe_yaml.load_file(f, display_path(f))
+                except ContractError as exc:
+                    problems.extend(exc.problems)
+        if problems:
+            raise ContractError(problems)
 
     @cached_property
     def manifest(self) -> dict:

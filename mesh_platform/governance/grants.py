@@ -22,11 +22,16 @@
 
 A grant is reviewed like code (it lives in the producer's package) and is the only way a domain
 other than the producer reads an internal or restricted product.
+
+The file is read through :mod:`mesh_platform.safe_yaml` and checked entry by entry: a malformed
+entry is dropped (its consumer loses that access) and reported on this file with its field; a file
+that cannot be read grants nothing. See :class:`GrantsFile` and :func:`grant_problems`.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -34,8 +39,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mesh_platform.contracts.loader import ContractError, Problem, display_path, load_yaml
-from mesh_platform.contracts.registry import default_domains_root
+from mesh_platform import safe_yaml
+from mesh_platform.contracts.loader import ContractError, Problem, display_path
+from mesh_platform.contracts.registry import VERSIONED, contract_files, default_domains_root
 
 GRANTS_FILE = "grants.yaml"
 
@@ -76,44 +82,101 @@ class Grant(BaseModel):
         return self.consumer == consumer and self.product in (product, "*")
 
 
-class GrantsFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True)
+class GrantsFile:
+    """One producer's ``grants.yaml`` as read: its valid grants, and what is wrong with the rest.
 
-    grants: list[Grant] = Field(default_factory=list)
+    Entries are checked one by one. A malformed entry is dropped (fail closed: its consumer loses
+    that access) and its problems kept, naming the file and field (``grants[2].expires``); the
+    valid entries keep working. A file that cannot be read at all (not UTF-8, a directory, an
+    alias bomb, not a mapping, ``grants`` not a list) grants nothing, to every consumer.
+    """
+
+    path: str  # as shown in messages
+    entries: tuple[tuple[int, Grant], ...] = ()  # (position in the file, grant) of every valid entry
+    problems: tuple[Problem, ...] = ()
+    refused: tuple[tuple[int, str | None], ...] = ()  # (position, consumer as written) of every dropped entry
+    readable: bool = True
+
+    @property
+    def grants(self) -> list[Grant]:
+        return [grant for _, grant in self.entries]
+
+    def refusals_for(self, consumer: str) -> list[Problem]:
+        """Why grants this consumer may have been meant to hold are not in effect."""
+        if not self.readable:
+            return list(self.problems)
+        positions = {f"grants[{i}]" for i, who in self.refused if who in (consumer, None)}
+        return [p for p in self.problems if p.field.split(".")[0] in positions]
 
 
-def load_grants(domain_dir: Path) -> list[Grant]:
-    """The grants of one producing domain (empty when it has no grants.yaml)."""
+def _field(prefix: str, loc: tuple) -> str:
+    parts = [prefix]
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] += f"[{item}]"
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def parse_grants(raw, shown: str) -> GrantsFile:
+    """Check a grants file's data entry by entry (see :class:`GrantsFile`)."""
+    if raw is None:
+        return GrantsFile(shown)
+    if not isinstance(raw, dict):
+        return GrantsFile(shown, problems=(Problem(shown, "", "a grants file must be a YAML mapping holding a `grants` list"),), readable=False)
+    problems = [Problem(shown, str(key), "unknown field (a grants file holds only `grants`)") for key in raw if key != "grants"]
+    items = raw.get("grants")
+    if items is None:
+        return GrantsFile(shown, problems=tuple(problems))
+    if not isinstance(items, list):
+        problems.append(Problem(shown, "grants", f"must be a list of grants, got {type(items).__name__}"))
+        return GrantsFile(shown, problems=tuple(problems), readable=False)
+    entries, refused = [], []
+    for i, item in enumerate(items):
+        consumer = item.get("consumer") if isinstance(item, dict) and isinstance(item.get("consumer"), str) else None
+        try:
+            grant = Grant.model_validate(item)
+        except ValidationError as exc:
+            problems.extend(Problem(shown, _field(f"grants[{i}]", e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors())
+            refused.append((i, consumer))
+            continue
+        if grant.port == "aggregate" and grant.privacy is None:
+            problems.append(Problem(shown, f"grants[{i}].privacy", "an aggregate grant needs a privacy budget (epsilon)"))
+            refused.append((i, consumer))
+            continue
+        entries.append((i, grant))
+    return GrantsFile(shown, tuple(entries), tuple(problems), tuple(refused))
+
+
+def read_grants(domain_dir: Path) -> GrantsFile | None:
+    """One producing domain's grants file, read once per version of the file (``None`` when it has none)."""
     path = os.path.join(domain_dir, GRANTS_FILE)  # one stat, no path resolution: read on every port
     try:
-        mtime = os.stat(path).st_mtime_ns
+        info = os.stat(path)
     except FileNotFoundError:
-        return []
-    return _load(path, mtime)
+        return None
+    except OSError as exc:
+        shown = display_path(path)
+        return GrantsFile(shown, problems=(Problem(shown, "", f"grants file cannot be read: {exc.strerror or exc}"),), readable=False)
+    return _read(path, info.st_mtime_ns, info.st_size)
 
 
 @lru_cache(maxsize=64)
-def _load(path: str, _mtime: int) -> list[Grant]:
+def _read(path: str, _mtime: int, _size: int) -> GrantsFile:
     shown = display_path(path)
-    raw = load_yaml(path)
     try:
-        parsed = GrantsFile.model_validate(raw or {})
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = list(err["loc"])
-            parts = []
-            for item in loc:
-                if isinstance(item, int) and parts:
-                    parts[-1] += f"[{item}]"
-                else:
-                    parts.append(str(item))
-            problems.append(Problem(shown, ".".join(parts), err["msg"].removeprefix("Value error, ")))
-        raise ContractError(problems) from None
-    for i, grant in enumerate(parsed.grants):
-        if grant.port == "aggregate" and grant.privacy is None:
-            raise ContractError([Problem(shown, f"grants[{i}].privacy", "an aggregate grant needs a privacy budget (epsilon)")])
-    return parsed.grants
+        raw = safe_yaml.load_file(path, shown, "grants file")
+    except ContractError as exc:
+        return GrantsFile(shown, problems=tuple(exc.problems), readable=False)
+    return parse_grants(raw, shown)
+
+
+def load_grants(domain_dir: Path) -> list[Grant]:
+    """The valid grants of one producing domain (empty when it has no grants.yaml, or it cannot be read)."""
+    grants_file = read_grants(domain_dir)
+    return grants_file.grants if grants_file is not None else []
 
 
 def grants_of(producer: str, root: Path | None = None) -> list[Grant]:
@@ -129,3 +192,31 @@ def find_grant(producer: str, product: str, consumer: str, root: Path | None = N
 
 def grants_path(producer: str, root: Path | None = None) -> str:
     return display_path((root or default_domains_root()) / producer / GRANTS_FILE)
+
+
+def grant_problems(domains: list[str], root: Path | None = None) -> dict[str, list[Problem]]:
+    """What is wrong with each producing domain's grants: malformed entries, and dangling grants.
+
+    A grant is dangling when its consumer is not one of ``domains`` (the mesh's domains), or its
+    product is neither ``"*"`` nor a product of the producer (a contract ``contracts/<product>.yaml``
+    of its domain). Keyed by producer; producers without a grants file are left out.
+    """
+    root = root or default_domains_root()
+    known = set(domains)
+    found: dict[str, list[Problem]] = {}
+    for producer in domains:
+        grants_file = read_grants(root / producer)
+        if grants_file is None:
+            continue
+        problems = list(grants_file.problems)
+        products = {p.stem for p in contract_files(root / producer) if not VERSIONED.match(p.stem)}
+        for i, grant in grants_file.entries:
+            if grant.consumer not in known:
+                problems.append(Problem(grants_file.path, f"grants[{i}].consumer", f"{grant.consumer!r} is not a domain of the mesh (domains: {', '.join(sorted(known))})"))
+            if grant.product != "*" and grant.product not in products:
+                problems.append(Problem(
+                    grants_file.path, f"grants[{i}].product",
+                    f"{producer!r} has no product {grant.product!r} (products: {', '.join(sorted(products)) or 'none'}; or \"*\" for all of them)",
+                ))
+        found[producer] = problems
+    return found

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from mesh_platform.contracts.loader import Problem, display_path
+from mesh_platform.contracts.loader import ContractError, Problem, display_path
 from mesh_platform.contracts.model import Contract
 from mesh_platform.governance.access import LEVELS, AccessDenied, access_level, authorize, clearances
-from mesh_platform.governance.grants import grants_of, grants_path
+from mesh_platform.contracts.registry import default_domains_root
+from mesh_platform.governance.grants import grants_path, read_grants
 from mesh_platform.governance.masking import SENSITIVE, treatment
 
 KNOWN_CLASSIFICATIONS = ("public", "internal", "confidential", "pii", "restricted")
@@ -107,10 +108,15 @@ def _sensitive_masked(p: ProductUnderPolicy):
                 treatment(col)
             except ValueError as exc:
                 yield p.contract_file, f"schema[{table}].properties[{col.name}].customProperties[masking]", str(exc)
-    for i, grant in enumerate(grants_of(p.domain)):
+    grants_file = read_grants(default_domains_root() / p.domain)
+    for i, grant in grants_file.entries if grants_file else ():
         if grant.product not in (p.contract.name, "*") or not grant.unmasked:
             continue
-        missing = set(grant.unmasked) - clearances(grant.consumer)
+        try:
+            held = clearances(grant.consumer)
+        except ContractError:
+            continue  # the consumer's domain.yaml is unreadable: it fails its own load, and holds no clearance
+        missing = set(grant.unmasked) - held
         if missing:
             yield grants_path(p.domain), f"grants[{i}].unmasked", (
                 f"unmasks {', '.join(sorted(missing))} for {grant.consumer!r}, which holds no such clearance in its domain.yaml"
@@ -133,7 +139,19 @@ def _input_ports_granted(p: ProductUnderPolicy):
         try:
             authorize(p.domain, port.contract, port.columns, aggregate=getattr(port.port, "aggregate", None) is not None)
         except AccessDenied as exc:
-            yield p.declared_in, f"{p.contract.name}.inputs[{param}]", str(exc)
+            yield p.declared_in, f"{p.contract.name}.inputs[{param}]", str(exc) + _refused_grants(port.contract.domain, p.domain)
+
+
+def _refused_grants(producer: str, consumer: str) -> str:
+    """Why a grant the consumer may have been meant to hold is not in effect (its entry or its file is malformed)."""
+    grants_file = read_grants(default_domains_root() / producer)
+    refusals = grants_file.refusals_for(consumer) if grants_file else []
+    if not refusals:
+        return ""
+    shown = "; ".join(f"{p.field}: {p.message}" if p.field else p.message for p in refusals[:3])
+    if not grants_file.readable:
+        return f" ({grants_file.path} cannot be read, so it grants nothing: {shown})"
+    return f" (malformed grants in {grants_file.path} are not in effect: {shown})"
 
 
 GLOBAL_POLICIES = [
@@ -175,8 +193,6 @@ def evaluate(product: ProductUnderPolicy, policies: list[Policy]) -> list[Policy
 
 def check_product(domain: str, contract: Contract, declared_in: str, domain_root: Path | None = None) -> list[PolicyResult]:
     """Run-time re-check before publish (ports were checked at load and are checked on every read)."""
-    from mesh_platform.contracts.registry import default_domains_root
-
     root = domain_root or default_domains_root() / domain
     product = ProductUnderPolicy(domain, contract, declared_in)
     policies = [p for p in GLOBAL_POLICIES if p.name != "input_ports_granted"] + domain_policies(root)
