@@ -144,16 +144,19 @@ def redact_phone_numbers(text: pd.Series, region: str = DEFAULT_REGION) -> pd.Se
     return _replace_rows(text, candidates, lambda t: _splice(t, _phone_spans(t, region), PHONE_PLACEHOLDER))
 
 
+def _name_words(name: str) -> list[str]:
+    return [w for w in (w.strip(".,") for w in name.lower().split()) if w and w not in TITLES]
+
+
 @lru_cache(maxsize=65536)
 def name_parts(name: str) -> tuple[str, ...]:
-    """The lower-cased words of a name that identify a person (initials and bare titles do not)."""
-    words = [w.strip(".,") for w in name.lower().split()]
-    return tuple(w for w in words if len(w.strip("'-")) > 1 and w not in TITLES)
+    """The lower-cased words of a name that identify a person alone (initials and titles do not)."""
+    return tuple(w for w in _name_words(name) if len(w.strip("'-")) > 1)
 
 
 @lru_cache(maxsize=65536)
 def name_pattern(name: str) -> re.Pattern | None:
-    """The pattern of one person's full name or any of its parts, in lower case, ending a word.
+    """The pattern of one person's full name (initials included) or any of its parts, in lower case.
 
     It is matched against lower-cased text, and the start of a word is checked by the caller:
     without a look-behind and case-folding, ``re`` skips ahead to the names' first letters.
@@ -161,9 +164,10 @@ def name_pattern(name: str) -> re.Pattern | None:
     parts = name_parts(name)
     if not parts:
         return None
-    full = r"\s+".join(re.escape(p) for p in parts)
+    words = _name_words(name)
+    full = r"\.?\s+".join(re.escape(w) for w in words)
     singles = sorted({re.escape(p) for p in parts}, key=len, reverse=True)
-    alternatives = [full, *singles] if len(parts) > 1 else singles
+    alternatives = [full, *singles] if len(words) > 1 else singles
     return re.compile("(?:" + "|".join(alternatives) + r")(?!\w)")
 
 
@@ -192,7 +196,7 @@ def redact_names(text: pd.Series, names: pd.Series) -> pd.Series:
     lowered = text.str.lower().tolist()
     changed = False
     for i, name in enumerate(names.tolist()):
-        if not isinstance(name, str) or not any(part in lowered[i] for part in name_parts(name)):
+        if not isinstance(name, str) or not isinstance(values[i], str) or not any(p in lowered[i] for p in name_parts(name)):
             continue  # a substring test is far cheaper than the pattern
         low = lowered[i]
         if len(low) != len(values[i]):  # lower-casing changed the length (e.g. "İ"): offsets would not map back
