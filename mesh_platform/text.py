@@ -15,9 +15,9 @@ name, each of its parts alone, a title with the last name (``Mrs Smith``) and po
 everyday word (a customer called *May*) is redacted wherever it appears in that customer's text:
 privacy wins over readability.
 
-Everything is vectorised where it matters for 100k transcripts: a pandas regex pass finds the rows
-that can hold a phone number at all (the matcher runs on those only), and each distinct name's
-pattern is compiled once.
+Everything is vectorised where it matters for 100k transcripts: pandas (RE2 through pyarrow) finds
+the rows that can hold an address or a phone number at all, the matcher runs on the phone-like runs
+of those rows only, and each distinct name's pattern is compiled once.
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ _PHONE_RUN = r"[+(]?[0-9](?:%s{0,3}[0-9]){%d,}" % (_SEPARATOR, _MIN_DIGITS - 1)
 _PHONE_CANDIDATE = r"(?:^|[^A-Za-z0-9_-])" + _PHONE_RUN
 _PHONE_RUNS = re.compile(r"(?<![\w-])" + _PHONE_RUN)
 _ONLY_SEPARATORS = re.compile(_SEPARATOR + "*")
-_IDENTIFIER_BEFORE = re.compile(r"\w[-_/#]?$")  # continues "POL-0000123", "ref#1234567890", "AB12345678901"
-_AMOUNT_BEFORE = re.compile(r"[$£€¥₹]\s*$|\d[,.]$")
+_IDENTIFIER_BEFORE = re.compile(r"(?:\w|[^\W\d][-_/#])$")  # continues "POL-0000123", "ref#1234567890", "AB12345678901"
+_CURRENCY_BEFORE = re.compile(r"[$£€¥₹]\s*$")
+_GROUPED_BEFORE = re.compile(r"\d[,.]$")  # "1," of "1,234,567.89": the matcher may start after it
+_DIGIT_GROUPS = re.compile(r"\d{3}(?:[,.]\d+)*")
 _AMOUNT = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+\.\d{1,2}")
 # A date, or the start of a timestamp ("2026-06-30 14" of "2026-06-30 14:05").
 _DATE = re.compile(r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?:[ T]\d{1,2})?")
@@ -91,7 +93,9 @@ def _is_phone_number(text: str, start: int, end: int) -> bool:
     """Whether the number at ``text[start:end]`` can be a phone number, not an id, amount or date."""
     raw = text[start:end]
     before, after = text[max(0, start - 3) : start], text[end : end + 1]
-    if _IDENTIFIER_BEFORE.search(before) or _AMOUNT_BEFORE.search(before) or after.isalnum():
+    if _IDENTIFIER_BEFORE.search(before) or _CURRENCY_BEFORE.search(before) or after.isalnum():
+        return False
+    if _GROUPED_BEFORE.search(before) and _DIGIT_GROUPS.fullmatch(raw):
         return False
     if _AMOUNT.fullmatch(raw) or _DATE.fullmatch(raw):
         return False

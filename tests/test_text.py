@@ -57,6 +57,8 @@ def test_two_numbers_side_by_side_are_both_redacted():
     assert one("numbers 07700 900123 020 7946 0958 ok") == "numbers [phone] [phone] ok"
     assert one("call 07700 900123 or +44 20 7946 0958.") == "call [phone] or [phone]."
     assert one("+44 7700 900123 +44 7700 900124") == "[phone] [phone]"
+    assert one("07700 900123,07700 900124") == "[phone],[phone]"
+    assert one("07700 900123/020 7946 0958") == "[phone]/[phone]"
 
 
 @pytest.mark.parametrize(
