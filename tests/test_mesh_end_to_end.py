@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
+import sqlite3
 from pathlib import Path
 
 import dagster as dg
@@ -85,6 +87,71 @@ def test_contact_details_stay_in_the_owning_domain(materialized_mesh, settings):
                 assert not text.str.contains(PHONE).any(), (key, column)
     holders = port(settings, "policies/policyholders")
     assert holders["email"].str.contains(EMAIL).all()
+
+
+def lake_strings(lake: Path) -> dict[Path, list[str]]:
+    """Every string stored in the lake outside policies/, private areas included, file by file.
+
+    Parquet files give every value of every string-like column; pickles the values of a pickled
+    DataFrame and, for anything else, the text in its bytes; any other file its text.
+    """
+    found: dict[Path, list[str]] = {}
+    for path in sorted(p for p in lake.rglob("*") if p.is_file()):
+        if path.relative_to(lake).parts[0] == "policies":
+            continue
+        values: list[str] = []
+        frames = []
+        if path.suffix == ".parquet":
+            frames.append(pd.read_parquet(path))
+        else:
+            if path.suffix in (".pickle", ".pkl"):
+                obj = pickle.loads(path.read_bytes())
+                if isinstance(obj, pd.DataFrame):
+                    frames.append(obj)
+            values.append(path.read_bytes().decode("utf-8", errors="ignore"))
+        for df in frames:
+            for column in df.columns:
+                if df[column].dtype == object or str(df[column].dtype) in ("str", "string"):
+                    values.extend(df[column].dropna().astype(str).tolist())
+        found[path] = values
+    return found
+
+
+def digit_runs(text: str) -> list[str]:
+    """The digits of every run of nine or more written the way phone numbers are."""
+    return [re.sub(r"\D", "", m) for m in re.findall(r"(?<![\w-])[+(]?\d(?:[\s().-]{0,3}\d){8,}", text)]
+
+
+def test_no_raw_personal_data_is_stored_outside_its_owner(materialized_mesh, settings, sources):
+    """Names, emails and phone numbers of policyholders exist at rest only under policies/."""
+    with sqlite3.connect(sources / "policy_admin" / "policy_admin.sqlite") as con:
+        customers = pd.read_sql("SELECT first_nm, last_nm, email_addr, phone_no FROM customer", con)
+    emails = set(customers["email_addr"].str.lower())
+    full_names = re.compile("|".join(sorted({re.escape(f"{f} {l}") for f, l in zip(customers["first_nm"], customers["last_nm"])})), re.IGNORECASE)
+    # The last nine digits of every number the sources hold: the policyholders' numbers, and every
+    # number written in the raw chat export (second numbers included), whatever their shape.
+    raw_chats = pd.read_json(sources / "support_chat" / "conversations.jsonl", lines=True)
+    numbers = {re.sub(r"\D", "", p)[-9:] for p in customers["phone_no"]}
+    numbers |= {run[-9:] for text in raw_chats["transcript"] for run in digit_runs(text)}
+    assert len(numbers) > len(customers)
+    assert raw_chats["transcript"].str.contains(full_names).any()  # the raw export does name people
+
+    found = lake_strings(Path(settings.lake))
+    assert any("_private" in p.parts for p in found)  # private areas are scanned too
+    assert any(p.match("customer_care/conversations/v1/data.parquet") for p in found)
+    leaks = []
+    for path, values in found.items():
+        for value in values:
+            lowered = value.lower()
+            leaks += [(path, "email", e) for e in re.findall(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", lowered) if e in emails]
+            leaks += [(path, "name", m) for m in full_names.findall(value)]
+            for run in digit_runs(value):
+                leaks += [(path, "phone", run) for i in range(len(run) - 8) if run[i : i + 9] in numbers]
+    assert not leaks, leaks[:10]
+    transcripts = port(settings, "customer_care/conversations")["transcript"]
+    assert transcripts.str.contains(r"\[name\]").any() and transcripts.str.contains(r"\[phone\]").any()
+    assert transcripts.str.contains(r"\[email\]").any() and transcripts.str.contains(r"(?:POL|CLM)-\d{7}").all()
+    assert not (Path(settings.lake) / "customer_care" / "_private" / "chat_export").exists()
 
 
 def test_catalog_lists_every_product_with_lineage(materialized_mesh):

@@ -8,15 +8,15 @@ from mesh_platform.text import redact_contact_details
 
 domain = Domain.load(__file__)
 
+PHONE_REGION = "GB"  # customers write UK numbers without +44
 AGE_BANDS = [(0, 29, "18-29"), (30, 44, "30-44"), (45, 59, "45-59"), (60, 200, "60+")]
 
 
-@domain.asset("chat_export", kinds=["json"], resources=["support_chat"])
-def chat_export(context) -> pd.DataFrame:
-    """The raw conversation export of the support tool (unredacted: never leaves this domain)."""
-    files = context.resources.support_chat.files("conversations*.jsonl")
+def read_chat_export(support_chat: LandingZone) -> pd.DataFrame:
+    """The support tool's conversation export, as it is: transcripts still hold personal data."""
+    files = support_chat.files("conversations*.jsonl")
     if not files:
-        raise FileNotFoundError(f"no conversation export in {context.resources.support_chat.path}")
+        raise FileNotFoundError(f"no conversation export in {support_chat.path}")
     return pd.concat([pd.read_json(f, lines=True, dtype={"claim_ref": str, "policy_no": str}) for f in files], ignore_index=True)
 
 
@@ -30,13 +30,16 @@ def age_band(birth: pd.Series, at: pd.Series) -> pd.Series:
 
 @domain.product(
     "conversations",
+    kinds=["json"],
+    resources=["support_chat"],
     inputs={
-        "raw": "chat_export",
         "policies": InputPort("policies.policies", major=1, columns=["policy_id", "policyholder_id"]),
         "holders": InputPort("policies.policyholders", major=1, columns=["policyholder_id", "full_name", "date_of_birth"]),
     },
 )
-def conversations(raw: pd.DataFrame, policies: pd.DataFrame, holders: pd.DataFrame) -> pd.DataFrame:
+def conversations(context, policies: pd.DataFrame, holders: pd.DataFrame) -> pd.DataFrame:
+    """Read and redacted in one step: the raw export is never stored, not even privately."""
+    raw = read_chat_export(context.resources.support_chat)
     df = raw.merge(policies, left_on="policy_no", right_on="policy_id", how="inner").merge(holders, on="policyholder_id", how="left")
     started = pd.to_datetime(df["started_at"])
     return pd.DataFrame(
@@ -49,7 +52,7 @@ def conversations(raw: pd.DataFrame, policies: pd.DataFrame, holders: pd.DataFra
             "topic": df["topic"],
             "age_band": age_band(pd.to_datetime(df["date_of_birth"]), started),
             "started_at": started,
-            "transcript": redact_contact_details(df["transcript"], names=df["full_name"]),
+            "transcript": redact_contact_details(df["transcript"], names=df["full_name"], region=PHONE_REGION),
             "satisfaction": df["csat"].where(df["csat"] > 0).astype("Int64"),
         }
     )

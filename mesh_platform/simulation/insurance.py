@@ -245,25 +245,98 @@ def simulate_conversations(customers: pd.DataFrame, policies: pd.DataFrame, clai
     conv = conv[conv["at"] < AS_OF].sort_values("at", kind="stable").reset_index(drop=True)
     cust = customers.set_index("cust_no")
     holder = policies.set_index("contract_no").loc[conv["policy_no"], "cust_no"].to_numpy()
-    name = (cust.loc[holder, "first_nm"] + " " + cust.loc[holder, "last_nm"]).to_numpy()
-    email = cust.loc[holder, "email_addr"].to_numpy()
-    phone = cust.loc[holder, "phone_no"].to_numpy()
     k = len(conv)
+    # These three draws decide who introduces themselves and who leaves contact details; the forms
+    # they write them in come from a stream of their own, so every other column stays as it was.
     style = rng.integers(0, 3, k)
-    about = np.where(conv["claim_ref"].notna(), "my claim " + conv["claim_ref"].fillna(""), "policy " + conv["policy_no"])
-    opener = np.where(style == 0, "Hello, this is " + name + ". ", np.where(style == 1, "Hi, " + name + " here. ", "Good morning. "))
-    contact = np.where(
-        rng.random(k) < 0.6,
-        np.where(rng.random(k) < 0.5, "You can email me at " + email + ". ", "Please call me back on " + phone + ". "),
-        "",
-    )
-    ask = "I have a question about " + about + " (" + conv["topic"].str.replace("_", " ").to_numpy() + "). "
-    conv["transcript"] = opener + ask + contact + "Agent: Thanks, we have noted your request."
+    leaves_contact = rng.random(k) < 0.6
+    by_email = rng.random(k) < 0.5
+    conv["transcript"] = _transcripts(conv, cust.loc[holder].reset_index(drop=True), claims, style, leaves_contact, by_email, seed)
     conv["conv_id"] = np.char.add("CNV-", np.char.zfill(np.arange(1, k + 1).astype(str), 8))
     conv["channel"] = np.array(["chat", "phone", "email"])[rng.integers(0, 3, k)]
     conv["csat"] = np.where(rng.random(k) < 0.7, rng.integers(1, 6, k), 0)
     conv["started_at"] = pd.to_datetime(conv.pop("at")).dt.strftime("%Y-%m-%dT%H:%M:%S")
     return conv[["conv_id", "policy_no", "claim_ref", "channel", "topic", "started_at", "transcript", "csat"]]
+
+
+TITLES = np.array(["Mr", "Mrs", "Ms", "Dr"])
+
+
+def _pick(rng: np.random.Generator, forms: list[pd.Series]) -> pd.Series:
+    """One of ``forms`` per row, chosen uniformly."""
+    choice = rng.integers(0, len(forms), len(forms[0]))
+    return pd.Series(np.select([choice == i for i in range(len(forms))], [f.to_numpy(dtype=object) for f in forms]), dtype="str")
+
+
+def _digits(rng: np.random.Generator, n: int, width: int) -> pd.Series:
+    return pd.Series(np.char.zfill(rng.integers(0, 10**width, n).astype(str), width), dtype="str")
+
+
+def _transcripts(
+    conv: pd.DataFrame, holder: pd.DataFrame, claims: pd.DataFrame, style: np.ndarray, leaves_contact: np.ndarray, by_email: np.ndarray, seed: int
+) -> np.ndarray:
+    """Chat text that leaks personal data the way customers write it, next to ids, amounts and dates.
+
+    Names come as "Olivia Smith", "olivia smith", "OLIVIA SMITH", "Olivia", "Olivia's" or "Mrs Smith"; the
+    policyholder's phone (+44 7700 9xxxxx) in nine national and international shapes; some customers
+    give a second number in fictional ranges (+44 20 7946 0xxx, (555) 1xx-xxxx, 555.1xx.xxxx,
+    0049 30 1xxxxxx). Policy and claim ids, amounts and dates must survive redaction.
+    """
+    rng = _rng(seed, "transcripts")
+    k = len(conv)
+    first, last = holder["first_nm"].astype("str"), holder["last_nm"].astype("str")
+    title = pd.Series(TITLES[rng.integers(0, len(TITLES), k)], dtype="str")
+    full = first + " " + last
+    name = _pick(rng, [full, full, full.str.lower(), full.str.upper(), first])
+    addressed = _pick(rng, [title + " " + last, first, title + ". " + last])
+    nsn = holder["phone_no"].astype("str").str.replace(r"\D", "", regex=True).str[2:]  # 7700 9xxxxx
+    area, rest = nsn.str[:4], nsn.str[4:]
+    phone = _pick(
+        rng,
+        [
+            "+44 " + area + " " + rest,
+            "0" + area + " " + rest,
+            "0" + area + "-" + rest.str[:3] + "-" + rest.str[3:],
+            "(0" + area + ") " + rest,
+            "0" + area + "." + rest.str[:3] + "." + rest.str[3:],
+            "0044 " + area + " " + rest,
+            "+44 (0)" + area + " " + rest.str[:3] + " " + rest.str[3:],
+            "+44" + nsn,
+            "0" + nsn,
+        ],
+    )
+    other = _pick(
+        rng,
+        [
+            "+44 20 7946 0" + _digits(rng, k, 3),
+            "(555) 1" + _digits(rng, k, 2) + "-" + _digits(rng, k, 4),
+            "555.1" + _digits(rng, k, 2) + "." + _digits(rng, k, 4),
+            "0049 30 1" + _digits(rng, k, 6),
+        ],
+    )
+    email = holder["email_addr"].astype("str")
+    email = _pick(rng, [email, email, email.str.title(), "mailto:" + email])
+    claim = claims.set_index("claim_ref").reindex(conv["claim_ref"])
+    amount = pd.Series(claim["amount_claimed"].to_numpy(), dtype="float64").map("£{:,.2f}".format)
+    about = pd.Series(
+        np.where(
+            conv["claim_ref"].notna(),
+            "my claim " + conv["claim_ref"].fillna("") + " for " + amount + ", incident on " + claim["incident_date"].fillna("").to_numpy(),
+            "policy " + conv["policy_no"],
+        ),
+        dtype="str",
+    )
+    anonymous = np.where(rng.random(k) < 0.5, "Good morning. ", "Good morning, I am calling on " + first + "'s behalf. ")
+    opener = np.where(style == 0, "Hello, this is " + name + ". ", np.where(style == 1, "Hi, " + name + " here. ", anonymous))
+    second = np.where(rng.random(k) < 0.3, "Or try my other number " + other + ". ", "")
+    contact = np.where(
+        leaves_contact,
+        np.where(by_email, "You can email me at " + email + ". ", "Please call me back on " + phone + ". " + second),
+        "",
+    )
+    ask = "I have a question about " + about + " (" + conv["topic"].str.replace("_", " ").to_numpy() + "). "
+    reply = "Agent: Thanks " + addressed + ", we have noted your request."
+    return (opener + ask + contact + reply).to_numpy(dtype=object).astype(str)
 
 
 def _write_policy_db(path: Path, customers: pd.DataFrame, policies: pd.DataFrame) -> None:
