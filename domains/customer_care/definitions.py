@@ -3,6 +3,7 @@
 import pandas as pd
 
 from mesh_platform import Domain, InputPort
+from mesh_platform.quarantine import Rejects, Screened
 from mesh_platform.sources import LandingZone
 from mesh_platform.text import redact_contact_details
 
@@ -36,10 +37,12 @@ def age_band(birth: pd.Series, at: pd.Series) -> pd.Series:
         "holders": InputPort("policies.policyholders", major=1, columns=["policyholder_id", "full_name", "date_of_birth"]),
     },
 )
-def conversations(raw: pd.DataFrame, policies: pd.DataFrame, holders: pd.DataFrame) -> pd.DataFrame:
+def conversations(raw: pd.DataFrame, policies: pd.DataFrame, holders: pd.DataFrame) -> Screened:
+    rejects = Rejects()
+    raw = rejects.unresolved(raw, "policy_no", policies["policy_id"], reason="unknown_policy", references="policies.policies")
     df = raw.merge(policies, left_on="policy_no", right_on="policy_id", how="inner").merge(holders, on="policyholder_id", how="left")
     started = pd.to_datetime(df["started_at"])
-    return pd.DataFrame(
+    return rejects.screened(pd.DataFrame(
         {
             "conversation_id": df["conv_id"],
             "policy_id": df["policy_id"],
@@ -52,7 +55,7 @@ def conversations(raw: pd.DataFrame, policies: pd.DataFrame, holders: pd.DataFra
             "transcript": redact_contact_details(df["transcript"], names=df["full_name"]),
             "satisfaction": df["csat"].where(df["csat"] > 0).astype("Int64"),
         }
-    )
+    ))
 
 
 @domain.product("claim_contacts", inputs={"conversations": "conversations"})

@@ -6,14 +6,17 @@
   consumer loads an input port (``context.add_input_metadata``): consumer, product, port and
   variant, columns, which columns were masked or removed, rows, run id.
 
-Both live in the Dagster instance's event log — SQLite locally, Postgres in production — so they
+- A **quarantine** is an asset observation on the asset whose step rejected source rows
+  (:mod:`mesh_platform.quarantine`): rows per reason, where they are kept, run id.
+
+All live in the Dagster instance's event log — SQLite locally, Postgres in production — so they
 are durable, visible on each asset's page in the UI, and queryable: :func:`audit_records` and
 ``mesh audit`` read them back.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable
 
@@ -24,7 +27,7 @@ AUDIT = "mesh/audit"
 
 @dataclass(frozen=True)
 class AuditRecord:
-    kind: str  # "read" | "publish"
+    kind: str  # "read" | "publish" | "quarantine"
     time: str
     product: str
     asset_key: str
@@ -35,6 +38,7 @@ class AuditRecord:
     removed: list[str]
     rows: int | None
     run_id: str
+    reasons: dict = field(default_factory=dict)  # quarantine: rows per reason
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +91,7 @@ def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
         removed=list(_value(md, "mesh/removed", []) or []),
         rows=_value(md, "mesh/rows", _value(md, "dagster/row_count")),
         run_id=entry.run_id,
+        reasons=dict(_value(md, "mesh/reasons", {}) or {}),
     )
 
 
@@ -97,10 +102,11 @@ def audit_records(
     consumer: str | None = None,
     limit: int = 10_000,
 ) -> list[AuditRecord]:
-    """Every audited publish and read of the given assets, oldest first, optionally filtered."""
+    """Every audited publish, read and quarantine of the given assets, oldest first, optionally filtered."""
     records: list[AuditRecord] = []
     for key in keys:
-        for kind, fetch in (("publish", instance.fetch_materializations), ("read", instance.fetch_observations)):
+        kinds = (("publish", instance.fetch_materializations), ("read", instance.fetch_observations), ("quarantine", instance.fetch_observations))
+        for kind, fetch in kinds:
             for event_record in fetch(key, limit=limit).records:
                 record = _record(kind, event_record, key)
                 if record is not None:
