@@ -90,9 +90,9 @@ def domains_copy(tmp_path) -> Path:
 
 
 def copy_env(project: Path) -> dict[str, str]:
-    """Environment that makes a subprocess import and discover the copied domains."""
+    """Environment that makes a subprocess import and discover the copied domains (and this checkout's platform)."""
     return {
-        "PYTHONPATH": str(project),
+        "PYTHONPATH": os.pathsep.join([str(project), str(ROOT)]),
         "MESH_DOMAINS": str(project / "domains"),
         "MESH_WORKSPACE": str(project / "workspace.yaml"),
     }
