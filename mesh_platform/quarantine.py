@@ -52,6 +52,7 @@ LOCATION = "mesh/quarantine_uri"
 TOTAL = "mesh/quarantined_rows"
 SUMMARY = "summary.json"
 REASON = re.compile(r"^[a-z][a-z0-9_]*$")
+EXAMPLES = 5  # offending values named in a rejection's detail
 
 UNEXPECTED_COLUMNS = "unexpected_columns"
 UNRESOLVED_REFERENCE = "unresolved_reference"
@@ -107,7 +108,8 @@ class Rejects:
         """Rows whose ``column`` (a foreign key, null included) is not among ``known``."""
         known_values = known if isinstance(known, (pd.Series, pd.Index)) else pd.Index(list(known))
         bad = ~frame[column].isin(known_values) | frame[column].isna()
-        return self.split(frame, bad, reason, column=column, references=references)
+        examples = _examples(frame.loc[bad, column])
+        return self.split(frame, bad, reason, column=column, references=references, examples=examples)
 
     def conflicting(
         self,
@@ -131,10 +133,24 @@ class Rejects:
         if conflicted.empty:
             return frame
         bad = pd.MultiIndex.from_frame(frame[group]).isin(pd.MultiIndex.from_frame(conflicted))
-        return self.split(frame, pd.Series(bad, index=frame.index), reason, key=keys, within=within, states=states)
+        examples = _examples(conflicted[keys[0]] if len(keys) == 1 else conflicted[keys].apply(tuple, axis=1))
+        return self.split(frame, pd.Series(bad, index=frame.index), reason, key=keys, within=within, states=states, examples=examples)
 
     def screened(self, data: Any) -> "Screened":
         return Screened(data, self)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly value (a composite key as a list, numpy scalars as Python, missing as None)."""
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if value is None or pd.isna(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _examples(values: pd.Series) -> list:
+    return [_plain(v) for v in values.drop_duplicates().head(EXAMPLES)]
 
 
 @dataclass(frozen=True)
@@ -201,7 +217,7 @@ def store(lake: Lake, key: dg.AssetKey, run_id: str, rejections: list[Rejection]
     summary = {
         "asset": key.to_user_string(),
         "run_id": run_id,
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
         "counts": counts,
         "rejections": details,
     }

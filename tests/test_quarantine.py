@@ -108,11 +108,14 @@ def test_each_rejection_lands_in_the_domains_quarantine_with_its_reason(warned):
 
     unknown = mesh.quarantined("claims", "unknown_policy")
     assert sorted(unknown["policy_no"]) == ["POL-9999991", "POL-9999992", "POL-9999993"]
-    assert json.loads(unknown["_detail"].iloc[0]) == {"column": "policy_no", "references": "policies.policies"}
+    assert json.loads(unknown["_detail"].iloc[0]) == {
+        "column": "policy_no", "references": "policies.policies", "examples": ["POL-9999991", "POL-9999992", "POL-9999993"],
+    }
 
     conflict = mesh.quarantined("claims", "conflicting_states")
     assert list(conflict["claim_ref"].unique()) == ["CLM-9000021"] and sorted(conflict["status"]) == ["open", "paid"]
-    assert json.loads(conflict["_detail"].iloc[0])["within"] == "batch"
+    detail = json.loads(conflict["_detail"].iloc[0])
+    assert detail["within"] == "batch" and detail["key"] == ["claim_ref"] and detail["examples"] == ["CLM-9000021"]
 
     care = mesh.quarantined("conversations", "unknown_policy", domain="customer_care")
     assert care["conv_id"].tolist() == ["CNV-99000001"] and care["policy_no"].tolist() == ["POL-9999999"]
@@ -248,3 +251,44 @@ def test_other_domains_storage_policies_never_reach_a_quarantine():
         resources = [r for s in document["Statement"] if s["Effect"] == "Allow" and "s3:GetObject" in s["Action"] for r in s["Resource"]]
         readable = any(fnmatch.fnmatchcase(quarantined, r) for r in resources)
         assert readable == (path.stem == "claims"), path.name
+
+
+def test_a_reason_to_frame_mapping_is_enough_and_no_limits_means_warn_never_block(tmp_path, monkeypatch):
+    from mesh_platform import Domain
+    from mesh_platform.contracts.registry import ContractRegistry
+    from mesh_platform.quarantine import Screened
+
+    fixture = Path(__file__).parent / "fixtures" / "quality_mesh"
+    monkeypatch.setenv("MESH_DOMAINS", str(fixture))
+    monkeypatch.setenv("MESH_LAKE", str(tmp_path / "lake"))
+    domain = Domain.load(fixture / "shop" / "definitions.py")
+    good = pd.DataFrame({"order_id": ["O-1", "O-2"], "status": ["open", "open"], "amount": [1.0, 2.0], "coupon": [None, None]})
+    returned = {"value": Screened(good, {"negative_amount": pd.DataFrame({"order_id": ["O-3"] * 3, "amount": [-1.0] * 3})})}
+
+    @domain.product("orders")
+    def orders():
+        return returned["value"]
+
+    @domain.product("order_stats", inputs={"orders": "orders"})
+    def order_stats(orders: pd.DataFrame) -> pd.DataFrame:
+        return orders.groupby("status").size().rename("orders").reset_index()
+
+    assets, _ = domain.build_assets(ContractRegistry.discover(fixture))
+    instance = dg.DagsterInstance.ephemeral()
+    io = {"io_manager": MeshIOManager(lake=str(tmp_path / "lake"))}
+    result = dg.materialize(assets, resources=io, instance=instance, raise_on_error=False)
+    assert result.success  # 3 of 5 rows quarantined (60%), but the contract sets no failAbove
+    key = dg.AssetKey(["shop", "orders"])
+    check_key = dg.AssetCheckKey(key, "quarantine")
+    check = instance.event_log_storage.get_latest_asset_check_execution_by_key([check_key])[check_key].event.dagster_event.event_specific_data
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["quarantined_share"].value == pytest.approx(0.6)
+    runs = list((tmp_path / "lake" / "shop" / "_quarantine" / "orders").iterdir())
+    assert len(pd.read_parquet(runs[0] / "negative_amount.parquet")) == 3
+
+    returned["value"] = Screened(good, {"Not A Reason": good})
+    result = dg.materialize(assets, resources=io, instance=instance, raise_on_error=False)
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    error = failure.step_failure_data.error
+    assert "a quarantine reason must be snake_case" in error.message + (error.cause.message if error.cause else "")
+    assert len(list((tmp_path / "lake" / "shop" / "_quarantine" / "orders").iterdir())) == 1  # nothing half-written

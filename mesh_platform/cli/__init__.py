@@ -207,7 +207,7 @@ def quarantine(domain: str, asset: str | None, as_json: bool) -> None:
             detail = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("reason", "rows") and v not in (None, [], ""))
             click.echo(f"    {r['reason']}: {r['rows']} row(s)" + (f" ({detail})" if detail else ""))
         click.echo(f"    {s['uri']}")
-    click.echo(f"{len(summaries)} run(s) with quarantined rows")
+    click.echo(f"{len(summaries)} quarantine record(s)")
 
 
 @main.command()
