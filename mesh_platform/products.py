@@ -21,7 +21,9 @@ from mesh_platform.contracts.model import Contract
 from mesh_platform.io.io_manager import COLUMNS, CONTRACT_ID, PORT_MAJOR
 from mesh_platform.io.lake import Lake
 from mesh_platform.ports import InputPort, ResolvedPort
+from mesh_platform import quarantine
 from mesh_platform.quality import audit, check_specs
+from mesh_platform.settings import MeshSettings
 
 # Classifications from least to most sensitive; a product is tagged with its most sensitive column.
 CLASSIFICATION_ORDER = ("public", "internal", "confidential", "pii", "restricted")
@@ -117,20 +119,43 @@ def _kinds(decl: Declaration) -> set[str]:
     return set(kinds)
 
 
-def _compute_fn(decl: Declaration, contract: Contract | None):
+def _compute_fn(domain: str, decl: Declaration, contract: Contract | None):
+    """The step: run the transform, quarantine what it rejected, audit and hand the rest to the IO manager."""
     wants_context = decl.wants_context
     fn = decl.fn
+    key = dg.AssetKey([domain, decl.name])
+    same_domain = [dg.AssetKey([domain, s]) for s in decl.inputs.values() if isinstance(s, str)]
+
+    def screen(context, data):
+        """Unwrap :class:`Screened` results; store and audit their rejected rows (an event per step)."""
+        if not isinstance(data, quarantine.Screened):
+            return data, quarantine.Held(key, {}, None), False
+        held = quarantine.store(Lake(MeshSettings.from_env().lake), key, context.run.run_id, data.rejections)
+        return data.data, held, True
 
     if contract is None:
 
         def compute(context, **inputs):
-            return fn(context, **inputs) if wants_context else fn(**inputs)
+            data = fn(context, **inputs) if wants_context else fn(**inputs)
+            data, held, screened = screen(context, data)
+            if held.total:
+                yield quarantine.audit_event(held, key.to_user_string())
+            yield dg.Output(data, metadata=quarantine.output_metadata(held, "intermediate") if screened else {})
 
     else:
 
         def compute(context, **inputs):
             data = fn(context, **inputs) if wants_context else fn(**inputs)
+            data, held, _ = screen(context, data)
+            if held.total:
+                yield quarantine.audit_event(held, contract.id)
+            upstream = quarantine.carried(context.instance, same_domain)
+            verdict = quarantine.judge(f"{domain}/{decl.name}", contract.quarantine_limits, quarantine.rows_of(data), held, upstream)
+            yield verdict.result
             audited, metadata = yield from audit(context, contract, data)
+            if verdict.failed:
+                raise quarantine.QuarantineLimitExceeded(f"{domain}/{decl.name}", verdict.message)
+            metadata.update(quarantine.output_metadata(quarantine.Held(key, verdict.counts, held.uri), "product"))
             yield dg.Output(audited, metadata=metadata)
 
     compute.__name__ = decl.name
@@ -199,7 +224,7 @@ def build_asset(
         check_specs=check_specs(key, contract) if contract is not None else None,
         freshness_policy=freshness_policy(contract) if contract is not None else None,
         automation_condition=automation_condition(contract, bool(decl.inputs)),
-    )(_compute_fn(decl, contract))
+    )(_compute_fn(domain, decl, contract))
 
 
 __all__ = ["COLUMNS", "CLASSIFICATION_ORDER", "Declaration", "build_asset", "column_schema"]

@@ -23,9 +23,9 @@ HOSTILE = Path(__file__).parent / "hostile" / "domains"
 
 ATTEMPTS = {
     # snoop asset -> (asset it asked for, words the refusal must contain)
-    "chat_dump": ("customer_care/chat_export", "private asset of domain 'customer_care'"),
+    "claims_dump": ("claims/landed_claims", "private asset of domain 'claims'"),
     "model_dump": ("fraud/fraud_model", "private asset of domain 'fraud'"),
-    "relabelled": ("customer_care/chat_export", "not this asset"),
+    "relabelled": ("claims/landed_claims", "not this asset"),
     "impostor": ("policies/policyholders", "configured as domain 'policies' but this step runs as domain 'snoop'"),
     "holders_unmasked": ("policies/policyholders", "has no grant for consumer 'snoop'"),
 }
@@ -51,12 +51,13 @@ def snoop_project(domains_copy, sources, tmp_path):
 
 def test_hostile_reads_are_refused_audited_and_contained(snoop_project):
     project, env = snoop_project
-    result = run_mesh(["materialize", "--select", "policies,customer_care,snoop"], env=env, cwd=project)
+    result = run_mesh(["materialize", "--select", "policies,claims,snoop"], env=env, cwd=project)
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
-    # the other domains ran and published (customer_care's private chat export is in the lake)
-    assert "policies: materializing" in out and "customer_care: materializing" in out
-    assert (Path(env["MESH_LAKE"]) / "customer_care" / "conversations" / "v1" / "data.parquet").exists()
+    # the other domains ran and published (claims' private landed rows are in the lake, unread by snoop)
+    assert "policies: materializing" in out and "claims: materializing" in out
+    assert (Path(env["MESH_LAKE"]) / "claims" / "_private" / "landed_claims" / "data.parquet").exists()
+    assert (Path(env["MESH_LAKE"]) / "claims" / "claims" / "v1" / "data.parquet").exists()
     for asset, (_, words) in ATTEMPTS.items():
         assert words in out, f"{asset}: refusal not shown\n{out}"
 

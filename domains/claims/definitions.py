@@ -3,21 +3,32 @@
 import pandas as pd
 
 from mesh_platform import Domain, InputPort
+from mesh_platform.quarantine import Rejects, Screened
 from mesh_platform.sensors import landing_zone_sensor
 from mesh_platform.sources import LandingZone
 
 domain = Domain.load(__file__)
 
+# The layout of the claims system's CSV export; a file with other columns is quarantined whole.
+CLAIM_COLUMNS = [
+    "claim_ref", "policy_no", "claim_type", "incident_date", "reported_at",
+    "amount_claimed", "status", "settled_at", "amount_paid",
+]
+
 
 @domain.asset("landed_claims", kinds=["csv"], resources=["landing"])
-def landed_claims(context) -> pd.DataFrame:
+def landed_claims(context) -> Screened:
     """Every claim row from every landed batch; later batches update earlier ones."""
     files = context.resources.landing.files("claims_*.csv")
     if not files:
         raise FileNotFoundError(f"no claims files in the landing zone {context.resources.landing.path}")
-    frames = [pd.read_csv(f, dtype={"claim_ref": str, "policy_no": str}).assign(batch=f.stem) for f in files]
+    rejects = Rejects()
+    frames = [
+        rejects.layout(pd.read_csv(f, dtype={"claim_ref": str, "policy_no": str}), CLAIM_COLUMNS, file=f).assign(batch=f.stem)
+        for f in files
+    ]
     context.log.info(f"read {len(files)} landed batch(es)")
-    return pd.concat(frames, ignore_index=True)
+    return rejects.screened(pd.concat(frames, ignore_index=True))
 
 
 @domain.asset("landed_claim_events", kinds=["json"], resources=["landing"])
@@ -34,12 +45,15 @@ def landed_claim_events(context) -> pd.DataFrame:
         "policies": InputPort("policies.policies", major=1, columns=["policy_id", "policyholder_id", "product_line"]),
     },
 )
-def claims(landed: pd.DataFrame, policies: pd.DataFrame) -> pd.DataFrame:
+def claims(landed: pd.DataFrame, policies: pd.DataFrame) -> Screened:
+    rejects = Rejects()
+    landed = rejects.conflicting(landed, key="claim_ref", within="batch")
+    landed = rejects.unresolved(landed, "policy_no", policies["policy_id"], reason="unknown_policy", references="policies.policies")
     latest = landed.sort_values("batch", kind="stable").drop_duplicates("claim_ref", keep="last")
     merged = latest.merge(policies, left_on="policy_no", right_on="policy_id", how="inner", validate="many_to_one")
     reported = pd.to_datetime(merged["reported_at"])
     settled = pd.to_datetime(merged["settled_at"])
-    return pd.DataFrame(
+    return rejects.screened(pd.DataFrame(
         {
             "claim_id": merged["claim_ref"],
             "policy_id": merged["policy_id"],
@@ -54,7 +68,7 @@ def claims(landed: pd.DataFrame, policies: pd.DataFrame) -> pd.DataFrame:
             "amount_paid": merged["amount_paid"].astype(float),
             "cycle_time_days": (settled - reported).dt.total_seconds() / 86400.0,
         }
-    ).sort_values("claim_id", ignore_index=True)
+    ).sort_values("claim_id", ignore_index=True))
 
 
 @domain.product("claim_events", inputs={"landed": "landed_claim_events"})

@@ -3,6 +3,7 @@
 import pandas as pd
 
 from mesh_platform import Domain, InputPort
+from mesh_platform.quarantine import Rejects, Screened
 from mesh_platform.sources import LandingZone
 from mesh_platform.text import redact_contact_details
 
@@ -37,12 +38,14 @@ def age_band(birth: pd.Series, at: pd.Series) -> pd.Series:
         "holders": InputPort("policies.policyholders", major=1, columns=["policyholder_id", "full_name", "date_of_birth"]),
     },
 )
-def conversations(context, policies: pd.DataFrame, holders: pd.DataFrame) -> pd.DataFrame:
+def conversations(context, policies: pd.DataFrame, holders: pd.DataFrame) -> Screened:
     """Read and redacted in one step: the raw export is never stored, not even privately."""
     raw = read_chat_export(context.resources.support_chat)
+    rejects = Rejects()
+    raw = rejects.unresolved(raw, "policy_no", policies["policy_id"], reason="unknown_policy", references="policies.policies")
     df = raw.merge(policies, left_on="policy_no", right_on="policy_id", how="inner").merge(holders, on="policyholder_id", how="left")
     started = pd.to_datetime(df["started_at"])
-    return pd.DataFrame(
+    return rejects.screened(pd.DataFrame(
         {
             "conversation_id": df["conv_id"],
             "policy_id": df["policy_id"],
@@ -55,7 +58,7 @@ def conversations(context, policies: pd.DataFrame, holders: pd.DataFrame) -> pd.
             "transcript": redact_contact_details(df["transcript"], names=df["full_name"], region=PHONE_REGION),
             "satisfaction": df["csat"].where(df["csat"] > 0).astype("Int64"),
         }
-    )
+    ))
 
 
 @domain.product("claim_contacts", inputs={"conversations": "conversations"})

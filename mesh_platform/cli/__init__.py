@@ -103,12 +103,13 @@ def validate(contracts: tuple[Path, ...], workspace: Path | None, as_json: bool)
 @main.command()
 @click.option("--scale", type=float, default=1.0, show_default=True, help="Multiplies every entity count.")
 @click.option("--seed", type=int, default=7, show_default=True)
-def simulate(scale: float, seed: int) -> None:
+@click.option("--rejects", is_flag=True, help="Add a few bad source rows the domains must quarantine (a file with an extra column, unknown policies, a conflicting duplicate).")
+def simulate(scale: float, seed: int, rejects: bool) -> None:
     """(Re)generate the simulated operational sources (policy DB, claims landing zone, chat export)."""
     from mesh_platform.simulation import simulate as run
 
     settings = _settings()
-    summary = run(settings.sources, scale=scale, seed=seed)
+    summary = run(settings.sources, scale=scale, seed=seed, rejects=rejects)
     click.echo(json.dumps(summary, indent=2))
 
 
@@ -176,7 +177,7 @@ def catalog(as_json: bool, workspace: Path | None) -> None:
 @click.option("--consumer", default=None, help="Only reads by this domain.")
 @click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
 def audit(as_json: bool, product: str | None, consumer: str | None, workspace: Path | None) -> None:
-    """The audit log: every publish and every read of a product (from the Dagster instance)."""
+    """The audit log: every publish, read and quarantine of a product (from the Dagster instance)."""
     import dagster as dg
 
     from mesh_platform.governance.audit import audit_records
@@ -193,14 +194,39 @@ def audit(as_json: bool, product: str | None, consumer: str | None, workspace: P
         click.echo(json.dumps({"records": [r.as_dict() for r in records]}, indent=2))
         return
     for r in records:
-        who = {"read": f"{r.consumer} read", "denied": f"{r.consumer} DENIED"}.get(r.kind, "published")
+        who = {"read": f"{r.consumer} read", "denied": f"{r.consumer} DENIED", "quarantine": "quarantined"}.get(r.kind, "published")
         extra = f" masked={','.join(r.masked)}" if r.masked else ""
+        extra += " " + ",".join(f"{reason}={n}" for reason, n in r.reasons.items()) if r.reasons else ""
         extra += f" removed={','.join(r.removed)}" if r.removed else ""
         if r.kind == "denied":
             click.echo(f"{r.time}  {who:>22}  {r.product}: {r.reason}  run {r.run_id[:8]}")
             continue
         click.echo(f"{r.time}  {who:>22}  {r.product} {r.port}  {r.rows if r.rows is not None else '?'} rows{extra}  run {r.run_id[:8]}")
     click.echo(f"{len(records)} record(s)")
+
+
+@main.command()
+@click.argument("domain")
+@click.argument("asset", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable summaries.")
+def quarantine(domain: str, asset: str | None, as_json: bool) -> None:
+    """What DOMAIN's assets (or ASSET) rejected, run by run: rows per reason and where they are kept."""
+    from mesh_platform.io.lake import Lake
+    from mesh_platform.quarantine import history
+
+    settings = _settings()
+    summaries = history(Lake(settings.lake), domain, asset)
+    if as_json:
+        click.echo(json.dumps({"runs": summaries}, indent=2))
+        return
+    for s in summaries:
+        reasons = ", ".join(f"{reason}={n}" for reason, n in s["counts"].items())
+        click.echo(f"{s['time']}  {s['asset']}  run {s['run_id'][:8]}  {sum(s['counts'].values())} row(s): {reasons}")
+        for r in s["rejections"]:
+            detail = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("reason", "rows") and v not in (None, [], ""))
+            click.echo(f"    {r['reason']}: {r['rows']} row(s)" + (f" ({detail})" if detail else ""))
+        click.echo(f"    {s['uri']}")
+    click.echo(f"{len(summaries)} quarantine record(s)")
 
 
 @main.command()

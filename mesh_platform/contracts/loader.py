@@ -96,7 +96,7 @@ def parse_contract(raw: Any, file: str) -> Contract:
 
 
 _cache: dict[tuple[str, int, int], Contract] = {}
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # bumped when validation changes, so no contract skips a new rule
 
 
 def _disk_cache_dir() -> Path | None:

@@ -13,6 +13,7 @@ Platform-specific settings live under ``customProperties`` as the standard asks;
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -40,9 +41,46 @@ IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]*$")
 PLATFORM_PROPERTIES = {
     "accessLevel": "who may read the output port: public, internal or restricted",
     "deprecationDate": "ISO date after which this major version's port stops being served",
+    "quarantine": "limits on the share of source rows the product may reject: {warnAbove, failAbove} (0-1)",
+}
+QUARANTINE_LIMITS = {
+    "warnAbove": "the quarantine check warns when the quarantined share of rows is above this (default 0)",
+    "failAbove": "the check fails and nothing is published when the share is above this (default: never)",
 }
 
 LogicalType = Literal["string", "date", "timestamp", "time", "number", "integer", "object", "array", "boolean"]
+
+
+@dataclass(frozen=True)
+class QuarantineLimits:
+    """``customProperties[quarantine]``: shares (0-1) of a product's rows that may be quarantined.
+
+    The share is ``quarantined / (published + quarantined)``. At or below ``warn_above`` the check
+    passes; above it the check warns; above ``fail_above`` (when set) it fails and blocks publish.
+    """
+
+    warn_above: float = 0.0
+    fail_above: float | None = None
+
+
+def quarantine_limit_problems(value: Any) -> list[tuple[str, str]]:
+    """Problems with a ``quarantine`` custom property's value: (field path, message) pairs."""
+    where = "customProperties[quarantine].value"
+    if not isinstance(value, dict):
+        return [(where, f"quarantine must be a mapping such as {{warnAbove: 0, failAbove: 0.05}}, got {value!r}")]
+    problems = []
+    for key in value:
+        if key not in QUARANTINE_LIMITS:
+            problems.append((f"{where}.{key}", f"unknown quarantine limit (expected one of: {', '.join(QUARANTINE_LIMITS)})"))
+    for key in QUARANTINE_LIMITS:
+        if key not in value:
+            continue
+        limit = value[key]
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 <= limit <= 1:
+            problems.append((f"{where}.{key}", f"{key} must be a share of rows between 0 and 1 (0.05 = 5%), got {limit!r}"))
+    if not problems and "failAbove" in value and value["failAbove"] < value.get("warnAbove", 0):
+        problems.append((f"{where}.failAbove", f"failAbove ({value['failAbove']}) is below warnAbove ({value.get('warnAbove', 0)})"))
+    return problems
 
 
 class OdcsModel(BaseModel):
@@ -365,6 +403,14 @@ class Contract(OdcsModel):
         value = self.custom("deprecationDate")
         return date.fromisoformat(str(value)) if value else None
 
+    @property
+    def quarantine_limits(self) -> QuarantineLimits:
+        value = self.custom("quarantine")
+        if value is None:
+            return QuarantineLimits()
+        fail = value.get("failAbove")
+        return QuarantineLimits(float(value.get("warnAbove", 0.0)), None if fail is None else float(fail))
+
     def retired(self, today: date | None = None) -> bool:
         """A retired contract's port is no longer served (status ``retired`` or past its deprecation date)."""
         if self.status == "retired":
@@ -397,6 +443,9 @@ def platform_problems(contract: Contract) -> list[tuple[str, str]]:
             date.fromisoformat(str(raw_date))
         except ValueError:
             problems.append(("customProperties[deprecationDate].value", f"deprecationDate must be an ISO date (YYYY-MM-DD), got {raw_date!r}"))
+    raw_quarantine = contract.custom("quarantine")
+    if raw_quarantine is not None:
+        problems.extend(quarantine_limit_problems(raw_quarantine))
     if len(contract.schema_objects) != 1:
         problems.append(("schema", f"a data product publishes exactly one table: expected 1 schema object, found {len(contract.schema_objects)}"))
         return problems

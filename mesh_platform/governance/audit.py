@@ -8,14 +8,17 @@
 - A **denied** read is an observation on the asset that was asked for, logged before the step
   fails: who asked (the bound identity, not what the code claimed), what, and why it was refused.
 
-Both live in the Dagster instance's event log — SQLite locally, Postgres in production — so they
+- A **quarantine** is an asset observation on the asset whose step rejected source rows
+  (:mod:`mesh_platform.quarantine`): rows per reason, where they are kept, run id.
+
+All live in the Dagster instance's event log — SQLite locally, Postgres in production — so they
 are durable, visible on each asset's page in the UI, and queryable: :func:`audit_records` and
 ``mesh audit`` read them back.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable
 
@@ -26,7 +29,7 @@ AUDIT = "mesh/audit"
 
 @dataclass(frozen=True)
 class AuditRecord:
-    kind: str  # "read" | "publish" | "denied"
+    kind: str  # "read" | "publish" | "denied" | "quarantine"
     time: str
     product: str
     asset_key: str
@@ -37,7 +40,8 @@ class AuditRecord:
     removed: list[str]
     rows: int | None
     run_id: str
-    reason: str = ""
+    reason: str = ""  # denied: why
+    reasons: dict = field(default_factory=dict)  # quarantine: rows per reason
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +93,7 @@ def _value(metadata, key, default=None):
     return default if entry is None else entry.value
 
 
-OBSERVED_KINDS = ("read", "denied")
+OBSERVED_KINDS = ("read", "denied", "quarantine")
 
 
 def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
@@ -115,6 +119,7 @@ def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
         rows=_value(md, "mesh/rows", _value(md, "dagster/row_count")),
         run_id=entry.run_id,
         reason=_value(md, "mesh/reason", ""),
+        reasons=dict(_value(md, "mesh/reasons", {}) or {}),
     )
 
 
@@ -125,10 +130,11 @@ def audit_records(
     consumer: str | None = None,
     limit: int = 10_000,
 ) -> list[AuditRecord]:
-    """Every audited publish and read of the given assets, oldest first, optionally filtered."""
+    """Every audited publish, read, denied read and quarantine of the given assets, oldest first, optionally filtered."""
     records: list[AuditRecord] = []
     for key in keys:
-        for kind, fetch in (("publish", instance.fetch_materializations), ("read", instance.fetch_observations)):
+        kinds = (("publish", instance.fetch_materializations), ("read", instance.fetch_observations))  # observations: reads, denials, quarantines
+        for kind, fetch in kinds:
             for event_record in fetch(key, limit=limit).records:
                 record = _record(kind, event_record, key)
                 if record is not None:

@@ -1,6 +1,6 @@
 """Storage agrees with policy: per-domain S3 IAM policy documents generated from the grants.
 
-Each domain's role may write its own prefix (``<lake>/<domain>/*``: ports, masked variants,
+Each domain's role may write its own prefix (``<lake>/<domain>/*``: ports, masked variants, its quarantine,
 private intermediates, quality reports) and read exactly the port objects its input ports use,
 in the variant the access decision gives it: the ``full`` object when it is cleared for every
 sensitive column it reads, the ``masked`` one otherwise. Aggregate-only grants give the consumer

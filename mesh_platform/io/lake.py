@@ -6,6 +6,7 @@ Layout (``MESH_LAKE`` is the root; a local folder by default, ``s3://bucket/pref
     <lake>/<domain>/<product>/v<major>/masked/...        its masked variant, for uncleared consumers
     <lake>/<domain>/_private/<asset>/data.parquet        a domain's private intermediate (not a port)
     <lake>/<domain>/_private/<asset>/data.pickle         ... when it is not a table (a trained model)
+    <lake>/<domain>/_quarantine/<asset>/<run>/<reason>.parquet   rows the asset rejected in one run
 
 Publishing is atomic, so a failed or killed write never touches the last good version: locally the
 file is written under a temporary name in the same folder and renamed over the old one (POSIX
@@ -34,6 +35,7 @@ import pyarrow.parquet as pq
 DATA_FILE = "data.parquet"
 PICKLE_FILE = "data.pickle"
 PRIVATE = "_private"
+QUARANTINE = "_quarantine"
 STAGING_SUFFIX = ".staging"
 STALE_STAGING_SECONDS = 24 * 3600  # a staging file of another machine is debris after a day
 
@@ -133,6 +135,12 @@ class Lake:
     def private_path(domain: str, asset: str, table: bool = True) -> str:
         return f"{domain}/{PRIVATE}/{asset}/{DATA_FILE if table else PICKLE_FILE}"
 
+    @staticmethod
+    def quarantine_path(domain: str, asset: str, run_id: str, name: str = "") -> str:
+        """Where one run of ``asset`` keeps what it rejected (one folder per run: the history)."""
+        folder = f"{domain}/{QUARANTINE}/{asset}/{run_id}"
+        return f"{folder}/{name}" if name else folder
+
     def _full(self, relpath: str) -> str:
         return f"{self._base}/{relpath}"
 
@@ -203,3 +211,17 @@ class Lake:
             raise FileNotFoundError(f"nothing stored at {self.uri(relpath)} yet: materialize it first")
         with self.fs.open_input_stream(self._full(relpath)) as src:
             return pickle.loads(src.read())
+
+    def read_bytes(self, relpath: str) -> bytes:
+        if not self.exists(relpath):
+            raise FileNotFoundError(f"nothing stored at {self.uri(relpath)}")
+        with self.fs.open_input_stream(self._full(relpath)) as src:
+            return src.read()
+
+    def list(self, relpath: str) -> list[str]:
+        """Names directly under a folder (empty when it does not exist), sorted."""
+        info = self.fs.get_file_info(self._full(relpath))
+        if info.type != pafs.FileType.Directory:
+            return []
+        entries = self.fs.get_file_info(pafs.FileSelector(self._full(relpath), allow_not_found=True))
+        return sorted(e.base_name for e in entries)

@@ -22,6 +22,7 @@ from typing import Generator
 import dagster as dg
 import pyarrow as pa
 
+from mesh_platform import quarantine
 from mesh_platform.contracts import ContractViolation, conform
 from mesh_platform.contracts.loader import display_path
 from mesh_platform.contracts.model import Contract
@@ -73,6 +74,7 @@ def check_specs(key: dg.AssetKey, contract: Contract) -> list[dg.AssetCheckSpec]
     specs = [
         dg.AssetCheckSpec(POLICY_CHECK, asset=key, blocking=True, description="The mesh's governance policies hold (re-checked before every publish)."),
         dg.AssetCheckSpec(SCHEMA_CHECK, asset=key, blocking=True, description="Columns and types match the contract."),
+        quarantine.check_spec(key, contract),
     ]
     for rule in rules_for(contract):
         specs.append(

@@ -351,28 +351,59 @@ def _write_policy_db(path: Path, customers: pd.DataFrame, policies: pd.DataFrame
     os.replace(tmp, path)
 
 
-def _write_landing(folder: Path, claims: pd.DataFrame, events: pd.DataFrame, batches: int) -> list[Path]:
-    """Claims arrive in batches by reporting time; each batch has a CSV of claims and a JSONL of events."""
+def _bad_claims(public: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """A few source rows the claims domain must turn away (new claim references, so good counts stay).
+
+    - ``unexpected_columns``: a whole extra file whose export grew a column (``adjuster_note``);
+    - ``unknown_policy``: claims under policy numbers the policy system has never issued;
+    - ``conflicting_states``: one claim twice in the same batch, once open and once paid.
+    """
+    template = public.iloc[[0]].reset_index(drop=True)
+
+    def new(refs: list[str], **changes) -> pd.DataFrame:
+        rows = pd.concat([template] * len(refs), ignore_index=True).assign(claim_ref=refs)
+        return rows.assign(**changes)
+
+    layout = new(["CLM-9000001", "CLM-9000002"]).assign(adjuster_note="see attached photos")
+    unknown = new(["CLM-9000011", "CLM-9000012", "CLM-9000013"], policy_no=["POL-9999991", "POL-9999992", "POL-9999993"])
+    conflict = pd.concat([new(["CLM-9000021"], status="open", settled_at=None, amount_paid=0.0), new(["CLM-9000021"], status="paid")], ignore_index=True)
+    return {"unexpected_columns": layout, "unknown_policy": unknown, "conflicting_states": conflict}
+
+
+def _write_landing(folder: Path, claims: pd.DataFrame, events: pd.DataFrame, batches: int, rejects: bool = False) -> dict[str, int]:
+    """Claims arrive in batches by reporting time; each batch has a CSV of claims and a JSONL of events.
+
+    With ``rejects``, the last batch also carries claims under unknown policies and one conflicting
+    duplicate, and one more file arrives with an unexpected column; returns those counts by reason.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*"):
         old.unlink()
     public = claims.drop(columns=["_investigated", "_fraud", "_confirmed"])
     order = np.argsort(public["reported_at"].to_numpy(), kind="stable")
-    written = []
+    bad = _bad_claims(public) if rejects else {}
     for number, part in enumerate(np.array_split(order, batches), start=1):
         batch = public.iloc[part]
         stem = f"batch_{number:04d}"
-        batch.to_csv(folder / f"claims_{stem}.csv", index=False)
         ev = events[events["claim_ref"].isin(batch["claim_ref"])]
+        if bad and number == batches:
+            batch = pd.concat([batch, bad["unknown_policy"], bad["conflicting_states"]], ignore_index=True)
+        batch.to_csv(folder / f"claims_{stem}.csv", index=False)
         with open(folder / f"claim_events_{stem}.jsonl", "w") as fh:
             for record in ev.to_dict(orient="records"):
                 fh.write(json.dumps(record) + "\n")
-        written.append(folder / f"claims_{stem}.csv")
-    return written
+    if bad:
+        bad["unexpected_columns"].to_csv(folder / f"claims_batch_{batches + 1:04d}.csv", index=False)
+    return {reason: len(rows) for reason, rows in bad.items()}
 
 
-def simulate(root: str | os.PathLike, scale: float = 1.0, seed: int = 7, landing_batches: int = 4) -> dict:
-    """(Re)create every operational source under ``root``; returns the row counts written."""
+def simulate(root: str | os.PathLike, scale: float = 1.0, seed: int = 7, landing_batches: int = 4, rejects: bool = False) -> dict:
+    """(Re)create every operational source under ``root``; returns the row counts written.
+
+    ``rejects`` adds a small, fixed set of rows the domains must quarantine (see :func:`_bad_claims`;
+    plus one conversation about an unknown policy). They are extra rows: every count of good rows
+    stays the same. The summary's ``rejects`` lists them per domain and reason.
+    """
     layout = SourceLayout(Path(root))
     customers = simulate_customers(_counts(scale), seed)
     policies = simulate_policies(customers, seed)
@@ -380,9 +411,13 @@ def simulate(root: str | os.PathLike, scale: float = 1.0, seed: int = 7, landing
     events = simulate_claim_events(claims, seed)
     conversations = simulate_conversations(customers, policies, claims, seed)
     _write_policy_db(layout.policy_db, customers, policies)
-    _write_landing(layout.claims_landing, claims, events, landing_batches)
+    claim_rejects = _write_landing(layout.claims_landing, claims, events, landing_batches, rejects)
     layout.chat_export.parent.mkdir(parents=True, exist_ok=True)
-    conversations.to_json(layout.chat_export, orient="records", lines=True)
+    exported = conversations
+    if rejects:
+        stray = conversations.iloc[[0]].assign(conv_id="CNV-99000001", policy_no="POL-9999999", claim_ref=None)
+        exported = pd.concat([conversations, stray], ignore_index=True)
+    exported.to_json(layout.chat_export, orient="records", lines=True)
     summary = {
         "scale": scale,
         "seed": seed,
@@ -392,6 +427,8 @@ def simulate(root: str | os.PathLike, scale: float = 1.0, seed: int = 7, landing
         "claim_events": len(events),
         "conversations": len(conversations),
     }
+    if rejects:
+        summary["rejects"] = {"claims": claim_rejects, "customer_care": {"unknown_policy": len(exported) - len(conversations)}}
     layout.marker.write_text(json.dumps(summary, indent=2))
     return summary
 

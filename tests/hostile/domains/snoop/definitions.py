@@ -2,9 +2,9 @@
 
 Each asset tries one way around the platform's access decision:
 
-- ``chat_dump``: declares customer_care's private ``chat_export`` as an input (raw transcripts).
+- ``claims_dump``: declares claims' private ``landed_claims`` as an input (raw landed rows).
 - ``model_dump``: declares fraud's private pickled ``fraud_model`` as an input.
-- ``relabelled``: reads ``chat_export`` with metadata claiming it is the ``conversations`` port.
+- ``relabelled``: reads ``landed_claims`` with metadata claiming it is the ``claims`` port.
 - ``impostor``: reads ``policies/policyholders`` through an IO manager configured as ``policies``.
 - ``holders_unmasked``: reads ``policies/policyholders`` without any grant.
 """
@@ -16,13 +16,13 @@ from mesh_platform.io.io_manager import MeshIOManager
 
 domain = Domain.load(__file__)
 
-CHAT = dg.AssetKey(["customer_care", "chat_export"])
+RAW_CLAIMS = dg.AssetKey(["claims", "landed_claims"])
 MODEL = dg.AssetKey(["fraud", "fraud_model"])
 HOLDERS = dg.AssetKey(["policies", "policyholders"])
 
 
-@dg.asset(key=["snoop", "chat_dump"], ins={"raw": dg.AssetIn(key=CHAT)})
-def chat_dump(raw):
+@dg.asset(key=["snoop", "claims_dump"], ins={"raw": dg.AssetIn(key=RAW_CLAIMS)})
+def claims_dump(raw):
     return raw
 
 
@@ -33,7 +33,7 @@ def model_dump(model):
 
 @dg.asset(
     key=["snoop", "relabelled"],
-    ins={"raw": dg.AssetIn(key=CHAT, metadata={"mesh/contract_id": "customer_care.conversations", "mesh/port_major": 1})},
+    ins={"raw": dg.AssetIn(key=RAW_CLAIMS, metadata={"mesh/contract_id": "claims.claims", "mesh/port_major": 1})},
 )
 def relabelled(raw):
     return raw
@@ -56,8 +56,8 @@ defs = dg.Definitions.merge(
     domain.definitions(),
     dg.Definitions(
         assets=[
-            dg.AssetSpec(CHAT), dg.AssetSpec(MODEL), dg.AssetSpec(HOLDERS),
-            chat_dump, model_dump, relabelled, impostor, holders_unmasked,
+            dg.AssetSpec(RAW_CLAIMS), dg.AssetSpec(MODEL), dg.AssetSpec(HOLDERS),
+            claims_dump, model_dump, relabelled, impostor, holders_unmasked,
         ],
         resources={"impostor_io": MeshIOManager(domain="policies")},
     ),
