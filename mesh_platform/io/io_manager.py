@@ -64,7 +64,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         domain, name = context.asset_key.path[0], context.asset_key.path[-1]
-        if context.step_context is not None:  # a step writes only its own domain's assets
+        if context._step_context is not None:  # a step writes only its own domain's assets
             domain_of_step(context.step_context, self.domain)
         contract_id = context.definition_metadata.get(CONTRACT_ID)
         lake = self._lake()
@@ -102,7 +102,12 @@ class MeshIOManager(dg.ConfigurableIOManager):
         consumer: str | None = None
         columns: list[str] | None = None
         try:
-            consumer = domain_of_step(context.step_context, self.domain)
+            if context._step_context is None:
+                # called directly, outside any run (benchmark harnesses, unit tests): only platform
+                # code does that; domain code always runs inside a step and is bound below
+                consumer = self.domain or key.path[0]
+            else:
+                consumer = domain_of_step(context.step_context, self.domain)
             return self._load(context, consumer)
         except (AccessDenied, IdentityError) as exc:
             # Audited before the step fails: who asked (the bound identity), what, and why not.
