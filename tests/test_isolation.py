@@ -72,8 +72,6 @@ def test_hostile_reads_are_refused_audited_and_contained(snoop_project):
 
 
 def test_a_domain_defining_another_domains_assets_does_not_load(domains_copy):
-    from mesh_platform.workspace import LocationEntry, load_domain
-
     (domains_copy / "domains" / "forger").mkdir()
     shutil.copy(HOSTILE / "snoop" / "__init__.py", domains_copy / "domains" / "forger" / "__init__.py")
     (domains_copy / "domains" / "forger" / "domain.yaml").write_text(
@@ -84,17 +82,12 @@ def test_a_domain_defining_another_domains_assets_does_not_load(domains_copy):
         "@dg.asset(key=['policies', 'policies'])\ndef fake():\n    return None\n\n"
         "defs = dg.Definitions.merge(domain.definitions(), dg.Definitions(assets=[fake]))\n"
     )
-    import sys
+    with open(domains_copy / "workspace.yaml", "a") as fh:
+        fh.write("  - python_module:\n      module_name: domains.forger.definitions\n      location_name: forger\n")
+    result = run_mesh(["validate"], env=copy_env(domains_copy), cwd=domains_copy)  # its own process: its own `domains`
+    assert result.returncode == 1
+    assert "defines assets of other domains: policies/policies" in result.stdout + result.stderr
 
-    sys.path.insert(0, str(domains_copy))
-    try:
-        loaded = load_domain(LocationEntry("forger", "domains.forger.definitions"), domains_copy)
-    finally:
-        sys.path.remove(str(domains_copy))
-        for module in [m for m in sys.modules if m.startswith("domains.forger")]:
-            del sys.modules[module]
-    assert not loaded.ok
-    assert "defines assets of other domains: policies/policies" in str(loaded.problems[0])
 
 
 @pytest.mark.parametrize(
