@@ -68,12 +68,10 @@ def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
 
 
 def _alive(pid: int, run_id: str) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    from mesh_platform.io.lake import pid_alive
+
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
             if fh.read().rsplit(b")", 1)[-1].split()[0] == b"Z":

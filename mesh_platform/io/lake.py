@@ -63,7 +63,7 @@ def _s3_filesystem(parsed) -> pafs.S3FileSystem:
 _HOST = socket.gethostname().replace(".", "-")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -93,7 +93,7 @@ def sweep_staging(folder: str, now: float | None = None) -> list[str]:
         parts = name[: -len(STAGING_SUFFIX)].rsplit(".", 3)  # .<file>.<host>.<pid>.<uuid>
         try:
             mine = len(parts) == 4 and parts[1] == _HOST and parts[2].isdigit()
-            dead = mine and not _pid_alive(int(parts[2]))
+            dead = mine and not pid_alive(int(parts[2]))
             if dead or now - os.path.getmtime(path) > STALE_STAGING_SECONDS:
                 os.unlink(path)
                 removed.append(path)
