@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Literal
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mesh_platform import private
 from mesh_platform.automation import automation_sensor
 from mesh_platform.governance.policies import GLOBAL_POLICIES, ProductUnderPolicy, domain_policies
 from mesh_platform.governance.policies import evaluate as evaluate_policies
@@ -202,6 +203,9 @@ class Domain:
         if contract.name != decl.name:
             problems.append(Problem(display_path(path), "name", f"says {contract.name!r}, but the product is declared as {decl.name!r}"))
             return None
+        if private.shape(contract) == private.OBJECT:
+            problems.append(Problem(display_path(path), f"schema[{contract.table.name}].physicalType", "a data product publishes a table; an object can only be kept privately (contracts/private/)"))
+            return None
         return contract
 
     def build_assets(self, registry: ContractRegistry | None = None) -> tuple[list[dg.AssetsDefinition], list[dg.AssetSpec]]:
@@ -238,10 +242,21 @@ class Domain:
                 if contract.status not in ("draft", "proposed"):
                     problems.append(Problem(display_path(path), "name", f"contract {contract.id!r} is {contract.status} but no product {path.stem!r} is declared in this domain"))
 
+        private_declared = {d.name for d in self.declarations.values() if not d.is_product}
+        for path in private.contract_files(self.root):
+            if path.stem not in private_declared:
+                problems.append(Problem(display_path(path), "name", f"a private contract, but no private asset {path.stem!r} is declared in this domain"))
+
         for decl in self.declarations.values():
             contract: Contract | None = None
+            private_contract: Contract | None = None
             if decl.is_product:
                 contract = self._product_contract(decl, problems)
+            else:
+                try:
+                    private_contract = private.load(self.root, self.name, decl.name)
+                except ContractError as exc:
+                    problems.extend(exc.problems)
             ports: dict[str, ResolvedPort] = {}
             signature = inspect.signature(decl.fn).parameters
             for param, source in decl.inputs.items():
@@ -267,7 +282,7 @@ class Domain:
                 for result in results:
                     problems.extend(result.problems)
             if not problems:
-                assets.append(build_asset(self.name, decl, contract, ports, owners, [p.name for p in policies]))
+                assets.append(build_asset(self.name, decl, contract, ports, owners, [p.name for p in policies], private_contract))
                 if contract is not None:
                     self.products[decl.name] = (contract, [p.port for p in ports.values()])
             if contract is not None:

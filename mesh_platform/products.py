@@ -18,10 +18,10 @@ import dagster as dg
 
 from mesh_platform.automation import automation_condition, freshness_policy
 from mesh_platform.contracts.model import Contract
-from mesh_platform.io.io_manager import COLUMNS, CONTRACT_ID, PORT_MAJOR
+from mesh_platform.io.io_manager import COLUMNS, CONTRACT_ID, PORT_MAJOR, PRIVATE_CONTRACT
 from mesh_platform.io.lake import Lake
 from mesh_platform.ports import InputPort, ResolvedPort
-from mesh_platform import quarantine
+from mesh_platform import private, quarantine
 from mesh_platform.quality import audit, check_specs
 from mesh_platform.settings import MeshSettings
 
@@ -169,8 +169,10 @@ def build_asset(
     ports: dict[str, ResolvedPort],
     owners: list[str],
     policies: list[str] | None = None,
+    private_contract: Contract | None = None,
 ) -> dg.AssetsDefinition:
-    """One Dagster asset for a product (``contract`` given) or a private intermediate (``None``)."""
+    """One Dagster asset for a product (``contract`` given) or a private intermediate (``None``,
+    classified by its ``private_contract``: see :mod:`mesh_platform.private`)."""
     ins: dict[str, dg.AssetIn] = {}
     for param, source in decl.inputs.items():
         if isinstance(source, InputPort):
@@ -205,6 +207,14 @@ def build_asset(
     else:
         tags = {"mesh/domain": domain, "mesh/type": "intermediate"}
         metadata = {"mesh/private": True}
+        if private_contract is not None:
+            metadata[PRIVATE_CONTRACT] = str(private_contract.source)
+            metadata["mesh/contract_file"] = dg.MetadataValue.path(str(private_contract.source))
+            if private.shape(private_contract) == private.TABLE:
+                metadata["dagster/column_schema"] = column_schema(private_contract)
+            classification = most_sensitive(private_contract.classifications)
+            if classification:
+                tags["mesh/classification"] = classification
         description = (decl.description or (decl.fn.__doc__ or "").strip() or f"Private intermediate of the {domain} domain.")
         description += "\n\nPrivate to its domain: not an output port, not readable by other domains."
         product_owners = owners

@@ -224,3 +224,25 @@ def redact_contact_details(text: pd.Series, names: pd.Series | None = None, regi
     if names is not None:
         out = redact_names(out, names)
     return out
+
+
+def holds_contact_details(text: pd.Series, region: str = DEFAULT_REGION) -> pd.Series:
+    """Which rows of ``text`` hold an email address or a phone number (a boolean mask, nulls False).
+
+    The detector the platform runs over every text column that a private table stores
+    unclassified (:mod:`mesh_platform.private`). Each distinct value is examined once, so a column
+    of codes or dates costs one pass however many rows repeat them.
+    """
+    region = _check_region(region)
+    present = text.dropna()
+    distinct = pd.Series(pd.unique(present.astype("str")), dtype="str")
+    if distinct.empty:
+        return pd.Series(False, index=text.index)
+    values = distinct.tolist()
+    at_sign = distinct.str.contains("@", regex=False, na=False).to_numpy(dtype=bool)
+    phone_like = distinct.str.contains(_PHONE_CANDIDATE, regex=True, na=False).to_numpy(dtype=bool)
+    flagged = {t for t, has_at in zip(values, at_sign) if has_at and EMAIL.search(t) is not None}
+    flagged |= {t for t, like in zip(values, phone_like) if like and t not in flagged and _phone_spans(t, region)}
+    if not flagged:
+        return pd.Series(False, index=text.index)
+    return text.astype("str").isin(flagged) & text.notna()

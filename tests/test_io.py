@@ -107,24 +107,30 @@ def test_io_manager_publishes_products_and_stores_intermediates(tmp_path, source
 
     @dg.asset(key=["claims", "scratch"])
     def scratch():
-        return {"not": "a table"}
+        return {"not": "classified"}
 
     @dg.asset(key=["claims", "reader"], ins={"ev": dg.AssetIn(key=["claims", "claim_events"], metadata={"mesh/columns": ["event_type"]})})
     def reader(ev):
         assert list(ev.columns) == ["event_type"]
-        return ev
+        return None  # nothing to store
 
     resources = {"io_manager": MeshIOManager(lake=str(tmp_path))}
     with dg.instance_for_test() as instance:
-        result = dg.materialize([events, scratch, reader], resources=resources, instance=instance)
+        result = dg.materialize([events, reader], resources=resources, instance=instance)
         assert result.success
         [mat] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["claims", "claim_events"])]
         meta = mat.materialization.metadata
         assert meta["dagster/uri"].value == f"file://{tmp_path}/claims/claim_events/v1/data.parquet"
         assert meta["dagster/row_count"].value == 2
         assert meta["mesh/contract_version"].value == contract.version
-        assert (tmp_path / "claims/_private/scratch/data.pickle").exists()
-        assert (tmp_path / "claims/_private/reader/data.parquet").exists()
+
+        # a private asset built around the declarations has no contract: its write is refused
+        unclassified = dg.materialize([scratch], resources=resources, instance=instance, raise_on_error=False)
+        assert not unclassified.success
+        failure = next(e for e in unclassified.all_events if e.is_step_failure)
+        error = failure.step_failure_data.error
+        assert error.cause.cls_name == "PrivateDataRefused" and "claims/scratch has no contract" in error.cause.message
+        assert not (tmp_path / "claims/_private/scratch").exists()
 
         state["df"] = good.assign(event_id=[1, 1])  # duplicate primary key
         bad = dg.materialize([events], resources=resources, instance=instance, raise_on_error=False)

@@ -96,6 +96,11 @@ def consumer(tmp_path):
     (root / "consumer" / "domain.yaml").write_text(
         "name: consumer\nkind: consumer-aligned\ndescription: test\nteam: T\nowners: [team:t]\n"
     )
+    (root / "consumer" / "contracts" / "private").mkdir(parents=True)
+    (root / "consumer" / "contracts" / "private" / "x.yaml").write_text(
+        "apiVersion: v3.1.0\nkind: DataContract\nid: consumer.x\nname: x\nversion: 1.0.0\nstatus: active\n"
+        "domain: consumer\nschema:\n  - name: x\n    properties:\n      - {name: policy_id, logicalType: string}\n"
+    )
     return Domain.load(root / "consumer" / "definitions.py"), ContractRegistry.discover(root)
 
 

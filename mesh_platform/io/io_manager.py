@@ -22,6 +22,10 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
+
+from mesh_platform import private
+from mesh_platform.contracts.loader import load_contract
 
 from mesh_platform.contracts import conform
 from mesh_platform.contracts.registry import mesh_registry
@@ -39,6 +43,7 @@ COLUMNS = "mesh/columns"
 CONSUMER = "mesh/consumer"
 PURPOSE = "mesh/purpose"
 AGGREGATE = "mesh/aggregate"
+PRIVATE_CONTRACT = "mesh/private_contract"
 
 
 def to_pandas(table) -> pd.DataFrame:
@@ -86,12 +91,18 @@ class MeshIOManager(dg.ConfigurableIOManager):
                 }
             )
             return
-        if isinstance(obj, pd.DataFrame):
-            import pyarrow as pa
-
-            published = lake.write_table(Lake.private_path(domain, name), pa.Table.from_pandas(obj, preserve_index=False))
+        # A private intermediate: stored only as its own private contract allows (mesh_platform.private).
+        where = context.definition_metadata.get(PRIVATE_CONTRACT)
+        if not where:
+            raise private.PrivateDataRefused(
+                f"{domain}/{name} has no contract: a private asset is declared with @domain.asset and classified "
+                f"in domains/{domain}/contracts/private/{name}.yaml; nothing was stored"
+            )
+        stored = private.at_rest(obj, private.checked(load_contract(where), domain, name))
+        if isinstance(stored, pa.Table):
+            published = lake.write_table(Lake.private_path(domain, name), stored)
         else:
-            published = lake.write_object(Lake.private_path(domain, name, table=False), obj)
+            published = lake.write_object(Lake.private_path(domain, name, table=False), stored)
         metadata: dict[str, Any] = {"dagster/uri": published.uri, "mesh/bytes": published.bytes}
         if published.rows is not None:
             metadata["dagster/row_count"] = published.rows
