@@ -56,32 +56,51 @@ def ensure_dagster_home(settings: MeshSettings | None = None) -> Path:
     return home
 
 
-def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
-    """The pid the run worker recorded when it started (its "Started process for run" event)."""
-    for entry in reversed(instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)):
+def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """The pid the run worker recorded when it started (its "Started process for run" event), and when."""
+    # The first such event is the run worker's; later ones name the processes it starts for its
+    # steps (multiprocess executor), which can outlive a killed worker and must not stand for it.
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
         event = entry.dagster_event
         data = event.engine_event_data if event is not None else None
         pid = data.metadata.get("pid") if data is not None else None
-        if pid is not None and str(pid.value).isdigit():
-            return int(pid.value)
+        if pid is not None and str(pid.value).isdigit() and "Started process for run" in (event.message or ""):
+            return int(pid.value), entry.timestamp
     return None
 
 
-def _alive(pid: int, run_id: str) -> bool:
+def _started_at(stat: bytes) -> float | None:
+    """When the process of a ``/proc/<pid>/stat`` line started (epoch seconds), from boot time and clock ticks."""
+    try:
+        ticks = int(stat.rsplit(b")", 1)[-1].split()[19])  # field 22, counted after "pid (comm)"
+        with open("/proc/stat", "rb") as fh:
+            boot = next(int(line.split()[1]) for line in fh if line.startswith(b"btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _alive(pid: int, recorded_at: float) -> bool:
+    """Whether the worker that recorded ``pid`` at ``recorded_at`` still runs.
+
+    Pids are recycled (32,768 of them by default, soon used up by a busy machine), so a live pid
+    is the worker only if its process started before the worker recorded it.
+    """
     from mesh_platform.io.lake import pid_alive
 
     if not pid_alive(pid):
         return False
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
-            if fh.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
-                return False  # killed, not yet reaped by its parent
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            cmdline = fh.read()
+            stat = fh.read()
     except OSError:
         return True  # no /proc here: trust the pid
-    # a recycled pid belongs to another program; a run worker is a Python process of Dagster's
-    return any(word in cmdline for word in (run_id.encode(), b"dagster", b"multiprocessing", b"python"))
+    if stat.rsplit(b")", 1)[-1].split()[0] == b"Z":
+        return False  # killed, not yet reaped by its parent
+    started = _started_at(stat)
+    # a process started after the worker wrote its pid is another program that got the same pid
+    # (one second of slack: boot time and clock ticks are coarse)
+    return started is None or started <= recorded_at + 1.0
 
 
 class LocalRunLauncher(DefaultRunLauncher):
@@ -96,10 +115,11 @@ class LocalRunLauncher(DefaultRunLauncher):
         return True
 
     def check_run_worker_health(self, run) -> CheckRunHealthResult:
-        pid = _worker_pid(self._instance, run.run_id)
-        if pid is None:
+        recorded = _worker_pid(self._instance, run.run_id)
+        if recorded is None:
             return CheckRunHealthResult(WorkerStatus.UNKNOWN, "the run worker has not recorded its pid yet")
-        if _alive(pid, run.run_id):
+        pid, recorded_at = recorded
+        if _alive(pid, recorded_at):
             return CheckRunHealthResult(WorkerStatus.RUNNING, f"run worker pid {pid} is alive")
         return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker pid {pid} is gone (killed or crashed)")
 
