@@ -13,7 +13,7 @@ every required column, a unique key, ranges, a pattern, ``invalidValues``, ``nul
                      conformed Arrow table (conforming is done untimed).
 ``platform audit``   ``mesh_platform.quality.audit`` as a product step runs it: structural conform
                      + evaluate + one Dagster check result per rule, reports off
-                     (``MESH_QUALITY_REPORTS=0``).
+                     (no report written).
 ``platform audit + GX report``  the same with the Great Expectations result and Data Docs page
                      written to the lake (the default in production).
 ``great_expectations``  plain GX 1.x, pandas engine, validating the platform's own suite
@@ -133,11 +133,11 @@ def evaluate_factory(df, contract) -> Timed:
     return lambda: evaluate(table, rules)
 
 
-def run_audit(contract, df):
+def run_audit(contract, df, lake=None):
     """Drive ``audit`` (a generator of check results) to its return value, as Dagster would."""
     from mesh_platform.quality import audit
 
-    steps = audit(None, contract, df)
+    steps = audit(None, contract, df, lake=lake, reports=lake is not None)
     try:
         while True:
             next(steps)
@@ -146,14 +146,14 @@ def run_audit(contract, df):
 
 
 def audit_factory(df, contract) -> Timed:
-    os.environ["MESH_QUALITY_REPORTS"] = "0"
-    return lambda: run_audit(contract, df)
+    return lambda: run_audit(contract, df)  # no quality report
 
 
 def audit_with_report_factory(df, contract) -> Timed:
-    os.environ["MESH_QUALITY_REPORTS"] = "1"
-    os.environ["MESH_LAKE"] = tempfile.mkdtemp(prefix="bench-quality-lake-")  # the GX reports go there
-    return lambda: run_audit(contract, df)
+    from mesh_platform.io.lake import Lake
+
+    lake = Lake(tempfile.mkdtemp(prefix="bench-quality-lake-"))  # the GX reports go there
+    return lambda: run_audit(contract, df, lake)
 
 
 def great_expectations_factory(df, contract) -> Timed:

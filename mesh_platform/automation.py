@@ -12,27 +12,15 @@
 from __future__ import annotations
 
 import functools
-import os
 from datetime import timedelta
 
 import dagster as dg
 
-from mesh_platform.contracts.diff import UNIT_HOURS
 from mesh_platform.contracts.model import Contract
 
 
-def sla_hours(contract: Contract, name: str) -> float | None:
-    sla = contract.sla(name)
-    if sla is None:
-        return None
-    try:
-        return float(sla.value) * UNIT_HOURS[str(sla.unit or "d").lower()]
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"{contract.id}: slaProperties[{name}]: cannot read {sla.value!r} {sla.unit!r} as a duration") from None
-
-
 def freshness_policy(contract: Contract) -> dg.FreshnessPolicy | None:
-    hours = sla_hours(contract, "latency")
+    hours = contract.sla_hours("latency")
     if not hours:
         return None
     fail = timedelta(hours=hours)
@@ -53,7 +41,7 @@ def cron_for(hours: float) -> str:
 def automation_condition(contract: Contract | None, has_inputs: bool) -> dg.AutomationCondition | None:
     if has_inputs:
         return _eager()
-    hours = sla_hours(contract, "frequency") if contract is not None else None
+    hours = contract.sla_hours("frequency") if contract is not None else None
     return _on_cron(cron_for(hours)) if hours else None
 
 
@@ -69,8 +57,8 @@ def _on_cron(cron: str) -> dg.AutomationCondition:
     return dg.AutomationCondition.on_cron(cron)
 
 
-def automation_sensor(domain: str) -> dg.AutomationConditionSensorDefinition:
-    running = os.environ.get("MESH_AUTOMATION", "off").lower() in ("on", "1", "true", "running")
+def automation_sensor(domain: str, running: bool = False) -> dg.AutomationConditionSensorDefinition:
+    """The domain's automation sensor; ``running`` comes from the deployment's settings (``MESH_AUTOMATION``)."""
     return dg.AutomationConditionSensorDefinition(
         f"{domain}_automation",
         target=dg.AssetSelection.groups(domain),

@@ -13,7 +13,7 @@ import dagster as dg
 
 from mesh_platform.io.lake import Lake
 from mesh_platform.settings import MeshSettings
-from mesh_platform.workspace import Mesh
+from mesh_platform.workspace import Mesh, parents_in, walk
 
 
 @dataclass
@@ -39,8 +39,8 @@ class CatalogEntry:
         return asdict(self)
 
 
-def build_catalog(mesh: Mesh, instance: dg.DagsterInstance | None = None) -> list[CatalogEntry]:
-    lake = Lake(MeshSettings.from_env().lake)
+def build_catalog(mesh: Mesh, settings: MeshSettings, instance: dg.DagsterInstance | None = None) -> list[CatalogEntry]:
+    lake = Lake(settings.lake)
     graph = mesh.asset_graph()
     entries: dict[dg.AssetKey, CatalogEntry] = {}
     for loaded in mesh.domains:
@@ -73,17 +73,9 @@ def build_catalog(mesh: Mesh, instance: dg.DagsterInstance | None = None) -> lis
             )
 
     def upstream_products(key: dg.AssetKey) -> set[dg.AssetKey]:
-        found, todo, seen = set(), list(graph.get(key, ("", set()))[1]), set()
-        while todo:
-            parent = todo.pop()
-            if parent in seen:
-                continue
-            seen.add(parent)
-            if parent in entries:
-                found.add(parent)
-            elif parent in graph:
-                todo.extend(graph[parent][1])
-        return found
+        """The nearest products upstream of ``key``, seen through private intermediates."""
+        through = lambda k: k not in entries and k in graph  # noqa: E731
+        return {k for k in walk([key], parents_in(graph), through) if k in entries}
 
     for key, entry in entries.items():
         ups = upstream_products(key)

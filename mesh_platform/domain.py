@@ -7,9 +7,11 @@ A domain package looks like::
         contracts/*.yaml     one ODCS contract per data product
         definitions.py       ``domain = Domain.load(__file__)``, the transforms, ``defs = domain.definitions()``
 
-``definitions()`` resolves every input port against the mesh's contracts and builds the assets,
-the external specs of upstream products, and the IO manager. Every problem found (missing contract,
-unknown upstream product, wrong major, unknown column) is collected and raised together in one
+``definitions()`` reads the deployment's settings once, resolves the domain's plan (every contract,
+input port and policy: :func:`mesh_platform.plan.plan_domain`, a pure function), and builds the
+assets from it (:mod:`mesh_platform.products`, :mod:`mesh_platform.dbt.assets`), the external specs of
+upstream products, and the IO manager. Every problem found (missing contract, unknown upstream
+product, wrong major, unknown column, failed policy) is collected and raised together in one
 :class:`DomainDefinitionError`, each line naming the file and field to fix.
 """
 
@@ -22,25 +24,19 @@ from typing import Any, Callable, Iterable, Literal
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mesh_platform import private
+from mesh_platform import metadata as md
 from mesh_platform.automation import automation_sensor
-from mesh_platform.governance.policies import GLOBAL_POLICIES, ProductUnderPolicy, domain_policies
-from mesh_platform.governance.policies import evaluate as evaluate_policies
-from mesh_platform.contracts.loader import ContractError, Problem, display_path, exception_problem, load_contract, load_yaml
+from mesh_platform.contracts.loader import load_yaml
+from mesh_platform.problems import ContractError, Problem, display_path
 from mesh_platform.contracts.model import IDENTIFIER, Contract
-from mesh_platform.contracts.registry import VERSIONED, ContractRegistry, contract_files, mesh_registry
+from mesh_platform.contracts.registry import ContractRegistry, mesh_registry
 from mesh_platform.io.io_manager import MeshIOManager
-from mesh_platform.ports import InputPort, ResolvedPort, resolve
+from mesh_platform.plan import DomainPlan, plan_domain
+from mesh_platform.ports import InputPort
 from mesh_platform.products import Declaration, build_asset
+from mesh_platform.settings import MeshSettings
 
 DESCRIPTOR = "domain.yaml"
-
-
-def _projection(columns: list[str]) -> Callable:
-    def project(current):
-        return current[columns]
-
-    return project
 
 
 class DomainDefinitionError(Exception):
@@ -88,9 +84,8 @@ class Domain:
         self.root = root
         self.declarations: dict[str, Declaration] = {}
         self.downgrades: dict[tuple[str, int], Callable] = {}
-        self.policy_results: list = []
         self.dbt_project = None
-        self.products: dict[str, tuple[Contract, list[InputPort]]] = {}
+        self.last_plan: DomainPlan | None = None
 
     @classmethod
     def load(cls, module_file: str | Path) -> "Domain":
@@ -187,173 +182,32 @@ class Domain:
     def contract_path(self, product: str) -> Path:
         return self.root / "contracts" / f"{product}.yaml"
 
-    def _where(self, decl: Declaration) -> str:
-        return display_path(decl.declared_in or self.root / "definitions.py")
+    def plan(self, registry: ContractRegistry | None = None) -> DomainPlan:
+        """Resolve every declared asset against the mesh (:func:`mesh_platform.plan.plan_domain`)."""
+        self.last_plan = plan_domain(self, registry if registry is not None else mesh_registry())
+        return self.last_plan
 
-    def _product_contract(self, decl: Declaration, problems: list[Problem]) -> Contract | None:
-        path = self.contract_path(decl.name)
-        try:
-            contract = load_contract(path)
-        except ContractError as exc:
-            problems.extend(exc.problems)
-            return None
-        if contract.domain != self.name:
-            problems.append(Problem(display_path(path), "domain", f"says {contract.domain!r}, but the contract belongs to domain {self.name!r}"))
-            return None
-        if contract.name != decl.name:
-            problems.append(Problem(display_path(path), "name", f"says {contract.name!r}, but the product is declared as {decl.name!r}"))
-            return None
-        if private.shape(contract) == private.OBJECT:
-            problems.append(Problem(display_path(path), f"schema[{contract.table.name}].physicalType", "a data product publishes a table; an object can only be kept privately (contracts/private/)"))
-            return None
-        return contract
+    @property
+    def products(self) -> dict[str, tuple[Contract, list[InputPort]]]:
+        """Each published product with the input ports it reads (from the last plan)."""
+        return self.last_plan.ports_by_product if self.last_plan is not None else {}
 
-    def build_assets(self, registry: ContractRegistry | None = None) -> tuple[list[dg.AssetsDefinition], list[dg.AssetSpec]]:
+    @property
+    def policy_results(self) -> list:
+        return self.last_plan.policy_results if self.last_plan is not None else []
+
+    def build_assets(self, registry: ContractRegistry | None = None, settings: MeshSettings | None = None) -> tuple[list[dg.AssetsDefinition], list[dg.AssetSpec]]:
         """The domain's assets and the external specs of the products it consumes."""
-        registry = registry if registry is not None else mesh_registry()
-        problems: list[Problem] = []
-        assets: list[dg.AssetsDefinition] = []
-        externals: dict[dg.AssetKey, dg.AssetSpec] = {}
-        owners = list(self.descriptor.owners)
+        plan = self.plan(registry)
+        if plan.problems:
+            raise DomainDefinitionError(self.name, plan.problems)
+        settings = settings or MeshSettings.from_env()
+        assets = [build_asset(p, settings) for p in plan.products]
+        if plan.dbt is not None:
+            from mesh_platform.dbt.assets import dbt_domain_assets
 
-        try:
-            policies = GLOBAL_POLICIES + domain_policies(self.root)
-        except Exception as exc:  # the domain's own policies.py is broken
-            problems.append(exception_problem(exc, "policies cannot load: "))
-            policies = list(GLOBAL_POLICIES)
-        self.policy_results = []
-        self.products = {}
-
-        dbt_models: set[str] = set()
-        if self.dbt_project is not None:
-            dbt_assets_def, dbt_externals, dbt_models = self._build_dbt(registry, owners, policies, problems)
-            if dbt_assets_def is not None:
-                assets.append(dbt_assets_def)
-                externals.update(dbt_externals)
-
-        declared_products = set(self.product_names) | dbt_models
-        for path in contract_files(self.root):
-            if path.stem not in declared_products and not VERSIONED.match(path.stem):
-                try:
-                    contract = load_contract(path)
-                except ContractError as exc:
-                    problems.extend(exc.problems)
-                    continue
-                if contract.status not in ("draft", "proposed"):
-                    problems.append(Problem(display_path(path), "name", f"contract {contract.id!r} is {contract.status} but no product {path.stem!r} is declared in this domain"))
-
-        private_declared = {d.name for d in self.declarations.values() if not d.is_product}
-        for path in private.contract_files(self.root):
-            if path.stem not in private_declared:
-                problems.append(Problem(display_path(path), "name", f"a private contract, but no private asset {path.stem!r} is declared in this domain"))
-
-        for decl in self.declarations.values():
-            contract: Contract | None = None
-            private_contract: Contract | None = None
-            if decl.is_product:
-                contract = self._product_contract(decl, problems)
-            else:
-                try:
-                    private_contract = private.load(self.root, self.name, decl.name)
-                except ContractError as exc:
-                    problems.extend(exc.problems)
-            ports: dict[str, ResolvedPort] = {}
-            signature = inspect.signature(decl.fn).parameters
-            for param, source in decl.inputs.items():
-                field = f"{decl.name}.inputs[{param}]"
-                if param not in signature and not any(p.kind is p.VAR_KEYWORD for p in signature.values()):
-                    problems.append(Problem(self._where(decl), field, f"the transform has no parameter {param!r}"))
-                    continue
-                if isinstance(source, InputPort):
-                    try:
-                        ports[param] = resolve(source, registry, self.name)
-                    except (LookupError, ValueError) as exc:
-                        problems.append(Problem(self._where(decl), field, str(exc).strip("'\"")))
-                        continue
-                    externals.setdefault(ports[param].key, ports[param].external_spec())
-                elif isinstance(source, str):
-                    if source not in self.declarations:
-                        problems.append(Problem(self._where(decl), field, f"no asset {source!r} in domain {self.name!r} (declared: {', '.join(self.declarations)})"))
-                else:
-                    problems.append(Problem(self._where(decl), field, f"expected an InputPort or an asset name, got {source!r}"))
-            if contract is not None and len(ports) == len([s for s in decl.inputs.values() if isinstance(s, InputPort)]):
-                results = evaluate_policies(ProductUnderPolicy(self.name, contract, self._where(decl), ports), policies)
-                self.policy_results.extend(results)
-                for result in results:
-                    problems.extend(result.problems)
-            if not problems:
-                assets.append(build_asset(self.name, decl, contract, ports, owners, [p.name for p in policies], private_contract))
-                if contract is not None:
-                    self.products[decl.name] = (contract, [p.port for p in ports.values()])
-            if contract is not None:
-                assets.extend(self._previous_major_assets(decl, contract, registry, owners, problems))
-        if problems:
-            raise DomainDefinitionError(self.name, problems)
-        return assets, list(externals.values())
-
-    def _build_dbt(self, registry, owners, policies, problems):
-        from mesh_platform.dbt.assets import dbt_domain_assets, resolve_sources
-        from mesh_platform.dbt.project import ManifestNotPrepared
-
-        project = self.dbt_project
-        try:
-            models = {node["name"]: uid for uid, node in project.models().items()}
-            ports, port_problems = resolve_sources(project, registry, self.name)
-        except (ManifestNotPrepared, ValueError) as exc:
-            problems.append(Problem(display_path(project.path), "manifest", str(exc)))
-            # without a manifest the models are unknown: do not also report every contract as orphaned
-            return None, {}, {p.stem for p in contract_files(self.root)}
-        problems.extend(Problem(display_path(f), fld, msg) for f, fld, msg in port_problems)
-        contracts: dict[str, Contract] = {}
-        for name, uid in models.items():
-            path = self.contract_path(name)
-            if not path.exists():
-                problems.append(Problem(display_path(project.path / project.manifest["nodes"][uid]["original_file_path"]), name, f"dbt model {name!r} of domain {self.name!r} has no contract {display_path(path)}"))
-                continue
-            decl = Declaration(name=name, fn=lambda: None, declared_in=str(project.path / project.manifest["nodes"][uid]["original_file_path"]))
-            contract = self._product_contract(decl, problems)
-            if contract is None:
-                continue
-            contracts[name] = contract
-            node = project.manifest["nodes"][uid]
-            model_ports = {ports[d].contract.id: ports[d] for d in node["depends_on"]["nodes"] if d in ports}
-            self.products[name] = (contract, [p.port for p in model_ports.values()])
-            results = evaluate_policies(ProductUnderPolicy(self.name, contract, display_path(project.path / "models" / "sources.yml"), model_ports), policies)
-            self.policy_results.extend(results)
-            for result in results:
-                problems.extend(result.problems)
-        if problems:
-            return None, {}, set(models)
-        assets_def = dbt_domain_assets(self.name, project, contracts, ports, owners, [p.name for p in policies])
-        externals = {port.key: port.external_spec() for port in ports.values()}
-        return assets_def, externals, set(models)
-
-    def _previous_major_assets(self, decl, contract, registry, owners, problems) -> list[dg.AssetsDefinition]:
-        """One asset per previous major still served: ``<product>_v<major>``, derived from the current product."""
-        built = []
-        for old in registry.previous_majors(contract.id):
-            if old.retired():
-                continue
-            fn = self.downgrades.get((decl.name, old.major))
-            if fn is None:
-                missing = [c for c in old.column_names if c not in contract.column_names]
-                if missing:
-                    problems.append(Problem(
-                        display_path(old.source), "schema",
-                        f"major {old.major} needs columns the current major no longer has ({', '.join(missing)}); "
-                        f"declare @domain.downgrade({decl.name!r}, major={old.major}) in {self._where(decl)}",
-                    ))
-                    continue
-                fn = _projection(old.column_names)
-            shim = Declaration(
-                name=f"{decl.name}_v{old.major}",
-                fn=fn,
-                inputs={"current": decl.name},
-                is_product=True,
-                declared_in=decl.declared_in,
-            )
-            built.append(build_asset(self.name, shim, old, {}, owners))
-        return built
+            assets.insert(0, dbt_domain_assets(self.name, plan.dbt, settings))
+        return assets, list(plan.externals.values())
 
     def definitions(
         self,
@@ -364,17 +218,22 @@ class Domain:
         jobs: Iterable[Any] = (),
         registry: ContractRegistry | None = None,
     ) -> dg.Definitions:
-        """This domain's code location."""
-        assets, externals = self.build_assets(registry)
-        all_resources = {"io_manager": MeshIOManager(domain=self.name)}
+        """This domain's code location.
+
+        The deployment's settings (:class:`MeshSettings`: lake, flags) are read here, once, and
+        passed down to every asset's step and to the IO manager.
+        """
+        settings = MeshSettings.from_env()
+        assets, externals = self.build_assets(registry, settings)
+        all_resources = {"io_manager": MeshIOManager(domain=self.name, lake=settings.lake)}
         all_resources.update(resources or {})
         return dg.Definitions(
             assets=[*assets, *externals],
             resources=all_resources,
-            sensors=[*sensors, automation_sensor(self.name)],
+            sensors=[*sensors, automation_sensor(self.name, settings.automation)],
             schedules=list(schedules),
             jobs=list(jobs),
-            metadata={"mesh/domain": self.name, "mesh/team": self.descriptor.team},
+            metadata={md.DOMAIN: self.name, md.TEAM: self.descriptor.team},
         )
 
     def job(self, name: str | None = None, selection: dg.AssetSelection | None = None) -> dg.UnresolvedAssetJobDefinition:
@@ -382,5 +241,5 @@ class Domain:
         return dg.define_asset_job(
             name or f"{self.name}_products",
             selection=selection or dg.AssetSelection.groups(self.name),
-            tags={"mesh/domain": self.name},
+            tags={md.DOMAIN: self.name},
         )

@@ -17,7 +17,9 @@ from typing import Callable
 
 import dagster as dg
 
-from mesh_platform.workspace import Mesh
+from mesh_platform import metadata as keys
+
+from mesh_platform.workspace import Mesh, children_in, parents_in, walk
 
 
 class SelectionError(ValueError):
@@ -30,20 +32,10 @@ def select(mesh: Mesh, expression: str | None) -> set[dg.AssetKey]:
     graph = mesh.asset_graph()
     if not expression:
         return set(graph)
-    children: dict[dg.AssetKey, set[dg.AssetKey]] = {k: set() for k in graph}
-    for key, (_, parents) in graph.items():
-        for parent in parents:
-            if parent in children:
-                children[parent].add(key)
+    children = children_in(graph)
 
     def closure(start: set[dg.AssetKey], edges: Callable[[dg.AssetKey], set[dg.AssetKey]]) -> set[dg.AssetKey]:
-        seen, todo = set(start), list(start)
-        while todo:
-            for nxt in edges(todo.pop()):
-                if nxt in graph and nxt not in seen:
-                    seen.add(nxt)
-                    todo.append(nxt)
-        return seen
+        return set(start) | {k for k in walk(start, edges, through=graph.__contains__) if k in graph}
 
     chosen: set[dg.AssetKey] = set()
     domains = {domain for domain, _ in graph.values()}
@@ -63,9 +55,9 @@ def select(mesh: Mesh, expression: str | None) -> set[dg.AssetKey]:
                 raise SelectionError(f"{item!r}: domain {name.split('/')[0]!r} could not load (see the errors above); fix it first")
             raise SelectionError(f"{item!r} matches no domain or asset of the mesh (use `domain` or `domain/asset`)")
         if up:
-            keys = closure(keys, lambda k: graph[k][1])
+            keys = closure(keys, parents_in(graph))
         if down:
-            keys = closure(keys, lambda k: children[k])
+            keys = closure(keys, children)
         chosen |= keys
     return chosen
 
@@ -156,7 +148,7 @@ def materialize(
             asset_selection=ordered,
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            tags={"mesh/domain": domain, "mesh/launched_by": "mesh-materialize"},
+            tags={keys.DOMAIN: domain, keys.LAUNCHED_BY: "mesh-materialize"},
         )
         outcome = RunOutcome(domain, ordered, result.success, result.run_id, time.perf_counter() - started)
         materialized = set()
@@ -184,13 +176,4 @@ def materialize(
 
 def _depends_on(graph, key: dg.AssetKey, failed: Callable[[dg.AssetKey], bool]) -> bool:
     """Whether ``key`` has an upstream (direct or not, external ones included) for which ``failed`` holds."""
-    seen, todo = set(), [key]
-    while todo:
-        k = todo.pop()
-        for parent in graph.get(k, ("", set()))[1]:
-            if failed(parent):
-                return True
-            if parent not in seen:
-                seen.add(parent)
-                todo.append(parent)
-    return False
+    return any(failed(parent) for parent in walk([key], parents_in(graph)))

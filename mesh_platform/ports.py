@@ -18,7 +18,8 @@ from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry, MajorNotServed
 from mesh_platform.governance.privacy import Aggregate
 from mesh_platform.governance.privacy import validate as validate_aggregate
-from mesh_platform.io.io_manager import AGGREGATE, COLUMNS, CONSUMER, CONTRACT_ID, PORT_MAJOR, PURPOSE
+from mesh_platform.metadata import AGGREGATE, CONSUMER, CONTRACT_ID, DOMAIN, PORT_MAJOR, PORT_PATH, PURPOSE, TYPE
+from mesh_platform.metadata import CONSUMER_COLUMNS as COLUMNS
 from mesh_platform.io.lake import Lake
 
 
@@ -84,8 +85,8 @@ class ResolvedPort:
             group_name=c.domain,
             description=f"Output port v{self.port.major} of `{c.id}`, published by the {c.domain} domain.",
             owners=c.owners or None,
-            tags={"mesh/domain": c.domain, "mesh/type": "product"},
-            metadata={CONTRACT_ID: c.id, "mesh/port_path": Lake.port_path(c.domain, c.name, self.port.major)},
+            tags={DOMAIN: c.domain, TYPE: "product"},
+            metadata={CONTRACT_ID: c.id, PORT_PATH: Lake.port_path(c.domain, c.name, self.port.major)},
         )
 
 

@@ -27,19 +27,28 @@ no contract, and its write is refused.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 
-from mesh_platform.contracts.loader import display_path, load_contract
+from mesh_platform.contracts.loader import load_contract
 from mesh_platform.contracts.model import Contract
-from mesh_platform.problems import ContractError, Problem
+from mesh_platform.problems import ContractError, Problem, display_path
 
 FOLDER = "private"
 TABLE, OBJECT = "table", "object"
 SENSITIVE_AT_REST = ("pii", "restricted")
+
+
+@dataclass(frozen=True)
+class Kept:
+    """What a private asset's step hands to the IO manager: the data and the contract it is kept under."""
+
+    data: Any
+    contract: Contract
 
 
 class PrivateDataRefused(Exception):
@@ -144,4 +153,4 @@ def at_rest(obj: Any, contract: Contract) -> pa.Table | Mapping:
     return table
 
 
-__all__ = ["PrivateDataRefused", "at_rest", "checked", "contract_files", "contract_path", "load", "problems", "shape"]
+__all__ = ["Kept", "PrivateDataRefused", "at_rest", "checked", "contract_files", "contract_path", "load", "problems", "shape"]

@@ -40,16 +40,18 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import dagster as dg
+
+from mesh_platform import metadata as keys
 import pandas as pd
 
 from mesh_platform.contracts.model import Contract, QuarantineLimits
 from mesh_platform.io.lake import Lake
 
 CHECK = "quarantine"
-COUNTS = "mesh/quarantine"
-SCOPE = "mesh/quarantine_scope"
-LOCATION = "mesh/quarantine_uri"
-TOTAL = "mesh/quarantined_rows"
+COUNTS = keys.QUARANTINE
+SCOPE = keys.QUARANTINE_SCOPE
+LOCATION = keys.QUARANTINE_URI
+TOTAL = keys.QUARANTINED_ROWS
 SUMMARY = "summary.json"
 REASON = re.compile(r"^[a-z][a-z0-9_]*$")
 EXAMPLES = 5  # offending values named in a rejection's detail
@@ -250,11 +252,11 @@ def audit_event(held: Held, product: str) -> dg.AssetObservation:
         description=f"{held.total} row(s) quarantined: " + ", ".join(f"{r}={n}" for r, n in held.counts.items()),
         metadata={
             AUDIT: "quarantine",
-            "mesh/product": product,
-            "mesh/port": held.uri or "",
-            "mesh/rows": held.total,
-            "mesh/reasons": dg.MetadataValue.json(held.counts),
-            "mesh/details": dg.MetadataValue.json(held.details),
+            keys.PRODUCT: product,
+            keys.PORT: held.uri or "",
+            keys.ROWS: held.total,
+            keys.REASONS: dg.MetadataValue.json(held.counts),
+            keys.DETAILS: dg.MetadataValue.json(held.details),
         },
     )
 
@@ -297,7 +299,7 @@ def check_spec(key: dg.AssetKey, contract: Contract) -> dg.AssetCheckSpec:
         asset=key,
         blocking=limits.fail_above is not None,
         description=f"Share of source rows quarantined on the way to this product: passes at zero, warns above {limits.warn_above:.2%}{fail} (customProperties[quarantine]).",
-        metadata={"mesh/contract_field": "customProperties[quarantine]"},
+        metadata={keys.CONTRACT_FIELD: "customProperties[quarantine]"},
     )
 
 

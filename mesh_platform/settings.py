@@ -8,6 +8,8 @@ Switching from the embedded default to production is configuration, never code:
 | `MESH_LAKE`    | `$MESH_HOME/lake`           | `s3://acme-mesh/lake`                 |
 | `MESH_SOURCES` | `$MESH_HOME/sources`        | where the operational simulators live |
 | `DAGSTER_HOME` | `$MESH_HOME/dagster_home`   | the Postgres-backed instance's folder |
+| `MESH_AUTOMATION` | `off`                    | `on`: automation sensors start running |
+| `MESH_QUALITY_REPORTS` | `1`                 | `0`: no Data Docs page per publish    |
 
 `MESH_HOME` is made absolute once, so that code servers started by `dagster dev` (which may run
 in another working directory) agree with the `mesh` command line on every path.
@@ -33,11 +35,16 @@ class MeshSettings:
     lake: str
     sources: str
     dagster_home: str
+    quality_reports: bool = True
+    """``MESH_QUALITY_REPORTS=0`` skips writing the GX Data Docs page per publish (benchmarks)."""
+    automation: bool = False
+    """``MESH_AUTOMATION=on`` starts each domain's automation sensor (production); stopped by default."""
 
     @classmethod
     def from_env(cls, environ: os._Environ | dict | None = None) -> "MeshSettings":
+        """Read once per process entry point (``Domain.definitions``, the ``mesh`` command) and passed down."""
         env = os.environ if environ is None else environ
-        names = ("MESH_HOME", "MESH_LAKE", "MESH_SOURCES", "DAGSTER_HOME")
+        names = ("MESH_HOME", "MESH_LAKE", "MESH_SOURCES", "DAGSTER_HOME", "MESH_QUALITY_REPORTS", "MESH_AUTOMATION")
         return _settings(tuple(env.get(n) or "" for n in names), os.getcwd())
 
     def export(self) -> None:
@@ -49,12 +56,14 @@ class MeshSettings:
 
 
 @lru_cache(maxsize=32)
-def _settings(values: tuple[str, str, str, str], _cwd: str) -> MeshSettings:
-    home_v, lake_v, sources_v, dagster_v = values
+def _settings(values: tuple[str, ...], _cwd: str) -> MeshSettings:
+    home_v, lake_v, sources_v, dagster_v, reports_v, automation_v = values
     home = _absolute(home_v or ".mesh")
     return MeshSettings(
         home=home,
         lake=_absolute(lake_v or os.path.join(home, "lake")),
         sources=_absolute(sources_v or os.path.join(home, "sources")),
         dagster_home=_absolute(dagster_v or os.path.join(home, "dagster_home")),
+        quality_reports=(reports_v or "1") != "0",
+        automation=automation_v.lower() in ("on", "1", "true", "running"),
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mesh_platform.contracts.loader import ContractError, Problem, load_contract
+from mesh_platform.contracts.loader import load_contract
+from mesh_platform.problems import ContractError, Problem
 from mesh_platform.contracts.registry import ContractRegistry, default_domains_root
 from mesh_platform.governance.grants import grant_problems
 from mesh_platform.workspace import Mesh

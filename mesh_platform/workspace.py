@@ -11,11 +11,12 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import dagster as dg
 
 from mesh_platform import safe_yaml
-from mesh_platform.contracts.loader import ContractError, Problem, display_path, exception_problem
+from mesh_platform.problems import ContractError, Problem, display_path, exception_problem
 from mesh_platform.domain import Domain, DomainDefinitionError
 
 
@@ -116,6 +117,41 @@ def load_domain(entry: LocationEntry, root: Path) -> LoadedDomain:
     return loaded
 
 
+AssetGraph = dict[dg.AssetKey, tuple[str, set[dg.AssetKey]]]
+"""The mesh's asset graph: key -> (owning domain, upstream keys); see :meth:`Mesh.asset_graph`."""
+
+
+def walk(start: Iterable[dg.AssetKey], edges: Callable[[dg.AssetKey], Iterable[dg.AssetKey]], through: Callable[[dg.AssetKey], bool] = lambda key: True) -> Iterator[dg.AssetKey]:
+    """Every key reachable from ``start`` along ``edges`` (``start`` itself excluded), each once.
+
+    The walk goes on past a key only where ``through(key)`` holds (the key itself is still yielded).
+    The one graph walk of the platform: selections, failure propagation, catalog lineage.
+    """
+    seen: set[dg.AssetKey] = set()
+    todo = [nxt for key in start for nxt in edges(key)]
+    while todo:  # bounded: each key is expanded once
+        key = todo.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        yield key
+        if through(key):
+            todo.extend(edges(key))
+
+
+def parents_in(graph: AssetGraph) -> Callable[[dg.AssetKey], set[dg.AssetKey]]:
+    return lambda key: graph.get(key, ("", set()))[1]
+
+
+def children_in(graph: AssetGraph) -> Callable[[dg.AssetKey], set[dg.AssetKey]]:
+    children: dict[dg.AssetKey, set[dg.AssetKey]] = {k: set() for k in graph}
+    for key, (_, parents) in graph.items():
+        for parent in parents:
+            if parent in children:
+                children[parent].add(key)
+    return lambda key: children.get(key, set())
+
+
 @dataclass
 class Mesh:
     workspace: Path
@@ -136,7 +172,7 @@ class Mesh:
                 return d
         raise KeyError(name)
 
-    def asset_graph(self) -> dict[dg.AssetKey, tuple[str, set[dg.AssetKey]]]:
+    def asset_graph(self) -> AssetGraph:
         """Every materializable asset of the mesh: key -> (owning domain, upstream keys)."""
         graph: dict[dg.AssetKey, tuple[str, set[dg.AssetKey]]] = {}
         for loaded in self.domains:

@@ -44,7 +44,7 @@ from s3_server import Credentials, S3Server
 
 from mesh_platform.contracts.registry import mesh_registry
 from mesh_platform.governance.access import authorize
-from mesh_platform.governance.iam import policies_for
+from mesh_platform.iam import policies_for
 from mesh_platform.governance.masking import sensitive_columns
 from mesh_platform.io.lake import Lake
 from mesh_platform.ports import resolve
@@ -319,7 +319,7 @@ def test_listing_is_limited_to_own_and_granted_prefixes(s3, demo):
 def test_the_generator_refuses_a_full_object_with_columns_the_reader_is_not_cleared_for(mesh, tmp_path, monkeypatch):
     """S3 grants objects, not columns: customer_care is cleared for the pii it reads from policyholders,
     but once the product also holds a restricted column, the full object would hand it that column."""
-    from mesh_platform.governance.iam import StorageGrantError
+    from mesh_platform.iam import StorageGrantError
 
     domains = tmp_path / "domains"
     shutil.copytree(ROOT / "domains", domains, ignore=shutil.ignore_patterns("__pycache__", "*.py"))

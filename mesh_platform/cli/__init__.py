@@ -155,7 +155,7 @@ def catalog(as_json: bool, workspace: Path | None) -> None:
     mesh = _load_mesh(workspace)
     for problem in mesh.problems:
         click.echo(f"error: {problem}", err=True)
-    entries = build_catalog(mesh, local_instance(settings))
+    entries = build_catalog(mesh, settings, local_instance(settings))
     if as_json:
         click.echo(json.dumps({"products": [e.as_dict() for e in entries]}, indent=2))
         return
@@ -273,7 +273,7 @@ def policies(as_json: bool, workspace: Path | None) -> None:
 @click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
 def iam(lake_uri: str | None, out: Path, workspace: Path | None) -> None:
     """Generate per-domain S3 IAM policies from the grants, so storage enforces what the platform does."""
-    from mesh_platform.governance.iam import StorageGrantError, write_policies
+    from mesh_platform.iam import StorageGrantError, write_policies
 
     settings = _settings()
     lake_uri = lake_uri or (settings.lake if settings.lake.startswith("s3://") else None)

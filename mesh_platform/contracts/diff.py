@@ -23,8 +23,6 @@ from mesh_platform.contracts.model import Contract, SchemaProperty
 MAJOR, MINOR, PATCH = "major", "minor", "patch"
 ORDER = {PATCH: 0, MINOR: 1, MAJOR: 2}
 CLASSIFICATION_RANK = {"public": 0, "internal": 1, "confidential": 2, "pii": 3, "restricted": 4}
-UNIT_HOURS = {"m": 1 / 60, "min": 1 / 60, "h": 1, "hr": 1, "hour": 1, "hours": 1, "d": 24, "day": 24, "days": 24,
-              "w": 168, "week": 168, "weeks": 168, "y": 8760, "yr": 8760, "year": 8760, "years": 8760}
 
 
 @dataclass(frozen=True)
@@ -44,16 +42,6 @@ def _valid_values(col: SchemaProperty) -> set | None:
 
 def _bound(col: SchemaProperty, name: str) -> Any:
     return (col.logical_type_options or {}).get(name)
-
-
-def _sla_hours(contract: Contract, name: str) -> float | None:
-    sla = contract.sla(name)
-    if sla is None:
-        return None
-    try:
-        return float(sla.value) * UNIT_HOURS.get(str(sla.unit or "d").lower(), 24)
-    except (TypeError, ValueError):
-        return None
 
 
 def _column_changes(old: SchemaProperty, new: SchemaProperty, where: str) -> list[Change]:
@@ -123,7 +111,7 @@ def diff_contracts(old: Contract, new: Contract) -> list[Change]:
             kind = "required" if col.required or col.primary_key else "optional"
             changes.append(Change(MINOR, f"schema[{table}].properties[{name}]", f"{kind} column added"))
     for name in ("latency", "frequency"):
-        a, b = _sla_hours(old, name), _sla_hours(new, name)
+        a, b = old.sla_hours(name), new.sla_hours(name)
         if a is not None and b is None:
             changes.append(Change(MAJOR, f"slaProperties[{name}]", f"{name} SLA removed"))
         elif a is not None and b is not None and b > a:

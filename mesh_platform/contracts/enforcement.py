@@ -114,7 +114,7 @@ def _duplicates(table: pa.Table, columns: list[str]) -> tuple[int, tuple]:
     """
     import duckdb
 
-    from mesh_platform.quality.evaluate import q
+    from mesh_platform.sql import quote_identifier as q
 
     keys = ", ".join(q(c) for c in columns)
     not_null = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)

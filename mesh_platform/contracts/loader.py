@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,35 +13,10 @@ from pydantic import ValidationError
 
 from mesh_platform import safe_yaml
 from mesh_platform.contracts.model import Contract, platform_problems
-from mesh_platform.problems import ContractError, Problem
+from mesh_platform.problems import ContractError, Problem, display_path, exception_problem
 
-# Problem and ContractError live in mesh_platform.problems; they are re-exported here, where most callers import them.
+# Problem, ContractError, display_path and exception_problem live in mesh_platform.problems; re-exported here.
 __all__ = ["ContractError", "Problem", "display_path", "dump_contract", "exception_problem", "load_contract", "load_yaml", "load_yaml_text", "parse_contract"]
-
-
-def display_path(path: str | os.PathLike) -> str:
-    """A path relative to the current folder when it is below it, else absolute."""
-    return _display(os.fspath(path), os.getcwd())
-
-
-@lru_cache(maxsize=4096)
-def _display(path: str, cwd: str) -> str:
-    p = os.path.realpath(path)
-    rel = os.path.relpath(p, cwd)
-    return p if rel.startswith("..") else rel
-
-
-def exception_problem(exc: BaseException, prefix: str = "") -> Problem:
-    """A Problem pointing at where ``exc`` was raised in user code (or the bad line of a SyntaxError)."""
-    import traceback
-
-    if isinstance(exc, SyntaxError) and exc.filename:
-        file, line = exc.filename, exc.lineno
-    else:
-        frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
-        frame = frames[-1] if frames else None
-        file, line = (frame.filename, frame.lineno) if frame else ("<unknown>", 0)
-    return Problem(display_path(file), f"line {line}", f"{prefix}{type(exc).__name__}: {exc}")
 
 
 def _field_path(loc: tuple, raw: Any) -> str:
@@ -96,7 +70,7 @@ def parse_contract(raw: Any, file: str) -> Contract:
 
 
 _cache: dict[tuple[str, int, int], Contract] = {}
-CACHE_VERSION = "2"  # bumped when validation changes, so no contract skips a new rule
+CACHE_VERSION = "3"  # bumped when validation changes, so no contract skips a new rule
 
 
 def _disk_cache_dir() -> Path | None:

@@ -421,14 +421,47 @@ class Contract(OdcsModel):
     def sla(self, name: str) -> SlaProperty | None:
         return next((s for s in self.sla_properties if s.property == name), None)
 
+    def sla_hours(self, name: str) -> float | None:
+        """An SLA duration (``latency``, ``frequency``) in hours; the unit defaults to days.
+
+        Contracts with an unreadable duration do not load (:func:`platform_problems`), so every
+        reader (freshness, automation, contract diffs) sees the same value.
+        """
+        sla = self.sla(name)
+        if sla is None:
+            return None
+        return sla_duration_hours(sla.value, sla.unit)
+
     @property
     def classifications(self) -> list[str]:
         return sorted({c.classification for c in self.columns if c.classification})
 
 
+UNIT_HOURS = {"m": 1 / 60, "min": 1 / 60, "h": 1, "hr": 1, "hour": 1, "hours": 1, "d": 24, "day": 24, "days": 24,
+              "w": 168, "week": 168, "weeks": 168, "y": 8760, "yr": 8760, "year": 8760, "years": 8760}
+DURATION_SLAS = ("latency", "frequency")  # the SLA properties the platform reads as durations
+
+
+def sla_duration_hours(value: Any, unit: str | None) -> float:
+    """``value`` ``unit`` in hours (``unit`` defaults to days); ValueError when it is not a duration."""
+    key = str(unit or "d").lower()
+    if key not in UNIT_HOURS:
+        raise ValueError(f"unknown unit {unit!r} (use one of {', '.join(sorted(UNIT_HOURS))})")
+    try:
+        return float(value) * UNIT_HOURS[key]
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number") from None
+
+
 def platform_problems(contract: Contract) -> list[tuple[str, str]]:
     """What the platform needs beyond ODCS to publish a product: (field path, problem) pairs."""
     problems: list[tuple[str, str]] = []
+    for sla in contract.sla_properties:
+        if sla.property in DURATION_SLAS:
+            try:
+                sla_duration_hours(sla.value, sla.unit)
+            except ValueError as exc:
+                problems.append((f"slaProperties[{sla.property}]", f"cannot read {sla.value!r} {sla.unit or ''} as a duration: {exc}".replace("  ", " ")))
     if not contract.name:
         problems.append(("name", "a data product contract needs a `name`: the product's name (snake_case)"))
     elif not IDENTIFIER.match(contract.name):

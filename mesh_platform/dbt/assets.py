@@ -27,30 +27,36 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import dagster as dg
+
+from mesh_platform import metadata as keys
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
-from mesh_platform.automation import freshness_policy
 from mesh_platform.contracts.model import Contract
-from mesh_platform.contracts.registry import ContractRegistry
 from mesh_platform.dbt.project import NO_TRACKING, DbtDomainProject
 from mesh_platform.governance.access import AccessDenied
 from mesh_platform.governance.audit import denied_metadata, publish_metadata, read_metadata
 from mesh_platform.governance.identity import domain_of_step
 from mesh_platform.io import publishing
-from mesh_platform.io.io_manager import CONTRACT_ID, PORT_MAJOR
 from mesh_platform.io.lake import Lake
-from mesh_platform.ports import ResolvedPort, port_asset_key, resolve
-from mesh_platform.products import column_schema, most_sensitive, product_description
+from mesh_platform.dbt.plan import DbtPlan
+from mesh_platform.ports import ResolvedPort, port_asset_key
+from mesh_platform.specs import product_spec
+from mesh_platform.sql import quote_identifier
 from mesh_platform.settings import MeshSettings
 
 
 class MeshDbtTranslator(DagsterDbtTranslator):
-    def __init__(self, domain: str, contracts: dict[str, Contract], ports: dict[str, ResolvedPort], owners: list[str], policies: list[str]):
-        super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=False))
-        self.domain, self.contracts, self.ports, self.owners, self.policies = domain, contracts, ports, owners, policies
+    """Maps dbt's nodes onto the mesh: sources onto the producers' ports, models onto products whose
+    spec comes from the same builder as a Python product's (:func:`mesh_platform.specs.product_spec`)."""
 
-    def _contract(self, props: Mapping[str, Any]) -> Contract | None:
-        return self.contracts.get(props["name"]) if props["resource_type"] == "model" else None
+    def __init__(self, domain: str, plan: DbtPlan):
+        super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=False))
+        self.domain, self.plan = domain, plan
+        self.contracts, self.ports, self.owners = plan.contracts, plan.ports, plan.owners
+        self.specs = {name: product_spec(domain, contract, plan.owners, plan.policy_names, has_inputs=True) for name, contract in plan.contracts.items()}
+
+    def _spec(self, props: Mapping[str, Any]):
+        return self.specs.get(props["name"]) if props["resource_type"] == "model" else None
 
     def get_asset_key(self, props: Mapping[str, Any]) -> dg.AssetKey:
         if props["resource_type"] == "source":
@@ -64,59 +70,40 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         return self.domain
 
     def get_owners(self, props: Mapping[str, Any]):
-        contract = self._contract(props)
-        return (contract.owners if contract else None) or self.owners
+        spec = self._spec(props)
+        return spec.owners if spec else self.owners
 
     def get_description(self, props: Mapping[str, Any]) -> str:
-        contract = self._contract(props)
-        return product_description(contract) if contract else super().get_description(props)
+        spec = self._spec(props)
+        return spec.description if spec else super().get_description(props)
 
     def get_metadata(self, props: Mapping[str, Any]) -> Mapping[str, Any]:
         metadata = dict(super().get_metadata(props))
-        contract = self._contract(props)
-        if contract is not None:
-            metadata.update(
-                {
-                    "dagster/column_schema": column_schema(contract),
-                    CONTRACT_ID: contract.id,
-                    PORT_MAJOR: contract.major,
-                    "mesh/contract_version": contract.version,
-                    "mesh/port_path": Lake.port_path(self.domain, contract.name, contract.major),
-                    "mesh/policies": dg.MetadataValue.json(sorted(self.policies)),
-                }
-            )
+        spec = self._spec(props)
+        if spec is not None:
+            metadata.update(spec.metadata)
         return metadata
 
     def get_tags(self, props: Mapping[str, Any]) -> Mapping[str, str]:
-        contract = self._contract(props)
-        if contract is None:
-            return {}
-        tags = {"mesh/domain": self.domain, "mesh/type": "product", "mesh/status": contract.status, "mesh/policies": "passed"}
-        sensitive = most_sensitive(contract.classifications)
-        if sensitive:
-            tags["mesh/classification"] = sensitive
-        if contract.custom("accessLevel"):
-            tags["mesh/access"] = str(contract.custom("accessLevel"))
-        return tags
+        spec = self._spec(props)
+        return dict(spec.tags) if spec else {}
 
     def get_code_version(self, props: Mapping[str, Any]) -> str | None:
-        contract = self._contract(props)
-        digest = hashlib.sha256((props.get("raw_code") or "").encode()).hexdigest()[:12]
-        return f"{contract.version}-{digest}" if contract else digest
+        contract = self.contracts.get(props["name"]) if props["resource_type"] == "model" else None
+        if contract is None:
+            return hashlib.sha256((props.get("raw_code") or "").encode()).hexdigest()[:12]
+        return f"{contract.version}-" + hashlib.sha256((props.get("raw_code") or "").encode()).hexdigest()[:12]
 
     def get_automation_condition(self, props: Mapping[str, Any]):
-        return dg.AutomationCondition.eager() if props["resource_type"] == "model" else None
+        spec = self._spec(props)
+        return spec.automation_condition if spec else None
 
     def get_asset_spec(self, manifest, unique_id, project):
         spec = super().get_asset_spec(manifest, unique_id, project)
-        contract = self._contract(self.get_resource_props(manifest, unique_id))
-        if contract is not None:
-            spec = spec.replace_attributes(freshness_policy=freshness_policy(contract))
+        product = self._spec(self.get_resource_props(manifest, unique_id))
+        if product is not None:
+            spec = spec.replace_attributes(freshness_policy=product.freshness_policy)
         return spec
-
-
-def _duckdb_name(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 class _StagingDenied(Exception):
@@ -146,7 +133,7 @@ def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, Resol
                 # the refusal is audited like a read, then fails the step
                 observations.append(dg.AssetObservation(asset_key=port.key, metadata=denied_metadata(domain, port.contract.id, exc.reason, port.columns)))
                 raise _StagingDenied(observations) from exc
-            schema, table = _duckdb_name(source["schema"]), _duckdb_name(source["identifier"] or source["name"])
+            schema, table = quote_identifier(source["schema"]), quote_identifier(source["identifier"] or source["name"])
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             con.register("staged_port", read.table)
             con.execute(f"CREATE OR REPLACE TABLE {schema}.{table} AS SELECT * FROM staged_port")
@@ -162,7 +149,7 @@ def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, Resol
     return observations
 
 
-def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator: MeshDbtTranslator):
+def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator: MeshDbtTranslator, lake: Lake, reports: bool = True):
     """The step of a dbt domain: stage governed sources, dbt build, checks, publish."""
     from dagster_dbt.asset_utils import get_asset_check_key_for_test
     from dbt.cli.main import dbtRunner
@@ -172,7 +159,6 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
     manifest = project.manifest
     # the domain this step runs as, bound by the platform (the translator's domain must agree)
     domain = domain_of_step(context.get_step_execution_context(), translator.domain)
-    lake = Lake(MeshSettings.from_env().lake)
     models = {uid: node for uid, node in project.models().items() if dg.AssetKey([domain, node["name"]]) in context.selected_asset_keys}
     needed = {dep for node in models.values() for dep in node["depends_on"]["nodes"] if dep.startswith("source.")}
     failures: list[str] = []
@@ -238,11 +224,11 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
             contract = translator.contracts[name]
             con = duckdb.connect(str(db_path))
             try:
-                frame = con.execute(f"SELECT * FROM {_duckdb_name(node['schema'])}.{_duckdb_name(node['alias'] or name)}").df()
+                frame = con.execute(f"SELECT * FROM {quote_identifier(node['schema'])}.{quote_identifier(node['alias'] or name)}").df()
             finally:
                 con.close()
             try:
-                audited, quality_meta = yield from audit(context, contract, frame, emit_checks=False)
+                audited, quality_meta = yield from audit(context, contract, frame, emit_checks=False, policies=translator.plan.policies[name], lake=lake, reports=reports)
             except Exception as exc:  # contract schema, quality rule or policy: report, publish nothing
                 failures.append(f"{name}: {exc}")
                 continue
@@ -255,8 +241,8 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
                 metadata={
                     "dagster/uri": full.uri,
                     "dagster/row_count": full.rows,
-                    "mesh/bytes": sum(p.bytes for _, p in written),
-                    "mesh/contract_version": contract.version,
+                    keys.BYTES: sum(p.bytes for _, p in written),
+                    keys.CONTRACT_VERSION: contract.version,
                     **quality_meta,
                     **publish_metadata(contract.id, f"v{contract.major}", [v for v, _ in written], audited.table.column_names),
                 },
@@ -265,25 +251,14 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
         raise dg.Failure("dbt domain " + domain + " did not publish:\n" + "\n".join(f"  - {f}" for f in failures))
 
 
-def resolve_sources(project: DbtDomainProject, registry: ContractRegistry, domain: str) -> tuple[dict[str, ResolvedPort], list[tuple[str, str, str]]]:
-    """Each source's input port, resolved; problems as (file, field, message)."""
-    ports, problems = {}, []
-    for uid, port in project.source_ports().items():
-        source = project.manifest["sources"][uid]
-        where = (str(project.path / source["original_file_path"]), f"sources[{source['source_name']}].tables[{source['name']}].meta.mesh")
-        try:
-            ports[uid] = resolve(port, registry, domain)
-        except (LookupError, ValueError) as exc:
-            problems.append((*where, str(exc).strip("'\"")))
-    return ports, problems
-
-
-def dbt_domain_assets(domain: str, project: DbtDomainProject, contracts: dict[str, Contract], ports: dict[str, ResolvedPort], owners: list[str], policies: list[str]):
-    """The ``@dbt_assets`` definition of a dbt domain."""
-    translator = MeshDbtTranslator(domain, contracts, ports, owners, policies)
+def dbt_domain_assets(domain: str, plan: DbtPlan, settings: MeshSettings):
+    """The ``@dbt_assets`` definition of a dbt domain, from its plan."""
+    translator = MeshDbtTranslator(domain, plan)
+    project = plan.project
+    lake = Lake(settings.lake)
 
     @dbt_assets(manifest=project.manifest, dagster_dbt_translator=translator, name=f"{domain}_dbt")
     def _assets(context):
-        yield from run(context, project, translator)
+        yield from run(context, project, translator, lake, settings.quality_reports)
 
     return _assets

@@ -71,7 +71,7 @@ class DbtDomainProject:
         Raises :class:`~mesh_platform.problems.ContractError` naming every such file of the project.
         """
         from mesh_platform import safe_yaml
-        from mesh_platform.contracts.loader import display_path
+        from mesh_platform.problems import display_path
         from mesh_platform.problems import ContractError
 
         problems = []

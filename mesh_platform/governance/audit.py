@@ -24,7 +24,9 @@ from typing import Iterable
 
 import dagster as dg
 
-AUDIT = "mesh/audit"
+from mesh_platform import metadata as keys
+
+AUDIT = keys.AUDIT
 
 
 @dataclass(frozen=True)
@@ -50,24 +52,24 @@ class AuditRecord:
 def read_metadata(consumer: str, contract_id: str, port: str, columns: list[str], masked: list[str], removed: list[str], rows: int, purpose: str | None) -> dict:
     return {
         AUDIT: "read",
-        "mesh/consumer": consumer,
-        "mesh/product": contract_id,
-        "mesh/port": port,
-        "mesh/columns": dg.MetadataValue.json(columns),
-        "mesh/masked": dg.MetadataValue.json(masked),
-        "mesh/removed": dg.MetadataValue.json(removed),
-        "mesh/rows": rows,
-        "mesh/purpose": purpose or "",
+        keys.CONSUMER: consumer,
+        keys.PRODUCT: contract_id,
+        keys.PORT: port,
+        keys.COLUMNS_READ: dg.MetadataValue.json(columns),
+        keys.MASKED: dg.MetadataValue.json(masked),
+        keys.REMOVED: dg.MetadataValue.json(removed),
+        keys.ROWS: rows,
+        keys.PURPOSE: purpose or "",
     }
 
 
 def denied_metadata(consumer: str | None, target: str, reason: str, columns: list[str] | None = None) -> dict:
     return {
         AUDIT: "denied",
-        "mesh/consumer": consumer or "(unknown)",
-        "mesh/product": target,
-        "mesh/reason": reason,
-        "mesh/columns": dg.MetadataValue.json(list(columns or [])),
+        keys.CONSUMER: consumer or "(unknown)",
+        keys.PRODUCT: target,
+        keys.REASON: reason,
+        keys.COLUMNS_READ: dg.MetadataValue.json(list(columns or [])),
     }
 
 
@@ -81,10 +83,10 @@ def log_observation(step_context, key: dg.AssetKey, metadata: dict) -> None:
 def publish_metadata(contract_id: str, port: str, variants: list[str], columns: list[str]) -> dict:
     return {
         AUDIT: "publish",
-        "mesh/product": contract_id,
-        "mesh/port": port,
-        "mesh/variants": dg.MetadataValue.json(variants),
-        "mesh/columns": dg.MetadataValue.json(columns),
+        keys.PRODUCT: contract_id,
+        keys.PORT: port,
+        keys.VARIANTS: dg.MetadataValue.json(variants),
+        keys.COLUMNS_READ: dg.MetadataValue.json(columns),
     }
 
 
@@ -101,25 +103,25 @@ def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
     data = entry.asset_materialization if kind == "publish" else entry.asset_observation
     if data is None:
         return None
-    md = data.metadata
-    recorded = _value(md, AUDIT)
+    meta = data.metadata
+    recorded = _value(meta, AUDIT)
     if recorded != kind and not (kind == "read" and recorded in OBSERVED_KINDS):
         return None
     kind = recorded
     return AuditRecord(
         kind=kind,
         time=datetime.fromtimestamp(entry.timestamp, tz=timezone.utc).isoformat(timespec="milliseconds"),
-        product=_value(md, "mesh/product", key.to_user_string()),
+        product=_value(meta, keys.PRODUCT, key.to_user_string()),
         asset_key=key.to_user_string(),
-        port=_value(md, "mesh/port", ""),
-        consumer=_value(md, "mesh/consumer"),
-        columns=list(_value(md, "mesh/columns", []) or []),
-        masked=list(_value(md, "mesh/masked", []) or []),
-        removed=list(_value(md, "mesh/removed", []) or []),
-        rows=_value(md, "mesh/rows", _value(md, "dagster/row_count")),
+        port=_value(meta, keys.PORT, ""),
+        consumer=_value(meta, keys.CONSUMER),
+        columns=list(_value(meta, keys.COLUMNS_READ) or _value(meta, keys.LEGACY_COLUMNS_READ, []) or []),
+        masked=list(_value(meta, keys.MASKED, []) or []),
+        removed=list(_value(meta, keys.REMOVED, []) or []),
+        rows=_value(meta, keys.ROWS, _value(meta, "dagster/row_count")),
         run_id=entry.run_id,
-        reason=_value(md, "mesh/reason", ""),
-        reasons=dict(_value(md, "mesh/reasons", {}) or {}),
+        reason=_value(meta, keys.REASON, ""),
+        reasons=dict(_value(meta, keys.REASONS, {}) or {}),
     )
 
 

@@ -40,7 +40,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mesh_platform import safe_yaml
-from mesh_platform.contracts.loader import ContractError, Problem, display_path
+from mesh_platform.problems import ContractError, Problem, display_path
 from mesh_platform.contracts.registry import VERSIONED, contract_files, default_domains_root
 
 GRANTS_FILE = "grants.yaml"

@@ -6,8 +6,9 @@ Global policies ship here; a domain adds its own in ``domains/<domain>/policies.
 - when a domain's definitions load (a violation fails the load of *that* domain only, naming the
   file and field to fix — the other code locations load as usual),
 - by ``mesh validate`` and ``mesh policies`` (the report of every policy on every product),
-- at run time: before a product is published (:func:`check_product` in the quality step), and on
-  every read through the access decision of :mod:`mesh_platform.governance.access`.
+- at run time the plan's results are reported by every publish (the ``governance_policies`` check
+  of the quality step; :func:`check_product` only serves callers without a plan), and every read
+  goes through the access decision of :mod:`mesh_platform.governance.access`.
 
 A policy is a Python function ``(ProductUnderPolicy) -> iterable of (file, field, message)``.
 Why Python rather than an embedded policy language (Rego via regopy, Cedar via cedarpy) is written
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from mesh_platform.contracts.loader import ContractError, Problem, display_path
+from mesh_platform.problems import ContractError, Problem, display_path
 from mesh_platform.contracts.model import Contract
 from mesh_platform.governance.access import LEVELS, AccessDenied, access_level, authorize, clearances
 from mesh_platform.contracts.registry import default_domains_root

@@ -21,10 +21,13 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
+
+from mesh_platform import metadata as keys
 import pandas as pd
 import pyarrow as pa
 
 from mesh_platform import private
+from mesh_platform.metadata import AGGREGATE, BYTES, CONSUMER_COLUMNS, CONTRACT_ID, CONTRACT_VERSION, PORT_MAJOR, PRIVATE_CONTRACT, PURPOSE
 from mesh_platform.contracts.loader import load_contract
 
 from mesh_platform.contracts import conform
@@ -37,13 +40,6 @@ from mesh_platform.io.lake import Lake
 from mesh_platform.quality import AuditedTable
 from mesh_platform.settings import MeshSettings
 
-CONTRACT_ID = "mesh/contract_id"
-PORT_MAJOR = "mesh/port_major"
-COLUMNS = "mesh/columns"
-CONSUMER = "mesh/consumer"
-PURPOSE = "mesh/purpose"
-AGGREGATE = "mesh/aggregate"
-PRIVATE_CONTRACT = "mesh/private_contract"
 
 
 def to_pandas(table) -> pd.DataFrame:
@@ -71,42 +67,51 @@ class MeshIOManager(dg.ConfigurableIOManager):
         domain, name = context.asset_key.path[0], context.asset_key.path[-1]
         if context._step_context is not None:  # a step writes only its own domain's assets
             domain_of_step(context.step_context, self.domain)
-        contract_id = context.definition_metadata.get(CONTRACT_ID)
         lake = self._lake()
-        if contract_id:
+        if isinstance(obj, AuditedTable):
+            # the product's step audited it against the contract of its plan: publish that, no look-up
+            contract = publishing.own_contract(obj.contract, domain, name)
+            self._publish(context, lake, contract, obj.table)
+            return
+        contract_id = context.definition_metadata.get(CONTRACT_ID)
+        if contract_id:  # an asset built around the declarations: its contract from the registry
             contract = mesh_registry().get(contract_id, major=context.definition_metadata.get(PORT_MAJOR))
-            if isinstance(obj, AuditedTable) and (obj.contract_id, obj.version) == (contract.id, contract.version):
-                table = obj.table  # already conformed and quality-checked in the product's step
-            else:
-                table = conform(obj, contract)
-            written = publishing.publish(lake, contract, table)
-            full = written[0][1]
-            context.add_output_metadata(
-                {
-                    "dagster/uri": full.uri,
-                    "dagster/row_count": full.rows,
-                    "mesh/bytes": sum(p.bytes for _, p in written),
-                    "mesh/contract_version": contract.version,
-                    **publish_metadata(contract.id, f"v{contract.major}", [v for v, _ in written], table.column_names),
-                }
-            )
+            self._publish(context, lake, publishing.own_contract(contract, domain, name), conform(obj, contract))
             return
         # A private intermediate: stored only as its own private contract allows (mesh_platform.private).
-        where = context.definition_metadata.get(PRIVATE_CONTRACT)
-        if not where:
-            raise private.PrivateDataRefused(
-                f"{domain}/{name} has no contract: a private asset is declared with @domain.asset and classified "
-                f"in domains/{domain}/contracts/private/{name}.yaml; nothing was stored"
-            )
-        stored = private.at_rest(obj, private.checked(load_contract(where), domain, name))
+        if isinstance(obj, private.Kept):
+            obj, kept_under = obj.data, obj.contract
+        else:
+            where = context.definition_metadata.get(PRIVATE_CONTRACT)
+            if not where:
+                raise private.PrivateDataRefused(
+                    f"{domain}/{name} has no contract: a private asset is declared with @domain.asset and classified "
+                    f"in domains/{domain}/contracts/private/{name}.yaml; nothing was stored"
+                )
+            kept_under = load_contract(where)
+        stored = private.at_rest(obj, private.checked(kept_under, domain, name))
         if isinstance(stored, pa.Table):
             published = lake.write_table(Lake.private_path(domain, name), stored)
         else:
             published = lake.write_object(Lake.private_path(domain, name, table=False), stored)
-        metadata: dict[str, Any] = {"dagster/uri": published.uri, "mesh/bytes": published.bytes}
+        metadata: dict[str, Any] = {"dagster/uri": published.uri, BYTES: published.bytes}
         if published.rows is not None:
             metadata["dagster/row_count"] = published.rows
         context.add_output_metadata(metadata)
+
+    @staticmethod
+    def _publish(context: dg.OutputContext, lake: Lake, contract, table) -> None:
+        written = publishing.publish(lake, contract, table)
+        full = written[0][1]
+        context.add_output_metadata(
+            {
+                "dagster/uri": full.uri,
+                "dagster/row_count": full.rows,
+                BYTES: sum(p.bytes for _, p in written),
+                CONTRACT_VERSION: contract.version,
+                **publish_metadata(contract.id, f"v{contract.major}", [v for v, _ in written], table.column_names),
+            }
+        )
 
     def load_input(self, context: dg.InputContext) -> Any:
         key = context.asset_key
@@ -123,7 +128,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
         except (AccessDenied, IdentityError) as exc:
             # Audited before the step fails: who asked (the bound identity), what, and why not.
             meta = context.definition_metadata or {}
-            columns = meta.get(COLUMNS)
+            columns = meta.get(CONSUMER_COLUMNS)
             who = consumer or (exc.domain if isinstance(exc, IdentityError) else None)
             log_observation(context.step_context, key, denied_metadata(who, key.to_user_string(), exc.reason, columns))
             raise
@@ -133,7 +138,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
         producer, name = key.path[0], key.path[-1]
         meta = context.definition_metadata or {}
         upstream_meta = (context.upstream_output.definition_metadata if context.upstream_output else None) or {}
-        columns = meta.get(COLUMNS)
+        columns = meta.get(CONSUMER_COLUMNS)
         lake = self._lake()
         contract = publishing.port_contract(
             mesh_registry(), consumer, producer, name,
@@ -147,8 +152,8 @@ class MeshIOManager(dg.ConfigurableIOManager):
                 context.add_input_metadata(
                     {
                         **read_metadata(consumer, contract.id, f"v{contract.major}/aggregate", release.columns, [], [], len(release.frame), meta.get(PURPOSE)),
-                        "mesh/epsilon": release.epsilon,
-                        "mesh/privacy_budget_remaining": release.remaining,
+                        keys.EPSILON: release.epsilon,
+                        keys.PRIVACY_BUDGET_REMAINING: release.remaining,
                     }
                 )
                 return release.frame

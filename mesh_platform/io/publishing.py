@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import dagster as dg
 import pyarrow as pa
 
 from mesh_platform.contracts.model import Contract
@@ -20,6 +21,7 @@ from mesh_platform.governance.access import AccessDecision, AccessDenied, author
 from mesh_platform.governance.masking import mask_table, sensitive_columns
 from mesh_platform.governance.privacy import Aggregate, PrivacyLedger, Release, compute
 from mesh_platform.io.lake import Lake, Published
+from mesh_platform.ports import port_asset_key
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,7 @@ def port_contract(registry, consumer: str, producer: str, name: str, contract_id
     if contract_id:
         current = registry.get(contract_id)
         contract = registry.get(contract_id, major=major) if major is not None else current
-        expected = contract.name if contract.major == current.major else f"{contract.name}_v{contract.major}"
-        if (contract.domain, expected) != (producer, name):
+        if port_asset_key(contract, current.major) != dg.AssetKey([producer, name]):
             raise AccessDenied(consumer, f"{producer}/{name}", f"the read names the port of {contract.id!r} v{contract.major}, which is not this asset")
         return contract
     try:
@@ -58,6 +59,14 @@ def port_contract(registry, consumer: str, producer: str, name: str, contract_id
         except LookupError:
             return None
     return registry.get(current.id, major=major) if major not in (None, current.major) else current
+
+
+def own_contract(contract: Contract, domain: str, name: str) -> Contract:
+    """``contract`` if it is the port of the asset ``domain/name`` (its product, or a kept previous
+    major ``<product>_v<N>``); a step never publishes under another product's contract."""
+    if contract.domain != domain or name not in (contract.name, f"{contract.name}_v{contract.major}"):
+        raise ValueError(f"{domain}/{name} cannot be published under the contract of {contract.id!r} v{contract.major}")
+    return contract
 
 
 def publish(lake: Lake, contract: Contract, table: pa.Table) -> list[tuple[str, Published]]:

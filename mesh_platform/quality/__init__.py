@@ -15,18 +15,19 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
-from typing import Generator
+from typing import Generator, Iterable
 
 import dagster as dg
+
+from mesh_platform import metadata as keys
 import pyarrow as pa
 
 from mesh_platform import quarantine
 from mesh_platform.contracts import ContractViolation, conform
-from mesh_platform.contracts.loader import display_path
+from mesh_platform.problems import display_path
 from mesh_platform.contracts.model import Contract
-from mesh_platform.governance.policies import check_product
+from mesh_platform.governance.policies import PolicyResult, check_product
 from mesh_platform.quality.evaluate import QualityReport, RuleResult, evaluate
 from mesh_platform.quality.rules import Rule, rules_for
 
@@ -36,11 +37,22 @@ POLICY_CHECK = "governance_policies"
 
 @dataclass(frozen=True)
 class AuditedTable:
-    """A table that passed its contract's schema and blocking quality checks: ready to publish."""
+    """A table that passed its contract's schema and blocking quality checks: ready to publish.
+
+    It carries the contract it was audited against, so the IO manager publishes it without parsing
+    or looking anything up again.
+    """
 
     table: pa.Table
-    contract_id: str
-    version: str
+    contract: Contract
+
+    @property
+    def contract_id(self) -> str:
+        return self.contract.id
+
+    @property
+    def version(self) -> str:
+        return self.contract.version
 
 
 class PolicyViolation(Exception):
@@ -72,7 +84,7 @@ def describe(result: RuleResult) -> str:
 
 def check_specs(key: dg.AssetKey, contract: Contract) -> list[dg.AssetCheckSpec]:
     specs = [
-        dg.AssetCheckSpec(POLICY_CHECK, asset=key, blocking=True, description="The mesh's governance policies hold (re-checked before every publish)."),
+        dg.AssetCheckSpec(POLICY_CHECK, asset=key, blocking=True, description="The mesh's governance policies hold (evaluated when definitions load, reported by every publish)."),
         dg.AssetCheckSpec(SCHEMA_CHECK, asset=key, blocking=True, description="Columns and types match the contract."),
         quarantine.check_spec(key, contract),
     ]
@@ -83,7 +95,7 @@ def check_specs(key: dg.AssetKey, contract: Contract) -> list[dg.AssetCheckSpec]
                 asset=key,
                 blocking=rule.blocking,
                 description=f"{rule.description} ({'error' if rule.blocking else 'warning'}; {rule.source})",
-                metadata={"mesh/rule_kind": rule.kind, "mesh/contract_field": rule.source},
+                metadata={keys.RULE_KIND: rule.kind, keys.CONTRACT_FIELD: rule.source},
             )
         )
     return specs
@@ -111,30 +123,39 @@ def _check_result(result: RuleResult) -> dg.AssetCheckResult:
     )
 
 
-def _write_report(context, contract: Contract, report: QualityReport) -> dict:
+def _write_report(context, contract: Contract, report: QualityReport, lake) -> dict:
     """GX validation result + Data Docs page, stored in the lake next to the product's ports."""
-    from mesh_platform.io.lake import Lake
     from mesh_platform.quality import gx
-    from mesh_platform.settings import MeshSettings
 
     result = gx.validation_result(report, contract.id)
-    lake = Lake(MeshSettings.from_env().lake)
     base = f"{contract.domain}/{contract.name}/_quality"
     run = context.run.run_id if context is not None else "local"
     html = lake.write_bytes(f"{base}/{run}.html", gx.render_html(result).encode())
     lake.write_bytes(f"{base}/{run}.json", json.dumps(result.to_json_dict(), default=str).encode())
     return {
-        "mesh/quality_report": dg.MetadataValue.url(html.uri),
-        "mesh/gx_success_percent": result.statistics.get("success_percent"),
+        keys.QUALITY_REPORT: dg.MetadataValue.url(html.uri),
+        keys.GX_SUCCESS_PERCENT: result.statistics.get("success_percent"),
     }
 
 
-def audit(context, contract: Contract, data, emit_checks: bool = True) -> Generator[dg.AssetCheckResult, None, tuple[AuditedTable, dict]]:
+def audit(
+    context,
+    contract: Contract,
+    data,
+    emit_checks: bool = True,
+    policies: Iterable[PolicyResult] | None = None,
+    lake=None,
+    reports: bool = True,
+) -> Generator[dg.AssetCheckResult, None, tuple[AuditedTable, dict]]:
     """Yield one check result per rule; return the audited table and output metadata.
 
-    Raises :class:`ContractViolation` or :class:`QualityGateFailed` when a blocking check fails.
-    With ``emit_checks=False`` (assets whose checks are declared elsewhere, such as dbt tests) the
-    results go into the output metadata (``mesh/quality``) instead of asset check results.
+    ``policies`` are the product's policy results from its plan (evaluated once, at load); the
+    ``governance_policies`` check reports them. Without a plan (a harness auditing a bare contract)
+    the policies are evaluated here. ``lake`` receives the quality report (the Data Docs page) when
+    ``reports`` is on (without a lake no report is written). Raises :class:`ContractViolation` or :class:`QualityGateFailed` when a
+    blocking check fails. With ``emit_checks=False`` (assets whose checks are declared elsewhere,
+    such as dbt tests) the results go into the output metadata (``mesh/quality``) instead of asset
+    check results.
     """
     collected: dict[str, bool] = {}
 
@@ -143,7 +164,7 @@ def audit(context, contract: Contract, data, emit_checks: bool = True) -> Genera
         return [result] if emit_checks else []
 
     product = f"{contract.domain}/{contract.name}"
-    results = check_product(contract.domain, contract, display_path(contract.source) if contract.source else product)
+    results = list(policies) if policies is not None else check_product(contract.domain, contract, display_path(contract.source) if contract.source else product)
     failed = [p for r in results if not r.passed for p in r.problems]
     yield from emit(dg.AssetCheckResult(
         check_name=POLICY_CHECK,
@@ -167,17 +188,17 @@ def audit(context, contract: Contract, data, emit_checks: bool = True) -> Genera
     report = evaluate(table, rules_for(contract), product)
     for result in report.results:
         yield from emit(_check_result(result))
-    if os.environ.get("MESH_QUALITY_REPORTS", "1") != "0":
-        report_meta = _write_report(context, contract, report)
+    if reports and lake is not None:
+        report_meta = _write_report(context, contract, report, lake)
     else:
         report_meta = {}
     if report.blocking_failures:
         raise QualityGateFailed(product, report.blocking_failures)
-    return AuditedTable(table, contract.id, contract.version), {
-        "mesh/quality_seconds": round(report.seconds, 4),
-        "mesh/quality_checks": len(report.results) + 1,
-        "mesh/quality_warnings": len(report.warnings),
-        **({} if emit_checks else {"mesh/quality": dg.MetadataValue.json(collected)}),
+    return AuditedTable(table, contract), {
+        keys.QUALITY_SECONDS: round(report.seconds, 4),
+        keys.QUALITY_CHECKS: len(report.results) + 1,
+        keys.QUALITY_WARNINGS: len(report.warnings),
+        **({} if emit_checks else {keys.QUALITY: dg.MetadataValue.json(collected)}),
         **report_meta,
     }
 

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from mesh_platform.quality.rules import Rule
+from mesh_platform.sql import quote_identifier as q
 
 SAMPLE = 5
 TABLE = "product"
@@ -56,9 +57,6 @@ class QualityReport:
     def passed(self) -> bool:
         return not self.blocking_failures
 
-
-def q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def literal(value: Any, arrow_type: pa.DataType | None = None) -> str:

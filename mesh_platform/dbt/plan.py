@@ -1,0 +1,89 @@
+"""The resolved plan of a dbt-implemented domain: each model's contract, its input ports, its policies.
+
+Part of :func:`mesh_platform.plan.plan_domain`: the same resolution a Python product gets, read from
+the prepared dbt manifest (models, and sources that declare input ports in ``meta.mesh``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from mesh_platform.contracts.model import Contract
+from mesh_platform.contracts.registry import ContractRegistry
+from mesh_platform.governance.policies import PolicyResult, ProductUnderPolicy
+from mesh_platform.governance.policies import evaluate as evaluate_policies
+from mesh_platform.ports import InputPort, ResolvedPort, resolve
+from mesh_platform.problems import Problem, display_path
+
+if TYPE_CHECKING:
+    from mesh_platform.dbt.project import DbtDomainProject
+    from mesh_platform.domain import Domain
+    from mesh_platform.plan import DomainPlan
+
+
+@dataclass
+class DbtPlan:
+    project: "DbtDomainProject"
+    owners: list[str]
+    policy_names: list[str]
+    models: set[str] = field(default_factory=set)  # every model of the project, by name
+    contracts: dict[str, Contract] = field(default_factory=dict)  # model -> its product's contract
+    ports: dict[str, ResolvedPort] = field(default_factory=dict)  # source unique id -> input port
+    model_ports: dict[str, dict[str, ResolvedPort]] = field(default_factory=dict)  # model -> the ports it reads
+    policies: dict[str, tuple[PolicyResult, ...]] = field(default_factory=dict)  # model -> results at load
+
+    @property
+    def ports_by_product(self) -> dict[str, tuple[Contract, list[InputPort]]]:
+        return {name: (contract, [p.port for p in self.model_ports.get(name, {}).values()]) for name, contract in self.contracts.items()}
+
+
+def resolve_sources(project: "DbtDomainProject", registry: ContractRegistry, domain: str) -> tuple[dict[str, ResolvedPort], list[tuple[str, str, str]]]:
+    """Each source's input port, resolved; problems as (file, field, message)."""
+    ports, problems = {}, []
+    for uid, port in project.source_ports().items():
+        source = project.manifest["sources"][uid]
+        where = (str(project.path / source["original_file_path"]), f"sources[{source['source_name']}].tables[{source['name']}].meta.mesh")
+        try:
+            ports[uid] = resolve(port, registry, domain)
+        except (LookupError, ValueError) as exc:
+            problems.append((*where, str(exc).strip("'\"")))
+    return ports, problems
+
+
+def plan_dbt(domain: "Domain", registry: ContractRegistry, owners: list[str], plan: "DomainPlan") -> DbtPlan | None:
+    """The dbt part of ``domain``'s plan; None when the manifest cannot be read (a problem says why)."""
+    from mesh_platform.dbt.project import ManifestNotPrepared
+    from mesh_platform.plan import product_contract
+
+    project = domain.dbt_project
+    try:
+        models = {node["name"]: uid for uid, node in project.models().items()}
+        ports, port_problems = resolve_sources(project, registry, domain.name)
+    except (ManifestNotPrepared, ValueError) as exc:
+        plan.problems.append(Problem(display_path(project.path), "manifest", str(exc)))
+        return None
+    dbt = DbtPlan(project, owners, [p.name for p in plan.policies], models=set(models), ports=ports)
+    plan.problems.extend(Problem(display_path(f), fld, msg) for f, fld, msg in port_problems)
+    for name, uid in models.items():
+        node = project.manifest["nodes"][uid]
+        path = domain.contract_path(name)
+        if not path.exists():
+            plan.problems.append(Problem(display_path(project.path / node["original_file_path"]), name, f"dbt model {name!r} of domain {domain.name!r} has no contract {display_path(path)}"))
+            continue
+        contract = product_contract(domain, name, plan.problems)
+        if contract is None:
+            continue
+        dbt.contracts[name] = contract
+        dbt.model_ports[name] = {ports[d].contract.id: ports[d] for d in node["depends_on"]["nodes"] if d in ports}
+        results = tuple(evaluate_policies(ProductUnderPolicy(domain.name, contract, display_path(project.path / "models" / "sources.yml"), dbt.model_ports[name]), plan.policies))
+        dbt.policies[name] = results
+        plan.policy_results.extend(results)
+        for result in results:
+            plan.problems.extend(result.problems)
+    for port in ports.values():
+        plan.externals.setdefault(port.key, port.external_spec())
+    return dbt
+
+
+__all__ = ["DbtPlan", "plan_dbt", "resolve_sources"]

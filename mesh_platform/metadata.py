@@ -1,0 +1,74 @@
+"""The ``mesh/*`` keys the platform writes into Dagster, in one place.
+
+Each key has one meaning. They are grouped by where they appear: the definition of an asset (what the
+UI shows on an asset's page), the metadata of an input (what a consumer asked for), and the records
+of an event (materializations and observations: the audit log). Anything that reads Dagster's data
+back (``mesh audit``, the catalog, tests) uses these names, never literals.
+"""
+
+from __future__ import annotations
+
+# -- tags of an asset (filterable in the UI) ------------------------------------------------------
+DOMAIN = "mesh/domain"
+TYPE = "mesh/type"  # "product" or "intermediate"
+STATUS = "mesh/status"
+CLASSIFICATION = "mesh/classification"
+ACCESS = "mesh/access"
+POLICIES_TAG = "mesh/policies"  # "passed"
+TEAM = "mesh/team"  # on the code location
+
+# -- definition metadata of an asset ------------------------------------------------------------
+CONTRACT_ID = "mesh/contract_id"
+PORT_MAJOR = "mesh/port_major"
+CONTRACT_VERSION = "mesh/contract_version"  # also recorded on each publish
+CONTRACT_FILE = "mesh/contract_file"
+PORT_PATH = "mesh/port_path"
+POLICIES = "mesh/policies"  # the policies a product passed at load
+PRIVATE = "mesh/private"
+PRIVATE_CONTRACT = "mesh/private_contract"  # the contract file of a private intermediate
+
+# -- metadata of an input (what the consumer declared with its InputPort) -----------------------
+CONSUMER_COLUMNS = "mesh/columns"  # the columns the consumer reads; None: all
+CONSUMER = "mesh/consumer"
+PURPOSE = "mesh/purpose"
+AGGREGATE = "mesh/aggregate"
+
+# -- records of events (the audit log) ----------------------------------------------------------
+AUDIT = "mesh/audit"  # publish, read, denied, quarantine
+PRODUCT = "mesh/product"
+PORT = "mesh/port"
+COLUMNS_READ = "mesh/columns_read"  # the columns a read returned, or a publish wrote
+MASKED = "mesh/masked"
+REMOVED = "mesh/removed"
+ROWS = "mesh/rows"
+REASON = "mesh/reason"
+REASONS = "mesh/reasons"
+VARIANTS = "mesh/variants"
+BYTES = "mesh/bytes"
+EPSILON = "mesh/epsilon"
+PRIVACY_BUDGET_REMAINING = "mesh/privacy_budget_remaining"
+
+DETAILS = "mesh/details"  # quarantine: a few rejected rows per reason
+
+# -- checks and quality results -------------------------------------------------------------------
+RULE_KIND = "mesh/rule_kind"
+CONTRACT_FIELD = "mesh/contract_field"  # the contract field a check comes from
+QUALITY = "mesh/quality"  # check results carried in metadata (dbt products)
+QUALITY_REPORT = "mesh/quality_report"
+GX_SUCCESS_PERCENT = "mesh/gx_success_percent"
+QUALITY_SECONDS = "mesh/quality_seconds"
+QUALITY_CHECKS = "mesh/quality_checks"
+QUALITY_WARNINGS = "mesh/quality_warnings"
+
+# -- quarantine (on the output of a step) ---------------------------------------------------------
+QUARANTINE = "mesh/quarantine"  # rows per reason
+QUARANTINE_SCOPE = "mesh/quarantine_scope"
+QUARANTINE_URI = "mesh/quarantine_uri"
+QUARANTINED_ROWS = "mesh/quarantined_rows"
+
+# -- run tags -------------------------------------------------------------------------------------
+LAUNCHED_BY = "mesh/launched_by"
+LANDED_FILES = "mesh/landed_files"
+
+LEGACY_COLUMNS_READ = "mesh/columns"
+"""Audit records written before ``mesh/columns_read`` existed used the consumer key; still read back."""

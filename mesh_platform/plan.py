@@ -1,0 +1,234 @@
+"""One resolved plan per product, built when definitions load and carried to run time.
+
+:func:`plan_domain` is a pure function of a domain's declarations, its files (descriptor, contracts,
+private contracts, ``policies.py``, dbt project) and the mesh's contract registry. For every asset it
+resolves, once:
+
+- the **contract** (a product's port contract, or a private intermediate's own contract),
+- the **input ports** (each against the producer's contract: product, major, columns, aggregate),
+- the **policies**, evaluated here and nowhere else (the publish step reports these results),
+- the **spec**: tags, metadata, description, owners, freshness and automation
+  (:mod:`mesh_platform.specs`); the checks follow from the contract (:func:`mesh_platform.quality.check_specs`).
+
+The plan is handed to the product's compute step and, through the audited table it returns, to the
+IO manager, so nothing is parsed or looked up again on the publish path; registry look-ups remain
+for reads of other domains' ports. Every problem found is collected into :attr:`DomainPlan.problems`,
+each naming its file and field; a plan with problems builds no definitions.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+import dagster as dg
+
+from mesh_platform import private
+from mesh_platform.contracts.loader import load_contract
+from mesh_platform.contracts.model import Contract
+from mesh_platform.contracts.registry import VERSIONED, ContractRegistry, contract_files
+from mesh_platform.governance.policies import GLOBAL_POLICIES, Policy, PolicyResult, ProductUnderPolicy, domain_policies
+from mesh_platform.governance.policies import evaluate as evaluate_policies
+from mesh_platform.ports import InputPort, ResolvedPort, resolve
+from mesh_platform.problems import ContractError, Problem, display_path, exception_problem
+from mesh_platform.specs import Spec, intermediate_spec, product_spec
+
+if TYPE_CHECKING:
+    from mesh_platform.dbt.plan import DbtPlan
+    from mesh_platform.domain import Domain
+    from mesh_platform.products import Declaration
+
+
+@dataclass(frozen=True)
+class ProductPlan:
+    """Everything resolved about one asset of a domain: what it is, reads, must satisfy and shows."""
+
+    domain: str
+    declaration: "Declaration"
+    contract: Contract | None  # the port contract of a product; None for a private intermediate
+    private_contract: Contract | None
+    ports: Mapping[str, ResolvedPort]  # parameter -> input port
+    policies: tuple[PolicyResult, ...]  # evaluated at load; reported by every publish
+    spec: Spec
+
+    @property
+    def name(self) -> str:
+        return self.declaration.name
+
+    @property
+    def key(self) -> dg.AssetKey:
+        return dg.AssetKey([self.domain, self.name])
+
+    @property
+    def is_product(self) -> bool:
+        return self.contract is not None
+
+
+@dataclass
+class DomainPlan:
+    domain: str
+    products: list[ProductPlan] = field(default_factory=list)
+    externals: dict[dg.AssetKey, dg.AssetSpec] = field(default_factory=dict)
+    dbt: "DbtPlan | None" = None
+    policies: list[Policy] = field(default_factory=list)
+    policy_results: list[PolicyResult] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ports_by_product(self) -> dict[str, tuple[Contract, list[InputPort]]]:
+        """Each published product (Python or dbt, current major) with the input ports it reads."""
+        out = {p.name: (p.contract, [r.port for r in p.ports.values()]) for p in self.products if p.is_product and not p.declaration.is_shim}
+        if self.dbt is not None:
+            out.update(self.dbt.ports_by_product)
+        return out
+
+
+def _projection(columns: list[str]) -> Callable:
+    def project(current):
+        return current[columns]
+
+    return project
+
+
+def _where(domain: "Domain", decl: "Declaration") -> str:
+    return display_path(decl.declared_in or domain.root / "definitions.py")
+
+
+def product_contract(domain: "Domain", name: str, problems: list[Problem]) -> Contract | None:
+    """``contracts/<name>.yaml`` of ``domain``, checked to belong to it and to publish a table."""
+    path = domain.contract_path(name)
+    try:
+        contract = load_contract(path)
+    except ContractError as exc:
+        problems.extend(exc.problems)
+        return None
+    shown = display_path(path)
+    if contract.domain != domain.name:
+        problems.append(Problem(shown, "domain", f"says {contract.domain!r}, but the contract belongs to domain {domain.name!r}"))
+        return None
+    if contract.name != name:
+        problems.append(Problem(shown, "name", f"says {contract.name!r}, but the product is declared as {name!r}"))
+        return None
+    if private.shape(contract) == private.OBJECT:
+        problems.append(Problem(shown, f"schema[{contract.table.name}].physicalType", "a data product publishes a table; an object can only be kept privately (contracts/private/)"))
+        return None
+    return contract
+
+
+def _orphan_contracts(domain: "Domain", declared: set[str], problems: list[Problem]) -> None:
+    for path in contract_files(domain.root):
+        if path.stem in declared or VERSIONED.match(path.stem):
+            continue
+        try:
+            contract = load_contract(path)
+        except ContractError as exc:
+            problems.extend(exc.problems)
+            continue
+        if contract.status not in ("draft", "proposed"):
+            problems.append(Problem(display_path(path), "name", f"contract {contract.id!r} is {contract.status} but no product {path.stem!r} is declared in this domain"))
+    private_declared = {d.name for d in domain.declarations.values() if not d.is_product}
+    for path in private.contract_files(domain.root):
+        if path.stem not in private_declared:
+            problems.append(Problem(display_path(path), "name", f"a private contract, but no private asset {path.stem!r} is declared in this domain"))
+
+
+def _resolve_inputs(domain: "Domain", decl: "Declaration", registry: ContractRegistry, plan: DomainPlan) -> dict[str, ResolvedPort] | None:
+    """The declaration's input ports, resolved; None when one of them could not be."""
+    ports: dict[str, ResolvedPort] = {}
+    complete = True
+    signature = inspect.signature(decl.fn).parameters
+    for param, source in decl.inputs.items():
+        where = f"{decl.name}.inputs[{param}]"
+        if param not in signature and not any(p.kind is p.VAR_KEYWORD for p in signature.values()):
+            plan.problems.append(Problem(_where(domain, decl), where, f"the transform has no parameter {param!r}"))
+            complete = False
+            continue
+        if isinstance(source, InputPort):
+            try:
+                ports[param] = resolve(source, registry, domain.name)
+            except (LookupError, ValueError) as exc:
+                plan.problems.append(Problem(_where(domain, decl), where, str(exc).strip("'\"")))
+                complete = False
+                continue
+            plan.externals.setdefault(ports[param].key, ports[param].external_spec())
+        elif isinstance(source, str):
+            if source not in domain.declarations:
+                plan.problems.append(Problem(_where(domain, decl), where, f"no asset {source!r} in domain {domain.name!r} (declared: {', '.join(domain.declarations)})"))
+        else:
+            plan.problems.append(Problem(_where(domain, decl), where, f"expected an InputPort or an asset name, got {source!r}"))
+    return ports if complete else None
+
+
+def _previous_majors(domain: "Domain", decl: "Declaration", contract: Contract, registry: ContractRegistry, owners: list[str], plan: DomainPlan) -> None:
+    """One shim per previous major still served: ``<product>_v<major>``, derived from the current product."""
+    from mesh_platform.products import Declaration
+
+    for old in registry.previous_majors(contract.id):
+        if old.retired():
+            continue
+        fn = domain.downgrades.get((decl.name, old.major))
+        if fn is None:
+            missing = [c for c in old.column_names if c not in contract.column_names]
+            if missing:
+                plan.problems.append(Problem(
+                    display_path(old.source), "schema",
+                    f"major {old.major} needs columns the current major no longer has ({', '.join(missing)}); "
+                    f"declare @domain.downgrade({decl.name!r}, major={old.major}) in {_where(domain, decl)}",
+                ))
+                continue
+            fn = _projection(old.column_names)
+        shim = Declaration(name=f"{decl.name}_v{old.major}", fn=fn, inputs={"current": decl.name}, is_product=True, declared_in=decl.declared_in, is_shim=True)
+        # checked like any publish (the shim has no input ports), reported by its publish step
+        results = tuple(evaluate_policies(ProductUnderPolicy(domain.name, old, _where(domain, decl), {}), plan.policies))
+        plan.products.append(ProductPlan(domain.name, shim, old, None, {}, results, product_spec(domain.name, old, owners, None, has_inputs=True)))
+
+
+def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
+    """The resolved plan of every asset ``domain`` declares (pure: builds no Dagster definitions)."""
+    plan = DomainPlan(domain.name)
+    owners = list(domain.descriptor.owners)
+    try:
+        plan.policies = GLOBAL_POLICIES + domain_policies(domain.root)
+    except Exception as exc:  # the domain's own policies.py is broken
+        plan.problems.append(exception_problem(exc, "policies cannot load: "))
+        plan.policies = list(GLOBAL_POLICIES)
+    policy_names = [p.name for p in plan.policies]
+
+    dbt_models: set[str] = set()
+    if domain.dbt_project is not None:
+        from mesh_platform.dbt.plan import plan_dbt
+
+        plan.dbt = plan_dbt(domain, registry, owners, plan)
+        dbt_models = plan.dbt.models if plan.dbt is not None else {p.stem for p in contract_files(domain.root)}
+
+    _orphan_contracts(domain, {d.name for d in domain.declarations.values() if d.is_product} | dbt_models, plan.problems)
+
+    for decl in domain.declarations.values():
+        contract = private_contract = None
+        if decl.is_product:
+            contract = product_contract(domain, decl.name, plan.problems)
+        else:
+            try:
+                private_contract = private.load(domain.root, domain.name, decl.name)
+            except ContractError as exc:
+                plan.problems.extend(exc.problems)
+        ports = _resolve_inputs(domain, decl, registry, plan)
+        results: tuple[PolicyResult, ...] = ()
+        if contract is not None and ports is not None:
+            results = tuple(evaluate_policies(ProductUnderPolicy(domain.name, contract, _where(domain, decl), ports), plan.policies))
+            plan.policy_results.extend(results)
+            for result in results:
+                plan.problems.extend(result.problems)
+        if contract is not None:
+            spec = product_spec(domain.name, contract, owners, policy_names, has_inputs=bool(decl.inputs))
+        else:
+            spec = intermediate_spec(domain.name, decl.description or (decl.fn.__doc__ or "").strip() or None, owners, private_contract, has_inputs=bool(decl.inputs))
+        plan.products.append(ProductPlan(domain.name, decl, contract, private_contract, ports or {}, results, spec))
+        if contract is not None:
+            _previous_majors(domain, decl, contract, registry, owners, plan)
+    return plan
+
+
+__all__ = ["DomainPlan", "ProductPlan", "plan_domain", "product_contract"]
