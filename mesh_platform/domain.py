@@ -33,7 +33,8 @@ from mesh_platform.contracts.registry import ContractRegistry, mesh_registry
 from mesh_platform.io.io_manager import MeshIOManager
 from mesh_platform.plan import DomainPlan, plan_domain
 from mesh_platform.ports import InputPort
-from mesh_platform.products import Declaration, build_asset
+from mesh_platform.declarations import Declaration
+from mesh_platform.products import build_asset
 from mesh_platform.settings import MeshSettings
 
 DESCRIPTOR = "domain.yaml"

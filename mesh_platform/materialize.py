@@ -17,7 +17,7 @@ from typing import Callable
 
 import dagster as dg
 
-from mesh_platform import metadata as keys
+from mesh_platform import metadata as md
 
 from mesh_platform.workspace import Mesh, children_in, parents_in, walk
 
@@ -148,7 +148,7 @@ def materialize(
             asset_selection=ordered,
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            tags={keys.DOMAIN: domain, keys.LAUNCHED_BY: "mesh-materialize"},
+            tags={md.DOMAIN: domain, md.LAUNCHED_BY: "mesh-materialize"},
         )
         outcome = RunOutcome(domain, ordered, result.success, result.run_id, time.perf_counter() - started)
         materialized = set()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import dagster as dg
 
@@ -29,6 +29,7 @@ from mesh_platform import private
 from mesh_platform.contracts.loader import load_contract
 from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import VERSIONED, ContractRegistry, contract_files
+from mesh_platform.declarations import Declaration
 from mesh_platform.governance.policies import GLOBAL_POLICIES, Policy, PolicyResult, ProductUnderPolicy, domain_policies
 from mesh_platform.governance.policies import evaluate as evaluate_policies
 from mesh_platform.ports import InputPort, ResolvedPort, resolve
@@ -37,8 +38,9 @@ from mesh_platform.specs import Spec, intermediate_spec, product_spec
 
 if TYPE_CHECKING:
     from mesh_platform.dbt.plan import DbtPlan
-    from mesh_platform.domain import Domain
-    from mesh_platform.products import Declaration
+
+# ``Domain`` (mesh_platform.domain) is annotated by name only: the domain calls this module, never
+# the other way round.
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,7 @@ class ProductPlan:
     """Everything resolved about one asset of a domain: what it is, reads, must satisfy and shows."""
 
     domain: str
-    declaration: "Declaration"
+    declaration: Declaration
     contract: Contract | None  # the port contract of a product; None for a private intermediate
     private_contract: Contract | None
     ports: Mapping[str, ResolvedPort]  # parameter -> input port
@@ -92,7 +94,7 @@ def _projection(columns: list[str]) -> Callable:
     return project
 
 
-def _where(domain: "Domain", decl: "Declaration") -> str:
+def _where(domain: "Domain", decl: Declaration) -> str:
     return display_path(decl.declared_in or domain.root / "definitions.py")
 
 
@@ -134,7 +136,7 @@ def _orphan_contracts(domain: "Domain", declared: set[str], problems: list[Probl
             problems.append(Problem(display_path(path), "name", f"a private contract, but no private asset {path.stem!r} is declared in this domain"))
 
 
-def _resolve_inputs(domain: "Domain", decl: "Declaration", registry: ContractRegistry, plan: DomainPlan) -> dict[str, ResolvedPort] | None:
+def _resolve_inputs(domain: "Domain", decl: Declaration, registry: ContractRegistry, plan: DomainPlan) -> dict[str, ResolvedPort] | None:
     """The declaration's input ports, resolved; None when one of them could not be."""
     ports: dict[str, ResolvedPort] = {}
     complete = True
@@ -161,10 +163,8 @@ def _resolve_inputs(domain: "Domain", decl: "Declaration", registry: ContractReg
     return ports if complete else None
 
 
-def _previous_majors(domain: "Domain", decl: "Declaration", contract: Contract, registry: ContractRegistry, owners: list[str], plan: DomainPlan) -> None:
+def _previous_majors(domain: "Domain", decl: Declaration, contract: Contract, registry: ContractRegistry, owners: list[str], plan: DomainPlan) -> None:
     """One shim per previous major still served: ``<product>_v<major>``, derived from the current product."""
-    from mesh_platform.products import Declaration
-
     for old in registry.previous_majors(contract.id):
         if old.retired():
             continue
@@ -200,7 +200,7 @@ def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
     if domain.dbt_project is not None:
         from mesh_platform.dbt.plan import plan_dbt
 
-        plan.dbt = plan_dbt(domain, registry, owners, plan)
+        plan.dbt = plan_dbt(domain, registry, owners, plan, product_contract)
         dbt_models = plan.dbt.models if plan.dbt is not None else {p.stem for p in contract_files(domain.root)}
 
     _orphan_contracts(domain, {d.name for d in domain.declarations.values() if d.is_product} | dbt_models, plan.problems)

@@ -9,13 +9,12 @@ and policies, and hands the audited table, carrying its contract, to the IO mana
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from mesh_platform import quarantine
+from mesh_platform.declarations import Declaration
 from mesh_platform.io.lake import Lake
 from mesh_platform.ports import InputPort
 from mesh_platform.private import Kept
@@ -28,28 +27,6 @@ if TYPE_CHECKING:
     from mesh_platform.plan import ProductPlan
 
 MAX_KINDS = 3  # Dagster shows at most three kinds per asset
-
-
-@dataclass
-class Declaration:
-    """What a domain declares with ``@domain.product`` or ``@domain.asset``."""
-
-    name: str
-    fn: Callable[..., Any]
-    inputs: dict[str, InputPort | str] = field(default_factory=dict)
-    kinds: tuple[str, ...] = ()
-    required_resource_keys: frozenset[str] = frozenset()
-    is_product: bool = True
-    description: str | None = None
-    declared_in: str | None = None
-    is_shim: bool = False  # serves a previous major of a product from its current data
-
-    def __call__(self, *args, **kwargs):
-        return self.fn(*args, **kwargs)
-
-    @property
-    def wants_context(self) -> bool:
-        return "context" in inspect.signature(self.fn).parameters
 
 
 def _code_fingerprint(code) -> bytes:

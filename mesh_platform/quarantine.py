@@ -41,17 +41,17 @@ from typing import Any, Iterable, Mapping
 
 import dagster as dg
 
-from mesh_platform import metadata as keys
+from mesh_platform import metadata as md
 import pandas as pd
 
 from mesh_platform.contracts.model import Contract, QuarantineLimits
 from mesh_platform.io.lake import Lake
 
 CHECK = "quarantine"
-COUNTS = keys.QUARANTINE
-SCOPE = keys.QUARANTINE_SCOPE
-LOCATION = keys.QUARANTINE_URI
-TOTAL = keys.QUARANTINED_ROWS
+COUNTS = md.QUARANTINE
+SCOPE = md.QUARANTINE_SCOPE
+LOCATION = md.QUARANTINE_URI
+TOTAL = md.QUARANTINED_ROWS
 SUMMARY = "summary.json"
 REASON = re.compile(r"^[a-z][a-z0-9_]*$")
 EXAMPLES = 5  # offending values named in a rejection's detail
@@ -252,11 +252,11 @@ def audit_event(held: Held, product: str) -> dg.AssetObservation:
         description=f"{held.total} row(s) quarantined: " + ", ".join(f"{r}={n}" for r, n in held.counts.items()),
         metadata={
             AUDIT: "quarantine",
-            keys.PRODUCT: product,
-            keys.PORT: held.uri or "",
-            keys.ROWS: held.total,
-            keys.REASONS: dg.MetadataValue.json(held.counts),
-            keys.DETAILS: dg.MetadataValue.json(held.details),
+            md.PRODUCT: product,
+            md.PORT: held.uri or "",
+            md.ROWS: held.total,
+            md.REASONS: dg.MetadataValue.json(held.counts),
+            md.DETAILS: dg.MetadataValue.json(held.details),
         },
     )
 
@@ -299,7 +299,7 @@ def check_spec(key: dg.AssetKey, contract: Contract) -> dg.AssetCheckSpec:
         asset=key,
         blocking=limits.fail_above is not None,
         description=f"Share of source rows quarantined on the way to this product: passes at zero, warns above {limits.warn_above:.2%}{fail} (customProperties[quarantine]).",
-        metadata={keys.CONTRACT_FIELD: "customProperties[quarantine]"},
+        metadata={md.CONTRACT_FIELD: "customProperties[quarantine]"},
     )
 
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import dagster as dg
 
-from mesh_platform import metadata as keys
+from mesh_platform import metadata as md
 
 from mesh_platform.sources import LandingZone
 
@@ -49,6 +49,6 @@ def landing_zone_sensor(
             return dg.SkipReason(f"{len(new)} new file(s) waiting for upstream products to be published: {', '.join(missing)}")
         run_key = hashlib.sha256("\n".join(new).encode()).hexdigest()[:16]
         context.update_cursor(json.dumps(files))
-        return dg.RunRequest(run_key=run_key, tags={keys.LANDED_FILES: str(len(new))})
+        return dg.RunRequest(run_key=run_key, tags={md.LANDED_FILES: str(len(new))})
 
     return _sensor

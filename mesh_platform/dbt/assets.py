@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import dagster as dg
 
-from mesh_platform import metadata as keys
+from mesh_platform import metadata as md
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
 from mesh_platform.contracts.model import Contract
@@ -241,8 +241,8 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
                 metadata={
                     "dagster/uri": full.uri,
                     "dagster/row_count": full.rows,
-                    keys.BYTES: sum(p.bytes for _, p in written),
-                    keys.CONTRACT_VERSION: contract.version,
+                    md.BYTES: sum(p.bytes for _, p in written),
+                    md.CONTRACT_VERSION: contract.version,
                     **quality_meta,
                     **publish_metadata(contract.id, f"v{contract.major}", [v for v, _ in written], audited.table.column_names),
                 },

@@ -7,7 +7,7 @@ the prepared dbt manifest (models, and sources that declare input ports in ``met
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry
@@ -18,8 +18,8 @@ from mesh_platform.problems import Problem, display_path
 
 if TYPE_CHECKING:
     from mesh_platform.dbt.project import DbtDomainProject
-    from mesh_platform.domain import Domain
-    from mesh_platform.plan import DomainPlan
+
+# ``Domain`` and ``DomainPlan`` are annotated by name only: mesh_platform.plan calls this module.
 
 
 @dataclass
@@ -51,10 +51,13 @@ def resolve_sources(project: "DbtDomainProject", registry: ContractRegistry, dom
     return ports, problems
 
 
-def plan_dbt(domain: "Domain", registry: ContractRegistry, owners: list[str], plan: "DomainPlan") -> DbtPlan | None:
-    """The dbt part of ``domain``'s plan; None when the manifest cannot be read (a problem says why)."""
+def plan_dbt(domain: "Domain", registry: ContractRegistry, owners: list[str], plan: "DomainPlan", product_contract: Callable) -> DbtPlan | None:  # noqa: F821
+    """The dbt part of ``domain``'s plan; None when the manifest cannot be read (a problem says why).
+
+    ``product_contract(domain, name, problems)`` reads and checks a model's contract as
+    :func:`mesh_platform.plan.product_contract` does for a Python product.
+    """
     from mesh_platform.dbt.project import ManifestNotPrepared
-    from mesh_platform.plan import product_contract
 
     project = domain.dbt_project
     try:

@@ -24,9 +24,9 @@ from typing import Iterable
 
 import dagster as dg
 
-from mesh_platform import metadata as keys
+from mesh_platform import metadata as md
 
-AUDIT = keys.AUDIT
+AUDIT = md.AUDIT
 
 
 @dataclass(frozen=True)
@@ -52,24 +52,24 @@ class AuditRecord:
 def read_metadata(consumer: str, contract_id: str, port: str, columns: list[str], masked: list[str], removed: list[str], rows: int, purpose: str | None) -> dict:
     return {
         AUDIT: "read",
-        keys.CONSUMER: consumer,
-        keys.PRODUCT: contract_id,
-        keys.PORT: port,
-        keys.COLUMNS_READ: dg.MetadataValue.json(columns),
-        keys.MASKED: dg.MetadataValue.json(masked),
-        keys.REMOVED: dg.MetadataValue.json(removed),
-        keys.ROWS: rows,
-        keys.PURPOSE: purpose or "",
+        md.CONSUMER: consumer,
+        md.PRODUCT: contract_id,
+        md.PORT: port,
+        md.COLUMNS_READ: dg.MetadataValue.json(columns),
+        md.MASKED: dg.MetadataValue.json(masked),
+        md.REMOVED: dg.MetadataValue.json(removed),
+        md.ROWS: rows,
+        md.PURPOSE: purpose or "",
     }
 
 
 def denied_metadata(consumer: str | None, target: str, reason: str, columns: list[str] | None = None) -> dict:
     return {
         AUDIT: "denied",
-        keys.CONSUMER: consumer or "(unknown)",
-        keys.PRODUCT: target,
-        keys.REASON: reason,
-        keys.COLUMNS_READ: dg.MetadataValue.json(list(columns or [])),
+        md.CONSUMER: consumer or "(unknown)",
+        md.PRODUCT: target,
+        md.REASON: reason,
+        md.COLUMNS_READ: dg.MetadataValue.json(list(columns or [])),
     }
 
 
@@ -83,10 +83,10 @@ def log_observation(step_context, key: dg.AssetKey, metadata: dict) -> None:
 def publish_metadata(contract_id: str, port: str, variants: list[str], columns: list[str]) -> dict:
     return {
         AUDIT: "publish",
-        keys.PRODUCT: contract_id,
-        keys.PORT: port,
-        keys.VARIANTS: dg.MetadataValue.json(variants),
-        keys.COLUMNS_READ: dg.MetadataValue.json(columns),
+        md.PRODUCT: contract_id,
+        md.PORT: port,
+        md.VARIANTS: dg.MetadataValue.json(variants),
+        md.COLUMNS_READ: dg.MetadataValue.json(columns),
     }
 
 
@@ -111,17 +111,17 @@ def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
     return AuditRecord(
         kind=kind,
         time=datetime.fromtimestamp(entry.timestamp, tz=timezone.utc).isoformat(timespec="milliseconds"),
-        product=_value(meta, keys.PRODUCT, key.to_user_string()),
+        product=_value(meta, md.PRODUCT, key.to_user_string()),
         asset_key=key.to_user_string(),
-        port=_value(meta, keys.PORT, ""),
-        consumer=_value(meta, keys.CONSUMER),
-        columns=list(_value(meta, keys.COLUMNS_READ) or _value(meta, keys.LEGACY_COLUMNS_READ, []) or []),
-        masked=list(_value(meta, keys.MASKED, []) or []),
-        removed=list(_value(meta, keys.REMOVED, []) or []),
-        rows=_value(meta, keys.ROWS, _value(meta, "dagster/row_count")),
+        port=_value(meta, md.PORT, ""),
+        consumer=_value(meta, md.CONSUMER),
+        columns=list(_value(meta, md.COLUMNS_READ) or _value(meta, md.LEGACY_COLUMNS_READ, []) or []),
+        masked=list(_value(meta, md.MASKED, []) or []),
+        removed=list(_value(meta, md.REMOVED, []) or []),
+        rows=_value(meta, md.ROWS, _value(meta, "dagster/row_count")),
         run_id=entry.run_id,
-        reason=_value(meta, keys.REASON, ""),
-        reasons=dict(_value(meta, keys.REASONS, {}) or {}),
+        reason=_value(meta, md.REASON, ""),
+        reasons=dict(_value(meta, md.REASONS, {}) or {}),
     )
 
 

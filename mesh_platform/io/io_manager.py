@@ -22,7 +22,7 @@ from typing import Any
 
 import dagster as dg
 
-from mesh_platform import metadata as keys
+from mesh_platform import metadata as md
 import pandas as pd
 import pyarrow as pa
 
@@ -152,8 +152,8 @@ class MeshIOManager(dg.ConfigurableIOManager):
                 context.add_input_metadata(
                     {
                         **read_metadata(consumer, contract.id, f"v{contract.major}/aggregate", release.columns, [], [], len(release.frame), meta.get(PURPOSE)),
-                        keys.EPSILON: release.epsilon,
-                        keys.PRIVACY_BUDGET_REMAINING: release.remaining,
+                        md.EPSILON: release.epsilon,
+                        md.PRIVACY_BUDGET_REMAINING: release.remaining,
                     }
                 )
                 return release.frame

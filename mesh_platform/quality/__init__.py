@@ -20,7 +20,7 @@ from typing import Generator, Iterable
 
 import dagster as dg
 
-from mesh_platform import metadata as keys
+from mesh_platform import metadata as md
 import pyarrow as pa
 
 from mesh_platform import quarantine
@@ -95,7 +95,7 @@ def check_specs(key: dg.AssetKey, contract: Contract) -> list[dg.AssetCheckSpec]
                 asset=key,
                 blocking=rule.blocking,
                 description=f"{rule.description} ({'error' if rule.blocking else 'warning'}; {rule.source})",
-                metadata={keys.RULE_KIND: rule.kind, keys.CONTRACT_FIELD: rule.source},
+                metadata={md.RULE_KIND: rule.kind, md.CONTRACT_FIELD: rule.source},
             )
         )
     return specs
@@ -133,8 +133,8 @@ def _write_report(context, contract: Contract, report: QualityReport, lake) -> d
     html = lake.write_bytes(f"{base}/{run}.html", gx.render_html(result).encode())
     lake.write_bytes(f"{base}/{run}.json", json.dumps(result.to_json_dict(), default=str).encode())
     return {
-        keys.QUALITY_REPORT: dg.MetadataValue.url(html.uri),
-        keys.GX_SUCCESS_PERCENT: result.statistics.get("success_percent"),
+        md.QUALITY_REPORT: dg.MetadataValue.url(html.uri),
+        md.GX_SUCCESS_PERCENT: result.statistics.get("success_percent"),
     }
 
 
@@ -195,10 +195,10 @@ def audit(
     if report.blocking_failures:
         raise QualityGateFailed(product, report.blocking_failures)
     return AuditedTable(table, contract), {
-        keys.QUALITY_SECONDS: round(report.seconds, 4),
-        keys.QUALITY_CHECKS: len(report.results) + 1,
-        keys.QUALITY_WARNINGS: len(report.warnings),
-        **({} if emit_checks else {keys.QUALITY: dg.MetadataValue.json(collected)}),
+        md.QUALITY_SECONDS: round(report.seconds, 4),
+        md.QUALITY_CHECKS: len(report.results) + 1,
+        md.QUALITY_WARNINGS: len(report.warnings),
+        **({} if emit_checks else {md.QUALITY: dg.MetadataValue.json(collected)}),
         **report_meta,
     }
 
