@@ -1,8 +1,10 @@
 """The IO manager every domain gets: contract-enforced, atomic publishing to the lake.
 
-Write path (a product materializes): the DataFrame is conformed to its contract
-(:func:`mesh_platform.contracts.conform`: columns, types, required, unique, primary key); only if
-that passes is it written to a staging file and renamed over the port's last good version. The
+Write path (a product materializes): the product's step hands over an
+:class:`~mesh_platform.quality.AuditedTable`, already conformed to the contract of the product's
+plan and quality-checked, which carries that contract: it is published as it is (written to a
+staging file and renamed over the port's last good version), with no parsing or look-up. A private
+intermediate arrives as :class:`~mesh_platform.private.Kept` with its private contract. The
 materialization records ``dagster/uri``, row count, bytes and the contract version.
 
 Read path: every read, of an output port or of anything else in the lake, goes through one access
@@ -11,9 +13,11 @@ bound by the platform (:mod:`mesh_platform.governance.identity`), never taken fr
 metadata. Another domain's private intermediate is never readable; a refused read is audited
 before the step fails. Only the columns the consumer declared are read from the Parquet file.
 
-Which contract applies is read from the asset's own metadata (``mesh/contract_id``, set by the
-platform when it builds the asset) and looked up in the mesh's contract registry, so the IO manager
-itself holds no per-domain state and can be configured like any Dagster resource.
+For reads, the port's contract is looked up in the mesh's registry from the input's metadata
+(``mesh/contract_id``) and checked against the asset read. An asset built around the declarations (a
+plain ``@dg.asset`` with this IO manager) is published under the registry's contract named in its
+metadata, or refused when it has none. The IO manager holds no per-domain state and can be
+configured like any Dagster resource.
 """
 
 from __future__ import annotations
@@ -21,25 +25,22 @@ from __future__ import annotations
 from typing import Any
 
 import dagster as dg
-
-from mesh_platform import metadata as md
 import pandas as pd
 import pyarrow as pa
 
+from mesh_platform import metadata as md
 from mesh_platform import private
-from mesh_platform.metadata import AGGREGATE, BYTES, CONSUMER_COLUMNS, CONTRACT_ID, CONTRACT_VERSION, PORT_MAJOR, PRIVATE_CONTRACT, PURPOSE
-from mesh_platform.contracts.loader import load_contract
-
 from mesh_platform.contracts import conform
+from mesh_platform.contracts.loader import load_contract
 from mesh_platform.contracts.registry import mesh_registry
 from mesh_platform.governance.access import AccessDenied, authorize_asset
 from mesh_platform.governance.audit import denied_metadata, log_observation, publish_metadata, read_metadata
 from mesh_platform.governance.identity import IdentityError, domain_of_step
 from mesh_platform.io import publishing
 from mesh_platform.io.lake import Lake
+from mesh_platform.metadata import AGGREGATE, BYTES, CONSUMER_COLUMNS, CONTRACT_ID, CONTRACT_VERSION, PORT_MAJOR, PRIVATE_CONTRACT, PURPOSE
 from mesh_platform.quality import AuditedTable
 from mesh_platform.settings import MeshSettings
-
 
 
 def to_pandas(table) -> pd.DataFrame:
