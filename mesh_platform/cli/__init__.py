@@ -172,6 +172,53 @@ def catalog(as_json: bool, workspace: Path | None) -> None:
 
 
 @main.command()
+@click.argument("text", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable hits.")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(["domain", "product", "column"]), help="Only hits of this kind (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--reindex", is_flag=True, help="Rebuild the index even if no definition changed.")
+def search(text: tuple[str, ...], as_json: bool, kinds: tuple[str, ...], limit: int, reindex: bool) -> None:
+    """Search domains, products and columns: names, descriptions, tags, owners, classifications.
+
+    Ranked; each product shows its last materialization and freshness from the Dagster instance.
+    """
+    from mesh_platform.instance import local_instance
+    from mesh_platform.search import SearchError, ensure_index, search as run
+
+    settings = _settings()
+    query = " ".join(text)
+    try:
+        if reindex:
+            ensure_index(force=True)
+        result = run(query, local_instance(settings), limit=limit, kinds=kinds)
+    except SearchError as exc:
+        raise click.UsageError(str(exc)) from None
+    for problem in result["problems"]:
+        click.echo(f"warning: not indexed: {problem['file']}: {problem['field']}: {problem['message']}", err=True)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for hit in result["hits"]:
+        data = hit["data"]
+        if hit["kind"] == "domain":
+            click.echo(f"domain   {hit['key']}  ({data['kind']}, {data['team']})  owners: {', '.join(data['owners'])}")
+            click.echo(f"         {data['description']}")
+            continue
+        when = f"last materialized {hit['last_materialized']} ({hit['freshness']})" if hit["last_materialized"] else (hit["freshness"] or "")
+        if hit["kind"] == "product":
+            extra = f"; classified {', '.join(data['classifications'])}" if data["classifications"] else ""
+            click.echo(f"product  {hit['key']}  v{data['version']} ({data['status']}, access {data['access_level'] or 'not set'}{extra})  owners: {', '.join(data['owners'])}")
+            click.echo(f"         {data['description'] or ''}")
+        else:
+            extra = f", {data['classification']}" if data["classification"] else ""
+            click.echo(f"column   {hit['key']}  {data['type']}{extra}")
+            click.echo(f"         {data['description'] or ''}")
+        click.echo(f"         {when}")
+    matched = "" if result["matched"] == "all" else " (no hit has every word: hits with any of them)"
+    click.echo(f"{len(result['hits'])} hit(s) for {query!r}{matched}")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable records.")
 @click.option("--product", default=None, help="Only this product (contract id or domain/product).")
 @click.option("--consumer", default=None, help="Only reads by this domain.")
