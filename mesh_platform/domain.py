@@ -29,6 +29,7 @@ from mesh_platform.contracts.loader import ContractError, Problem, display_path,
 from mesh_platform.contracts.model import IDENTIFIER, Contract
 from mesh_platform.contracts.registry import VERSIONED, ContractRegistry, contract_files, mesh_registry
 from mesh_platform.io.io_manager import MeshIOManager
+from mesh_platform.lineage.sensors import lineage_sensors
 from mesh_platform.ports import InputPort, ResolvedPort, resolve
 from mesh_platform.products import Declaration, build_asset
 
@@ -356,7 +357,7 @@ class Domain:
         return dg.Definitions(
             assets=[*assets, *externals],
             resources=all_resources,
-            sensors=[*sensors, automation_sensor(self.name)],
+            sensors=[*sensors, automation_sensor(self.name), *lineage_sensors(self.name)],
             schedules=list(schedules),
             jobs=list(jobs),
             metadata={"mesh/domain": self.name, "mesh/team": self.descriptor.team},
