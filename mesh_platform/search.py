@@ -161,6 +161,9 @@ def build_index(root: Path, path: Path) -> list[Problem]:
     fd, tmp = tempfile.mkstemp(prefix=".search-", suffix=".sqlite", dir=path.parent)
     os.close(fd)
     try:
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         con = sqlite3.connect(tmp)
         with con:
             columns = ", ".join(FIELDS)

@@ -338,6 +338,54 @@ def iam(lake_uri: str | None, out: Path, workspace: Path | None) -> None:
 
 
 @main.group()
+def lineage() -> None:
+    """Lineage: the mesh as a graph; the OpenLineage events of runs (see docs/lineage.md)."""
+
+
+@lineage.command("export")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True, help="Folder to write into.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["json", "graphml"]), help="Only this format (repeatable; default both).")
+@click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
+def lineage_export(out: Path, formats: tuple[str, ...], workspace: Path | None) -> None:
+    """Write the mesh (domains, products, columns, consumers, grants) as mesh-lineage.json and mesh-lineage.graphml."""
+    from mesh_platform.lineage.graph import export, mesh_graph
+
+    _settings()
+    mesh = _load_mesh(workspace)
+    graph = mesh_graph(mesh)
+    for problem in graph["problems"]:
+        click.echo(f"warning: {problem['file']}: {problem['field']}: {problem['message']}", err=True)
+    try:
+        written = export(graph, out, formats or ("json", "graphml"))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the lineage graph to {out}: {exc.strerror or exc}") from None
+    kinds = {}
+    for node in graph["nodes"]:
+        kinds[node["type"]] = kinds.get(node["type"], 0) + 1
+    counts = ", ".join(f"{n} {t}(s)" for t, n in kinds.items())
+    click.echo(f"{counts}, {len(graph['edges'])} edge(s): wrote {', '.join(str(p) for p in written)}")
+
+
+@lineage.command("emit")
+@click.argument("run_ids", nargs=-1, required=True)
+def lineage_emit(run_ids: tuple[str, ...]) -> None:
+    """(Re)send the OpenLineage events of runs already in the Dagster instance (e.g. runs from before lineage was set up)."""
+    from mesh_platform.instance import local_instance
+    from mesh_platform.lineage.emit import disabled, emit_run
+
+    settings = _settings()
+    if disabled():
+        raise click.ClickException("lineage is disabled (MESH_LINEAGE=off or OPENLINEAGE_DISABLED=true)")
+    instance = local_instance(settings)
+    for run_id in run_ids:
+        try:
+            events = emit_run(instance, run_id)
+        except LookupError as exc:
+            raise click.ClickException(str(exc).strip("'\"")) from None
+        click.echo(f"run {run_id}: sent {', '.join(e.eventType.value for e in events)}")
+
+
+@main.group()
 def dbt() -> None:
     """dbt-implemented domains: prepare manifests, sync dbt contracts from ODCS contracts."""
 
@@ -470,8 +518,9 @@ def contract_export(export_all: bool, out: Path, ids: tuple[str, ...]) -> None:
 @click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
 def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
     """Run the mesh locally: demo sources, then `dagster dev` over workspace.yaml (extra args go to it)."""
+    from mesh_platform.devserver import SUPERSEDED_WARNING, StartupWatcher, dagster_dev_args, option
     from mesh_platform.instance import ensure_dagster_home
-    from mesh_platform.workspace import find_workspace
+    from mesh_platform.workspace import find_workspace, read_workspace
 
     settings = _settings()
     _ensure_sources(settings, scale)
@@ -480,7 +529,14 @@ def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
     workspace = find_workspace()
     click.echo(f"Dagster instance: {settings.dagster_home}\nlake: {settings.lake}\nworkspace: {workspace}")
     click.echo("materialize everything with `mesh materialize` in another shell, or from the UI")
-    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), *dagster_args]
+    try:
+        locations = [e.location for e in read_workspace(workspace)]
+    except Exception:  # dagster dev reports a broken workspace file itself
+        locations = []
+    click.echo(f"starting Dagster (webserver, daemon, {len(locations)} code server(s)); loading the domains takes about half a minute...")
+    watcher = StartupWatcher(option(dagster_args, ("--host", "-h", "--dagit-host"), "127.0.0.1"),
+                             option(dagster_args, ("--port", "-p", "--dagit-port"), "3000"), locations, click.echo)
+    cmd = [sys.executable, "-W", SUPERSEDED_WARNING, "-m", "dagster", "dev", "-w", str(workspace), *dagster_dev_args(dagster_args)]
     # Own process group, so that Ctrl-C / SIGTERM ends dagster dev *and* its code servers.
     proc = subprocess.Popen(cmd, cwd=workspace.parent, start_new_session=True)
 
@@ -495,6 +551,8 @@ def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
     signal.signal(signal.SIGINT, stop)
     try:
         while (code := proc.poll()) is None:
+            if not stop_requested:
+                watcher.poll()
             # dagster dev has been seen to ignore SIGTERM: escalate after a grace period.
             if stop_requested and time.monotonic() - stop_requested[0] > 15:
                 _signal_group(proc.pid, signal.SIGKILL)
