@@ -71,7 +71,7 @@ from mesh_platform.settings import MeshSettings
 
 PRODUCER = "https://github.com/dagster-data-mesh/dagster-data-mesh/tree/main/mesh_platform/lineage"
 FACET_SCHEMA = "https://github.com/dagster-data-mesh/dagster-data-mesh/blob/main/docs/lineage.md"
-IMPLICIT_JOB = "__ASSET_JOB"
+IMPLICIT_JOBS = ("__ASSET_JOB", "__ephemeral_asset_job__")
 INPUT_VERSION_TAG = "dagster/input_data_version/"
 DATA_VERSION_TAG = "dagster/data_version"
 CODE_VERSION_TAG = "dagster/code_version"
@@ -149,7 +149,6 @@ class Written:
     key: dg.AssetKey
     metadata: dict[str, Any]
     tags: dict[str, str]
-    checks: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -185,19 +184,21 @@ def _value(metadata: dict, key: str, default=None):
     return default if entry is None else getattr(entry, "value", entry)
 
 
-def run_domain(run) -> str:
+def run_domain(run, keys=()) -> str:
     """The domain a run belongs to: its tag, else its code location, else its assets' domain."""
     if run.tags.get("mesh/domain"):
         return run.tags["mesh/domain"]
     origin = getattr(run, "remote_job_origin", None)
     if origin is not None:
         return origin.location_name
-    keys = sorted(run.asset_selection or [], key=str)
+    keys = sorted([*(run.asset_selection or []), *keys], key=str)
     return keys[0].path[0] if keys else "unknown"
 
 
-def job_name(run) -> str:
-    return f"{run_domain(run)}.{'assets' if run.job_name == IMPLICIT_JOB else run.job_name}"
+def job_name(run, domain: str | None = None) -> str:
+    """``<domain>.<job>``; Dagster's implicit asset jobs are the domain's ``assets`` job."""
+    implicit = run.job_name in IMPLICIT_JOBS
+    return f"{domain or run_domain(run)}.{'assets' if implicit else run.job_name}"
 
 
 def read_run(instance: dg.DagsterInstance, run_id: str) -> RunRecord:
@@ -220,6 +221,8 @@ def read_run(instance: dg.DagsterInstance, run_id: str) -> RunRecord:
                 record.error = (error.message.strip(), "".join(error.stack)) if error else (event.message or "run failed", None)
         elif kind == T.STEP_FAILURE:
             error = event.step_failure_data.error if event.step_failure_data else None
+            while error is not None and error.cause is not None:  # Dagster's wrapper -> the domain's own exception
+                error = error.cause
             if error is not None and (record.error is None or record.error[1] is None):
                 record.error = (f"{event.step_key}: {error.message.strip()}", "".join(error.stack))
         elif kind == T.ASSET_MATERIALIZATION_PLANNED:
@@ -240,9 +243,6 @@ def read_run(instance: dg.DagsterInstance, run_id: str) -> RunRecord:
                 )
         elif kind == T.ASSET_CHECK_EVALUATION:
             record.checks.append(event.event_specific_data)
-    for check in record.checks:
-        if check.asset_key in record.written:
-            record.written[check.asset_key].checks.append(check)
     # same-domain inputs and the versions of every input, from the provenance of what was written
     for written in record.written.values():
         for tag, version in written.tags.items():
@@ -253,6 +253,8 @@ def read_run(instance: dg.DagsterInstance, run_id: str) -> RunRecord:
                 continue  # produced by this very run: not an input of it
             read = record.reads.setdefault(key, Read(key))
             read.data_version = read.data_version or version
+    if record.domain == "unknown":
+        record.domain = run_domain(run, [*record.planned, *record.written])
     for read in record.reads.values():
         if read.data_version is None:
             read.data_version = _version_before(instance, read.key, record.end or record.start)
@@ -336,13 +338,13 @@ def _dataset_facets(lake: Lake, key: dg.AssetKey, contract: Contract | None, dat
     return facets
 
 
-def _assertions(written: Written, contract: Contract | None) -> tuple[list, list]:
+def _assertions(key: dg.AssetKey, checks: list, contract: Contract | None) -> tuple[list, list]:
     """The run's asset checks on one output: dataset assertions, and run-level test executions."""
     from mesh_platform.quality.rules import rules_for
 
     rules = {r.name: r for r in rules_for(contract)} if contract is not None else {}
     assertions, tests = [], []
-    for check in written.checks:
+    for check in checks:
         rule = rules.get(check.check_name)
         severity = "error" if check.severity == dg.AssetCheckSeverity.ERROR else "warn"
         observed = _value(check.metadata, "observed_value")
@@ -357,7 +359,7 @@ def _assertions(written: Written, contract: Contract | None) -> tuple[list, list
             actual=None if observed is None else str(observed),
         ))
         tests.append(test_run.TestExecution(
-            name=f"{written.key.to_user_string()}:{check.check_name}", status="pass" if check.passed else "fail",
+            name=f"{key.to_user_string()}:{check.check_name}", status="pass" if check.passed else "fail",
             severity=severity, type=rule.kind if rule else check.check_name,
             description=rule.description if rule else None,
         ))
@@ -376,22 +378,30 @@ def run_events(instance: dg.DagsterInstance, run_id: str, registry=None, lake: L
     planned: list[OutputDataset] = []  # START: what the run set out to write, as its contracts describe it
     outputs: list[OutputDataset] = []  # COMPLETE / FAIL: what it wrote, with versions and check results
     tests: list = []
-    for key in record.planned or sorted(record.written, key=str):
+    checked: dict[dg.AssetKey, list] = {}
+    for check in record.checks:
+        checked.setdefault(check.asset_key, []).append(check)
+    for key in record.planned or sorted(set(record.written) | set(checked), key=str):
         written = record.written.get(key)
         contract = _contract(key, _value(written.metadata, "mesh/product") if written else None,
                              _value(written.metadata, "mesh/port") if written else None, registry)
         ns, name = dataset_name(lake, key, contract)
         planned.append(OutputDataset(ns, name, facets=_dataset_facets(lake, key, contract, None, None, None, None)))
-        if written is None:
-            continue
-        rows = _value(written.metadata, "dagster/row_count")
-        facets = _dataset_facets(lake, key, contract, written.tags.get(DATA_VERSION_TAG), written.tags.get(CODE_VERSION_TAG), run.run_id, rows)
-        assertions, run_tests = _assertions(written, contract)
+        if written is None and key not in checked:
+            continue  # not reached: the run stopped before
+        if written is not None:
+            rows = _value(written.metadata, "dagster/row_count")
+            facets = _dataset_facets(lake, key, contract, written.tags.get(DATA_VERSION_TAG), written.tags.get(CODE_VERSION_TAG), run.run_id, rows)
+            stats = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(rowCount=rows, size=_value(written.metadata, "mesh/bytes"))
+            output_facets = {"outputStatistics": stats}
+        else:  # audited and refused: nothing written, but the failed assertions belong to this dataset
+            facets = _dataset_facets(lake, key, contract, None, None, None, None)
+            output_facets = {}
+        assertions, run_tests = _assertions(key, checked.get(key, []), contract)
         tests.extend(run_tests)
         if assertions:
             facets["dataQualityAssertions"] = data_quality_assertions_dataset.DataQualityAssertionsDatasetFacet(assertions=assertions)
-        stats = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(rowCount=rows, size=_value(written.metadata, "mesh/bytes"))
-        outputs.append(OutputDataset(ns, name, facets=facets, outputFacets={"outputStatistics": stats}))
+        outputs.append(OutputDataset(ns, name, facets=facets, outputFacets=output_facets))
 
     inputs: list[InputDataset] = []
     for key, read in sorted(record.reads.items(), key=lambda kv: str(kv[0])):
@@ -406,7 +416,7 @@ def run_events(instance: dg.DagsterInstance, run_id: str, registry=None, lake: L
         )}
         inputs.append(InputDataset(ns, name, facets=facets, inputFacets=input_facets))
 
-    job = Job(namespace=namespace(), name=job_name(run), facets={
+    job = Job(namespace=namespace(), name=job_name(run, record.domain), facets={
         "jobType": job_type_job.JobTypeJobFacet(processingType="BATCH", integration="DAGSTER", jobType="JOB"),
         "ownership": ownership_job.OwnershipJobFacet(owners=[ownership_job.Owner(name=o) for o in _domain_owners(record.domain)]),
     })
