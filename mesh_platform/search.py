@@ -236,11 +236,16 @@ class Hit:
 
 
 def _match_expression(text: str, any_word: bool) -> str:
-    words = re.findall(r"\w+", text)
-    if not words:
+    """Each space-separated term of ``text`` as an FTS5 phrase of its words, the last one a prefix.
+
+    ``claims-data@acme-insurance.example`` is one term: its words must appear together, in order.
+    Only the words reach FTS5, each quoted, so nothing in the text is read as query syntax.
+    """
+    terms = [words for chunk in text.split() if (words := re.findall(r"\w+", chunk))]
+    if not terms:
         raise SearchError(f"nothing to search for in {text!r}: give at least one word (letters or digits)")
-    terms = [f'"{w}"*' for w in words]  # every word quoted: no FTS5 syntax from the user's text
-    return (" OR " if any_word else " ").join(terms)
+    phrases = ['"' + " ".join(words) + '"*' for words in terms]
+    return (" OR " if any_word else " ").join(phrases)
 
 
 def query(path: Path, text: str, limit: int = 20, kinds: tuple[str, ...] = ()) -> tuple[list[Hit], str]:
