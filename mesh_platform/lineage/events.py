@@ -69,8 +69,19 @@ from mesh_platform.contracts.model import Contract
 from mesh_platform.io.lake import Lake
 from mesh_platform.settings import MeshSettings
 
-PRODUCER = "https://github.com/dagster-data-mesh/dagster-data-mesh/tree/main/mesh_platform/lineage"
-FACET_SCHEMA = "https://github.com/dagster-data-mesh/dagster-data-mesh/blob/main/docs/lineage.md"
+def _project_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dagster-data-mesh")
+    except PackageNotFoundError:
+        return "dev"
+
+
+#: who produced the events and facets (a URI, as the spec asks; the project has no public URL of its own)
+PRODUCER = f"urn:dagster-data-mesh:mesh_platform:{_project_version()}"
+#: the platform's own facets are described in docs/lineage.md; their schema URIs name them and their version
+FACET_SCHEMA = "urn:dagster-data-mesh:facet"
 IMPLICIT_JOBS = ("__ASSET_JOB", "__ephemeral_asset_job__")
 INPUT_VERSION_TAG = "dagster/input_data_version/"
 DATA_VERSION_TAG = "dagster/data_version"
@@ -107,7 +118,7 @@ class MeshDatasetFacet(DatasetFacet):
 
     @staticmethod
     def _get_schema() -> str:
-        return f"{FACET_SCHEMA}#meshdatasetfacet"
+        return f"{FACET_SCHEMA}:MeshDatasetFacet:1-0-0"
 
 
 @attr.define
@@ -123,7 +134,7 @@ class MeshInputDatasetFacet(InputDatasetFacet):
 
     @staticmethod
     def _get_schema() -> str:
-        return f"{FACET_SCHEMA}#meshinputdatasetfacet"
+        return f"{FACET_SCHEMA}:MeshInputDatasetFacet:1-0-0"
 
 
 @attr.define
@@ -138,7 +149,7 @@ class MeshRunFacet(RunFacet):
 
     @staticmethod
     def _get_schema() -> str:
-        return f"{FACET_SCHEMA}#meshrunfacet"
+        return f"{FACET_SCHEMA}:MeshRunFacet:1-0-0"
 
 
 # -- reading a run back from the event log -------------------------------------------------------
@@ -292,28 +303,31 @@ def _contract(key: dg.AssetKey, contract_id: str | None, port: str | None, regis
     return None
 
 
-def dataset_name(lake: Lake, key: dg.AssetKey, contract: Contract | None) -> tuple[str, str]:
-    """(namespace, name) of a dataset: where it lives in the lake, per OpenLineage's naming."""
-    domain = key.path[0]
+def _location(lake: Lake, key: dg.AssetKey, contract: Contract | None) -> tuple[str, str, str]:
+    """(namespace, name, URI) of a dataset: where it lives in the lake, per OpenLineage's naming."""
     if contract is not None:
-        relpath = f"{contract.domain}/{contract.name}/v{contract.major}"
+        relpath = f"{contract.domain}/{contract.name}/v{contract.major}"  # the port: its major's folder
     else:
-        relpath = f"{domain}/{Lake.private_path(domain, key.path[-1]).split('/')[1]}/{key.path[-1]}"
+        relpath = os.path.dirname(Lake.private_path(key.path[0], key.path[-1]))
     uri = lake.uri(relpath)
     if uri.startswith("file://"):
-        return "file", uri[len("file://"):]
+        return "file", uri[len("file://"):], uri
     scheme, _, rest = uri.partition("://")
     bucket, _, path = rest.partition("/")
-    return f"{scheme}://{bucket}", path
+    return f"{scheme}://{bucket}", path, uri
+
+
+def dataset_name(lake: Lake, key: dg.AssetKey, contract: Contract | None) -> tuple[str, str]:
+    """(namespace, name) of a dataset."""
+    return _location(lake, key, contract)[:2]
 
 
 def _dataset_facets(lake: Lake, key: dg.AssetKey, contract: Contract | None, data_version: str | None,
                     code_version: str | None, run_id: str | None, rows: int | None) -> dict[str, Any]:
     from mesh_platform.products import most_sensitive
 
-    ns, name = dataset_name(lake, key, contract)
     mesh = MeshDatasetFacet(
-        domain=key.path[0], assetKey=key.to_user_string(), private=contract is None, uri=f"{ns.rstrip('/')}/{name.lstrip('/')}" if ns != "file" else f"file://{name}",
+        domain=key.path[0], assetKey=key.to_user_string(), private=contract is None, uri=_location(lake, key, contract)[2],
         dataVersion=data_version, codeVersion=code_version, tableVersion=None, materializationRunId=run_id, rowCount=rows,
     )
     facets: dict[str, Any] = {"mesh": mesh}
