@@ -87,6 +87,7 @@ INPUT_VERSION_TAG = "dagster/input_data_version/"
 DATA_VERSION_TAG = "dagster/data_version"
 CODE_VERSION_TAG = "dagster/code_version"
 PORT_RE = re.compile(r"^v(?P<major>[0-9]+)(?:/(?P<variant>.+))?$")
+PREVIOUS_MAJOR_RE = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)_v(?P<major>[0-9]+)$")
 set_producer(PRODUCER)  # the facets' `_producer`: this platform, not the client library
 
 
@@ -295,9 +296,15 @@ def _contract(key: dg.AssetKey, contract_id: str | None, port: str | None, regis
     match = PORT_RE.match(port or "")
     if match:
         major = int(match.group("major"))
-    for ref in filter(None, [contract_id, key.to_user_string() if len(key.path) == 2 else None]):
+    candidates = [(contract_id, major), (key.to_user_string() if len(key.path) == 2 else None, major)]
+    previous = PREVIOUS_MAJOR_RE.match(key.path[-1])
+    if previous and len(key.path) == 2 and major is None:  # `<product>_v<major>`: a kept previous major's port
+        candidates.append((f"{key.path[0]}/{previous.group('name')}", int(previous.group("major"))))
+    for ref, pinned in candidates:
+        if ref is None:
+            continue
         try:
-            return registry.get(ref, major=major)
+            return registry.get(ref, major=pinned)
         except LookupError:
             continue
     return None
