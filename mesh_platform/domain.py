@@ -19,25 +19,24 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable
 
 import dagster as dg
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mesh_platform import metadata as md
 from mesh_platform.automation import automation_sensor
-from mesh_platform.contracts.loader import load_yaml
-from mesh_platform.problems import ContractError, Problem, display_path
-from mesh_platform.contracts.model import IDENTIFIER, Contract
+from mesh_platform.problems import Problem
+from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry, mesh_registry
 from mesh_platform.io.io_manager import MeshIOManager
+from mesh_platform.declarations import Declaration
+from mesh_platform.descriptor import DESCRIPTOR, DomainDescriptor, load_descriptor
+from mesh_platform.lineage.sensors import lineage_sensors
 from mesh_platform.plan import DomainPlan, plan_domain
 from mesh_platform.ports import InputPort
-from mesh_platform.declarations import Declaration
 from mesh_platform.products import build_asset
 from mesh_platform.settings import MeshSettings
 
-DESCRIPTOR = "domain.yaml"
 
 
 class DomainDefinitionError(Exception):
@@ -47,34 +46,6 @@ class DomainDefinitionError(Exception):
         self.domain = domain
         self.problems = problems
         super().__init__(f"domain {domain!r} cannot be loaded:\n" + "\n".join(f"  - {p}" for p in problems))
-
-
-class DomainDescriptor(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    kind: Literal["source-aligned", "consumer-aligned", "aggregate"]
-    description: str
-    team: str
-    owners: list[str] = Field(min_length=1)
-    contact: str | None = None
-    clearances: list[str] = Field(default_factory=list)
-
-
-def load_descriptor(path: Path) -> DomainDescriptor:
-    shown = display_path(path)
-    if not path.exists():
-        raise ContractError([Problem(shown, "", "domain descriptor not found")])
-    raw = load_yaml(path)
-    try:
-        descriptor = DomainDescriptor.model_validate(raw)
-    except ValidationError as exc:
-        raise ContractError([Problem(shown, ".".join(map(str, e["loc"])), e["msg"]) for e in exc.errors()]) from None
-    if not IDENTIFIER.match(descriptor.name):
-        raise ContractError([Problem(shown, "name", f"domain name {descriptor.name!r} must be snake_case")])
-    if descriptor.name != path.parent.name:
-        raise ContractError([Problem(shown, "name", f"domain {descriptor.name!r} must live in a folder of the same name, not {path.parent.name!r}")])
-    return descriptor
 
 
 class Domain:
@@ -231,7 +202,7 @@ class Domain:
         return dg.Definitions(
             assets=[*assets, *externals],
             resources=all_resources,
-            sensors=[*sensors, automation_sensor(self.name, settings.automation)],
+            sensors=[*sensors, automation_sensor(self.name, settings.automation), *lineage_sensors(self.name)],
             schedules=list(schedules),
             jobs=list(jobs),
             metadata={md.DOMAIN: self.name, md.TEAM: self.descriptor.team},

@@ -25,6 +25,10 @@ LOCAL_INSTANCE_YAML = """\
 # Written by `mesh`; the embedded default instance (SQLite under this folder).
 telemetry:
   enabled: false
+# Runs print INFO and above on the console (`dagster dev`'s terminal); every event is still in the
+# event log and the UI. Dagster's default (DEBUG) prints each step output and check on the console.
+python_logs:
+  python_log_level: INFO
 run_launcher:
   module: mesh_platform.instance
   class: LocalRunLauncher

@@ -171,7 +171,18 @@ def materialize(
             rows = ", ".join(f"{k.split('/')[-1]} {n:,} rows" for k, n in outcome.rows.items())
             progress(f"    ok in {outcome.seconds:.1f}s (run {result.run_id[:8]}){': ' + rows if rows else ''}")
         report.runs.append(outcome)
+        _emit_lineage(instance, result.run_id, progress)
     return report
+
+
+def _emit_lineage(instance: dg.DagsterInstance, run_id: str, progress: Callable[[str], None]) -> None:
+    """The run's OpenLineage events (see :mod:`mesh_platform.lineage`); a lineage failure never fails the mesh."""
+    from mesh_platform.lineage.emit import emit_run
+
+    try:
+        emit_run(instance, run_id)
+    except Exception as exc:
+        progress(f"    warning: OpenLineage events of run {run_id} not sent: {exc}")
 
 
 def _depends_on(graph, key: dg.AssetKey, failed: Callable[[dg.AssetKey], bool]) -> bool:

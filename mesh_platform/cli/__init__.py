@@ -172,6 +172,53 @@ def catalog(as_json: bool, workspace: Path | None) -> None:
 
 
 @main.command()
+@click.argument("text", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable hits.")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(["domain", "product", "column"]), help="Only hits of this kind (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--reindex", is_flag=True, help="Rebuild the index even if no definition changed.")
+def search(text: tuple[str, ...], as_json: bool, kinds: tuple[str, ...], limit: int, reindex: bool) -> None:
+    """Search domains, products and columns: names, descriptions, tags, owners, classifications.
+
+    Ranked; each product shows its last materialization and freshness from the Dagster instance.
+    """
+    from mesh_platform.instance import local_instance
+    from mesh_platform.search import SearchError, ensure_index, search as run
+
+    settings = _settings()
+    query = " ".join(text)
+    try:
+        if reindex:
+            ensure_index(force=True)
+        result = run(query, local_instance(settings), limit=limit, kinds=kinds)
+    except SearchError as exc:
+        raise click.UsageError(str(exc)) from None
+    for problem in result["problems"]:
+        click.echo(f"warning: not indexed: {problem['file']}: {problem['field']}: {problem['message']}", err=True)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    for hit in result["hits"]:
+        data = hit["data"]
+        if hit["kind"] == "domain":
+            click.echo(f"domain   {hit['key']}  ({data['kind']}, {data['team']})  owners: {', '.join(data['owners'])}")
+            click.echo(f"         {data['description']}")
+            continue
+        when = f"last materialized {hit['last_materialized']} ({hit['freshness']})" if hit["last_materialized"] else (hit["freshness"] or "")
+        if hit["kind"] == "product":
+            extra = f"; classified {', '.join(data['classifications'])}" if data["classifications"] else ""
+            click.echo(f"product  {hit['key']}  v{data['version']} ({data['status']}, access {data['access_level'] or 'not set'}{extra})  owners: {', '.join(data['owners'])}")
+            click.echo(f"         {data['description'] or ''}")
+        else:
+            extra = f", {data['classification']}" if data["classification"] else ""
+            click.echo(f"column   {hit['key']}  {data['type']}{extra}")
+            click.echo(f"         {data['description'] or ''}")
+        click.echo(f"         {when}")
+    matched = "" if result["matched"] == "all" else " (no hit has every word: hits with any of them)"
+    click.echo(f"{len(result['hits'])} hit(s) for {query!r}{matched}")
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable records.")
 @click.option("--product", default=None, help="Only this product (contract id or domain/product).")
 @click.option("--consumer", default=None, help="Only reads by this domain.")
@@ -288,6 +335,54 @@ def iam(lake_uri: str | None, out: Path, workspace: Path | None) -> None:
         raise click.ClickException(str(e)) from None
     click.echo(f"wrote {len(written)} IAM policy document(s) to {out}")
     sys.exit(1 if mesh.problems else 0)
+
+
+@main.group()
+def lineage() -> None:
+    """Lineage: the mesh as a graph; the OpenLineage events of runs (see docs/lineage.md)."""
+
+
+@lineage.command("export")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True, help="Folder to write into.")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["json", "graphml"]), help="Only this format (repeatable; default both).")
+@click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
+def lineage_export(out: Path, formats: tuple[str, ...], workspace: Path | None) -> None:
+    """Write the mesh (domains, products, columns, consumers, grants) as mesh-lineage.json and mesh-lineage.graphml."""
+    from mesh_platform.lineage.graph import export, mesh_graph
+
+    _settings()
+    mesh = _load_mesh(workspace)
+    graph = mesh_graph(mesh)
+    for problem in graph["problems"]:
+        click.echo(f"warning: {problem['file']}: {problem['field']}: {problem['message']}", err=True)
+    try:
+        written = export(graph, out, formats or ("json", "graphml"))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the lineage graph to {out}: {exc.strerror or exc}") from None
+    kinds = {}
+    for node in graph["nodes"]:
+        kinds[node["type"]] = kinds.get(node["type"], 0) + 1
+    counts = ", ".join(f"{n} {t}(s)" for t, n in kinds.items())
+    click.echo(f"{counts}, {len(graph['edges'])} edge(s): wrote {', '.join(str(p) for p in written)}")
+
+
+@lineage.command("emit")
+@click.argument("run_ids", nargs=-1, required=True)
+def lineage_emit(run_ids: tuple[str, ...]) -> None:
+    """(Re)send the OpenLineage events of runs already in the Dagster instance (e.g. runs from before lineage was set up)."""
+    from mesh_platform.instance import local_instance
+    from mesh_platform.lineage.emit import disabled, emit_run
+
+    settings = _settings()
+    if disabled():
+        raise click.ClickException("lineage is disabled (MESH_LINEAGE=off or OPENLINEAGE_DISABLED=true)")
+    instance = local_instance(settings)
+    for run_id in run_ids:
+        try:
+            events = emit_run(instance, run_id)
+        except LookupError as exc:
+            raise click.ClickException(str(exc).strip("'\"")) from None
+        click.echo(f"run {run_id}: sent {', '.join(e.eventType.value for e in events)}")
 
 
 @main.group()
@@ -423,8 +518,9 @@ def contract_export(export_all: bool, out: Path, ids: tuple[str, ...]) -> None:
 @click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
 def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
     """Run the mesh locally: demo sources, then `dagster dev` over workspace.yaml (extra args go to it)."""
+    from mesh_platform.devserver import SUPERSEDED_WARNING, StartupWatcher, dagster_dev_args, option
     from mesh_platform.instance import ensure_dagster_home
-    from mesh_platform.workspace import find_workspace
+    from mesh_platform.workspace import find_workspace, read_workspace
 
     settings = _settings()
     _ensure_sources(settings, scale)
@@ -433,7 +529,14 @@ def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
     workspace = find_workspace()
     click.echo(f"Dagster instance: {settings.dagster_home}\nlake: {settings.lake}\nworkspace: {workspace}")
     click.echo("materialize everything with `mesh materialize` in another shell, or from the UI")
-    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), *dagster_args]
+    try:
+        locations = [e.location for e in read_workspace(workspace)]
+    except Exception:  # dagster dev reports a broken workspace file itself
+        locations = []
+    click.echo(f"starting Dagster (webserver, daemon, {len(locations)} code server(s)); loading the domains takes about half a minute...")
+    watcher = StartupWatcher(option(dagster_args, ("--host", "-h", "--dagit-host"), "127.0.0.1"),
+                             option(dagster_args, ("--port", "-p", "--dagit-port"), "3000"), locations, click.echo)
+    cmd = [sys.executable, "-W", SUPERSEDED_WARNING, "-m", "dagster", "dev", "-w", str(workspace), *dagster_dev_args(dagster_args)]
     # Own process group, so that Ctrl-C / SIGTERM ends dagster dev *and* its code servers.
     proc = subprocess.Popen(cmd, cwd=workspace.parent, start_new_session=True)
 
@@ -448,6 +551,8 @@ def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
     signal.signal(signal.SIGINT, stop)
     try:
         while (code := proc.poll()) is None:
+            if not stop_requested:
+                watcher.poll()
             # dagster dev has been seen to ignore SIGTERM: escalate after a grace period.
             if stop_requested and time.monotonic() - stop_requested[0] > 15:
                 _signal_group(proc.pid, signal.SIGKILL)

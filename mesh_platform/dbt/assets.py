@@ -31,7 +31,6 @@ import dagster as dg
 from mesh_platform import metadata as md
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
-from mesh_platform.contracts.model import Contract
 from mesh_platform.dbt.project import NO_TRACKING, DbtDomainProject
 from mesh_platform.governance.access import AccessDenied
 from mesh_platform.governance.audit import denied_metadata, publish_metadata, read_metadata
