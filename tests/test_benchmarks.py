@@ -29,7 +29,7 @@ def quick_run(tmp_path_factory):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1800,  # bounded; about a minute on an idle machine, much more when the cores are shared
     )
     return proc, out
 
