@@ -57,11 +57,12 @@ def _on_cron(cron: str) -> dg.AutomationCondition:
     return dg.AutomationCondition.on_cron(cron)
 
 
-def automation_sensor(domain: str, running: bool = False) -> dg.AutomationConditionSensorDefinition:
+def automation_sensor(domain: str, running: bool = False, run_tags: dict[str, str] | None = None) -> dg.AutomationConditionSensorDefinition:
     """The domain's automation sensor; ``running`` comes from the deployment's settings (``MESH_AUTOMATION``)."""
     return dg.AutomationConditionSensorDefinition(
         f"{domain}_automation",
         target=dg.AssetSelection.groups(domain),
+        run_tags=run_tags or None,
         default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
         description=f"Refreshes the {domain} domain's products from their SLAs and upstream updates.",
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -24,6 +24,7 @@ class DomainDescriptor(BaseModel):
     owners: list[str] = Field(min_length=1)
     contact: str | None = None
     clearances: list[str] = Field(default_factory=list)
+    quotas: dict[str, Any] | None = None  # checked by mesh_platform.quotas against the mesh's ceilings
 
 
 def load_descriptor(path: Path) -> DomainDescriptor:

@@ -34,6 +34,7 @@ from mesh_platform.descriptor import DESCRIPTOR, DomainDescriptor, load_descript
 from mesh_platform.lineage.sensors import lineage_sensors
 from mesh_platform.plan import DomainPlan, plan_domain
 from mesh_platform.ports import InputPort
+from mesh_platform.quotas import run_tags as quota_run_tags
 from mesh_platform.products import build_asset
 from mesh_platform.settings import MeshSettings
 
@@ -202,16 +203,21 @@ class Domain:
         return dg.Definitions(
             assets=[*assets, *externals],
             resources=all_resources,
-            sensors=[*sensors, automation_sensor(self.name, settings.automation), *lineage_sensors(self.name)],
+            sensors=[*sensors, automation_sensor(self.name, settings.automation, self.run_tags()), *lineage_sensors(self.name)],
             schedules=list(schedules),
             jobs=list(jobs),
             metadata={md.DOMAIN: self.name, md.TEAM: self.descriptor.team},
         )
 
     def job(self, name: str | None = None, selection: dg.AssetSelection | None = None) -> dg.UnresolvedAssetJobDefinition:
-        """A job over this domain's assets (all of them by default)."""
+        """A job over this domain's assets (all of them by default), tagged with the domain and its run-time quota."""
         return dg.define_asset_job(
             name or f"{self.name}_products",
             selection=selection or dg.AssetSelection.groups(self.name),
-            tags={md.DOMAIN: self.name},
+            tags=self.run_tags(),
         )
+
+    def run_tags(self) -> dict[str, str]:
+        """Tags of every run of this domain: ``mesh/domain`` (the run queue's per-domain limit) and
+        ``dagster/max_runtime`` (run monitoring fails a run over the domain's ``max_run_seconds``)."""
+        return quota_run_tags(self.name, self.root)

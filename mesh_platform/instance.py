@@ -49,14 +49,41 @@ run_coordinator:
 """
 
 
-def ensure_dagster_home(settings: MeshSettings | None = None) -> Path:
+def domain_quotas() -> dict:
+    """Each domain of the mesh (a folder with a ``domain.yaml``) with its quotas; empty outside a project."""
+    from mesh_platform.contracts.registry import default_domains_root
+    from mesh_platform.quotas import domain_limits
+
+    root = default_domains_root()
+    names = sorted(p.parent.name for p in root.glob("*/domain.yaml")) if root.is_dir() else []
+    return domain_limits(root, names)
+
+
+def instance_yaml(quotas: dict | None = None) -> str:
+    """The local instance's configuration, with each domain's run-queue limit (quota ``concurrent_runs``).
+
+    Without quotas (outside a project) one rule limits every ``mesh/domain`` value alike. With them,
+    one rule per domain: Dagster applies every matching rule, so a shared rule would cap a domain
+    whose own quota is higher. The file is rewritten by every ``mesh`` command, so a domain added
+    since is listed the next time.
+    """
+    if not quotas:
+        return LOCAL_INSTANCE_YAML
+    head = LOCAL_INSTANCE_YAML.split("      - key: mesh/domain", 1)[0]
+    rules = [f"      - key: mesh/domain\n        value: {name}\n        limit: {q['concurrent_runs']}" for name, q in sorted(quotas.items())]
+    return head + "\n".join(rules) + "\n"
+
+
+def ensure_dagster_home(settings: MeshSettings | None = None, quotas: dict | None = None) -> Path:
     settings = settings or MeshSettings.from_env()
     home = Path(settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    # written when missing, and rewritten when an older `mesh` wrote it (a user's own file is kept)
-    if not config.exists() or (config.read_text().startswith(MARKER) and config.read_text() != LOCAL_INSTANCE_YAML):
-        config.write_text(LOCAL_INSTANCE_YAML)
+    wanted = instance_yaml(quotas)
+    # written when missing, and rewritten when `mesh` wrote it for other quotas or an older version
+    # (a user's own file is kept)
+    if not config.exists() or (config.read_text().startswith(MARKER) and config.read_text() != wanted):
+        config.write_text(wanted)
     return home
 
 
@@ -129,7 +156,22 @@ class LocalRunLauncher(DefaultRunLauncher):
 
 
 def local_instance(settings: MeshSettings | None = None) -> dg.DagsterInstance:
+    """The local instance, configured with every domain's quotas: run-queue limits in ``dagster.yaml``,
+    and each domain's concurrency pool (named after it) set to its ``pool_slots``."""
     settings = settings or MeshSettings.from_env()
-    ensure_dagster_home(settings)
+    quotas = domain_quotas()
+    ensure_dagster_home(settings, quotas)
     settings.export()
-    return dg.DagsterInstance.get()
+    instance = dg.DagsterInstance.get()
+    set_pool_slots(instance, quotas)
+    return instance
+
+
+def set_pool_slots(instance: dg.DagsterInstance, quotas: dict) -> None:
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return
+    for name, q in quotas.items():
+        current = storage.get_concurrency_info(name)
+        if current.slot_count != q["pool_slots"]:
+            storage.set_concurrency_slots(name, q["pool_slots"])

@@ -148,7 +148,7 @@ def materialize(
             asset_selection=ordered,
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            tags={md.DOMAIN: domain, md.LAUNCHED_BY: "mesh-materialize"},
+            tags={**mesh.get(domain).domain.run_tags(), md.LAUNCHED_BY: "mesh-materialize"},
         )
         outcome = RunOutcome(domain, ordered, result.success, result.run_id, time.perf_counter() - started)
         materialized = set()

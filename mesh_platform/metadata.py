@@ -26,6 +26,7 @@ PORT_PATH = "mesh/port_path"
 POLICIES = "mesh/policies"  # the policies a product passed at load
 PRIVATE = "mesh/private"
 PRIVATE_CONTRACT = "mesh/private_contract"  # the contract file of a private intermediate
+QUOTAS = "mesh/quotas"  # the domain's quotas (on each product) and their use (on each publish)
 
 # -- metadata of an input (what the consumer declared with its InputPort) -----------------------
 CONSUMER_COLUMNS = "mesh/columns"  # the columns the consumer reads; None: all

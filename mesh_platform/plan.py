@@ -33,6 +33,8 @@ from mesh_platform.governance.policies import GLOBAL_POLICIES, Policy, PolicyRes
 from mesh_platform.governance.policies import evaluate as evaluate_policies
 from mesh_platform.ports import InputPort, ResolvedPort, resolve
 from mesh_platform.problems import ContractError, Problem, display_path, exception_problem
+from mesh_platform.quotas import BUILT_IN_DEFAULTS, MeshQuotas, Quotas, load_mesh_quotas
+from mesh_platform.quotas import resolve as resolve_quotas
 from mesh_platform.specs import Spec, intermediate_spec, product_spec
 
 if TYPE_CHECKING:
@@ -53,6 +55,7 @@ class ProductPlan:
     ports: Mapping[str, ResolvedPort]  # parameter -> input port
     policies: tuple[PolicyResult, ...]  # evaluated at load; reported by every publish
     spec: Spec
+    quotas: Quotas | None = None
 
     @property
     def name(self) -> str:
@@ -76,6 +79,7 @@ class DomainPlan:
     policies: list[Policy] = field(default_factory=list)
     policy_results: list[PolicyResult] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    quotas: Quotas | None = None
 
     @property
     def ports_by_product(self) -> dict[str, tuple[Contract, list[InputPort]]]:
@@ -181,13 +185,20 @@ def _previous_majors(domain: "Domain", decl: Declaration, contract: Contract, re
         shim = Declaration(name=f"{decl.name}_v{old.major}", fn=fn, inputs={"current": decl.name}, is_product=True, declared_in=decl.declared_in, is_shim=True)
         # checked like any publish (the shim has no input ports), reported by its publish step
         results = tuple(evaluate_policies(ProductUnderPolicy(domain.name, old, _where(domain, decl), {}), plan.policies))
-        plan.products.append(ProductPlan(domain.name, shim, old, None, {}, results, product_spec(domain.name, old, owners, None, has_inputs=True)))
+        plan.products.append(ProductPlan(domain.name, shim, old, None, {}, results, product_spec(domain.name, old, owners, None, has_inputs=True), plan.quotas))
 
 
 def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
     """The resolved plan of every asset ``domain`` declares (pure: builds no Dagster definitions)."""
     plan = DomainPlan(domain.name)
     owners = list(domain.descriptor.owners)
+    try:
+        mesh_quotas = load_mesh_quotas(domain.root.parent)
+    except ContractError as exc:
+        plan.problems.extend(exc.problems)
+        mesh_quotas = MeshQuotas(dict(BUILT_IN_DEFAULTS), {})
+    plan.quotas, quota_problems = resolve_quotas(domain.name, domain.descriptor.quotas, display_path(domain.root / "domain.yaml"), mesh_quotas)
+    plan.problems.extend(quota_problems)
     try:
         plan.policies = GLOBAL_POLICIES + domain_policies(domain.root)
     except Exception as exc:  # the domain's own policies.py is broken
@@ -221,10 +232,10 @@ def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
             for result in results:
                 plan.problems.extend(result.problems)
         if contract is not None:
-            spec = product_spec(domain.name, contract, owners, policy_names, has_inputs=bool(decl.inputs))
+            spec = product_spec(domain.name, contract, owners, policy_names, has_inputs=bool(decl.inputs), quotas=plan.quotas)
         else:
             spec = intermediate_spec(domain.name, decl.description or (decl.fn.__doc__ or "").strip() or None, owners, private_contract, has_inputs=bool(decl.inputs))
-        plan.products.append(ProductPlan(domain.name, decl, contract, private_contract, ports or {}, results, spec))
+        plan.products.append(ProductPlan(domain.name, decl, contract, private_contract, ports or {}, results, spec, plan.quotas))
         if contract is not None:
             _previous_majors(domain, decl, contract, registry, owners, plan)
     return plan

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from mesh_platform import quarantine
+from mesh_platform import quarantine, quotas
 from mesh_platform.declarations import Declaration
 from mesh_platform.io.lake import Lake
 from mesh_platform.ports import InputPort
@@ -89,6 +89,8 @@ def _compute_fn(plan: "ProductPlan", settings: MeshSettings):
             audited, metadata = yield from audit(context, contract, data, policies=plan.policies, lake=lake, reports=settings.quality_reports)
             if verdict.failed:
                 raise quarantine.QuarantineLimitExceeded(f"{plan.domain}/{decl.name}", verdict.message)
+            if plan.quotas is not None:
+                metadata.update((yield from quotas.judge(context, plan.quotas, key, audited.table, lake)))
             metadata.update(quarantine.output_metadata(quarantine.Held(key, verdict.counts, held.uri), "product"))
             yield dg.Output(audited, metadata=metadata)
 
@@ -117,7 +119,8 @@ def build_asset(plan: "ProductPlan", settings: MeshSettings) -> dg.AssetsDefinit
         metadata=spec.metadata,
         code_version=code_version(decl, plan.contract),
         required_resource_keys=set(decl.required_resource_keys) or None,
-        check_specs=check_specs(plan.key, plan.contract) if plan.contract is not None else None,
+        check_specs=[*check_specs(plan.key, plan.contract), *([quotas.check_spec(plan.key)] if plan.quotas is not None else [])] if plan.contract is not None else None,
+        pool=plan.domain,  # the domain's concurrency pool (quota pool_slots)
         freshness_policy=spec.freshness_policy,
         automation_condition=spec.automation_condition,
     )(_compute_fn(plan, settings))

@@ -92,8 +92,9 @@ def code_version(contract: Contract | None, code: bytes) -> str:
     return prefix + digest.hexdigest()[:12]
 
 
-def product_spec(domain: str, contract: Contract, owners: list[str], policies: list[str] | None, has_inputs: bool) -> Spec:
-    """The spec of a published product (a port): from its contract, the domain's owners and the policies it passed."""
+def product_spec(domain: str, contract: Contract, owners: list[str], policies: list[str] | None, has_inputs: bool, quotas=None) -> Spec:
+    """The spec of a published product (a port): from its contract, the domain's owners, the policies
+    it passed and the domain's quotas (:class:`mesh_platform.quotas.Quotas`)."""
     tags = {md.DOMAIN: domain, md.TYPE: "product", md.STATUS: contract.status}
     classification = most_sensitive(contract.classifications)
     if classification:
@@ -113,6 +114,8 @@ def product_spec(domain: str, contract: Contract, owners: list[str], policies: l
         tags[md.POLICIES_TAG] = "passed"
     if contract.source is not None:
         metadata[md.CONTRACT_FILE] = dg.MetadataValue.path(str(contract.source))
+    if quotas is not None:
+        metadata[md.QUOTAS] = dg.MetadataValue.json(quotas.as_metadata())
     return Spec(
         tags=tags,
         metadata=metadata,

@@ -253,6 +253,35 @@ def audit(as_json: bool, product: str | None, consumer: str | None, workspace: P
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
+def quotas(as_json: bool, workspace: Path | None) -> None:
+    """Each domain's quotas with their use and percentage; per product, its last publish."""
+    from mesh_platform.io.lake import Lake
+    from mesh_platform.quotas import report
+
+    settings = _settings()
+    mesh = _load_mesh(workspace)
+    for problem in mesh.problems:
+        click.echo(f"error: {problem}", err=True)
+    from mesh_platform.instance import local_instance
+
+    rows = report(mesh, Lake(settings.lake), local_instance(settings))
+    if as_json:
+        click.echo(json.dumps({"domains": rows}, indent=2, default=str))
+        return
+    for d in rows:
+        click.echo(f"{d['domain']}")
+        for q in d["quotas"]:
+            pct = f"{q['percent']:5.1f}%" if q["percent"] is not None else "     -"
+            click.echo(f"    {q['quota']:<18} limit {q['limit']!s:<14} use {q['use'] if q['use'] is not None else '-'!s:<14} {pct}")
+        for p in d["products"]:
+            click.echo(f"    {p['product']}: last publish {p['rows'] if p['rows'] is not None else '-'} rows, {p['bytes'] if p['bytes'] is not None else '-'} bytes; stored {p['stored_bytes']} bytes")
+    if mesh.problems:
+        sys.exit(1)
+
+
+@main.command()
 @click.argument("domain")
 @click.argument("asset", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summaries.")

@@ -52,7 +52,7 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=False))
         self.domain, self.plan = domain, plan
         self.contracts, self.ports, self.owners = plan.contracts, plan.ports, plan.owners
-        self.specs = {name: product_spec(domain, contract, plan.owners, plan.policy_names, has_inputs=True) for name, contract in plan.contracts.items()}
+        self.specs = {name: product_spec(domain, contract, plan.owners, plan.policy_names, has_inputs=True, quotas=plan.quotas) for name, contract in plan.contracts.items()}
 
     def _spec(self, props: Mapping[str, Any]):
         return self.specs.get(props["name"]) if props["resource_type"] == "model" else None

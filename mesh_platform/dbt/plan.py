@@ -32,6 +32,7 @@ class DbtPlan:
     ports: dict[str, ResolvedPort] = field(default_factory=dict)  # source unique id -> input port
     model_ports: dict[str, dict[str, ResolvedPort]] = field(default_factory=dict)  # model -> the ports it reads
     policies: dict[str, tuple[PolicyResult, ...]] = field(default_factory=dict)  # model -> results at load
+    quotas: object = None  # the domain's mesh_platform.quotas.Quotas
 
     @property
     def ports_by_product(self) -> dict[str, tuple[Contract, list[InputPort]]]:
@@ -66,7 +67,7 @@ def plan_dbt(domain: "Domain", registry: ContractRegistry, owners: list[str], pl
     except (ManifestNotPrepared, ValueError) as exc:
         plan.problems.append(Problem(display_path(project.path), "manifest", str(exc)))
         return None
-    dbt = DbtPlan(project, owners, [p.name for p in plan.policies], models=set(models), ports=ports)
+    dbt = DbtPlan(project, owners, [p.name for p in plan.policies], models=set(models), ports=ports, quotas=plan.quotas)
     plan.problems.extend(Problem(display_path(f), fld, msg) for f, fld, msg in port_problems)
     for name, uid in models.items():
         node = project.manifest["nodes"][uid]

@@ -73,6 +73,17 @@ def denied_metadata(consumer: str | None, target: str, reason: str, columns: lis
     }
 
 
+def quota_metadata(domain: str, target: str, quota: str, limit: float, would_use: float, reason: str) -> dict:
+    """A publish refused by a quota (kind ``quota``)."""
+    return {
+        AUDIT: "quota",
+        md.CONSUMER: domain,
+        md.PRODUCT: target,
+        md.REASON: reason,
+        md.REASONS: dg.MetadataValue.json({quota: {"limit": limit, "would_use": would_use}}),
+    }
+
+
 def log_observation(step_context, key: dg.AssetKey, metadata: dict) -> None:
     """Write an audit observation to the run's event log now (it survives the step failing next)."""
     from dagster._core.events import DagsterEvent
@@ -95,7 +106,7 @@ def _value(metadata, key, default=None):
     return default if entry is None else entry.value
 
 
-OBSERVED_KINDS = ("read", "denied", "quarantine")
+OBSERVED_KINDS = ("read", "denied", "quarantine", "quota")
 
 
 def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:

@@ -147,6 +147,11 @@ class Lake:
     def uri(self, relpath: str) -> str:
         return f"file://{self._full(relpath)}" if self.is_local else f"s3://{self._full(relpath)}"
 
+    def size_under(self, relpath: str) -> int:
+        """Bytes of every file under ``relpath`` (0 when there is nothing); staging files included."""
+        selector = pafs.FileSelector(self._full(relpath), recursive=True, allow_not_found=True)
+        return sum(info.size or 0 for info in self.fs.get_file_info(selector) if info.type == pafs.FileType.File)
+
     def exists(self, relpath: str) -> bool:
         return self.fs.get_file_info(self._full(relpath)).type == pafs.FileType.File
 
