@@ -145,3 +145,83 @@ def test_the_local_instance_limits_each_domains_runs_by_its_quota(tmp_path, proj
         assert {"key": "mesh/domain", "value": "shop", "limit": 3} in limits
         mesh_instance.set_pool_slots(instance, quotas)
         assert instance.event_log_storage.get_concurrency_info("shop").slot_count == 1
+
+
+@pytest.mark.slow
+def test_the_daemon_holds_runs_to_each_domains_quota(tmp_path, monkeypatch):
+    """Real daemon, real queue: alpha's second run waits while beta's runs; a pool's slots are never
+    exceeded; a run over its domain's time limit is failed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    from mesh_platform import instance as mesh_instance
+    from mesh_platform.quotas import MeshQuotas, resolve
+
+    mesh = MeshQuotas({"concurrent_runs": 1, "pool_slots": 1, "max_run_seconds": 600}, {})
+    quotas = {name: resolve(name, None, "domain.yaml", mesh)[0] for name in ("alpha", "beta", "gamma")}
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    config = yaml.safe_load(mesh_instance.instance_yaml(quotas))
+    config["run_monitoring"]["poll_interval_seconds"] = 1
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    fixture = Path(__file__).parent / "fixtures" / "queued" / "definitions.py"
+    workspace = tmp_path / "workspace.yaml"
+    workspace.write_text(f"load_from:\n  - python_file:\n      relative_path: {fixture}\n      location_name: queued\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    launch = """
+    mutation($params: ExecutionParams!) {
+      launchRun(executionParams: $params) { __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } }
+    }"""
+    daemon = None
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        mesh_instance.set_pool_slots(instance, quotas)
+        with WorkspaceProcessContext(instance=instance, workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)])) as process:
+            context = process.create_request_context()
+
+            def submit(job: str) -> str:
+                params = {"selector": {"repositoryLocationName": "queued", "repositoryName": "__repository__", "jobName": job}, "mode": "default"}
+                data = execute_dagster_graphql(context, launch, variables={"params": params}).data["launchRun"]
+                assert data["__typename"] == "LaunchRunSuccess", data
+                return data["run"]["runId"]
+
+            alpha_1, alpha_2, beta, gamma = submit("alpha_job"), submit("alpha_job"), submit("beta_job"), submit("gamma_job")
+            assert instance.get_run_by_id(alpha_2).status == dg.DagsterRunStatus.QUEUED
+            log = open(tmp_path / "daemon.log", "wb")
+            daemon = subprocess.Popen([sys.executable, "-m", "dagster._daemon", "run", "-w", str(workspace)],
+                                      env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                seen_alpha_waiting_while_beta_done = False
+                both_alpha_started = False
+                most_alpha_slots = 0
+                deadline = time.time() + 240
+                while time.time() < deadline:  # bounded
+                    status = {run_id: instance.get_run_by_id(run_id).status for run_id in (alpha_1, alpha_2, beta, gamma)}
+                    started = {r for r, s in status.items() if s == dg.DagsterRunStatus.STARTED}
+                    both_alpha_started |= {alpha_1, alpha_2} <= started
+                    # beta was submitted after alpha's second run, yet is launched while that one waits
+                    seen_alpha_waiting_while_beta_done |= status[alpha_2] == dg.DagsterRunStatus.QUEUED and status[beta] in (
+                        dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.SUCCESS)
+                    most_alpha_slots = max(most_alpha_slots, len(instance.event_log_storage.get_concurrency_info("alpha").claimed_slots))
+                    if all(instance.get_run_by_id(r).is_finished for r in (alpha_1, alpha_2, beta, gamma)):
+                        break
+                    time.sleep(0.5)
+                else:
+                    print((tmp_path / "daemon.log").read_text()[-4000:])
+                    pytest.fail("the runs did not finish within 240 s")
+            finally:
+                os.killpg(daemon.pid, signal.SIGKILL)
+                daemon.wait(timeout=30)
+            assert seen_alpha_waiting_while_beta_done, "alpha's second run never waited in the queue while beta's was launched"
+            assert not both_alpha_started
+            assert most_alpha_slots <= 1
+            assert instance.get_run_by_id(alpha_1).status == instance.get_run_by_id(alpha_2).status == dg.DagsterRunStatus.SUCCESS
+            assert instance.get_run_by_id(gamma).status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+            messages = " ".join(e.message or "" for e in instance.all_logs(gamma))
+            assert "maximum runtime" in messages
