@@ -158,8 +158,8 @@ def load_mesh_quotas(domains_root: Path) -> MeshQuotas:
     if not isinstance(raw, dict):
         raise ContractError([Problem(shown, "", "expected a mapping with `defaults` and `ceilings`")])
     for section in raw:
-        if section not in ("defaults", "ceilings"):
-            problems.append(Problem(shown, str(section), "unknown section (expected defaults, ceilings)"))
+        if section not in ("defaults", "ceilings", "prices"):  # prices: mesh_platform.usage
+            problems.append(Problem(shown, str(section), "unknown section (expected defaults, ceilings, prices)"))
     parsed: dict[str, dict[str, Any]] = {"defaults": dict(BUILT_IN_DEFAULTS), "ceilings": {}}
     for section in ("defaults", "ceilings"):
         values = raw.get(section) or {}

@@ -225,3 +225,33 @@ def test_the_daemon_holds_runs_to_each_domains_quota(tmp_path, monkeypatch):
             assert instance.get_run_by_id(gamma).status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
             messages = " ".join(e.message or "" for e in instance.all_logs(gamma))
             assert "maximum runtime" in messages
+
+
+@pytest.mark.slow
+def test_mesh_quotas_and_usage_report_the_materialized_mesh(materialized_mesh, settings):
+    import json
+
+    from conftest import run_mesh
+
+    from mesh_platform.io.lake import Lake
+
+    result = run_mesh(["quotas", "--json"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    domains = {d["domain"]: d for d in json.loads(result.stdout)["domains"]}
+    claims = {q["quota"]: q for q in domains["claims"]["quotas"]}
+    assert claims["storage_bytes"]["limit"] == 20 * 1024**3  # from domains/claims/domain.yaml
+    assert claims["storage_bytes"]["use"] == Lake(settings.lake).size_under("claims") > 0
+    assert claims["rows_per_publish"]["limit"] == 5_000_000 and 0 < claims["rows_per_publish"]["use"] < 5_000_000
+    assert claims["rows_per_publish"]["percent"] == pytest.approx(100 * claims["rows_per_publish"]["use"] / 5_000_000, abs=0.1)
+
+    result = run_mesh(["usage", "--since", "1", "--json"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    products = {(p["domain"], p["product"]): p for d in report["domains"] for p in d["products"]}
+    claims_port = products[("claims", "claims")]
+    assert claims_port["runs"] >= 1 and claims_port["compute_seconds"] > 0
+    assert claims_port["rows_published"] >= claims_port["rows_latest"] > 0
+    assert claims_port["reads"].get("fraud", 0) >= 1  # fraud reads the claims port (audited)
+    assert claims_port["cost"] > 0
+    fraud = next(d for d in report["domains"] if d["domain"] == "fraud")
+    assert fraud["bytes_stored"] >= sum(p["bytes_stored"] for p in fraud["products"])  # + its private model

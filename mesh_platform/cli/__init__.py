@@ -282,6 +282,37 @@ def quotas(as_json: bool, workspace: Path | None) -> None:
 
 
 @main.command()
+@click.option("--since", "since_days", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True, help="Window, in days.")
+@click.option("--domain", "only", default=None, help="Only this domain.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
+def usage(since_days: float, only: str | None, as_json: bool, workspace: Path | None) -> None:
+    """Runs, compute seconds, rows, bytes stored, reads per consumer and estimated cost, per product and domain."""
+    from mesh_platform.instance import local_instance
+    from mesh_platform.io.lake import Lake
+    from mesh_platform.usage import mesh_usage
+
+    settings = _settings()
+    mesh = _load_mesh(workspace)
+    for problem in mesh.problems:
+        click.echo(f"error: {problem}", err=True)
+    report = mesh_usage(mesh, Lake(settings.lake), local_instance(settings), since_days)
+    if only:
+        report["domains"] = [d for d in report["domains"] if d["domain"] == only]
+        if not report["domains"]:
+            raise click.ClickException(f"no loaded domain {only!r}")
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"last {since_days:g} day(s); prices: {report['prices']['cpu_second']} USD per CPU-second, {report['prices']['gb_month']} USD per GB-month")
+    for d in report["domains"]:
+        click.echo(f"{d['domain']}: {d['runs']} run(s), {d['compute_seconds']:.1f} s compute, {d['rows_published']:,} rows, {d['bytes_stored']:,} bytes stored, {d['reads']} read(s), ~{d['cost']:.4f} USD")
+        for p in d["products"]:
+            reads = ", ".join(f"{c} {n}" for c, n in sorted(p["reads"].items())) or "none"
+            click.echo(f"    {p['product']}: {p['runs']} run(s), {p['compute_seconds']:.1f} s, {p['rows_published']:,} rows, {p['bytes_stored']:,} bytes; reads: {reads}; ~{p['cost']:.4f} USD")
+
+
+@main.command()
 @click.argument("domain")
 @click.argument("asset", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable summaries.")

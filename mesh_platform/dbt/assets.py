@@ -33,10 +33,11 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_
 
 from mesh_platform.dbt.project import NO_TRACKING, DbtDomainProject
 from mesh_platform.governance.access import AccessDenied
-from mesh_platform.governance.audit import denied_metadata, publish_metadata, read_metadata
+from mesh_platform.governance.audit import denied_metadata, publish_metadata, quota_metadata, read_metadata
 from mesh_platform.governance.identity import domain_of_step
 from mesh_platform.io import publishing
 from mesh_platform.io.lake import Lake
+from mesh_platform import quotas
 from mesh_platform.dbt.plan import DbtPlan
 from mesh_platform.ports import ResolvedPort, port_asset_key
 from mesh_platform.specs import product_spec
@@ -231,6 +232,14 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
             except Exception as exc:  # contract schema, quality rule or policy: report, publish nothing
                 failures.append(f"{name}: {exc}")
                 continue
+            if translator.plan.quotas is not None:  # the domain's quotas, as for a Python product
+                try:
+                    quota_use = quotas.check_publish(translator.plan.quotas, name, audited.table.num_rows, audited.table.nbytes, lake)
+                except quotas.QuotaExceeded as exc:
+                    context.log_event(dg.AssetObservation(asset_key=dg.AssetKey([domain, name]), metadata=quota_metadata(domain, f"{domain}/{name}", exc.quota, exc.limit, exc.would_use, str(exc))))
+                    failures.append(f"{name}: {exc}")
+                    continue
+                quality_meta[md.QUOTAS] = dg.MetadataValue.json({"limits": translator.plan.quotas.as_metadata(), "use": quota_use})
             written = publishing.publish(lake, contract, audited.table)
             full = written[0][1]
             key = dg.AssetKey([domain, name])
