@@ -84,10 +84,12 @@ def validate(contracts: tuple[Path, ...], workspace: Path | None, as_json: bool)
     except ContractError as exc:  # the workspace file itself
         raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems]}, indent=2))
+        click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems], "pending": report.pending}, indent=2))
     else:
         for problem in report.problems:
             click.echo(f"error: {problem}", err=True)
+        for pending in report.pending:
+            click.echo(f"pending: {pending}", err=True)
         if contracts:
             summary = f"{report.contracts} of {len(contracts)} contract file(s) valid"
         else:
@@ -455,6 +457,12 @@ def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
     finally:
         _signal_group(proc.pid, signal.SIGKILL)
     sys.exit(code)
+
+
+from mesh_platform.cli.selfserve import grants, new  # noqa: E402  (self-serve commands live in their own module)
+
+main.add_command(new)
+main.add_command(grants)
 
 
 if __name__ == "__main__":  # pragma: no cover
