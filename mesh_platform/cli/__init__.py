@@ -459,10 +459,11 @@ def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
     sys.exit(code)
 
 
-from mesh_platform.cli.selfserve import grants, new  # noqa: E402  (self-serve commands live in their own module)
+from mesh_platform.cli.selfserve import grants, new, reports  # noqa: E402  (self-serve commands live in their own module)
 
 main.add_command(new)
 main.add_command(grants)
+main.add_command(reports)
 
 
 if __name__ == "__main__":  # pragma: no cover

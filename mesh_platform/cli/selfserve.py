@@ -88,3 +88,32 @@ def grants_approve(producer: str, consumer: str, product: str | None) -> None:
     if not approved:
         raise click.ClickException(f"{grants_path(producer, root)} has no pending request of {consumer!r}" + (f" on {product!r}" if product else ""))
     click.echo(f"approved {len(approved)} grant(s) of {consumer!r} in {grants_path(producer, root)}: " + ", ".join(f"grants[{i}]" for i in approved))
+
+
+@click.group()
+def reports() -> None:
+    """Quality reports (GX Data Docs pages) kept in the lake."""
+
+
+@reports.command("serve")
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on (0.0.0.0: reachable from other machines).")
+@click.option("--port", type=int, default=None, help="Port (default: MESH_REPORTS_PORT or 3001, the port the links name).")
+def reports_serve(host: str, port: int | None) -> None:
+    """Serve the local lake's quality reports over HTTP (only `<domain>/<product>/_quality/*.html|json`, never data)."""
+    import os
+
+    from mesh_platform.reports import DEFAULT_PORT, make_server
+    from mesh_platform.settings import MeshSettings
+
+    settings = MeshSettings.from_env()
+    if settings.lake.startswith("s3://"):
+        raise click.ClickException("the lake is on S3: reports are kept there (s3:// links), or set MESH_REPORTS_URL to a site serving them")
+    port = port or int(os.environ.get("MESH_REPORTS_PORT") or DEFAULT_PORT)
+    server = make_server(settings.lake, host, port)
+    click.echo(f"serving quality reports of {settings.lake} on http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
