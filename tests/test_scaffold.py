@@ -72,6 +72,7 @@ def test_a_pending_grant_gives_no_access_and_says_who_must_approve(project):
 def test_fresh_clone_to_a_new_domains_product_materialized_in_four_commands(project, sources):
     """Scaffold a domain and a product, approve the request, materialize: four commands, all generated code passes."""
     shutil.copytree(ROOT / "tests", project / "tests", ignore=shutil.ignore_patterns("__pycache__", "snapshots", "fixtures", "hostile"))
+    shutil.copytree(ROOT / "infra", project / "infra")
     commands = [
         ["new", "domain", "underwriting", "--team", "Underwriting Analytics", "--owner", "team:underwriting", "--owner", "uw@acme.example"],
         ["new", "product", "underwriting", "risk_inputs", "--input", "policies.policies@1:policy_id,product_line,sum_insured"],
@@ -94,6 +95,14 @@ def test_fresh_clone_to_a_new_domains_product_materialized_in_four_commands(proj
     )
     assert tests.returncode == 0 and "2 passed" in tests.stdout, tests.stdout + tests.stderr
     assert mesh(project, "validate").returncode == 0
+    # the production configuration generated from the domains and grants is in step (as `mesh iam` writes it)
+    out = project / "iam-check"
+    assert mesh(project, "iam", "--lake", "s3://acme-mesh-lake/lake", "--out", str(out)).returncode == 0
+    committed = project / "infra" / "iam"
+    assert sorted(p.name for p in out.glob("*.json")) == sorted(p.name for p in committed.glob("*.json"))
+    for path in out.glob("*.json"):
+        assert path.read_text() == (committed / path.name).read_text(), path.name
+    assert "policies/policies/v1/data.parquet" in (committed / "underwriting.json").read_text()
 
 
 @pytest.mark.slow

@@ -45,6 +45,16 @@ def new_domain(name: str, kind: str, team: str, owners: tuple[str, ...], descrip
     except ScaffoldError as exc:
         raise click.ClickException(f"{exc} (nothing written)") from None
     _apply(changes)
+    _refresh_iam(changes.root, [name])
+
+
+def _refresh_iam(root: Path, domains: list[str]) -> None:
+    """Keep the committed IAM documents (infra/iam, generated from the grants) in step."""
+    from mesh_platform.problems import display_path
+    from mesh_platform.scaffold import refresh_iam
+
+    for path in refresh_iam(root, domains):
+        click.echo(f"wrote {display_path(path)} (as `mesh iam` generates it)")
 
 
 @new.command("product")
@@ -88,6 +98,7 @@ def grants_approve(producer: str, consumer: str, product: str | None) -> None:
     if not approved:
         raise click.ClickException(f"{grants_path(producer, root)} has no pending request of {consumer!r}" + (f" on {product!r}" if product else ""))
     click.echo(f"approved {len(approved)} grant(s) of {consumer!r} in {grants_path(producer, root)}: " + ", ".join(f"grants[{i}]" for i in approved))
+    _refresh_iam(root.parent, [consumer])
 
 
 @click.group()
