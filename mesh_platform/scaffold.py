@@ -34,6 +34,7 @@ from mesh_platform.contracts.model import IDENTIFIER
 from mesh_platform.contracts.registry import ContractRegistry, MajorNotServed
 from mesh_platform.governance.access import access_level, owners as domain_owners
 from mesh_platform.governance.grants import GRANTS_FILE, find_grant, parse_grants
+from mesh_platform.governance.masking import sensitive_columns, treatment
 from mesh_platform.problems import ContractError, display_path
 
 KINDS = ("source-aligned", "consumer-aligned", "aggregate")
@@ -289,7 +290,7 @@ class _Input:
     properties: list[dict]  # the columns' raw ODCS properties, as the producer wrote them
 
 
-def _parse_inputs(specs: list[str], registry: ContractRegistry, domains: Path, consumer: str) -> list[_Input]:
+def _parse_inputs(specs: list[str], registry: ContractRegistry, domains: Path, consumer: str, expires: date | None = None) -> list[_Input]:
     parsed: list[_Input] = []
     for spec in specs:
         m = _INPUT.match(spec.strip())
@@ -317,12 +318,26 @@ def _parse_inputs(specs: list[str], registry: ContractRegistry, domains: Path, c
         unknown = [c for c in columns if c not in names]
         if unknown:
             raise ScaffoldError(f"--input {spec!r}: {contract.id} v{major} has no column(s) {', '.join(unknown)} (columns: {', '.join(names)})")
-        if access_level(contract) == "restricted":
-            raise ScaffoldError(f"--input {spec!r}: {contract.id} is restricted; ask its owners for a grant with a purpose and an expiry by hand (docs/governance.md)")
+        if access_level(contract) == "restricted" and expires is None:
+            raise ScaffoldError(f"--input {spec!r}: {contract.id} is restricted: its grant needs an expiry (--expires YYYY-MM-DD)")
         raw = safe_yaml.load_file(contract.source, display_path(contract.source), "contract")
         table = next(iter(raw.get("schema") or []), {}) if isinstance(raw, dict) else {}
         props = {p.get("name"): p for p in table.get("properties") or [] if isinstance(p, dict)}
-        parsed.append(_Input(producer, product, major, columns, product, contract, [props[c] for c in columns]))
+        chosen = []
+        for c in columns:  # what a consumer without a grant that unmasks them receives of sensitive columns
+            how = treatment(contract.column(c)) if c in sensitive_columns(contract) else None
+            if how == "remove":
+                raise ScaffoldError(
+                    f"--input {spec!r}: column {c} ({contract.column(c).classification}) is removed for consumers not cleared for it; "
+                    f"leave it out of the :columns, or ask {producer!r} for a grant that unmasks it"
+                )
+            prop = dict(props[c])
+            if how == "pseudonymize":  # arrives as a keyed hash: a string, still personal data
+                prop = {k: v for k, v in prop.items() if k not in ("logicalTypeOptions", "examples", "physicalType")}
+                prop["logicalType"] = "string"
+                prop["description"] = (str(prop.get("description") or "").rstrip() + f" Pseudonymized (keyed hash) as read from {contract.id}.").strip()
+            chosen.append(prop)
+        parsed.append(_Input(producer, product, major, columns, product, contract, chosen))
     clashes = {i.param for i in parsed if sum(j.param == i.param for j in parsed) > 1}
     for i in parsed:
         if i.param in clashes:
@@ -418,7 +433,7 @@ def _insert_product(definitions: str, block: str, path: Path) -> str:
     return head + ("\n" + imports if imports else "") + block + "\n\n" + tail
 
 
-def _grant_request(text: str, producer_path: Path, product: str, consumer: str, purpose: str, approvers: list[str]) -> str:
+def _grant_request(text: str, producer_path: Path, product: str, consumer: str, purpose: str, approvers: list[str], expires: date | None = None) -> str:
     """``text`` (a grants file) with a pending request appended; checked by parsing the result."""
     shown = display_path(producer_path)
     if not text.strip():
@@ -443,7 +458,8 @@ def _grant_request(text: str, producer_path: Path, product: str, consumer: str, 
         f"{pad}- product: {product}\n"
         f"{pad}  consumer: {consumer}\n"
         f"{pad}  purpose: {_yaml_scalar(purpose)}\n"
-        f"{pad}  status: pending  # requested {date.today().isoformat()} by `mesh new product`; approvers: {', '.join(approvers) or 'the owners of this domain'}\n"
+        + (f"{pad}  expires: {expires.isoformat()}\n" if expires else "")
+        +         f"{pad}  status: pending  # requested {date.today().isoformat()} by `mesh new product`; approvers: {', '.join(approvers) or 'the owners of this domain'}\n"
     )
     parsed = parse_grants(yaml.safe_load(body), shown)
     if len(parsed.grants) != before + 1 or not parsed.grants[-1].pending or parsed.problems:
@@ -451,7 +467,7 @@ def _grant_request(text: str, producer_path: Path, product: str, consumer: str, 
     return body
 
 
-def new_product(root: Path, domain: str, name: str, inputs: list[str], *, purpose: str | None = None) -> Changes:
+def new_product(root: Path, domain: str, name: str, inputs: list[str], *, purpose: str | None = None, expires: str | date | None = None) -> Changes:
     """The changes that add product ``name`` to ``domain`` reading ``inputs`` (call ``.apply()`` to write them)."""
     _identifier("product", name)
     domains = root / "domains"
@@ -470,8 +486,15 @@ def new_product(root: Path, domain: str, name: str, inputs: list[str], *, purpos
     test_path = root / "tests" / "domains" / f"test_{domain}_{name}.py"
     if test_path.exists():
         raise ScaffoldError(f"{display_path(test_path)} already exists")
+    if isinstance(expires, str):
+        try:
+            expires = date.fromisoformat(expires)
+        except ValueError:
+            raise ScaffoldError(f"--expires {expires!r} must be an ISO date (YYYY-MM-DD)") from None
+    if expires is not None and expires <= date.today():
+        raise ScaffoldError(f"--expires {expires.isoformat()} is not in the future")
     registry = ContractRegistry.discover(domains)
-    parsed = _parse_inputs(inputs, registry, domains, domain)
+    parsed = _parse_inputs(inputs, registry, domains, domain, expires)
     try:
         descriptor = safe_yaml.load_file(folder / "domain.yaml", display_path(folder / "domain.yaml"), "domain descriptor") or {}
     except ContractError as exc:
@@ -510,7 +533,7 @@ def new_product(root: Path, domain: str, name: str, inputs: list[str], *, purpos
         grants_path = domains / i.producer / GRANTS_FILE
         current = changes.replace.get(grants_path) or (_read_text(grants_path) if grants_path.exists() else "")
         approvers = domain_owners(i.producer, domains)
-        body = _grant_request(current, grants_path, i.product, domain, purpose, approvers)
+        body = _grant_request(current, grants_path, i.product, domain, purpose, approvers, expires)
         if grants_path.exists():
             changes.replace[grants_path] = body
         else:

@@ -62,12 +62,13 @@ def _refresh_iam(root: Path, domains: list[str]) -> None:
 @click.argument("name")
 @click.option("--input", "inputs", multiple=True, metavar="PRODUCER.PRODUCT[@MAJOR][:col,...]", help="An input port; repeat for several. The schema starts from its columns.")
 @click.option("--purpose", default=None, help="What the product is for (its contract's purpose and the grant requests' purpose).")
-def new_product(domain: str, name: str, inputs: tuple[str, ...], purpose: str | None) -> None:
+@click.option("--expires", default=None, metavar="YYYY-MM-DD", help="Expiry of the grant requests (required for restricted inputs).")
+def new_product(domain: str, name: str, inputs: tuple[str, ...], purpose: str | None, expires: str | None) -> None:
     """Add product NAME to DOMAIN: contract, transform, test, and a pending grant request to each producer."""
     from mesh_platform.scaffold import ScaffoldError, new_product as plan
 
     try:
-        changes = plan(_project_root(), domain, name, list(inputs), purpose=purpose)
+        changes = plan(_project_root(), domain, name, list(inputs), purpose=purpose, expires=expires)
     except ScaffoldError as exc:
         raise click.ClickException(f"{exc} (nothing written)") from None
     _apply(changes)
