@@ -148,3 +148,19 @@ def dg_key(*path):
     import dagster as dg
 
     return dg.AssetKey(list(path))
+
+
+def test_dg_workspace_lists_the_same_domains_as_workspace_yaml():
+    """`mesh` reads workspace.yaml, `dg` (and `mesh dev`) dg.toml: one domain each, same names, one project per domain."""
+    import tomllib
+
+    from mesh_platform.workspace import read_workspace
+
+    locations = {e.location for e in read_workspace(ROOT / "workspace.yaml")}
+    projects = tomllib.loads((ROOT / "dg.toml").read_text())["workspace"]["projects"]
+    assert {Path(p["path"]).name for p in projects} == locations
+    for p in projects:
+        config = tomllib.loads((ROOT / p["path"] / "dg.toml").read_text())
+        assert config["directory_type"] == "project"
+        assert config["project"]["code_location_name"] == Path(p["path"]).name
+        assert (ROOT / p["path"] / f"{config['project']['code_location_target_module']}.py").exists()

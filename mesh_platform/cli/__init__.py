@@ -420,11 +420,21 @@ def contract_export(export_all: bool, out: Path, ids: tuple[str, ...]) -> None:
         click.echo(f"warning: not exported: {problem}", err=True)
 
 
+def _dev_command(workspace: Path, args: tuple[str, ...]) -> list[str]:
+    """`dg dev` over the project's dg workspace (dg.toml next to workspace.yaml, docs/dg.md), in this
+    environment; `dagster dev -w workspace.yaml` when there is no dg.toml or dg is not installed."""
+    import importlib.util
+
+    if (workspace.parent / "dg.toml").exists() and importlib.util.find_spec("dagster_dg_cli") is not None:
+        return [sys.executable, "-c", "import sys; from dagster_dg_cli.cli import main; sys.argv[0] = 'dg'; sys.exit(main())", "dev", "--use-active-venv", *args]
+    return [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), *args]
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--scale", type=float, default=None, help="Regenerate the operational sources at this scale first.")
 @click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
 def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
-    """Run the mesh locally: demo sources, then `dagster dev` over workspace.yaml (extra args go to it)."""
+    """Run the mesh locally: demo sources, then `dg dev` over the domains (extra args go to it)."""
     from mesh_platform.instance import ensure_dagster_home
     from mesh_platform.workspace import find_workspace
 
@@ -435,7 +445,7 @@ def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
     workspace = find_workspace()
     click.echo(f"Dagster instance: {settings.dagster_home}\nlake: {settings.lake}\nworkspace: {workspace}")
     click.echo("materialize everything with `mesh materialize` in another shell, or from the UI")
-    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), *dagster_args]
+    cmd = _dev_command(workspace, dagster_args)
     # Own process group, so that Ctrl-C / SIGTERM ends dagster dev *and* its code servers.
     proc = subprocess.Popen(cmd, cwd=workspace.parent, start_new_session=True)
 
