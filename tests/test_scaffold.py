@@ -119,6 +119,12 @@ def test_dg_checks_every_domains_definitions(project):
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0 and "All definitions loaded successfully" in result.stdout, result.stdout + result.stderr
+    listed = subprocess.run(
+        [str(dg), "list", "defs", "--json"], cwd=project / "domains" / "claims", env={**os.environ, **copy_env(project)},
+        capture_output=True, text=True, timeout=900,
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert '"claims/claims"' in listed.stdout and '"claims/claim_events"' in listed.stdout, listed.stdout[:2000]
     # a broken domain fails the check, naming it
     (project / "domains" / "fraud" / "definitions.py").write_text("raise RuntimeError('broken on purpose')\n")
     broken = subprocess.run(
