@@ -359,7 +359,8 @@ def _column(prop: dict, keep: str) -> dict:
 
 
 def _contract(domain: str, name: str, descriptor: dict, inputs: list[_Input], purpose: str) -> dict:
-    single = len(inputs) == 1
+    # one input whose whole primary key is chosen keeps its keys; otherwise rows may repeat
+    single = len(inputs) == 1 and set(inputs[0].contract.primary_key) <= set(inputs[0].columns)
     seen: set[str] = set()
     properties = []
     for n, i in enumerate(inputs):
