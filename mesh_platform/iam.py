@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from urllib.parse import urlparse
 
-from mesh_platform.governance.access import authorize
+from mesh_platform.governance.access import AccessPending, authorize
 from mesh_platform.governance.grants import grants_path
 from mesh_platform.governance.masking import sensitive_columns
 from mesh_platform.io.lake import Lake
@@ -98,7 +98,10 @@ def policies_for(mesh: Mesh, lake_uri: str) -> dict[str, dict]:
             if source.aggregate is not None:
                 privacy_reads.add(key(Lake.port_path(c.domain, c.name, c.major)))
                 continue
-            variant = _storage_variant(domain, c, port.columns)
+            try:
+                variant = _storage_variant(domain, c, port.columns)
+            except AccessPending:  # a grant request: storage gives nothing until the producer approves it
+                continue
             reads.add(key(Lake.port_path(c.domain, c.name, c.major, variant=variant)))
         statements = [
             {

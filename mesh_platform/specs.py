@@ -82,6 +82,39 @@ def product_description(contract: Contract) -> str:
     return "\n\n".join(parts)
 
 
+def how_to_consume(contract: Contract, domain_owners: list[str]) -> str:
+    """The end of a product's page: the ``InputPort(...)`` line for a domain, the grant to ask for, a read for an analyst."""
+    from mesh_platform.governance.masking import sensitive_columns
+
+    level = str(contract.custom("accessLevel", "internal")).lower()
+    owners = ", ".join(domain_owners) or f"the owners of {contract.domain}"
+    grants = f"`domains/{contract.domain}/grants.yaml`"
+    request = f"`mesh new product YOUR_DOMAIN NAME --input {contract.id}@{contract.major}` writes the request, pending until they approve it"
+    if level == "public":
+        access = f"**Access:** public: every domain reads it without a grant (sensitive columns masked); to read them in clear, ask {owners} for a grant in {grants}."
+    elif level == "restricted":
+        access = f"**Access:** restricted: ask {owners} for a grant with a purpose and an expiry in {grants}."
+    else:
+        access = f"**Access:** internal: ask {owners} for a grant in {grants}; {request}."
+    sensitive = sensitive_columns(contract)
+    variant = "masked" if sensitive else "full"
+    path = Lake.port_path(contract.domain, contract.name, contract.major, variant=variant)
+    columns = ", ".join(f'"{c}"' for c in contract.column_names[:3])
+    more = ", ..." if len(contract.column_names) > 3 else ""
+    analyst = (
+        f"**Read it as an analyst** (the {variant} port"
+        + (f"; {', '.join(sorted(sensitive))} pseudonymized or removed unless your grant unmasks them" if sensitive else "")
+        + "):\n\n"
+        f"```sql\nSELECT * FROM read_parquet('$MESH_LAKE/{path}') LIMIT 100;  -- duckdb\n```"
+    )
+    return "\n\n".join([
+        "### How to consume it",
+        f"**From a domain**, in its `definitions.py`:\n\n```python\nInputPort(\"{contract.id}\", major={contract.major}, columns=[{columns}{more}])\n```",
+        access,
+        analyst,
+    ])
+
+
 def code_version(contract: Contract | None, code: bytes) -> str:
     """Changes when the contract file or the implementing code (``code``: its fingerprint) changes."""
     digest = hashlib.sha256()
@@ -119,7 +152,7 @@ def product_spec(domain: str, contract: Contract, owners: list[str], policies: l
     return Spec(
         tags=tags,
         metadata=metadata,
-        description=product_description(contract),
+        description=product_description(contract) + "\n\n" + how_to_consume(contract, owners),
         owners=contract.owners or owners,
         freshness_policy=freshness_policy(contract),
         automation_condition=automation_condition(contract, has_inputs),
@@ -144,4 +177,4 @@ def intermediate_spec(domain: str, description: str | None, owners: list[str], p
     return Spec(tags=tags, metadata=metadata, description=text, owners=owners, automation_condition=automation_condition(None, has_inputs))
 
 
-__all__ = ["CLASSIFICATION_ORDER", "Spec", "code_version", "column_schema", "intermediate_spec", "most_sensitive", "product_description", "product_spec"]
+__all__ = ["CLASSIFICATION_ORDER", "Spec", "code_version", "column_schema", "intermediate_spec", "most_sensitive", "how_to_consume", "product_description", "product_spec"]

@@ -8,7 +8,8 @@ from pathlib import Path
 from mesh_platform.contracts.loader import load_contract
 from mesh_platform.problems import ContractError, Problem
 from mesh_platform.contracts.registry import ContractRegistry, default_domains_root
-from mesh_platform.governance.grants import grant_problems
+from mesh_platform.governance.access import owners
+from mesh_platform.governance.grants import grant_problems, pending_grants
 from mesh_platform.workspace import Mesh
 
 
@@ -24,6 +25,7 @@ class ValidationReport:
     products: int = 0
     input_ports: int = 0
     contracts: int = 0
+    pending: list[str] = field(default_factory=list)  # grant requests awaiting their producer's approval (not problems)
 
     @property
     def ok(self) -> bool:
@@ -55,6 +57,12 @@ def validate_mesh(workspace: Path | None = None) -> ValidationReport:
             report.input_ports += len(input_ports(loaded.domain))
     for found in grant_problems([d.entry.location for d in mesh.domains]).values():
         problems.extend(found)
+    for p in pending_grants([d.entry.location for d in mesh.domains]):
+        who = ", ".join(owners(p.producer)) or "the owners of " + p.producer
+        report.pending.append(
+            f"{p.path}: grants[{p.index}]: {p.grant.consumer!r} asks to read {p.producer}.{p.grant.product} "
+            f"({p.grant.purpose}); pending until {who} approve it (`mesh grants approve {p.producer} {p.grant.consumer}`)"
+        )
     seen: set[Problem] = set()
     report.problems = [p for p in problems if not (p in seen or seen.add(p))]
     return report

@@ -21,11 +21,11 @@ LAYERS = [
     # 2: governance decisions
     {"governance", "governance.grants", "governance.access", "governance.masking", "governance.privacy", "governance.policies", "governance.audit"},
     # 3: the read and publish path, quality, private storage, what the UI shows
-    {"ports", "io", "io.publishing", "io.io_manager", "quality", "quality.rules", "quality.evaluate", "quality.gx", "quarantine", "private", "specs", "dbt.contracts", "declarations", "quotas"},
+    {"ports", "io", "io.publishing", "io.io_manager", "quality", "quality.rules", "quality.evaluate", "quality.gx", "quarantine", "private", "specs", "dbt.contracts", "declarations", "quotas", "reports"},
     # 4: a domain's plan and its Dagster definitions
     {"plan", "products", "dbt", "dbt.plan", "dbt.project", "dbt.assets", "domain", "", "lineage", "lineage.events", "lineage.emit", "lineage.sensors", "lineage.graph"},
     # 5: the mesh as a whole and the command line
-    {"workspace", "materialize", "catalog", "iam", "validation", "instance", "sources", "sensors", "cli", "cli.__main__", "search", "devserver", "usage"},
+    {"workspace", "materialize", "catalog", "iam", "validation", "instance", "sources", "sensors", "cli", "cli.__main__", "search", "devserver", "usage", "scaffold", "cli.selfserve"},
 ]
 NO_DAGSTER = {"contracts", "contracts.loader", "contracts.registry", "contracts.enforcement", "contracts.diff", "contracts.versioning", "contracts.model",
               "governance.grants", "governance.access", "governance.masking", "governance.privacy", "governance.policies", "private", "problems", "safe_yaml", "text"}

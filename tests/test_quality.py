@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.error
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlparse
@@ -72,6 +73,25 @@ def test_rules_come_from_property_constraints_and_quality_entries():
     assert rules["status_invalid_values"].source == "schema[orders].properties[status].quality[0]"
 
 
+def served(lake, path: str) -> str:
+    """GET ``path`` from `mesh reports serve`'s server over ``lake`` (loopback, an ephemeral port)."""
+    import threading
+    import urllib.request
+
+    from mesh_platform.reports import make_server
+
+    server = make_server(str(lake), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}{path}", timeout=10) as response:
+            return response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
 def test_good_data_publishes_with_checks_report_freshness(shop):
     state, run, instance, lake = shop
     result = run()
@@ -81,8 +101,12 @@ def test_good_data_publishes_with_checks_report_freshness(shop):
     assert found["amount_range"][2]["unexpected_count"] == 0
     assert found["coupon_mostly_empty"][1] == dg.AssetCheckSeverity.WARN
     mat = instance.get_latest_materialization_event(dg.AssetKey(["shop", "orders"])).asset_materialization
-    report = Path(urlparse(mat.metadata["mesh/quality_report"].value).path)
-    assert report.exists() and "Expectation Validation Result" in report.read_text()
+    url = urlparse(mat.metadata["mesh/quality_report"].value)
+    assert url.scheme == "http", url  # a link a browser on another machine opens, not a file:// path
+    report = lake / url.path.lstrip("/")
+    assert report.exists() and "Expectation Validation Result" in served(lake, url.path)
+    with pytest.raises(urllib.error.HTTPError, match="404"):  # the report server serves reports, never data
+        served(lake, "/shop/orders/v1/data.parquet")
     gx_json = json.loads(report.with_suffix(".json").read_text())
     assert gx_json["success"] is True and gx_json["statistics"]["evaluated_expectations"] == 9
     assert {r["expectation_config"]["type"] for r in gx_json["results"]} >= {

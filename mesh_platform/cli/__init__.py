@@ -84,10 +84,12 @@ def validate(contracts: tuple[Path, ...], workspace: Path | None, as_json: bool)
     except ContractError as exc:  # the workspace file itself
         raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems]}, indent=2))
+        click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems], "pending": report.pending}, indent=2))
     else:
         for problem in report.problems:
             click.echo(f"error: {problem}", err=True)
+        for pending in report.pending:
+            click.echo(f"pending: {pending}", err=True)
         if contracts:
             summary = f"{report.contracts} of {len(contracts)} contract file(s) valid"
         else:
@@ -573,12 +575,22 @@ def contract_export(export_all: bool, out: Path, ids: tuple[str, ...]) -> None:
         click.echo(f"warning: not exported: {problem}", err=True)
 
 
+def _dev_command(workspace: Path, args: tuple[str, ...]) -> list[str]:
+    """`dg dev` over the project's dg workspace (dg.toml next to workspace.yaml, docs/dg.md), in this
+    environment; `dagster dev -w workspace.yaml` when there is no dg.toml or dg is not installed."""
+    import importlib.util
+
+    if (workspace.parent / "dg.toml").exists() and importlib.util.find_spec("dagster_dg_cli") is not None:
+        return [sys.executable, "-c", "import sys; from dagster_dg_cli.cli import main; sys.argv[0] = 'dg'; sys.exit(main())", "dev", "--use-active-venv", *args]
+    return [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), *args]
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--scale", type=float, default=None, help="Regenerate the operational sources at this scale first.")
 @click.argument("dagster_args", nargs=-1, type=click.UNPROCESSED)
 def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
-    """Run the mesh locally: demo sources, then `dagster dev` over workspace.yaml (extra args go to it)."""
-    from mesh_platform.devserver import SUPERSEDED_WARNING, StartupWatcher, dagster_dev_args, option
+    """Run the mesh locally: demo sources, then `dg dev` over the domains (extra args go to it)."""
+    from mesh_platform.devserver import StartupWatcher, dagster_dev_args, option
     from mesh_platform.instance import ensure_dagster_home
     from mesh_platform.workspace import find_workspace, read_workspace
 
@@ -596,7 +608,7 @@ def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
     click.echo(f"starting Dagster (webserver, daemon, {len(locations)} code server(s)); loading the domains takes about half a minute...")
     watcher = StartupWatcher(option(dagster_args, ("--host", "-h", "--dagit-host"), "127.0.0.1"),
                              option(dagster_args, ("--port", "-p", "--dagit-port"), "3000"), locations, click.echo)
-    cmd = [sys.executable, "-W", SUPERSEDED_WARNING, "-m", "dagster", "dev", "-w", str(workspace), *dagster_dev_args(dagster_args)]
+    cmd = _dev_command(workspace, tuple(dagster_dev_args(dagster_args)))
     # Own process group, so that Ctrl-C / SIGTERM ends dagster dev *and* its code servers.
     proc = subprocess.Popen(cmd, cwd=workspace.parent, start_new_session=True)
 
@@ -620,6 +632,13 @@ def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
     finally:
         _signal_group(proc.pid, signal.SIGKILL)
     sys.exit(code)
+
+
+from mesh_platform.cli.selfserve import grants, new, reports  # noqa: E402  (self-serve commands live in their own module)
+
+main.add_command(new)
+main.add_command(grants)
+main.add_command(reports)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,6 +38,14 @@ class AccessDenied(PermissionError):
         super().__init__(f"domain {consumer!r} may not read {product!r}: {reason}")
 
 
+class AccessPending(AccessDenied):
+    """The consumer's grant is a request the producer has not approved yet: no access until it does."""
+
+    def __init__(self, consumer: str, product: str, reason: str, approvers: list[str]):
+        self.approvers = approvers
+        super().__init__(consumer, product, reason)
+
+
 @dataclass(frozen=True)
 class AccessDecision:
     consumer: str
@@ -102,6 +110,26 @@ def _clearances(path: str, _mtime: int) -> tuple[str, ...]:
     return tuple(raw.get("clearances") or [])
 
 
+def owners(domain: str, root: Path | None = None) -> list[str]:
+    """The owners a domain's descriptor lists: who approves grants on its products."""
+    path = (root or default_domains_root()) / domain / "domain.yaml"
+    if not path.exists():
+        return []
+    raw = load_yaml(path) or {}
+    found = raw.get("owners") if isinstance(raw, dict) else None
+    return [str(o) for o in found] if isinstance(found, list) else []
+
+
+def pending_reason(producer: str, product: str, consumer: str, where: str, root: Path | None = None) -> tuple[str, list[str]]:
+    """Why a pending grant gives no access, and who must approve it (the producer's owners)."""
+    who = owners(producer, root)
+    return (
+        f"the grant in {where} for consumer {consumer!r} on product {product!r} is pending: it gives no access until "
+        f"domain {producer!r} approves it (owners: {', '.join(who) or 'none listed in its domain.yaml'}; "
+        f"`mesh grants approve {producer} {consumer}`)"
+    ), who
+
+
 def authorize(
     consumer: str,
     contract: Contract,
@@ -117,6 +145,11 @@ def authorize(
     level = access_level(contract)
     grant = find_grant(contract.domain, contract.name, consumer, root)
     where = grants_path(contract.domain, root)
+    if grant is not None and grant.pending:
+        if level != "public":
+            reason, who = pending_reason(contract.domain, contract.name, consumer, where, root)
+            raise AccessPending(consumer, contract.id, reason, who)
+        grant = None  # a public product is read as if no grant were held: a request unmasks nothing
     if grant is None:
         if level != "public":
             raise AccessDenied(consumer, contract.id, f"it is {level} and {where} has no grant for consumer {consumer!r} on product {contract.name!r}")

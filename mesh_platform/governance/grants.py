@@ -10,6 +10,8 @@
         unmasked: [pii]                 # classifications delivered in clear (the consumer must hold
                                         # the clearance in its domain.yaml); everything else sensitive
                                         # is pseudonymized or removed
+        status: approved                # default; `pending` for a request (``mesh new product`` writes
+                                        # one) that gives no access until the producer approves it
       - product: conversations
         consumer: analytics
         purpose: Contact topics by age band.
@@ -31,6 +33,7 @@ that cannot be read grants nothing. See :class:`GrantsFile` and :func:`grant_pro
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from datetime import date
 from functools import lru_cache
@@ -64,6 +67,12 @@ class Grant(BaseModel):
     unmasked: list[str] = Field(default_factory=list)
     port: Literal["data", "aggregate"] = "data"
     privacy: PrivacyBudget | None = None
+    status: Literal["approved", "pending"] = "approved"
+
+    @property
+    def pending(self) -> bool:
+        """A request the producer has not approved yet: it gives no access (see ``governance.access``)."""
+        return self.status == "pending"
 
     @field_validator("expires", mode="before")
     @classmethod
@@ -184,10 +193,75 @@ def grants_of(producer: str, root: Path | None = None) -> list[Grant]:
 
 
 def find_grant(producer: str, product: str, consumer: str, root: Path | None = None) -> Grant | None:
-    """The grant that lets ``consumer`` read ``producer``'s ``product`` (an exact product match wins over ``*``)."""
+    """The grant that lets ``consumer`` read ``producer``'s ``product`` (an exact product match wins over ``*``).
+
+    An approved grant wins over a pending one; a pending grant is returned only when nothing else
+    matches, so that the access decision can refuse it saying it is pending (it gives no access).
+    """
     matches = [g for g in grants_of(producer, root) if g.covers(product, consumer)]
-    matches.sort(key=lambda g: g.product == "*")
+    matches.sort(key=lambda g: (g.pending, g.product == "*"))
     return matches[0] if matches else None
+
+
+@dataclass(frozen=True)
+class PendingGrant:
+    """A grant request in a producer's grants file, waiting for the producer's approval."""
+
+    producer: str
+    path: str  # the grants file, as shown in messages
+    index: int  # position in the file
+    grant: Grant
+
+
+def pending_grants(domains: list[str], root: Path | None = None) -> list[PendingGrant]:
+    """Every pending grant in the grants files of ``domains`` (the producers), in file order."""
+    root = root or default_domains_root()
+    found = []
+    for producer in domains:
+        grants_file = read_grants(root / producer)
+        for i, grant in grants_file.entries if grants_file else ():
+            if grant.pending:
+                found.append(PendingGrant(producer, grants_file.path, i, grant))
+    return found
+
+
+_ENTRY = re.compile(r"^(?P<indent>\s*)- ")
+_STATUS = re.compile(r"^(?P<lead>\s*(?:- )?)status:\s*pending\s*(?P<comment>#.*)?$")
+
+
+def approve_grants(producer: str, consumer: str, product: str | None = None, root: Path | None = None) -> list[int]:
+    """Approve ``consumer``'s pending grants in ``producer``'s grants file (only on ``product`` if given).
+
+    The file is edited line by line, so its comments and layout are kept; it is written atomically.
+    Returns the positions of the entries approved (empty: nothing was pending, nothing written).
+    """
+    root = root or default_domains_root()
+    grants_file = read_grants(root / producer)
+    if grants_file is None or not grants_file.readable:
+        raise ContractError([Problem(grants_path(producer, root), "", "no readable grants file")])
+    wanted = {i for i, g in grants_file.entries if g.pending and g.consumer == consumer and (product is None or g.product == product)}
+    if not wanted:
+        return []
+    path = Path(root) / producer / GRANTS_FILE
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    index, indent, out = -1, None, []
+    for line in lines:
+        entry = _ENTRY.match(line)
+        if entry and (indent is None or len(entry.group("indent")) == indent):
+            indent = len(entry.group("indent"))
+            index += 1
+        status = _STATUS.match(line.rstrip("\n"))
+        if status and index in wanted:
+            line = f"{status.group('lead')}status: approved" + (f"  {status.group('comment')}" if status.group("comment") else "") + "\n"
+        out.append(line)
+    tmp = path.with_name(f".{GRANTS_FILE}.tmp")
+    tmp.write_text("".join(out), encoding="utf-8")
+    os.replace(tmp, path)
+    approved = read_grants(root / producer)
+    still = {i for i, g in approved.entries if i in wanted and g.pending} if approved else wanted
+    if still:  # the layout was not one this edit understands: say so rather than claim success
+        raise ContractError([Problem(display_path(path), f"grants[{min(still)}].status", "could not be set to approved; edit it by hand")])
+    return sorted(wanted)
 
 
 def grants_path(producer: str, root: Path | None = None) -> str:

@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 
 from mesh_platform.problems import ContractError, Problem, display_path
 from mesh_platform.contracts.model import Contract
-from mesh_platform.governance.access import LEVELS, AccessDenied, access_level, authorize, clearances
+from mesh_platform.governance.access import LEVELS, AccessDenied, AccessPending, access_level, authorize, clearances
 from mesh_platform.contracts.registry import default_domains_root
 from mesh_platform.governance.grants import grants_path, read_grants
 from mesh_platform.governance.masking import SENSITIVE, treatment
@@ -136,9 +136,13 @@ def _public_quality_and_sla(p: ProductUnderPolicy):
 
 
 def _input_ports_granted(p: ProductUnderPolicy):
+    """A pending grant is not a problem of the consumer's definitions (the domain loads, `mesh validate`
+    lists the request and who must approve it); every read is refused until the producer approves it."""
     for param, port in p.ports.items():
         try:
             authorize(p.domain, port.contract, port.columns, aggregate=getattr(port.port, "aggregate", None) is not None)
+        except AccessPending:
+            continue
         except AccessDenied as exc:
             yield p.declared_in, f"{p.contract.name}.inputs[{param}]", str(exc) + _refused_grants(port.contract.domain, p.domain)
 

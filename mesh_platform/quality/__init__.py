@@ -130,10 +130,12 @@ def _write_report(context, contract: Contract, report: QualityReport, lake) -> d
     result = gx.validation_result(report, contract.id)
     base = f"{contract.domain}/{contract.name}/_quality"
     run = context.run.run_id if context is not None else "local"
-    html = lake.write_bytes(f"{base}/{run}.html", gx.render_html(result).encode())
+    from mesh_platform.reports import report_url
+
+    lake.write_bytes(f"{base}/{run}.html", gx.render_html(result).encode())
     lake.write_bytes(f"{base}/{run}.json", json.dumps(result.to_json_dict(), default=str).encode())
     return {
-        md.QUALITY_REPORT: dg.MetadataValue.url(html.uri),
+        md.QUALITY_REPORT: dg.MetadataValue.url(report_url(lake, f"{base}/{run}.html")),  # HTTP or s3://, never file://
         md.GX_SUCCESS_PERCENT: result.statistics.get("success_percent"),
     }
 
