@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable, Literal
 import dagster as dg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mesh_platform.automation import automation_sensor
+from mesh_platform.automation import automation_sensor, sla_schedule
 from mesh_platform.governance.policies import GLOBAL_POLICIES, ProductUnderPolicy, domain_policies
 from mesh_platform.governance.policies import evaluate as evaluate_policies
 from mesh_platform.contracts.loader import ContractError, Problem, display_path, exception_problem, load_contract, load_yaml
@@ -351,13 +351,18 @@ class Domain:
     ) -> dg.Definitions:
         """This domain's code location."""
         assets, externals = self.build_assets(registry)
+        schedules = list(schedules)
+        if self.descriptor.kind == "source-aligned":  # fed by operational systems: refreshed on its SLA
+            sla = sla_schedule(self.name, [contract for contract, _ in self.products.values()])
+            if sla is not None and all(s.name != sla.name for s in schedules):
+                schedules.append(sla)
         all_resources = {"io_manager": MeshIOManager(domain=self.name)}
         all_resources.update(resources or {})
         return dg.Definitions(
             assets=[*assets, *externals],
             resources=all_resources,
             sensors=[*sensors, automation_sensor(self.name)],
-            schedules=list(schedules),
+            schedules=schedules,
             jobs=list(jobs),
             metadata={"mesh/domain": self.name, "mesh/team": self.descriptor.team},
         )
