@@ -61,6 +61,7 @@ class DomainDescriptor(BaseModel):
     owners: list[str] = Field(min_length=1)
     contact: str | None = None
     clearances: list[str] = Field(default_factory=list)
+    deployment: dict[str, Any] | None = None  # production deployment settings, read by `mesh helm` (mesh_platform/helm.py)
 
 
 def load_descriptor(path: Path) -> DomainDescriptor:
