@@ -16,6 +16,7 @@ unknown upstream product, wrong major, unknown column) is collected and raised t
 from __future__ import annotations
 
 import inspect
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
@@ -364,6 +365,8 @@ class Domain:
             resources=all_resources,
             sensors=[*sensors, automation_sensor(self.name)],
             schedules=schedules,
+            # MESH_EXECUTOR=in_process: a run's steps share its process (`mesh stack up` on one machine)
+            executor=dg.in_process_executor if os.environ.get("MESH_EXECUTOR") == "in_process" else None,
             jobs=list(jobs),
             metadata={"mesh/domain": self.name, "mesh/team": self.descriptor.team},
         )

@@ -336,26 +336,32 @@ def _start(layout: StackLayout, state: StackState, name: str, cmd: list[str], en
     return proc
 
 
-def stop_process(entry: dict, grace: float = 10.0) -> None:
-    """End a process the stack started and everything in its process group (run workers too)."""
-    pgid = entry["pid"]
-    if not group_alive(pgid):
-        return
+def _signal(pgid: int, sig: int) -> None:
     try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_processes(entries: list[dict], grace: float = 10.0) -> None:
+    """End processes the stack started and everything in their process groups (run workers too):
+    SIGTERM, then SIGKILL for what is still there after ``grace`` seconds."""
+    groups = [e["pid"] for e in entries]
+    for pgid in groups:
+        _signal(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and group_alive(pgid):
+    while time.monotonic() < deadline and any(group_alive(g) for g in groups):
         time.sleep(0.2)
-    if group_alive(pgid):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and group_alive(pgid):
-            time.sleep(0.1)
+    for pgid in groups:
+        if group_alive(pgid):
+            _signal(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(group_alive(g) for g in groups):
+        time.sleep(0.1)
+
+
+def stop_process(entry: dict, grace: float = 10.0) -> None:
+    stop_processes([entry], grace)
 
 
 def _dagster(*args: str) -> list[str]:
@@ -391,8 +397,12 @@ def graphql(url: str, query: str, variables: dict | None = None, timeout: float 
         f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        payload = json.loads(response.read())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # the webserver answers a query with errors with a 500
+        body = exc.read().decode(errors="replace")
+        raise StackError(f"GraphQL error from {url} (HTTP {exc.code}): {body[:2000]}") from None
     if payload.get("errors"):
         raise StackError(f"GraphQL error from {url}: {payload['errors']}")
     return payload["data"]
@@ -540,6 +550,7 @@ def _up(settings, layout: StackLayout, state: StackState, workspace: Path, entri
         "MESH_COMPUTE_LOGS_BUCKET": LOGS_BUCKET,
         "MESH_AUTOMATION": "on" if options.automation else "off",
         "MESH_ENV": "stack",
+        "MESH_EXECUTOR": os.environ.get("MESH_EXECUTOR") or "in_process",
         "AWS_ACCESS_KEY_ID": "mesh-local",
         "AWS_SECRET_ACCESS_KEY": "mesh-local",
         "AWS_REGION": REGION,
@@ -628,11 +639,12 @@ def down(settings: MeshSettings, progress: Progress = print) -> list[str]:
         progress(f"no stack to stop in {layout.root}")
         return []
     stopped = []
-    order = sorted(state.processes, key=lambda p: {"webserver": 0, "daemon": 1, "s3": 3}.get(p["name"], 2))
-    for entry in order:
-        if group_alive(entry["pid"]):
-            stop_process(entry)
-            stopped.append(entry["name"])
+    # webserver and daemon first (nothing new is launched), then the code servers with their runs, S3 last
+    for names in (("webserver", "daemon"), None, ("s3",)):
+        batch = [p for p in state.processes if (p["name"] in names if names else p["name"] not in ("webserver", "daemon", "s3"))]
+        batch = [p for p in batch if group_alive(p["pid"])]
+        stop_processes(batch)
+        stopped += [p["name"] for p in batch]
     if state.postgres.get("pgdata") and (Path(state.postgres["pgdata"]) / "postmaster.pid").exists():
         stop_postgres(state.postgres)
         stopped.append("postgres")
@@ -705,4 +717,29 @@ def runs(webserver: str) -> list[dict]:
         run["tags"] = {t["key"]: t["value"] for t in run["tags"]}
         run["location"] = (run.get("repositoryOrigin") or {}).get("repositoryLocationName")
         run["assets"] = ["/".join(a["path"]) for a in (run.get("assetSelection") or [])]
+    return found
+
+
+def restart(settings: MeshSettings, domain: str, progress: Progress = print) -> LocationStatus:
+    """Start ``domain``'s code server again (same port), after a crash or a fix; reload it in the webserver."""
+    layout = StackLayout.of(settings)
+    state = StackState.load(layout)
+    if state is None or domain not in state.locations:
+        known = ", ".join(state.locations) if state else "no stack is running"
+        raise StackError(f"no code server for domain {domain!r} in this stack ({known})")
+    name = f"code-server:{domain}"
+    old = state.process(name)
+    if old is not None:
+        if group_alive(old["pid"]):
+            stop_process(old)
+        state.processes.remove(old)
+    port = state.locations[domain]["port"]
+    deadline = time.monotonic() + 30
+    while port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc = start_code_server(layout, state, domain)
+    _wait(f"code server of {domain}", lambda: grpc_ready(port), proc=proc, log=layout.logs / f"code-server-{domain}.log")
+    project = Path(state.locations[domain]["cwd"])
+    found = next(s for s in locations(state.webserver, project, reload=domain) if s.name == domain)
+    progress(f"restarted the code server of {domain} on :{port}: {found.describe()}")
     return found

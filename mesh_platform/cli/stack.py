@@ -56,6 +56,20 @@ def stack_down() -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@stack.command("restart")
+@click.argument("domain")
+def stack_restart(domain: str) -> None:
+    """Start DOMAIN's code server again (after a crash or a fix) and reload its location."""
+    from mesh_platform.cli import _settings
+    from mesh_platform.stack import StackError, restart
+
+    try:
+        found = restart(_settings(), domain, progress=click.echo)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(0 if found.loaded else 1)
+
+
 @stack.command("status")
 @click.option("--json", "as_json", is_flag=True)
 def stack_status(as_json: bool) -> None:
