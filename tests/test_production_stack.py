@@ -168,7 +168,7 @@ def test_the_stack_runs_the_mesh_like_production(production):
     # no second claims run for the same keys, however many sensor ticks pass
     time.sleep(12)
     sensor_runs = [r for r in stack.runs(web) if r["tags"].get("dagster/sensor_name") == SENSOR]
-    assert len(sensor_runs) == 2 and len({r["tags"]["dagster/run_key"] for r in sensor_runs}) == 2
+    assert len(sensor_runs) == 2 and len({r["tags"]["mesh/landed_keys_sha"] for r in sensor_runs}) == 2
 
     # one domain's code server crashes: its location reports the error, the four others load and run
     victim = "customer_care"
