@@ -43,7 +43,10 @@ def wait_for(what: str, check, timeout: float = BOUND, every: float = 3.0):
 
 def settled(webserver: str):
     """Every run finished (none queued or running): the runs, newest first; else None."""
-    found = stack.runs(webserver)
+    try:
+        found = stack.runs(webserver)
+    except stack.StackError as exc:  # a query that failed now (busy machine) is asked again
+        return f"no answer: {exc}"[:500]
     if any(r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING") for r in found):
         return None
     return found
@@ -106,7 +109,7 @@ def test_the_stack_runs_the_mesh_like_production(production):
 
     def bootstrapped():
         found = settled(web)
-        if found is None:
+        if not isinstance(found, list):
             return None
         done = {r["location"] for r in found if r["status"] == "SUCCESS"}
         return found if set(DOMAINS) <= done and _fraud_then_analytics(found) else None
@@ -116,6 +119,18 @@ def test_the_stack_runs_the_mesh_like_production(production):
     sensor_runs = [r for r in first if r["tags"].get("dagster/sensor_name") == SENSOR]
     assert len(sensor_runs) == 1 and sensor_runs[0]["location"] == "claims"
 
+    # one domain's code server crashes: its location reports the error, the four others load, schedule and run
+    victim = "customer_care"
+    server = next(p for p in state["processes"] if p["name"] == f"code-server:{victim}")
+    os.killpg(server["pid"], signal.SIGKILL)
+    wait_for("the killed code server to be gone", lambda: not stack.port_open(server["port"]), timeout=30, every=0.5)
+    statuses = {s.name: s for s in stack.locations(web, project, reload=victim)}
+    assert not statuses[victim].loaded and statuses[victim].error, statuses[victim]
+    assert all(statuses[d].loaded for d in DOMAINS if d != victim), statuses
+    schedules = _schedules(web)
+    assert schedules.get("policies_sla_schedule") == "RUNNING" and schedules.get("claims_sla_schedule") == "RUNNING"
+    # (the other domains' runs: the refresh below runs while customer_care is down)
+
     # a new batch lands in the landing bucket
     s3 = s3_client(state)
     body, new_claims = new_claims_batch(Path(state["env"]["MESH_SOURCES"]))
@@ -124,7 +139,7 @@ def test_the_stack_runs_the_mesh_like_production(production):
 
     def refreshed():
         found = settled(web)
-        if found is None:
+        if not isinstance(found, list):
             return None
         after = [r for r in found if r["startTime"] and r["startTime"] > dropped]
         claims_runs = [r for r in after if r["tags"].get("dagster/sensor_name") == SENSOR]
@@ -169,21 +184,6 @@ def test_the_stack_runs_the_mesh_like_production(production):
     time.sleep(12)
     sensor_runs = [r for r in stack.runs(web) if r["tags"].get("dagster/sensor_name") == SENSOR]
     assert len(sensor_runs) == 2 and len({r["tags"]["mesh/landed_keys_sha"] for r in sensor_runs}) == 2
-
-    # one domain's code server crashes: its location reports the error, the four others load and run
-    victim = "customer_care"
-    server = next(p for p in state["processes"] if p["name"] == f"code-server:{victim}")
-    os.killpg(server["pid"], signal.SIGKILL)
-    wait_for("the killed code server to be gone", lambda: not stack.port_open(server["port"]), timeout=30, every=0.5)
-    statuses = {s.name: s for s in stack.locations(web, project, reload=victim)}
-    assert not statuses[victim].loaded and statuses[victim].error, statuses[victim]
-    assert all(statuses[d].loaded for d in DOMAINS if d != victim), statuses
-    schedules = _schedules(web)
-    assert schedules.get("policies_sla_schedule") == "RUNNING" and schedules.get("claims_sla_schedule") == "RUNNING"
-    run_id = stack.launch(web, "analytics", "analytics_products")
-    run = wait_for("a run of another domain while customer_care is down",
-                   lambda: next((r for r in stack.runs(web) if r["runId"] == run_id and r["status"] in ("SUCCESS", "FAILURE", "CANCELED")), None))
-    assert run["status"] == "SUCCESS" and run["location"] == "analytics"
 
     # restarting it brings it back
     result = run_mesh(["stack", "restart", victim], env=env, timeout=300)
