@@ -199,7 +199,6 @@ def run(config: RunConfig) -> BenchmarkResult:
             stop_postgres(state.postgres)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    result.add_ratios()
     if not config.quick:
         config.log(f"  {NAME}: claims batch landing -> analytics refreshed in `mesh stack up` (scale 1)")
         measured = run_isolated("benchmarks.production:landing_to_analytics", {"scale": 1.0}, timeout=3600)
@@ -207,4 +206,5 @@ def run(config: RunConfig) -> BenchmarkResult:
                                  peak_rss_mb=measured.get("peak_rss_mb"), details=measured))
     else:
         result.notes.append("landing -> analytics in the stack runs only in full runs (it starts the whole stack)")
+    result.add_ratios()
     return result

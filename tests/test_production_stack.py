@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import TEST_SCALE, run_mesh
 
 from mesh_platform import stack
@@ -226,3 +227,28 @@ def _schedules(web: str) -> dict[str, str]:
         for repo in entry["locationOrLoadError"].get("repositories", [])
         for s in repo["schedules"]
     }
+
+
+def test_a_domain_that_fails_to_import_is_named_and_the_others_load(domains_copy, tmp_path):
+    """`mesh stack up` with one broken domain: one message naming the domain and its file; the rest runs."""
+    from conftest import copy_env
+
+    definitions = domains_copy / "domains" / "fraud" / "definitions.py"
+    definitions.write_text("import not_a_module_of_this_mesh  # a missing dependency\n" + definitions.read_text())
+    workspace = domains_copy / "workspace.yaml"
+    entries = yaml.safe_load(workspace.read_text())["load_from"]
+    workspace.write_text(yaml.safe_dump({"load_from": [e for e in entries if e["python_module"]["location_name"] in ("policies", "fraud")]}))
+    home = tmp_path / "home"
+    env = {**copy_env(domains_copy), "MESH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
+    port = stack.free_port()
+    try:
+        result = run_mesh(["stack", "up", "--port", str(port), "--scale", "0.1", "--no-automation"], env=env, cwd=domains_copy, timeout=600)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "fraud: FAILED to load: ModuleNotFoundError: No module named 'not_a_module_of_this_mesh'" in result.stderr
+        assert "(domains/fraud/definitions.py, line 1)" in result.stderr
+        assert "policies: loaded" in result.stdout and "1 of 2 domain(s) loaded" in result.stdout
+        state = json.loads((home / "stack" / "stack.json").read_text())
+        assert all(stack.group_alive(p["pid"]) for p in state["processes"])  # nothing else stopped
+    finally:
+        down = run_mesh(["stack", "down"], env=env, cwd=domains_copy, timeout=180)
+    assert down.returncode == 0, down.stdout + down.stderr
