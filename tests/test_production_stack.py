@@ -14,7 +14,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,9 +55,15 @@ def settled(webserver: str):
     return found
 
 
+def stack_home() -> Path:
+    """A MESH_HOME outside pytest's temp root: pytest resets that root to 0700 whenever a pytest
+    starts on the machine, which would lock out the unprivileged user Postgres runs as (as root)."""
+    return Path(tempfile.mkdtemp(prefix="mesh-stack-test-"))
+
+
 @pytest.fixture(scope="module")
-def production(tmp_path_factory):
-    home = tmp_path_factory.mktemp("stack-home")
+def production():
+    home = stack_home()
     env = {
         "MESH_HOME": str(home),
         "DAGSTER_HOME": str(home / "dagster_home"),
@@ -77,6 +85,7 @@ def production(tmp_path_factory):
             for p in saved["processes"]:
                 if stack.group_alive(p["pid"]):
                     os.killpg(p["pid"], signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
         assert down.returncode == 0, down.stdout + down.stderr
 
 
@@ -239,7 +248,7 @@ def test_a_domain_that_fails_to_import_is_named_and_the_others_load(domains_copy
     workspace = domains_copy / "workspace.yaml"
     entries = yaml.safe_load(workspace.read_text())["load_from"]
     workspace.write_text(yaml.safe_dump({"load_from": [e for e in entries if e["python_module"]["location_name"] in ("policies", "fraud")]}))
-    home = tmp_path / "home"
+    home = stack_home()
     env = {**copy_env(domains_copy), "MESH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
     port = stack.free_port()
     try:
@@ -252,4 +261,5 @@ def test_a_domain_that_fails_to_import_is_named_and_the_others_load(domains_copy
         assert all(stack.group_alive(p["pid"]) for p in state["processes"])  # nothing else stopped
     finally:
         down = run_mesh(["stack", "down"], env=env, cwd=domains_copy, timeout=180)
+        shutil.rmtree(home, ignore_errors=True)
     assert down.returncode == 0, down.stdout + down.stderr
