@@ -419,7 +419,7 @@ query {
         locationOrLoadError {
           __typename
           ... on RepositoryLocation { name repositories { name } }
-          ... on PythonError { message stack }
+          ... on PythonError { message stack cause { message stack cause { message stack } } }
         }
       }
     }
@@ -434,7 +434,7 @@ mutation ($name: String!) {
     ... on WorkspaceLocationEntry {
       name
       loadStatus
-      locationOrLoadError { __typename ... on PythonError { message stack } }
+      locationOrLoadError { __typename ... on PythonError { message stack cause { message stack cause { message stack } } } }
     }
   }
 }
@@ -463,10 +463,14 @@ def _location_status(entry: dict, project: Path | None) -> LocationStatus:
 
 
 def _load_error(domain: str, error: dict, project: Path | None) -> str:
-    """The error's last line, and the domain's file it comes from (when the stack names one)."""
-    message = " ".join((error.get("message") or "").split())
+    """The root cause's message, and the domain's file it comes from (when a stack names one)."""
+    chain = [error]
+    while isinstance(chain[-1].get("cause"), dict):
+        chain.append(chain[-1]["cause"])
+    message = " ".join((chain[-1].get("message") or "").split())
     where = ""
-    for frame in reversed(error.get("stack") or []):
+    frames = [frame for e in reversed(chain) for frame in reversed(e.get("stack") or [])]
+    for frame in frames:
         text = frame.strip()
         if text.startswith('File "') and f"/domains/{domain}/" in text:
             path, _, rest = text[6:].partition('"')
