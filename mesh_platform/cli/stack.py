@@ -41,6 +41,9 @@ def stack_up(webserver_port: int, postgres_url: str | None, automation: bool, sc
     for s in statuses:
         click.echo(f"  {s.describe()}", err=not s.loaded)
     click.echo(f"stack up: {state.webserver}  ({len(statuses) - len(failed)} of {len(statuses)} domain(s) loaded); stop it with `mesh stack down`")
+    if failed:
+        names = ", ".join(s.name for s in failed)
+        click.echo(f"the other domains run; fix {names} and `mesh stack restart {failed[0].name}`", err=True)
     sys.exit(1 if failed else 0)
 
 
