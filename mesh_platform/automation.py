@@ -2,11 +2,15 @@
 
 - ``slaProperties: latency`` -> ``dg.FreshnessPolicy.time_window(fail_window=latency)`` (warning at
   80%): a product older than its latency shows as stale in the UI.
-- ``slaProperties: frequency`` -> for a product fed only by its operational source,
-  ``AutomationCondition.on_cron`` at that frequency; a product that consumes other products is
-  ``eager``: it refreshes when an upstream product is published (across code locations).
-- Each domain gets an automation-condition sensor. It is stopped by default, so a laptop running
-  `dagster dev` does not start work on its own; ``MESH_AUTOMATION=on`` (production) starts it.
+- ``slaProperties: frequency`` -> a source-aligned domain (fed by operational systems) gets a
+  schedule at the highest frequency its products promise (:func:`sla_schedule`), over the
+  domain's job; a product that consumes other products is ``eager``: it refreshes when an
+  upstream product is published (across code locations), evaluated by the daemon.
+- Each domain gets an automation-condition sensor. It and the schedules are stopped by default, so
+  a laptop running `dagster dev` does not start work on its own; ``MESH_AUTOMATION=on``
+  (production, and `mesh stack up`) starts them. Runs they start carry ``mesh/domain``, so the
+  run queue's per-domain limits apply. ``MESH_AUTOMATION_INTERVAL`` (seconds, default 30) is how
+  often the daemon evaluates the conditions.
 """
 
 from __future__ import annotations
@@ -39,10 +43,8 @@ def cron_for(hours: float) -> str:
 
 
 def automation_condition(contract: Contract | None, has_inputs: bool) -> dg.AutomationCondition | None:
-    if has_inputs:
-        return _eager()
-    hours = contract.sla_hours("frequency") if contract is not None else None
-    return _on_cron(cron_for(hours)) if hours else None
+    """``eager`` for a product that consumes others; one fed only by its source follows its domain's schedule."""
+    return _eager() if has_inputs else None
 
 
 # Automation conditions are immutable: one instance per distinct condition serves every product
@@ -57,12 +59,30 @@ def _on_cron(cron: str) -> dg.AutomationCondition:
     return dg.AutomationCondition.on_cron(cron)
 
 
-def automation_sensor(domain: str, running: bool = False, run_tags: dict[str, str] | None = None) -> dg.AutomationConditionSensorDefinition:
-    """The domain's automation sensor; ``running`` comes from the deployment's settings (``MESH_AUTOMATION``)."""
+def automation_sensor(domain: str, running: bool = False, run_tags: dict[str, str] | None = None, interval: int = 30) -> dg.AutomationConditionSensorDefinition:
+    """The domain's automation sensor; ``running`` and ``interval`` come from the deployment's settings
+    (``MESH_AUTOMATION``, ``MESH_AUTOMATION_INTERVAL``), ``run_tags`` from its quotas."""
     return dg.AutomationConditionSensorDefinition(
         f"{domain}_automation",
         target=dg.AssetSelection.groups(domain),
-        run_tags=run_tags or None,
+        run_tags=run_tags or {"mesh/domain": domain},
+        minimum_interval_seconds=interval,
         default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
         description=f"Refreshes the {domain} domain's products from their SLAs and upstream updates.",
+    )
+
+
+def sla_schedule(domain: str, contracts: list[Contract], running: bool = False, run_tags: dict[str, str] | None = None) -> dg.ScheduleDefinition | None:
+    """A source-aligned domain's schedule: its whole job, at the highest frequency its contracts promise."""
+    hours = [h for h in (c.sla_hours("frequency") for c in contracts) if h]
+    if not hours:
+        return None
+    cron = cron_for(min(hours))
+    return dg.ScheduleDefinition(
+        name=f"{domain}_sla_schedule",
+        cron_schedule=cron,
+        target=dg.AssetSelection.groups(domain),
+        tags={**(run_tags or {"mesh/domain": domain}), "mesh/trigger": "sla_schedule"},
+        default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
+        description=f"Refreshes the {domain} domain from its sources every {min(hours):g} h (the shortest refresh frequency in its contracts' SLAs).",
     )

@@ -25,6 +25,7 @@ class DomainDescriptor(BaseModel):
     contact: str | None = None
     clearances: list[str] = Field(default_factory=list)
     quotas: dict[str, Any] | None = None  # checked by mesh_platform.quotas against the mesh's ceilings
+    deployment: dict[str, Any] | None = None  # production deployment settings, read by `mesh helm` (mesh_platform/helm.py)
 
 
 def load_descriptor(path: Path) -> DomainDescriptor:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 import dagster as dg
 
 from mesh_platform import metadata as md
-from mesh_platform.automation import automation_sensor
+from mesh_platform.automation import automation_sensor, sla_schedule
 from mesh_platform.problems import Problem
 from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry, mesh_registry
@@ -198,13 +198,20 @@ class Domain:
         """
         settings = MeshSettings.from_env()
         assets, externals = self.build_assets(registry, settings)
+        schedules = list(schedules)
+        if self.descriptor.kind == "source-aligned":  # fed by operational systems: refreshed on its SLA
+            sla = sla_schedule(self.name, [contract for contract, _ in self.products.values()], settings.automation, self.run_tags())
+            if sla is not None and all(s.name != sla.name for s in schedules):
+                schedules.append(sla)
         all_resources = {"io_manager": MeshIOManager(domain=self.name, lake=settings.lake)}
         all_resources.update(resources or {})
         return dg.Definitions(
             assets=[*assets, *externals],
             resources=all_resources,
-            sensors=[*sensors, automation_sensor(self.name, settings.automation, self.run_tags()), *lineage_sensors(self.name)],
-            schedules=list(schedules),
+            sensors=[*sensors, automation_sensor(self.name, settings.automation, self.run_tags(), settings.automation_interval), *lineage_sensors(self.name)],
+            schedules=schedules,
+            # MESH_EXECUTOR=in_process: a run's steps share its process (`mesh stack up` on one machine)
+            executor=dg.in_process_executor if settings.executor == "in_process" else None,
             jobs=list(jobs),
             metadata={md.DOMAIN: self.name, md.TEAM: self.descriptor.team},
         )

@@ -38,13 +38,17 @@ class MeshSettings:
     quality_reports: bool = True
     """``MESH_QUALITY_REPORTS=0`` skips writing the GX Data Docs page per publish (benchmarks)."""
     automation: bool = False
-    """``MESH_AUTOMATION=on`` starts each domain's automation sensor (production); stopped by default."""
+    """``MESH_AUTOMATION=on`` starts each domain's automation sensor and SLA schedule (production); stopped by default."""
+    automation_interval: int = 30
+    """``MESH_AUTOMATION_INTERVAL``: seconds between two evaluations of a domain's automation sensor."""
+    executor: str = ""
+    """``MESH_EXECUTOR=in_process``: a run's steps share its process (``mesh stack up`` on one machine)."""
 
     @classmethod
     def from_env(cls, environ: os._Environ | dict | None = None) -> "MeshSettings":
         """Read once per process entry point (``Domain.definitions``, the ``mesh`` command) and passed down."""
         env = os.environ if environ is None else environ
-        names = ("MESH_HOME", "MESH_LAKE", "MESH_SOURCES", "DAGSTER_HOME", "MESH_QUALITY_REPORTS", "MESH_AUTOMATION")
+        names = ("MESH_HOME", "MESH_LAKE", "MESH_SOURCES", "DAGSTER_HOME", "MESH_QUALITY_REPORTS", "MESH_AUTOMATION", "MESH_AUTOMATION_INTERVAL", "MESH_EXECUTOR")
         return _settings(tuple(env.get(n) or "" for n in names), os.getcwd())
 
     def export(self) -> None:
@@ -57,7 +61,7 @@ class MeshSettings:
 
 @lru_cache(maxsize=32)
 def _settings(values: tuple[str, ...], _cwd: str) -> MeshSettings:
-    home_v, lake_v, sources_v, dagster_v, reports_v, automation_v = values
+    home_v, lake_v, sources_v, dagster_v, reports_v, automation_v, interval_v, executor_v = values
     home = _absolute(home_v or ".mesh")
     return MeshSettings(
         home=home,
@@ -66,4 +70,6 @@ def _settings(values: tuple[str, ...], _cwd: str) -> MeshSettings:
         dagster_home=_absolute(dagster_v or os.path.join(home, "dagster_home")),
         quality_reports=(reports_v or "1") != "0",
         automation=automation_v.lower() in ("on", "1", "true", "running"),
+        automation_interval=int(interval_v) if interval_v.strip().isdigit() else 30,
+        executor=executor_v.strip(),
     )

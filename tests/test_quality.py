@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from mesh_platform import Domain
+from mesh_platform.automation import sla_schedule
 from mesh_platform.contracts.registry import ContractRegistry
 from mesh_platform.io.io_manager import MeshIOManager
 from mesh_platform.quality.rules import rules_for
@@ -181,7 +182,10 @@ def test_sla_becomes_freshness_policy_and_automation():
     assets = {a.key.to_user_string(): a for a in domain.build_assets(registry)[0]}
     spec = next(iter(assets["shop/orders"].specs))
     assert spec.freshness_policy.fail_window.to_timedelta() == timedelta(hours=2)
-    assert spec.automation_condition.get_label() == "on_cron(0 * * * *)" or "0 * * * *" in str(spec.automation_condition)
+    assert spec.automation_condition is None  # fed by its source only: the domain's SLA schedule refreshes it
     stats = next(iter(assets["shop/order_stats"].specs))
     assert stats.freshness_policy is None  # no latency SLA in that contract
     assert stats.automation_condition.get_label() == "eager"
+    schedule = sla_schedule("shop", [c for c, _ in domain.products.values()])
+    assert schedule.cron_schedule == "0 * * * *" and schedule.name == "shop_sla_schedule"
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED  # MESH_AUTOMATION is off in tests

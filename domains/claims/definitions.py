@@ -4,7 +4,7 @@ import pandas as pd
 
 from mesh_platform import Domain, InputPort
 from mesh_platform.quarantine import Rejects, Screened
-from mesh_platform.sensors import landing_zone_sensor
+from mesh_platform.sensors import landing_zone_sensor, record_landed
 from mesh_platform.sources import LandingZone
 
 domain = Domain.load(__file__)
@@ -19,14 +19,15 @@ CLAIM_COLUMNS = [
 @domain.asset("landed_claims", kinds=["csv"], resources=["landing"])
 def landed_claims(context) -> Screened:
     """Every claim row from every landed batch; later batches update earlier ones."""
-    files = context.resources.landing.files("claims_*.csv")
+    files = context.resources.landing.landed("claims_*.csv")
     if not files:
         raise FileNotFoundError(f"no claims files in the landing zone {context.resources.landing.path}")
     rejects = Rejects()
     frames = [
-        rejects.layout(pd.read_csv(f, dtype={"claim_ref": str, "policy_no": str}), CLAIM_COLUMNS, file=f).assign(batch=f.stem)
+        rejects.layout(pd.read_csv(f.open(), dtype={"claim_ref": str, "policy_no": str}), CLAIM_COLUMNS, file=f.name).assign(batch=f.stem)
         for f in files
     ]
+    record_landed(context, files)
     context.log.info(f"read {len(files)} landed batch(es)")
     return rejects.screened(pd.concat(frames, ignore_index=True))
 
@@ -34,8 +35,9 @@ def landed_claims(context) -> Screened:
 @domain.asset("landed_claim_events", kinds=["json"], resources=["landing"])
 def landed_claim_events(context) -> pd.DataFrame:
     """Every claim event from every landed batch."""
-    files = context.resources.landing.files("claim_events_*.jsonl")
-    return pd.concat([pd.read_json(f, lines=True, dtype={"claim_ref": str}) for f in files], ignore_index=True)
+    files = context.resources.landing.landed("claim_events_*.jsonl")
+    record_landed(context, files)
+    return pd.concat([pd.read_json(f.open(), lines=True, dtype={"claim_ref": str}) for f in files], ignore_index=True)
 
 
 @domain.product(
@@ -96,6 +98,7 @@ defs = domain.definitions(
             landing=LandingZone.claims(),
             patterns=["claims_*.csv", "claim_events_*.jsonl"],
             waits_for=[["policies", "policies"]],
+            readers=[["claims", "landed_claims"], ["claims", "landed_claim_events"]],
         )
     ],
 )

@@ -640,6 +640,12 @@ main.add_command(new)
 main.add_command(grants)
 main.add_command(reports)
 
+from mesh_platform.cli.helm import helm  # noqa: E402  (commands kept in their own modules)
+from mesh_platform.cli.stack import stack  # noqa: E402
+
+main.add_command(stack)
+main.add_command(helm)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,95 @@
+"""``mesh stack up|down|status``: the production topology on this machine (see :mod:`mesh_platform.stack`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def stack() -> None:
+    """Run the mesh like production on this machine: Postgres, S3, one code server per domain, daemon, webserver."""
+
+
+@stack.command("up")
+@click.option("--port", "webserver_port", type=int, default=3000, show_default=True, help="dagster-webserver port (loopback).")
+@click.option("--postgres-url", default=None, envvar="DAGSTER_POSTGRES_URL", help="Use this Postgres server instead of starting Debian's PostgreSQL here.")
+@click.option("--automation/--no-automation", default=True, show_default=True, help="Start schedules and automation-condition sensors.")
+@click.option("--scale", type=float, default=None, help="Regenerate the operational sources at this scale first.")
+@click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
+def stack_up(webserver_port: int, postgres_url: str | None, automation: bool, scale: float | None, workspace: Path | None) -> None:
+    """Start the stack from $MESH_HOME/stack; returns once every process answers."""
+    from mesh_platform.cli import _ensure_sources, _prepare_dbt, _settings
+    from mesh_platform.stack import Options, StackError, up
+    from mesh_platform.workspace import find_workspace
+
+    settings = _settings()
+    _ensure_sources(settings, scale)
+    _prepare_dbt()
+    workspace = (workspace or find_workspace()).resolve()
+    try:
+        state = up(settings, workspace, Options(webserver_port, postgres_url, automation), progress=click.echo)
+        from mesh_platform.stack import locations
+
+        statuses = locations(state.webserver, workspace.parent)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    failed = [s for s in statuses if not s.loaded]
+    for s in statuses:
+        click.echo(f"  {s.describe()}", err=not s.loaded)
+    click.echo(f"stack up: {state.webserver}  ({len(statuses) - len(failed)} of {len(statuses)} domain(s) loaded); stop it with `mesh stack down`")
+    if failed:
+        names = ", ".join(s.name for s in failed)
+        click.echo(f"the other domains run; fix {names} and `mesh stack restart {failed[0].name}`", err=True)
+    sys.exit(1 if failed else 0)
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop every process `mesh stack up` started (by pid) and check that no port is left open."""
+    from mesh_platform.cli import _settings
+    from mesh_platform.stack import StackError, down
+
+    try:
+        down(_settings(), progress=click.echo)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@stack.command("restart")
+@click.argument("domain")
+def stack_restart(domain: str) -> None:
+    """Start DOMAIN's code server again (after a crash or a fix) and reload its location."""
+    from mesh_platform.cli import _settings
+    from mesh_platform.stack import StackError, restart
+
+    try:
+        found = restart(_settings(), domain, progress=click.echo)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(0 if found.loaded else 1)
+
+
+@stack.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def stack_status(as_json: bool) -> None:
+    """Which processes of the stack run, and whether each domain's code location loads."""
+    from mesh_platform.cli import _settings
+    from mesh_platform.stack import status
+
+    report = status(_settings())
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    if not report["processes"]:
+        click.echo("no stack started here")
+        return
+    for p in report["processes"]:
+        click.echo(f"{'up  ' if p['alive'] else 'DOWN'}  {p['name']:<26} port {p['port'] or '-':<6} {p['log']}")
+    for loc in report["locations"]:
+        click.echo(f"{'ok  ' if loc['loaded'] else 'FAIL'}  location {loc['name']}" + (f": {loc['error']}" if loc["error"] else ""))
+    if report.get("webserver"):
+        click.echo(f"webserver: {report['webserver']}")

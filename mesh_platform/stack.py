@@ -1,0 +1,749 @@
+"""The production topology on one machine: ``mesh stack up`` / ``mesh stack down``.
+
+What the Helm chart deploys (see ``infra/``), started as local processes on loopback:
+
+| production                                   | here                                                        |
+| -------------------------------------------- | ----------------------------------------------------------- |
+| managed Postgres (``DAGSTER_POSTGRES_URL``)  | Debian's PostgreSQL, a cluster in ``$MESH_HOME/stack/postgres`` |
+| S3: lake, landing bucket, compute logs       | moto's S3 server (objects kept in memory)                   |
+| one user-code deployment per domain          | one ``dagster code-server`` gRPC process per domain         |
+| daemon, webserver                            | ``dagster-daemon run`` and ``dagster-webserver`` over a gRPC workspace |
+| the instance (``infra/dagster.yaml``)        | the same file, in ``$MESH_HOME/stack/dagster_home``         |
+
+Every process runs in its own process group; their pids, ports and log files are kept in
+``$MESH_HOME/stack/stack.json``, which ``mesh stack down`` reads to stop exactly those processes
+(and their children: run workers) and to check that their ports are closed. A failed start stops
+whatever it had started.
+
+Each start is fresh: the S3 server keeps objects in memory, so ``up`` recreates the Dagster
+database too (the Postgres cluster itself is kept, to start faster). PostgreSQL refuses to run as
+root: as root, the cluster belongs to the ``postgres`` user (Debian's package creates it; else
+``nobody``), and the folders above it get the "search" (``o+x``) bit so that user can reach it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse, urlunparse
+
+import yaml
+
+from mesh_platform.settings import MeshSettings
+
+LAKE_BUCKET = "mesh-lake"
+LANDING_BUCKET = "mesh-landing"
+LOGS_BUCKET = "mesh-logs"
+LAKE_URI = f"s3://{LAKE_BUCKET}/lake"
+CLAIMS_LANDING_URI = f"s3://{LANDING_BUCKET}/claims"
+REGION = "us-east-1"
+DATABASE = "dagster"
+START_TIMEOUT = 180.0  # seconds, for each wait below
+
+Progress = Callable[[str], None]
+
+
+class StackError(RuntimeError):
+    """The stack cannot start (or stop); the message names what is wrong."""
+
+
+def redact(url: str) -> str:
+    """A database URL with its password hidden (for messages)."""
+    parsed = urlparse(url)
+    if parsed.password:
+        netloc = f"{parsed.username}:***@{parsed.hostname}" + (f":{parsed.port}" if parsed.port else "")
+        return urlunparse(parsed._replace(netloc=netloc))
+    return url
+
+
+def libpq_url(url: str) -> str:
+    """The URL as libpq reads it (SQLAlchemy's ``postgresql+psycopg2://`` names a driver too)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.split('+')[0]}{sep}{rest}" if sep else url
+
+
+def check_postgres(url: str, timeout: float = 5.0) -> None:
+    """Raise :class:`StackError` naming the URL unless a Postgres server answers there."""
+    import psycopg2
+
+    try:
+        psycopg2.connect(libpq_url(url), connect_timeout=int(max(1, timeout))).close()
+    except psycopg2.Error as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise StackError(f"Postgres at {redact(url)} (DAGSTER_POSTGRES_URL) is unreachable: {reason}") from None
+
+
+# -- layout and state ---------------------------------------------------------------------------
+
+
+@dataclass
+class StackLayout:
+    root: Path
+
+    @classmethod
+    def of(cls, settings: MeshSettings) -> "StackLayout":
+        return cls(Path(settings.home) / "stack")
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "stack.json"
+
+    @property
+    def pgdata(self) -> Path:
+        return self.root / "postgres"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster_home"
+
+    @property
+    def workspace(self) -> Path:
+        return self.root / "workspace.yaml"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+
+@dataclass
+class StackState:
+    processes: list[dict] = field(default_factory=list)  # name, pid, port, log, cmd
+    postgres: dict = field(default_factory=dict)  # pgdata, port, user, bin (when started here)
+    env: dict = field(default_factory=dict)
+    webserver: str = ""
+    locations: dict = field(default_factory=dict)  # domain -> {"port":, "module":}
+
+    def save(self, layout: StackLayout) -> None:
+        layout.root.mkdir(parents=True, exist_ok=True)
+        tmp = layout.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__, indent=2))
+        os.replace(tmp, layout.state_file)
+
+    @classmethod
+    def load(cls, layout: StackLayout) -> "StackState | None":
+        try:
+            return cls(**json.loads(layout.state_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def process(self, name: str) -> dict | None:
+        return next((p for p in self.processes if p["name"] == name), None)
+
+
+def alive(pid: int) -> bool:
+    from mesh_platform.io.lake import pid_alive
+
+    if not pid_alive(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except OSError:
+        return True
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # only zombies left (children of a process that has not reaped them) do not count
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat, "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[-1].split()
+        except OSError:
+            continue
+        if len(fields) > 3 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(what: str, ready: Callable[[], bool], timeout: float = START_TIMEOUT, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = _tail(log) if log else ""
+            raise StackError(f"{what} exited with code {proc.returncode} while starting{tail}")
+        if ready():
+            return
+        time.sleep(0.3)
+    raise StackError(f"{what} did not become ready within {timeout:.0f} s" + (_tail(log) if log else ""))
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f" (see {log}):\n    " + "\n    ".join(text) if text else f" (see {log})"
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+
+def postgres_bin() -> Path:
+    explicit = os.environ.get("MESH_PG_BIN")
+    candidates = [Path(explicit)] if explicit else []
+    candidates += sorted((Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0, reverse=True)
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(on_path).parent)
+    for folder in candidates:
+        if (folder / "initdb").exists() and (folder / "pg_ctl").exists():
+            return folder
+    raise StackError("PostgreSQL server binaries not found (initdb, pg_ctl in /usr/lib/postgresql/*/bin or MESH_PG_BIN): install them, e.g. `apt-get install -y postgresql`")
+
+
+def _postgres_user() -> str | None:
+    """Who runs Postgres: this user, or (as root, which Postgres refuses) ``postgres`` / ``nobody``."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise StackError("running as root, and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL")
+
+
+def _as(user: str | None, cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", user, "--", *cmd] if user else cmd
+
+
+def _give_to(user: str, path: Path, progress: Progress) -> None:
+    """Make ``path`` (a folder) belong to ``user`` and reachable by it (o+x on the folders above)."""
+    entry = pwd.getpwnam(user)
+    for sub in [path, *path.rglob("*")]:
+        os.chown(sub, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o001)
+            progress(f"  made {parent} searchable (o+x) so that the '{user}' user can reach its cluster")
+
+
+def start_postgres(layout: StackLayout, state: StackState, progress: Progress) -> str:
+    binary = postgres_bin()
+    user = _postgres_user()
+    pgdata = layout.pgdata
+    log = layout.logs / "postgres.log"
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    log.touch()
+    if not (pgdata / "PG_VERSION").exists():
+        if pgdata.exists():
+            shutil.rmtree(pgdata)
+        pgdata.mkdir(parents=True, mode=0o700)
+        if user:
+            _give_to(user, pgdata, progress)
+        progress(f"initialising a PostgreSQL cluster in {pgdata}")
+        result = subprocess.run(
+            _as(user, [str(binary / "initdb"), "-D", str(pgdata), "-U", "mesh", "--auth=trust", "-E", "UTF8", "--no-sync"]),
+            capture_output=True, text=True, timeout=120,
+        )
+        if result.returncode != 0:
+            raise StackError(f"initdb failed for {pgdata}: {result.stderr.strip() or result.stdout.strip()}")
+    if user:
+        _give_to(user, pgdata, progress)
+        os.chown(log, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
+    port = free_port()
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c max_connections=200"
+    state.postgres = {"pgdata": str(pgdata), "port": port, "user": user, "bin": str(binary)}
+    state.save(layout)
+    result = subprocess.run(
+        _as(user, [str(binary / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-o", options, "-w", "-t", "60", "start"]),
+        capture_output=True, text=True, timeout=90,
+    )
+    if result.returncode != 0:
+        raise StackError(f"PostgreSQL did not start on 127.0.0.1:{port}: {result.stderr.strip() or result.stdout.strip()}{_tail(log)}")
+    # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; dagster-postgres ships psycopg2
+    base = f"postgresql+psycopg2://mesh@127.0.0.1:{port}"
+    _recreate_database(f"{base}/postgres", DATABASE)
+    progress(f"PostgreSQL {binary.parent.name} on 127.0.0.1:{port} (cluster {pgdata}, database {DATABASE})")
+    return f"{base}/{DATABASE}"
+
+
+def _recreate_database(admin_url: str, name: str) -> None:
+    import psycopg2
+
+    con = psycopg2.connect(libpq_url(admin_url), connect_timeout=10)
+    try:
+        con.autocommit = True
+        with con.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        con.close()
+
+
+def stop_postgres(info: dict) -> None:
+    if not info or not info.get("pgdata"):
+        return
+    pgdata = Path(info["pgdata"])
+    pid_file = pgdata / "postmaster.pid"
+    if not pid_file.exists():
+        return
+    subprocess.run(
+        _as(info.get("user"), [str(Path(info["bin"]) / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "-t", "30", "stop"]),
+        capture_output=True, text=True, timeout=60,
+    )
+    if pid_file.exists():  # pg_ctl could not stop it: end the postmaster by its pid
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            os.kill(pid, signal.SIGQUIT)
+        except (OSError, ValueError, IndexError):
+            pass
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+
+def _start(layout: StackLayout, state: StackState, name: str, cmd: list[str], env: dict, cwd: Path, port: int | None) -> subprocess.Popen:
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    log = layout.logs / f"{name.replace(':', '-')}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    state.processes.append({"name": name, "pid": proc.pid, "port": port, "log": str(log), "cmd": cmd})
+    state.save(layout)
+    return proc
+
+
+def _signal(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def stop_processes(entries: list[dict], grace: float = 10.0) -> None:
+    """End processes the stack started and everything in their process groups (run workers too):
+    SIGTERM, then SIGKILL for what is still there after ``grace`` seconds."""
+    groups = [e["pid"] for e in entries]
+    for pgid in groups:
+        _signal(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(group_alive(g) for g in groups):
+        time.sleep(0.2)
+    for pgid in groups:
+        if group_alive(pgid):
+            _signal(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(group_alive(g) for g in groups):
+        time.sleep(0.1)
+
+
+def stop_process(entry: dict, grace: float = 10.0) -> None:
+    stop_processes([entry], grace)
+
+
+def _dagster(*args: str) -> list[str]:
+    return [sys.executable, "-m", "dagster", *args]
+
+
+def code_server_cmd(module: str, location: str, port: int) -> list[str]:
+    """What a user-code deployment runs (the Helm chart's ``codeServerArgs``)."""
+    return _dagster("code-server", "start", "-h", "127.0.0.1", "-p", str(port), "-m", module, "--location-name", location)
+
+
+def start_code_server(layout: StackLayout, state: StackState, domain: str) -> subprocess.Popen:
+    info = state.locations[domain]
+    env = {**os.environ, **state.env, "MESH_DOMAIN": domain}
+    return _start(layout, state, f"code-server:{domain}", code_server_cmd(info["module"], domain, info["port"]), env, Path(info["cwd"]), info["port"])
+
+
+def grpc_ready(port: int) -> bool:
+    from dagster._grpc.client import DagsterGrpcClient
+
+    try:
+        DagsterGrpcClient(port=port, host="127.0.0.1").ping("ready")
+        return True
+    except Exception:  # noqa: BLE001 - not up yet
+        return False
+
+
+# -- GraphQL ---------------------------------------------------------------------------------------
+
+
+def graphql(url: str, query: str, variables: dict | None = None, timeout: float = 60) -> dict:
+    request = urllib.request.Request(
+        f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # the webserver answers a query with errors with a 500
+        body = exc.read().decode(errors="replace")
+        raise StackError(f"GraphQL error from {url} (HTTP {exc.code}): {body[:2000]}") from None
+    if payload.get("errors"):
+        raise StackError(f"GraphQL error from {url}: {payload['errors']}")
+    return payload["data"]
+
+
+LOCATIONS_QUERY = """
+query {
+  workspaceOrError {
+    __typename
+    ... on Workspace {
+      locationEntries {
+        name
+        loadStatus
+        locationOrLoadError {
+          __typename
+          ... on RepositoryLocation { name repositories { name } }
+          ... on PythonError { message stack cause { message stack cause { message stack } } }
+        }
+      }
+    }
+  }
+}
+"""
+
+RELOAD_MUTATION = """
+mutation ($name: String!) {
+  reloadRepositoryLocation(repositoryLocationName: $name) {
+    __typename
+    ... on WorkspaceLocationEntry {
+      name
+      loadStatus
+      locationOrLoadError { __typename ... on PythonError { message stack cause { message stack cause { message stack } } } }
+    }
+  }
+}
+"""
+
+
+@dataclass(frozen=True)
+class LocationStatus:
+    name: str
+    loaded: bool
+    error: str = ""
+
+    def describe(self, project: Path | None = None) -> str:
+        if self.loaded:
+            return f"{self.name}: loaded"
+        return f"{self.name}: FAILED to load: {self.error}"
+
+
+def _location_status(entry: dict, project: Path | None) -> LocationStatus:
+    loc = entry.get("locationOrLoadError") or {}
+    if loc.get("__typename") == "RepositoryLocation":
+        return LocationStatus(entry["name"], True)
+    if loc.get("__typename") == "PythonError":
+        return LocationStatus(entry["name"], False, _load_error(entry["name"], loc, project))
+    return LocationStatus(entry["name"], False, f"not loaded ({entry.get('loadStatus')})")
+
+
+def _load_error(domain: str, error: dict, project: Path | None) -> str:
+    """The root cause's message, and the domain's file it comes from (when a stack names one)."""
+    chain = [error]
+    while isinstance(chain[-1].get("cause"), dict):
+        chain.append(chain[-1]["cause"])
+    message = " ".join((chain[-1].get("message") or "").split())
+    where = ""
+    frames = [frame for e in reversed(chain) for frame in reversed(e.get("stack") or [])]
+    for frame in frames:
+        text = frame.strip()
+        if text.startswith('File "') and f"/domains/{domain}/" in text:
+            path, _, rest = text[6:].partition('"')
+            line = rest.split("line", 1)[-1].split(",")[0].strip() if "line" in rest else ""
+            shown = os.path.relpath(path, project) if project and path.startswith(str(project)) else path
+            where = f" ({shown}" + (f", line {line}" if line else "") + ")"
+            break
+    return f"{message}{where}"
+
+
+def locations(webserver: str, project: Path | None = None, reload: str | None = None) -> list[LocationStatus]:
+    """Every code location as the webserver sees it (``reload``: reload that one first)."""
+    if reload:
+        graphql(webserver, RELOAD_MUTATION, {"name": reload})
+    data = graphql(webserver, LOCATIONS_QUERY)["workspaceOrError"]
+    if data["__typename"] != "Workspace":
+        raise StackError(f"the webserver at {webserver} reports no workspace: {data}")
+    return [_location_status(e, project) for e in data["locationEntries"]]
+
+
+# -- up / down -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    webserver_port: int = 3000
+    postgres_url: str | None = None  # an existing server: none is started here
+    automation: bool = True
+
+
+def _workspace_entries(workspace: Path) -> list[tuple[str, str]]:
+    """(location name, module) of each entry of the mesh's workspace.yaml."""
+    from mesh_platform.workspace import read_workspace
+
+    return [(entry.location, entry.module) for entry in read_workspace(workspace)]
+
+
+def up(settings: MeshSettings, workspace: Path, options: Options, progress: Progress = print) -> StackState:
+    layout = StackLayout.of(settings)
+    previous = StackState.load(layout)
+    if previous is not None:
+        running = [p["name"] for p in previous.processes if group_alive(p["pid"])]
+        if running or (previous.postgres.get("pgdata") and (Path(previous.postgres["pgdata"]) / "postmaster.pid").exists()):
+            raise StackError(f"a stack is already running from {layout.root} ({', '.join(running) or 'postgres'}): `mesh stack down` first")
+    if port_open(options.webserver_port):
+        raise StackError(f"port {options.webserver_port} (webserver) is already in use: choose another with --port")
+    if options.postgres_url:
+        check_postgres(options.postgres_url)
+    entries = _workspace_entries(workspace)
+
+    state = StackState()
+    state.save(layout)
+    try:
+        _up(settings, layout, state, workspace, entries, options, progress)
+    except BaseException:
+        progress("start failed: stopping what was started")
+        down(settings, progress=lambda _m: None)
+        raise
+    return state
+
+
+def _up(settings, layout: StackLayout, state: StackState, workspace: Path, entries, options: Options, progress: Progress) -> None:
+    project = workspace.parent
+    pg_url = options.postgres_url or start_postgres(layout, state, progress)
+
+    # S3: lake, landing bucket, compute logs
+    s3_port = free_port()
+    proc = _start(layout, state, "s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
+                  {k: v for k, v in os.environ.items() if k != "INITIAL_NO_AUTH_ACTION_COUNT"}, layout.root, s3_port)
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    _wait("the S3 server (moto)", lambda: _http_ok(f"{endpoint}/moto-api/"), proc=proc, log=layout.logs / "s3.log")
+    progress(f"S3 (moto) on {endpoint}: buckets {LAKE_BUCKET}, {LANDING_BUCKET}, {LOGS_BUCKET}")
+
+    state.env = {
+        "MESH_HOME": settings.home,
+        "MESH_SOURCES": settings.sources,
+        "MESH_LAKE": LAKE_URI,
+        "CLAIMS_LANDING": CLAIMS_LANDING_URI,
+        "DAGSTER_HOME": str(layout.dagster_home),
+        "DAGSTER_POSTGRES_URL": pg_url,
+        "MESH_COMPUTE_LOGS_BUCKET": LOGS_BUCKET,
+        "MESH_AUTOMATION": "on" if options.automation else "off",
+        "MESH_ENV": "stack",
+        "MESH_EXECUTOR": os.environ.get("MESH_EXECUTOR") or "in_process",
+        "AWS_ACCESS_KEY_ID": "mesh-local",
+        "AWS_SECRET_ACCESS_KEY": "mesh-local",
+        "AWS_REGION": REGION,
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH", "")])),
+    }
+    for passthrough in ("MESH_SENSOR_INTERVAL", "MESH_AUTOMATION_INTERVAL", "MESH_WORKSPACE", "MESH_DOMAINS", "MESH_MASKING_KEY"):
+        if os.environ.get(passthrough):
+            state.env[passthrough] = os.environ[passthrough]
+    state.save(layout)
+    os.environ.update(state.env)  # this process reads the same instance and buckets below
+
+    from mesh_platform.io import s3
+
+    client = s3.client()
+    for bucket in (LAKE_BUCKET, LANDING_BUCKET, LOGS_BUCKET):
+        client.create_bucket(Bucket=bucket)
+    landed = _upload_landing(Path(settings.sources))
+    progress(f"landed {landed} claims file(s) from {settings.sources} in {CLAIMS_LANDING_URI}/")
+
+    # the instance: infra/dagster.yaml as is; its tables are created once, before anything uses them
+    layout.dagster_home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(instance_yaml(project), layout.dagster_home / "dagster.yaml")
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(layout.dagster_home)) as instance:
+        instance.get_runs(limit=1)
+    progress(f"Dagster instance {layout.dagster_home} (infra/dagster.yaml: Postgres {redact(pg_url)}, compute logs in s3://{LOGS_BUCKET})")
+
+    # one code server per domain, then the gRPC workspace the daemon and the webserver read
+    procs = {}
+    for location, module in entries:
+        state.locations[location] = {"port": free_port(), "module": module, "cwd": str(project)}
+        procs[location] = start_code_server(layout, state, location)
+    for location, proc in procs.items():
+        port = state.locations[location]["port"]
+        _wait(f"code server of {location}", lambda port=port: grpc_ready(port), proc=proc, log=layout.logs / f"code-server-{location}.log")
+    layout.workspace.write_text(yaml.safe_dump({"load_from": [
+        {"grpc_server": {"host": "127.0.0.1", "port": state.locations[loc]["port"], "location_name": loc}} for loc, _ in entries
+    ]}, sort_keys=False))
+    progress(f"{len(entries)} code server(s): " + ", ".join(f"{loc} :{state.locations[loc]['port']}" for loc, _ in entries))
+
+    env = {**os.environ, **state.env}
+    daemon = _start(layout, state, "daemon", [sys.executable, "-m", "dagster._daemon", "run", "-w", str(layout.workspace)], env, layout.root, None)
+    web_port = options.webserver_port
+    web = _start(layout, state, "webserver", [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(web_port), "-w", str(layout.workspace)], env, layout.root, web_port)
+    state.webserver = f"http://127.0.0.1:{web_port}"
+    state.save(layout)
+    _wait("dagster-webserver", lambda: _http_ok(f"{state.webserver}/server_info"), proc=web, log=layout.logs / "webserver.log")
+    if daemon.poll() is not None:
+        raise StackError(f"dagster-daemon exited with code {daemon.returncode}{_tail(layout.logs / 'daemon.log')}")
+    progress(f"dagster-daemon (schedules, sensors, automation {'on' if options.automation else 'off'}, run queue) and dagster-webserver on {state.webserver}")
+
+
+def instance_yaml(project: Path) -> Path:
+    path = project / "infra" / "dagster.yaml"
+    if not path.exists():
+        path = Path(__file__).resolve().parents[1] / "infra" / "dagster.yaml"
+    return path
+
+
+def _upload_landing(sources: Path) -> int:
+    from mesh_platform.io import s3
+    from mesh_platform.simulation import SourceLayout
+
+    folder = SourceLayout(sources).claims_landing
+    files = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    for path in files:
+        s3.put_file(f"{CLAIMS_LANDING_URI}/{path.name}", path.read_bytes())
+    return len(files)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def down(settings: MeshSettings, progress: Progress = print) -> list[str]:
+    """Stop every process the stack started (webserver and daemon first, Postgres last); check the ports."""
+    layout = StackLayout.of(settings)
+    state = StackState.load(layout)
+    if state is None:
+        progress(f"no stack to stop in {layout.root}")
+        return []
+    stopped = []
+    # webserver and daemon first (nothing new is launched), then the code servers with their runs, S3 last
+    for names in (("webserver", "daemon"), None, ("s3",)):
+        batch = [p for p in state.processes if (p["name"] in names if names else p["name"] not in ("webserver", "daemon", "s3"))]
+        batch = [p for p in batch if group_alive(p["pid"])]
+        stop_processes(batch)
+        stopped += [p["name"] for p in batch]
+    if state.postgres.get("pgdata") and (Path(state.postgres["pgdata"]) / "postmaster.pid").exists():
+        stop_postgres(state.postgres)
+        stopped.append("postgres")
+    ports = [p["port"] for p in state.processes if p.get("port")] + ([state.postgres["port"]] if state.postgres.get("port") else [])
+    left = [p["name"] for p in state.processes if group_alive(p["pid"])]
+    listening = [port for port in ports if port_open(port)]
+    if left or listening:
+        raise StackError(f"still running after stop: processes {left or '-'}, listening ports {listening or '-'}")
+    layout.state_file.unlink(missing_ok=True)
+    progress(f"stopped {', '.join(stopped) or 'nothing (already stopped)'}; no port left open")
+    return stopped
+
+
+def status(settings: MeshSettings) -> dict:
+    layout = StackLayout.of(settings)
+    state = StackState.load(layout)
+    if state is None:
+        return {"running": False, "processes": [], "locations": []}
+    procs = [{"name": p["name"], "pid": p["pid"], "port": p.get("port"), "alive": group_alive(p["pid"]), "log": p["log"]} for p in state.processes]
+    pg = state.postgres
+    if pg.get("pgdata"):
+        procs.insert(0, {"name": "postgres", "pid": None, "port": pg.get("port"), "alive": (Path(pg["pgdata"]) / "postmaster.pid").exists(), "log": str(layout.logs / "postgres.log")})
+    found = []
+    if state.webserver and _http_ok(f"{state.webserver}/server_info"):
+        project = Path(next(iter(state.locations.values()))["cwd"]) if state.locations else None
+        found = [s.__dict__ for s in locations(state.webserver, project)]
+    return {"running": any(p["alive"] for p in procs), "webserver": state.webserver, "processes": procs, "locations": found, "env": {k: v for k, v in state.env.items() if "SECRET" not in k}}
+
+
+LAUNCH_MUTATION = """
+mutation ($location: String!, $job: String!) {
+  launchRun(executionParams: {selector: {repositoryLocationName: $location, repositoryName: "__repository__", jobName: $job}}) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}
+"""
+
+RUNS_QUERY = """
+query {
+  runsOrError(limit: 200) {
+    ... on Runs {
+      results {
+        runId status jobName startTime endTime
+        tags { key value }
+        assetSelection { path }
+        repositoryOrigin { repositoryLocationName }
+      }
+    }
+  }
+}
+"""
+
+
+def launch(webserver: str, location: str, job: str) -> str:
+    """Launch ``job`` of code location ``location`` through the webserver (queued, then run by its code server)."""
+    result = graphql(webserver, LAUNCH_MUTATION, {"location": location, "job": job})["launchRun"]
+    if result["__typename"] != "LaunchRunSuccess":
+        raise StackError(f"cannot launch {location}/{job}: {result}")
+    return result["run"]["runId"]
+
+
+def runs(webserver: str) -> list[dict]:
+    """Every run (newest first) with its status, tags, assets and code location, as GraphQL reports them."""
+    found = graphql(webserver, RUNS_QUERY)["runsOrError"]["results"]
+    for run in found:
+        run["tags"] = {t["key"]: t["value"] for t in run["tags"]}
+        run["location"] = (run.get("repositoryOrigin") or {}).get("repositoryLocationName")
+        run["assets"] = ["/".join(a["path"]) for a in (run.get("assetSelection") or [])]
+    return found
+
+
+def restart(settings: MeshSettings, domain: str, progress: Progress = print) -> LocationStatus:
+    """Start ``domain``'s code server again (same port), after a crash or a fix; reload it in the webserver."""
+    layout = StackLayout.of(settings)
+    state = StackState.load(layout)
+    if state is None or domain not in state.locations:
+        known = ", ".join(state.locations) if state else "no stack is running"
+        raise StackError(f"no code server for domain {domain!r} in this stack ({known})")
+    name = f"code-server:{domain}"
+    old = state.process(name)
+    if old is not None:
+        if group_alive(old["pid"]):
+            stop_process(old)
+        state.processes.remove(old)
+    port = state.locations[domain]["port"]
+    deadline = time.monotonic() + 30
+    while port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc = start_code_server(layout, state, domain)
+    _wait(f"code server of {domain}", lambda: grpc_ready(port), proc=proc, log=layout.logs / f"code-server-{domain}.log")
+    project = Path(state.locations[domain]["cwd"])
+    found = next(s for s in locations(state.webserver, project, reload=domain) if s.name == domain)
+    progress(f"restarted the code server of {domain} on :{port}: {found.describe()}")
+    return found

@@ -1,0 +1,192 @@
+"""Production configuration (infra/) and the production code paths that run without the whole stack.
+
+- infra/helm/values.yaml is what `mesh helm` generates (kept in sync like infra/iam), it agrees
+  with infra/dagster.yaml, and it never holds a secret's value.
+- infra/dagster.yaml is a valid Dagster instance configuration and runs on a real Postgres.
+- The landing zone on S3 (moto server, loopback): the sensor lists it through dagster-aws, never
+  asks twice for the same keys, and skips the keys a run it did not start already read.
+- Bad input: Postgres unreachable, missing S3 credentials, a missing bucket: one clear message.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from conftest import ROOT, copy_env, run_mesh
+from s3_server import S3Server
+
+from mesh_platform.io import s3 as mesh_s3
+from mesh_platform.sensors import landing_zone_sensor, record_landed
+from mesh_platform.sources import LandingZone
+
+
+def test_helm_values_are_generated_from_the_workspace_and_up_to_date(tmp_path):
+    out = tmp_path / "values.yaml"
+    result = run_mesh(["helm", "--out", str(out)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert out.read_text() == (ROOT / "infra" / "helm" / "values.yaml").read_text(), "run `mesh helm` (infra/helm/values.yaml is out of date)"
+
+
+def test_helm_values_have_one_deployment_per_domain_and_agree_with_the_instance():
+    values = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
+    instance = yaml.safe_load((ROOT / "infra" / "dagster.yaml").read_text())
+    workspace = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"]
+    deployments = values["dagster-user-deployments"]["deployments"]
+    assert [d["codeServerArgs"] for d in deployments] == [
+        ["-m", e["python_module"]["module_name"], "--location-name", e["python_module"]["location_name"]] for e in workspace
+    ]
+    for d in deployments:
+        domain = d["labels"]["mesh/domain"]
+        assert {"name": f"mesh-{domain.replace('_', '-')}-aws"} in d["envSecrets"]
+        assert d["resources"]["requests"] and d["podSecurityContext"]["runAsNonRoot"]
+        for var in d["env"]:  # a value is plain configuration; anything secret comes from a secret
+            assert "valueFrom" in var or not any(w in var["name"] for w in ("SECRET", "PASSWORD", "TOKEN")), var
+    policies = next(d for d in deployments if d["labels"]["mesh/domain"] == "policies")
+    assert {"name": "POLICY_ADMIN_DB_URL", "valueFrom": {"secretKeyRef": {"name": "mesh-policy-admin-db", "key": "url"}}} in policies["env"]
+    queue = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    assert queue["maxConcurrentRuns"] == instance["run_coordinator"]["config"]["max_concurrent_runs"]
+    assert queue["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert values["computeLogManager"]["type"] == instance["compute_logs"]["class"] == "S3ComputeLogManager"
+    assert values["telemetry"]["enabled"] is False and instance["telemetry"]["enabled"] is False
+    assert values["postgresql"]["enabled"] is False and "postgres" in instance["storage"]
+
+
+def test_a_secret_value_in_a_domain_descriptor_is_refused(domains_copy, tmp_path):
+    descriptor = domains_copy / "domains" / "claims" / "domain.yaml"
+    descriptor.write_text(descriptor.read_text() + "    AWS_SECRET_ACCESS_KEY: hunter2\n")
+    out = tmp_path / "values.yaml"
+    result = run_mesh(["helm", "--workspace", str(domains_copy / "workspace.yaml"), "--out", str(out)], env=copy_env(domains_copy))
+    assert result.returncode == 1
+    assert "domains/claims/domain.yaml" in result.stderr and "deployment.env.AWS_SECRET_ACCESS_KEY" in result.stderr
+    assert "hunter2" not in result.stderr and not out.exists()
+
+
+def test_instance_file_is_valid_and_the_image_is_pinned_and_non_root(monkeypatch, tmp_path):
+    from dagster._core.instance.config import dagster_instance_config
+
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", "postgresql+psycopg2://mesh@127.0.0.1:5432/dagster")
+    monkeypatch.setenv("MESH_COMPUTE_LOGS_BUCKET", "mesh-logs")
+    shutil.copy(ROOT / "infra" / "dagster.yaml", tmp_path / "dagster.yaml")
+    config, _ = dagster_instance_config(str(tmp_path))
+    assert config["storage"]["postgres"]["postgres_url"] == {"env": "DAGSTER_POSTGRES_URL"}
+    dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
+    base = next(line for line in dockerfile.splitlines() if line.startswith("FROM "))
+    assert ":" in base and "latest" not in base and base.split(":")[1][0].isdigit()
+    assert "USER 10001" in dockerfile and "mesh dbt prepare" in dockerfile
+
+
+# -- the landing zone on S3 ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def landing(s3_server, monkeypatch):
+    for key, value in s3_server.admin.env(s3_server.endpoint).items():
+        monkeypatch.setenv(key, value)
+    bucket = f"landing-{time.time_ns()}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    return s3_server, bucket
+
+
+def _reader_defs(zone: LandingZone):
+    """A domain-like location: an asset reading the landing zone (recording what it read), its job, its sensor."""
+
+    @dg.asset(key=["claims", "landed_claims"], required_resource_keys={"landing"})
+    def landed_claims(context):
+        files = context.resources.landing.landed("claims_*.csv")
+        record_landed(context, files)
+        return sum(len(f.open().read()) for f in files)
+
+    job = dg.define_asset_job("claims_products", selection=[landed_claims])
+    sensor = landing_zone_sensor(name="claims_landing_sensor", job=job, landing=zone, patterns=["claims_*.csv"], readers=[["claims", "landed_claims"]])
+    return landed_claims, sensor
+
+
+@pytest.mark.parametrize("backend", ["s3", "local"])
+def test_the_sensor_never_runs_twice_on_the_same_keys(backend, landing, tmp_path):
+    server, bucket = landing
+    if backend == "s3":
+        zone = LandingZone(path=f"s3://{bucket}/claims")
+
+        def drop(name):
+            server.client().put_object(Bucket=bucket, Key=f"claims/{name}", Body=b"claim_ref\nCLM-1\n")
+    else:
+        zone = LandingZone(path=str(tmp_path / "landing"))
+        (tmp_path / "landing").mkdir()
+
+        def drop(name):
+            (tmp_path / "landing" / name).write_text("claim_ref\nCLM-1\n")
+
+    asset, sensor = _reader_defs(zone)
+    with dg.instance_for_test() as instance:
+        drop("claims_batch_0001.csv")
+        drop("notes.txt")  # not a claims file
+        ctx = dg.build_sensor_context(instance=instance)
+        first = sensor(ctx)
+        assert isinstance(first, dg.RunRequest) and first.tags["mesh/landed_files"] == "1"
+        assert json.loads(ctx.cursor) == ["claims_batch_0001.csv"]
+        assert "no new files" in sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor)).skip_message
+
+        # a run the sensor did not start (`mesh materialize`, the UI) reads a new batch ...
+        drop("claims_batch_0002.csv")
+        result = dg.materialize([asset], instance=instance, resources={"landing": zone})
+        assert result.success
+        mat = instance.get_latest_materialization_event(dg.AssetKey(["claims", "landed_claims"])).asset_materialization
+        assert mat.metadata["mesh/landed_files"].value == ["claims_batch_0001.csv", "claims_batch_0002.csv"]
+        # ... so the sensor does not run the domain again on it: it would be newer than its consumers' inputs
+        ctx2 = dg.build_sensor_context(instance=instance, cursor=ctx.cursor)
+        assert "no new files" in sensor(ctx2).skip_message
+        assert json.loads(ctx2.cursor) == ["claims_batch_0001.csv", "claims_batch_0002.csv"]
+
+        # a batch nobody read yet starts exactly one run
+        drop("claims_batch_0003.csv")
+        third = sensor(ctx2)
+        assert isinstance(third, dg.RunRequest) and third.tags["mesh/landed_files"] == "1" and third.run_key != first.run_key
+        assert "no new files" in sensor(dg.build_sensor_context(instance=instance, cursor=ctx2.cursor)).skip_message
+
+
+def test_the_sensor_waits_while_a_run_is_reading_the_landing_zone(tmp_path):
+    (tmp_path / "claims_batch_0001.csv").write_text("claim_ref\nCLM-1\n")
+    asset, sensor = _reader_defs(LandingZone(path=str(tmp_path)))
+    job = dg.Definitions(assets=[asset], jobs=[dg.define_asset_job("claims_products", selection=[asset])], resources={"landing": LandingZone(path=str(tmp_path))}).resolve_job_def("claims_products")
+    with dg.instance_for_test() as instance:
+        run = instance.create_run_for_job(job, asset_selection=frozenset({dg.AssetKey(["claims", "landed_claims"])}), status=dg.DagsterRunStatus.STARTED)
+        result = sensor(dg.build_sensor_context(instance=instance))
+        assert "waiting for run(s) already reading the landing zone" in result.skip_message and run.run_id[:8] in result.skip_message
+        instance.report_run_failed(run)
+        assert isinstance(sensor(dg.build_sensor_context(instance=instance)), dg.RunRequest)
+
+
+def test_missing_bucket_and_missing_credentials_are_named(landing, monkeypatch):
+    server, bucket = landing
+    with pytest.raises(mesh_s3.S3Error, match=r"landing zone s3://no-such-bucket/claims: bucket 'no-such-bucket' does not exist"):
+        LandingZone(path="s3://no-such-bucket/claims").landed("claims_*.csv")
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(mesh_s3.S3Error, match=rf"s3://{bucket}/claims: no S3 credentials to read bucket '{bucket}'"):
+        LandingZone(path=f"s3://{bucket}/claims").landed("claims_*.csv")
+
+
+def test_an_unreachable_postgres_is_named_and_nothing_starts(tmp_path):
+    url = "postgresql+psycopg2://mesh:s3cret@127.0.0.1:9/dagster"
+    env = {"MESH_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "home" / "dagster_home")}
+    result = run_mesh(["stack", "up", "--postgres-url", url, "--port", "1", "--scale", "0.1"], env=env, timeout=300)
+    assert result.returncode == 1
+    assert "Postgres at postgresql+psycopg2://mesh:***@127.0.0.1:9/dagster (DAGSTER_POSTGRES_URL) is unreachable" in result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
+    state = tmp_path / "home" / "stack" / "stack.json"
+    assert not state.exists() or not json.loads(state.read_text())["processes"]

@@ -1,0 +1,257 @@
+"""The production topology on this machine, end to end: `mesh stack up` from a clean MESH_HOME.
+
+Debian's PostgreSQL (the instance), moto's S3 server (lake, landing bucket, compute logs), one
+`dagster code-server` per domain, `dagster-daemon` and `dagster-webserver` over a gRPC workspace.
+Only policies is launched by hand (through GraphQL); everything else is the daemon's doing: the
+claims landing sensor on the landing bucket, and the automation conditions of the downstream
+domains, evaluated across code locations. Then a new claims batch lands and refreshes the mesh;
+then one domain's code server is killed and the four others keep loading and running; then the
+stack stops and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import TEST_SCALE, run_mesh
+
+from mesh_platform import stack
+
+pytestmark = pytest.mark.slow
+
+DOMAINS = ["policies", "claims", "customer_care", "fraud", "analytics"]
+SENSOR = "claims_landing_sensor"
+BOUND = 600  # seconds, for each wait below (a loaded 2-core machine needs most of it)
+
+
+def wait_for(what: str, check, timeout: float = BOUND, every: float = 3.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+def settled(webserver: str):
+    """Every run finished (none queued or running): the runs, newest first; else None."""
+    try:
+        found = stack.runs(webserver)
+    except stack.StackError as exc:  # a query that failed now (busy machine) is asked again
+        return f"no answer: {exc}"[:500]
+    if any(r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING") for r in found):
+        return None
+    return found
+
+
+def stack_home() -> Path:
+    """A MESH_HOME outside pytest's temp root: pytest resets that root to 0700 whenever a pytest
+    starts on the machine, which would lock out the unprivileged user Postgres runs as (as root)."""
+    return Path(tempfile.mkdtemp(prefix="mesh-stack-test-"))
+
+
+@pytest.fixture(scope="module")
+def production():
+    home = stack_home()
+    env = {
+        "MESH_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster_home"),
+        "MESH_SENSOR_INTERVAL": "5",
+        "MESH_AUTOMATION_INTERVAL": "5",
+        "MESH_QUALITY_REPORTS": "0",  # checks and gate still run; no GX result pages (faster runs)
+    }
+    port = stack.free_port()
+    result = run_mesh(["stack", "up", "--port", str(port), "--scale", str(TEST_SCALE)], env=env, timeout=600)
+    state_file = home / "stack" / "stack.json"
+    try:
+        assert result.returncode == 0, result.stdout + result.stderr
+        state = json.loads(state_file.read_text())
+        yield env, state
+    finally:
+        saved = json.loads(state_file.read_text()) if state_file.exists() else None
+        down = run_mesh(["stack", "down"], env=env, timeout=180)
+        if saved is not None:  # whatever happened above, nothing of the stack may be left running
+            for p in saved["processes"]:
+                if stack.group_alive(p["pid"]):
+                    os.killpg(p["pid"], signal.SIGKILL)
+        shutil.rmtree(home, ignore_errors=True)
+        assert down.returncode == 0, down.stdout + down.stderr
+
+
+def s3_client(state):
+    import boto3
+
+    env = state["env"]
+    return boto3.client(
+        "s3", endpoint_url=env["AWS_ENDPOINT_URL_S3"], region_name=env["AWS_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def new_claims_batch(sources: Path) -> tuple[bytes, int]:
+    """A fifth batch: the fourth one's claims under new claim numbers (new claims, same shape)."""
+    text = (sources / "claims_landing" / "claims_batch_0004.csv").read_text()
+    header, *rows = text.strip().splitlines()
+    return ("\n".join([header, *(row.replace("CLM-", "CLM-9", 1) for row in rows)]) + "\n").encode(), len(rows)
+
+
+def test_the_stack_runs_the_mesh_like_production(production):
+    env, state = production
+    web = state["webserver"]
+    project = Path(state["locations"]["policies"]["cwd"])
+
+    # every domain is its own code location, served by its own code server
+    statuses = {s.name: s for s in stack.locations(web, project)}
+    assert sorted(statuses) == sorted(DOMAINS) and all(s.loaded for s in statuses.values()), statuses
+
+    # bootstrap: policies by hand; the sensor starts claims, automation everything downstream
+    stack.launch(web, "policies", "policies_products")
+
+    def bootstrapped():
+        found = settled(web)
+        if not isinstance(found, list):
+            return None
+        done = {r["location"] for r in found if r["status"] == "SUCCESS"}
+        return found if set(DOMAINS) <= done else None
+
+    first = wait_for("the whole mesh to be built by the daemon", bootstrapped)
+    assert all(r["status"] == "SUCCESS" for r in first), [(r["location"], r["status"]) for r in first]
+    sensor_runs = [r for r in first if r["tags"].get("dagster/sensor_name") == SENSOR]
+    assert len(sensor_runs) == 1 and sensor_runs[0]["location"] == "claims"
+
+    # one domain's code server crashes: its location reports the error, the four others load, schedule and run
+    victim = "customer_care"
+    server = next(p for p in state["processes"] if p["name"] == f"code-server:{victim}")
+    os.killpg(server["pid"], signal.SIGKILL)
+    wait_for("the killed code server to be gone", lambda: not stack.port_open(server["port"]), timeout=30, every=0.5)
+    statuses = {s.name: s for s in stack.locations(web, project, reload=victim)}
+    assert not statuses[victim].loaded and statuses[victim].error, statuses[victim]
+    assert all(statuses[d].loaded for d in DOMAINS if d != victim), statuses
+    schedules = _schedules(web)
+    assert schedules.get("policies_sla_schedule") == "RUNNING" and schedules.get("claims_sla_schedule") == "RUNNING"
+    # (the other domains' runs: the refresh below runs while customer_care is down)
+
+    # a new batch lands in the landing bucket
+    s3 = s3_client(state)
+    body, new_claims = new_claims_batch(Path(state["env"]["MESH_SOURCES"]))
+    dropped = time.time()
+    s3.put_object(Bucket=stack.LANDING_BUCKET, Key="claims/claims_batch_0005.csv", Body=body)
+
+    def refreshed():
+        found = settled(web)
+        if not isinstance(found, list):
+            return None
+        after = [r for r in found if r["startTime"] and r["startTime"] > dropped]
+        claims_runs = [r for r in after if r["tags"].get("dagster/sensor_name") == SENSOR]
+        if not claims_runs:
+            return None
+        claims_end = max(r["endTime"] for r in claims_runs)
+        later = [r for r in after if r["startTime"] > claims_end and r["status"] == "SUCCESS"]
+        # automation's refresh of both downstream domains (see docs/production.md on their ordering)
+        return (after, claims_runs, later) if {"fraud", "analytics"} <= {r["location"] for r in later} else None
+
+    after, claims_runs, downstream = wait_for("the sensor's claims run, then automation's fraud and analytics runs", refreshed)
+    assert len(claims_runs) == 1, claims_runs
+    assert all(r["status"] == "SUCCESS" for r in after), [(r["location"], r["jobName"], r["status"]) for r in after]
+    for run in after:  # each run is attached to its code location and launched by the daemon
+        assert run["location"] in DOMAINS
+        assert run["tags"].get("dagster/sensor_name") in (SENSOR, f"{run['location']}_automation"), run["tags"]
+    assert {r["location"] for r in downstream} >= {"fraud", "analytics"}
+    assert claims_runs[0]["location"] == "claims"
+
+    # the event log is in Postgres
+    import psycopg2
+
+    con = psycopg2.connect(stack.libpq_url(state["env"]["DAGSTER_POSTGRES_URL"]))
+    try:
+        with con.cursor() as cur:
+            cur.execute("select count(*), count(distinct asset_key) from event_logs where run_id = %s and dagster_event_type = 'ASSET_MATERIALIZATION'", (claims_runs[0]["runId"],))
+            rows, assets = cur.fetchone()
+    finally:
+        con.close()
+    assert rows >= 4 and assets >= 4  # landed claims and events, claims, claim events
+
+    # the published ports are objects in the lake bucket, readable, with the new claims in them
+    import pyarrow.parquet as pq
+
+    claims_port = pq.read_table(io.BytesIO(s3.get_object(Bucket=stack.LAKE_BUCKET, Key="lake/claims/claims/v1/data.parquet")["Body"].read()))
+    assert sum(str(c).startswith("CLM-9") for c in claims_port.column("claim_id").to_pylist()) == new_claims
+    for key in ("lake/fraud/fraud_scores/v1/data.parquet", "lake/analytics/claims_weekly/v1/data.parquet"):
+        assert pq.read_table(io.BytesIO(s3.get_object(Bucket=stack.LAKE_BUCKET, Key=key)["Body"].read())).num_rows > 0
+    logs = s3.list_objects_v2(Bucket=stack.LOGS_BUCKET, Prefix="compute-logs/")
+    assert logs.get("KeyCount", 0) > 0  # compute logs went to S3 too
+
+    # no second claims run for the same keys, however many sensor ticks pass
+    time.sleep(12)
+    sensor_runs = [r for r in stack.runs(web) if r["tags"].get("dagster/sensor_name") == SENSOR]
+    assert len(sensor_runs) == 2 and len({r["tags"]["mesh/landed_keys_sha"] for r in sensor_runs}) == 2
+
+    # restarting it brings it back
+    result = run_mesh(["stack", "restart", victim], env=env, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all(s.loaded for s in stack.locations(web, project))
+
+    # stopping leaves no process and no port
+    state = json.loads((Path(env["MESH_HOME"]) / "stack" / "stack.json").read_text())
+    down = run_mesh(["stack", "down"], env=env, timeout=180)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert not [p["name"] for p in state["processes"] if stack.group_alive(p["pid"])]
+    ports = [p["port"] for p in state["processes"] if p.get("port")] + [state["postgres"]["port"]]
+    assert not [port for port in ports if stack.port_open(port)]
+    assert not (Path(state["postgres"]["pgdata"]) / "postmaster.pid").exists()
+
+
+SCHEDULES_QUERY = """
+query {
+  workspaceOrError { ... on Workspace { locationEntries { locationOrLoadError { ... on RepositoryLocation {
+    repositories { schedules { name scheduleState { status } } }
+  } } } } }
+}
+"""
+
+
+def _schedules(web: str) -> dict[str, str]:
+    data = stack.graphql(web, SCHEDULES_QUERY)["workspaceOrError"]["locationEntries"]
+    return {
+        s["name"]: s["scheduleState"]["status"]
+        for entry in data if entry["locationOrLoadError"]
+        for repo in entry["locationOrLoadError"].get("repositories", [])
+        for s in repo["schedules"]
+    }
+
+
+def test_a_domain_that_fails_to_import_is_named_and_the_others_load(domains_copy, tmp_path):
+    """`mesh stack up` with one broken domain: one message naming the domain and its file; the rest runs."""
+    from conftest import copy_env
+
+    definitions = domains_copy / "domains" / "fraud" / "definitions.py"
+    definitions.write_text("import not_a_module_of_this_mesh  # a missing dependency\n" + definitions.read_text())
+    workspace = domains_copy / "workspace.yaml"
+    entries = yaml.safe_load(workspace.read_text())["load_from"]
+    workspace.write_text(yaml.safe_dump({"load_from": [e for e in entries if e["python_module"]["location_name"] in ("policies", "fraud")]}))
+    home = stack_home()
+    env = {**copy_env(domains_copy), "MESH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
+    port = stack.free_port()
+    try:
+        result = run_mesh(["stack", "up", "--port", str(port), "--scale", "0.1", "--no-automation"], env=env, cwd=domains_copy, timeout=600)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "fraud: FAILED to load: ModuleNotFoundError: No module named 'not_a_module_of_this_mesh'" in result.stderr
+        assert "(domains/fraud/definitions.py, line 1)" in result.stderr
+        assert "policies: loaded" in result.stdout and "1 of 2 domain(s) loaded" in result.stdout
+        state = json.loads((home / "stack" / "stack.json").read_text())
+        assert all(stack.group_alive(p["pid"]) for p in state["processes"])  # nothing else stopped
+    finally:
+        down = run_mesh(["stack", "down"], env=env, cwd=domains_copy, timeout=180)
+        shutil.rmtree(home, ignore_errors=True)
+    assert down.returncode == 0, down.stdout + down.stderr
