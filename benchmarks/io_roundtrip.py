@@ -19,6 +19,9 @@ synthetic table (:mod:`benchmarks.synthetic_table`, 11 mixed-type columns):
     step (structural conform, every quality rule in DuckDB, the GX report written to the lake),
     then ``MeshIOManager.handle_output`` of the audited table and ``load_input``. Only when
     ``mesh_platform.quality`` exists.
+``platform write-audit-publish + quotas``
+    the same plus the domain's quota check before publish (rows, bytes, and the storage its lake
+    prefix holds, listed on every publish): the cost of quotas on the publish path.
 ``dagster FilesystemIOManager``
     Dagster's default IO manager (pickle), same contexts.
 ``UPathIOManager parquet``
@@ -46,9 +49,10 @@ NAME = "io_roundtrip"
 DESCRIPTION = "contract-enforced write + atomic publish + read of a mixed-type table, vs raw pyarrow"
 BASELINE = "pyarrow"
 AUDITED = "platform write-audit-publish"
-METHODS = ["pyarrow", "platform", "platform MeshIOManager", AUDITED, "dagster FilesystemIOManager", "UPathIOManager parquet"]
+QUOTAS = "platform write-audit-publish + quotas"
+METHODS = ["pyarrow", "platform", "platform MeshIOManager", AUDITED, QUOTAS, "dagster FilesystemIOManager", "UPathIOManager parquet"]
 TARGET_RATIO = 1.2
-TARGET_CASES = ("platform", "platform MeshIOManager", AUDITED)
+TARGET_CASES = ("platform", "platform MeshIOManager", AUDITED, QUOTAS)
 
 # rows -> (warm-up calls, timed repeats)
 FULL_SIZES = {1_000_000: (1, 5), 5_000_000: (1, 3)}
@@ -156,14 +160,23 @@ def _mesh_io_manager(work: Path, contract) -> RoundTrip:
     return _through_io_manager(MeshIOManager(lake=str(work / "lake")), [contract.domain, contract.name], meta, {**meta, PORT_MAJOR: contract.major})
 
 
-def _write_audit_publish(work: Path, contract) -> RoundTrip:
+def _write_audit_publish(work: Path, contract, with_quotas: bool = False) -> RoundTrip:
     from benchmarks.quality import run_audit
     from mesh_platform.io.io_manager import CONTRACT_ID, PORT_MAJOR, MeshIOManager
+    from mesh_platform.io.lake import Lake
+    from mesh_platform.quotas import BUILT_IN_DEFAULTS, Quotas, check_publish
 
-    os.environ["MESH_LAKE"] = str(work / "lake")  # where audit writes the GX report
+    lake = Lake(str(work / "lake"))  # where audit writes the GX report, as a product's step does
+    quotas = Quotas(contract.domain, dict(BUILT_IN_DEFAULTS))
+
+    def before_output(df):
+        audited = run_audit(contract, df, lake)[0]
+        if with_quotas:  # what the product's step adds before publish: rows, bytes, the domain's storage
+            check_publish(quotas, contract.name, audited.table.num_rows, audited.table.nbytes, lake)
+        return audited
+
     meta = {CONTRACT_ID: contract.id, PORT_MAJOR: contract.major}
-    return _through_io_manager(MeshIOManager(lake=str(work / "lake")), [contract.domain, contract.name], meta, meta,
-                               before_output=lambda df: run_audit(contract, df)[0])
+    return _through_io_manager(MeshIOManager(lake=str(work / "lake")), [contract.domain, contract.name], meta, meta, before_output=before_output)
 
 
 def _filesystem_io_manager(work: Path, contract) -> RoundTrip:
@@ -198,6 +211,7 @@ FACTORIES: dict[str, Callable[[Path, Any], RoundTrip]] = {
     "platform": _platform,
     "platform MeshIOManager": _mesh_io_manager,
     AUDITED: _write_audit_publish,
+    QUOTAS: lambda work, contract: _write_audit_publish(work, contract, with_quotas=True),
     "dagster FilesystemIOManager": _filesystem_io_manager,
     "UPathIOManager parquet": _upath_parquet_io_manager,
 }
