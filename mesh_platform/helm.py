@@ -8,8 +8,7 @@ refused, naming the file and field.
 
 A domain may tune its deployment in ``domain.yaml``::
 
-    deployment:
-      resources: {requests: {cpu: "1", memory: 2Gi}, limits: {memory: 4Gi}}
+    quotas: {cpu_request: "1", memory_request: 2Gi, memory_limit: 4Gi}   # its pod's resources
       env:
         CLAIMS_LANDING: s3://acme-mesh-landing/claims          # plain configuration
         POLICY_ADMIN_DB_URL: {secret: mesh-policy-admin-db, key: url}   # from a secret
@@ -35,11 +34,13 @@ K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 GRPC_PORT = 3030
 
 # what a domain gets unless its domain.yaml says otherwise, by kind
-DEFAULT_RESOURCES = {
-    "source-aligned": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
-    "consumer-aligned": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
-    "aggregate": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
-}
+def quota_resources(domain: str, domain_root: Path) -> dict[str, dict[str, str]]:
+    """A deployment's Kubernetes resources: the domain's CPU and memory quotas (mesh_platform.quotas),
+    so the mesh's ceilings bound them like every other quota."""
+    from mesh_platform.quotas import for_domain
+
+    q = for_domain(domain, domain_root)
+    return {"requests": {"cpu": q["cpu_request"], "memory": q["memory_request"]}, "limits": {"cpu": q["cpu_limit"], "memory": q["memory_limit"]}}
 
 
 class SecretRef(BaseModel):
@@ -64,6 +65,8 @@ def deployment_of(domain_yaml: Path) -> tuple[str, Deployment]:
     except ValidationError as exc:
         raise ContractError([Problem(shown, ".".join(["deployment", *map(str, e["loc"])]), e["msg"]) for e in exc.errors()]) from None
     problems = []
+    if deployment.resources is not None:
+        problems.append(Problem(shown, "deployment.resources", "a deployment's resources are the domain's quotas: set quotas.cpu_request, cpu_limit, memory_request, memory_limit (docs/quotas.md)"))
     for name, value in deployment.env.items():
         if isinstance(value, str) and SECRET_NAME.search(name):
             problems.append(Problem(shown, f"deployment.env.{name}", "looks like a secret: reference it ({secret: NAME, key: KEY}), never write its value"))
@@ -126,7 +129,7 @@ def values(
             + [{"name": s} for s in spec.secrets],
             "env": env,
             "labels": {"mesh/domain": domain, "mesh/kind": kind},
-            "resources": spec.resources or DEFAULT_RESOURCES.get(kind, DEFAULT_RESOURCES["source-aligned"]),
+            "resources": quota_resources(domain, domain_yaml.parent),
             "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
         })
     if problems:
