@@ -15,6 +15,7 @@ import dagster as dg
 
 from mesh_platform import quarantine, quotas
 from mesh_platform.declarations import Declaration
+from mesh_platform.io.io_manager import MeshIOManager
 from mesh_platform.io.lake import Lake
 from mesh_platform.ports import InputPort
 from mesh_platform.private import Kept
@@ -49,6 +50,16 @@ def _kinds(decl: Declaration) -> set[str]:
     return set(kinds)
 
 
+def step_lake(context, settings: MeshSettings) -> Lake:
+    """The lake a step writes its quarantine and quality reports to: its IO manager's, so that they
+    always sit next to the ports it publishes (``Domain.definitions`` configures the IO manager with
+    the deployment's lake; a run that swaps the IO manager's lake moves everything together)."""
+    io_manager = getattr(context.resources, "io_manager", None)
+    if isinstance(io_manager, MeshIOManager):
+        return io_manager._lake()
+    return Lake(settings.lake)
+
+
 def _compute_fn(plan: "ProductPlan", settings: MeshSettings):
     """The step: run the transform, quarantine what it rejected, audit and hand the rest to the IO manager."""
     decl, contract = plan.declaration, plan.contract
@@ -56,13 +67,12 @@ def _compute_fn(plan: "ProductPlan", settings: MeshSettings):
     fn = decl.fn
     key = plan.key
     same_domain = [dg.AssetKey([plan.domain, s]) for s in decl.inputs.values() if isinstance(s, str)]
-    lake = Lake(settings.lake)
 
     def screen(context, data):
         """Unwrap :class:`Screened` results; store and audit their rejected rows (an event per step)."""
         if not isinstance(data, quarantine.Screened):
             return data, quarantine.Held(key, {}, None), False
-        held = quarantine.store(lake, key, context.run.run_id, data.rejections)
+        held = quarantine.store(step_lake(context, settings), key, context.run.run_id, data.rejections)
         return data.data, held, True
 
     if contract is None:
@@ -86,6 +96,7 @@ def _compute_fn(plan: "ProductPlan", settings: MeshSettings):
             upstream = quarantine.carried(context.instance, same_domain)
             verdict = quarantine.judge(f"{plan.domain}/{decl.name}", contract.quarantine_limits, quarantine.rows_of(data), held, upstream)
             yield verdict.result
+            lake = step_lake(context, settings)
             audited, metadata = yield from audit(context, contract, data, policies=plan.policies, lake=lake, reports=settings.quality_reports)
             if verdict.failed:
                 raise quarantine.QuarantineLimitExceeded(f"{plan.domain}/{decl.name}", verdict.message)

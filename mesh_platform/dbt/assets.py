@@ -263,10 +263,11 @@ def dbt_domain_assets(domain: str, plan: DbtPlan, settings: MeshSettings):
     """The ``@dbt_assets`` definition of a dbt domain, from its plan."""
     translator = MeshDbtTranslator(domain, plan)
     project = plan.project
-    lake = Lake(settings.lake)
 
     @dbt_assets(manifest=project.manifest, dagster_dbt_translator=translator, name=f"{domain}_dbt")
     def _assets(context):
-        yield from run(context, project, translator, lake, settings.quality_reports)
+        from mesh_platform.products import step_lake
+
+        yield from run(context, project, translator, step_lake(context, settings), settings.quality_reports)
 
     return _assets
