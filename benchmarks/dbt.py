@@ -118,7 +118,7 @@ def stage_sources(project_dir: str, out_dir: str) -> dict[str, Any]:
     """Child: read every dbt source port of the dbt project into ``<out_dir>/<database>.duckdb``
     exactly as the platform's dbt step stages them; returns the file and its row counts."""
     from mesh_platform.contracts.registry import mesh_registry
-    from mesh_platform.dbt.assets import resolve_sources
+    from mesh_platform.dbt.plan import resolve_sources
     from mesh_platform.dbt.assets import stage_sources as stage
     from mesh_platform.dbt.project import DbtDomainProject
     from mesh_platform.io.lake import Lake
