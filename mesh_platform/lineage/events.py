@@ -45,6 +45,8 @@ from typing import Any
 
 import attr
 import dagster as dg
+
+from mesh_platform import metadata as mk
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 from openlineage.client.facet_v2 import (
     DatasetFacet,
@@ -198,8 +200,8 @@ def _value(metadata: dict, key: str, default=None):
 
 def run_domain(run, keys=()) -> str:
     """The domain a run belongs to: its tag, else its code location, else its assets' domain."""
-    if run.tags.get("mesh/domain"):
-        return run.tags["mesh/domain"]
+    if run.tags.get(mk.DOMAIN):
+        return run.tags[mk.DOMAIN]
     origin = getattr(run, "remote_job_origin", None)
     if origin is not None:
         return origin.location_name
@@ -246,12 +248,12 @@ def read_run(instance: dg.DagsterInstance, run_id: str) -> RunRecord:
             record.written[m.asset_key] = Written(m.asset_key, dict(m.metadata), dict(m.tags or {}))
         elif kind == T.ASSET_OBSERVATION:
             o = entry.asset_observation
-            if _value(o.metadata, "mesh/audit") == "read":
+            if _value(o.metadata, mk.AUDIT) == "read":
                 md = o.metadata
                 record.reads[o.asset_key] = Read(
-                    o.asset_key, _value(md, "mesh/product"), _value(md, "mesh/port"), _value(md, "mesh/consumer"),
-                    list(_value(md, "mesh/columns", []) or []), list(_value(md, "mesh/masked", []) or []),
-                    list(_value(md, "mesh/removed", []) or []), _value(md, "mesh/rows"),
+                    o.asset_key, _value(md, mk.PRODUCT), _value(md, mk.PORT), _value(md, mk.CONSUMER),
+                    list(_value(md, mk.COLUMNS_READ) or _value(md, mk.LEGACY_COLUMNS_READ, []) or []), list(_value(md, mk.MASKED, []) or []),
+                    list(_value(md, mk.REMOVED, []) or []), _value(md, mk.ROWS),
                 )
         elif kind == T.ASSET_CHECK_EVALUATION:
             record.checks.append(event.event_specific_data)
@@ -404,8 +406,8 @@ def run_events(instance: dg.DagsterInstance, run_id: str, registry=None, lake: L
         checked.setdefault(check.asset_key, []).append(check)
     for key in record.planned or sorted(set(record.written) | set(checked), key=str):
         written = record.written.get(key)
-        contract = _contract(key, _value(written.metadata, "mesh/product") if written else None,
-                             _value(written.metadata, "mesh/port") if written else None, registry)
+        contract = _contract(key, _value(written.metadata, mk.PRODUCT) if written else None,
+                             _value(written.metadata, mk.PORT) if written else None, registry)
         ns, name = dataset_name(lake, key, contract)
         planned.append(OutputDataset(ns, name, facets=_dataset_facets(lake, key, contract, None, None, None, None)))
         if written is None and key not in checked:
@@ -413,7 +415,7 @@ def run_events(instance: dg.DagsterInstance, run_id: str, registry=None, lake: L
         if written is not None:
             rows = _value(written.metadata, "dagster/row_count")
             facets = _dataset_facets(lake, key, contract, written.tags.get(DATA_VERSION_TAG), written.tags.get(CODE_VERSION_TAG), run.run_id, rows)
-            stats = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(rowCount=rows, size=_value(written.metadata, "mesh/bytes"))
+            stats = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(rowCount=rows, size=_value(written.metadata, mk.BYTES))
             output_facets = {"outputStatistics": stats}
         else:  # audited and refused: nothing written, but the failed assertions belong to this dataset
             facets = _dataset_facets(lake, key, contract, None, None, None, None)
@@ -445,7 +447,7 @@ def run_events(instance: dg.DagsterInstance, run_id: str, registry=None, lake: L
     def run_facets(state: str | None) -> dict[str, Any]:
         facets: dict[str, Any] = {
             "processing_engine": processing_engine_run.ProcessingEngineRunFacet(version=dg.__version__, name="Dagster", openlineageAdapterVersion=_client_version()),
-            "mesh": MeshRunFacet(domain=record.domain, dagsterRunId=run.run_id, dagsterJob=run.job_name, launchedBy=run.tags.get("mesh/launched_by") or _launcher(run), status=state),
+            "mesh": MeshRunFacet(domain=record.domain, dagsterRunId=run.run_id, dagsterJob=run.job_name, launchedBy=run.tags.get(mk.LAUNCHED_BY) or _launcher(run), status=state),
         }
         return facets
 
