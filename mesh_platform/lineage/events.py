@@ -45,8 +45,6 @@ from typing import Any
 
 import attr
 import dagster as dg
-
-from mesh_platform import metadata as mk
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 from openlineage.client.facet_v2 import (
     DatasetFacet,
@@ -67,9 +65,11 @@ from openlineage.client.facet_v2 import (
     test_run,
 )
 
+from mesh_platform import metadata as mk
 from mesh_platform.contracts.model import Contract
 from mesh_platform.io.lake import Lake
 from mesh_platform.settings import MeshSettings
+
 
 def _project_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
