@@ -158,11 +158,13 @@ def test_dp_release_is_noisy_per_public_group_and_bounded():
             "satisfaction": [5] * 53,
         }
     )
-    out = compute(df, contract, Aggregate(["topic", "age_band"], [count(), mean("satisfaction", 1, 5)], 2.0), "policyholder_id", 5)
-    assert len(out) == 8 * 4  # every topic x age band, present or not
-    billing = out[(out["topic"] == "billing") & (out["age_band"] == "30-44")].iloc[0]
-    assert billing["dp_count"] < 30  # person 'a' contributes at most 5 rows, not 50
-    assert (out["dp_count"] >= 0).all()
+    counts = []
+    for _ in range(5):  # the release is random: judge the median of a few, not one draw
+        out = compute(df, contract, Aggregate(["topic", "age_band"], [count(), mean("satisfaction", 1, 5)], 2.0), "policyholder_id", 5)
+        assert len(out) == 8 * 4  # every topic x age band, present or not
+        assert (out["dp_count"] >= 0).all()
+        counts.append(out[(out["topic"] == "billing") & (out["age_band"] == "30-44")].iloc[0]["dp_count"])
+    assert sorted(counts)[2] < 30  # person 'a' contributes at most 5 rows (true bounded count 8), not 50
 
 
 @pytest.mark.slow
