@@ -117,7 +117,10 @@ def test_raw_sensitive_values_never_reach_an_uncleared_consumer(rows, key):
         values = masked.column(column).to_pylist()
         assert all(v.startswith(PREFIX) for v in values)
         assert not raw & set(values)
-        assert not any(r in v for v in values for r in raw if len(r) > 3 and not r.startswith(PREFIX))
+        # no raw value inside a pseudonym either; a short run of hex digits ("1709") can occur in any
+        # 32-digit hash by chance, so those are checked only when long enough to be evidence
+        evidence = [r for r in raw if len(r) > 3 and not r.startswith(PREFIX) and (len(r) >= 12 or not set(r) <= set("0123456789abcdef"))]
+        assert not any(r in v for v in values for r in evidence)
     # a keyed hash: equal inputs give equal pseudonyms (joins work), different inputs differ
     emails = table.column("email").to_pylist()
     pseud = masked.column("email").to_pylist()
