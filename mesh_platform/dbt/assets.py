@@ -27,22 +27,21 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import dagster as dg
-
-from mesh_platform import metadata as md
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
+from mesh_platform import metadata as md
+from mesh_platform import quotas
+from mesh_platform.dbt.plan import DbtPlan
 from mesh_platform.dbt.project import NO_TRACKING, DbtDomainProject
 from mesh_platform.governance.access import AccessDenied
 from mesh_platform.governance.audit import denied_metadata, publish_metadata, quota_metadata, read_metadata
 from mesh_platform.governance.identity import domain_of_step
 from mesh_platform.io import publishing
 from mesh_platform.io.lake import Lake
-from mesh_platform import quotas
-from mesh_platform.dbt.plan import DbtPlan
 from mesh_platform.ports import ResolvedPort, port_asset_key
+from mesh_platform.settings import MeshSettings
 from mesh_platform.specs import product_spec
 from mesh_platform.sql import quote_identifier
-from mesh_platform.settings import MeshSettings
 
 
 class MeshDbtTranslator(DagsterDbtTranslator):
