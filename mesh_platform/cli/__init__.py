@@ -47,15 +47,22 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
-def _load_mesh(workspace: Path | None):
-    """The mesh of ``workspace`` (default: nearest); an unreadable workspace file is a clean error naming it."""
+def _load_mesh(workspace: Path | None, report: bool = False):
+    """The mesh of ``workspace`` (default: nearest); an unreadable workspace file is a clean error naming it.
+
+    With ``report``, each domain's problem is printed as an error (the other domains still load).
+    """
     from mesh_platform.problems import ContractError
     from mesh_platform.workspace import Mesh
 
     try:
-        return Mesh.load(workspace)
+        mesh = Mesh.load(workspace)
     except ContractError as exc:
         raise click.ClickException(str(exc)) from None
+    if report:
+        for problem in mesh.problems:
+            click.echo(f"error: {problem}", err=True)
+    return mesh
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -127,9 +134,7 @@ def materialize(selection: str | None, scale: float | None, workspace: Path | No
     settings = _settings()
     _ensure_sources(settings, scale)
     _prepare_dbt()
-    mesh = _load_mesh(workspace)
-    for problem in mesh.problems:
-        click.echo(f"error: {problem}", err=True)
+    mesh = _load_mesh(workspace, report=True)
     try:
         keys = select(mesh, selection)
     except SelectionError as exc:
@@ -154,9 +159,7 @@ def catalog(as_json: bool, workspace: Path | None) -> None:
     from mesh_platform.instance import local_instance
 
     settings = _settings()
-    mesh = _load_mesh(workspace)
-    for problem in mesh.problems:
-        click.echo(f"error: {problem}", err=True)
+    mesh = _load_mesh(workspace, report=True)
     entries = build_catalog(mesh, settings, local_instance(settings))
     if as_json:
         click.echo(json.dumps({"products": [e.as_dict() for e in entries]}, indent=2))
@@ -263,9 +266,7 @@ def quotas(as_json: bool, workspace: Path | None) -> None:
     from mesh_platform.quotas import report
 
     settings = _settings()
-    mesh = _load_mesh(workspace)
-    for problem in mesh.problems:
-        click.echo(f"error: {problem}", err=True)
+    mesh = _load_mesh(workspace, report=True)
     from mesh_platform.instance import local_instance
 
     rows = report(mesh, Lake(settings.lake), local_instance(settings))
@@ -295,9 +296,7 @@ def usage(since_days: float, only: str | None, as_json: bool, workspace: Path | 
     from mesh_platform.usage import mesh_usage
 
     settings = _settings()
-    mesh = _load_mesh(workspace)
-    for problem in mesh.problems:
-        click.echo(f"error: {problem}", err=True)
+    mesh = _load_mesh(workspace, report=True)
     report = mesh_usage(mesh, Lake(settings.lake), local_instance(settings), since_days)
     if only:
         report["domains"] = [d for d in report["domains"] if d["domain"] == only]
@@ -388,9 +387,7 @@ def iam(lake_uri: str | None, out: Path, workspace: Path | None) -> None:
     lake_uri = lake_uri or (settings.lake if settings.lake.startswith("s3://") else None)
     if not lake_uri:
         raise click.UsageError("give --lake s3://bucket/prefix (MESH_LAKE is not an s3:// URI)")
-    mesh = _load_mesh(workspace)
-    for problem in mesh.problems:
-        click.echo(f"error: {problem}", err=True)
+    mesh = _load_mesh(workspace, report=True)
     try:
         written = write_policies(mesh, lake_uri, out)
     except StorageGrantError as e:  # raised before any file is written
