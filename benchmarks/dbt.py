@@ -265,7 +265,7 @@ def _build_cases(result: BenchmarkResult, config: RunConfig, project: Path, scal
         env = {**mesh_env(home), **DBT_ENV, "DAGSTER_HOME": str(Path(home) / "dagster")}
         upstream = sorted(p.name for p in (ROOT / "domains").iterdir() if (p / "domain.yaml").exists() and p.name != DBT_DOMAIN)
         config.log(f"  {NAME}: setup @ {size}: materialize {', '.join(upstream)}")
-        run_command([sys.executable, "-m", "mesh_platform.cli", "materialize", "--scale", f"{scale:g}", "--select", ",".join(upstream)], env=env, cwd=ROOT)
+        run_command([sys.executable, "-m", "mesh_platform.cli", "materialize", "--in-process", "--scale", f"{scale:g}", "--select", ",".join(upstream)], env=env, cwd=ROOT)
         staged = run_isolated(f"{__name__}:stage_sources", {"project_dir": str(project), "out_dir": str(Path(home) / "staged")}, env=env)
         project_copy = _copy_project(project, Path(home) / "project", with_state=True)
         staged_path = Path(staged["path"])

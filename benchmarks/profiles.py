@@ -150,7 +150,7 @@ def _whole_mesh(scale: float) -> str:
     materialize_once(scale)  # warm-up: bytecode cache
     with tempfile.TemporaryDirectory(prefix="bench-profile-home-") as home:
         out = Path(home) / "materialize.prof"
-        argv = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "mesh_platform.cli", "materialize", "--scale", f"{scale:g}"]
+        argv = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "mesh_platform.cli", "materialize", "--in-process", "--scale", f"{scale:g}"]
         run_command(argv, env=mesh_env(home), cwd=ROOT)
         return report(str(out), f"whole_mesh: mesh materialize --scale {scale:g} in a fresh MESH_HOME")
 

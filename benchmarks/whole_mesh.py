@@ -44,7 +44,7 @@ def mesh_env(home: str) -> dict[str, str | None]:
 def materialize_once(scale: float) -> dict[str, Any]:
     """One ``mesh materialize --scale`` in a fresh process and a fresh MESH_HOME."""
     with tempfile.TemporaryDirectory(prefix="bench-mesh-home-") as home:
-        ran = run_command([sys.executable, "-m", "mesh_platform.cli", "materialize", "--scale", f"{scale:g}"], env=mesh_env(home), cwd=ROOT)
+        ran = run_command([sys.executable, "-m", "mesh_platform.cli", "materialize", "--in-process", "--scale", f"{scale:g}"], env=mesh_env(home), cwd=ROOT)
     runs = [float(m.group(2)) for m in map(RUN_LINE.match, ran["stdout"].splitlines()) if m]
     rows = {name: int(n.replace(",", "")) for name, n in ROWS.findall(ran["stdout"])}
     return {"wall_s": ran["wall_s"], "cpu_s": ran["cpu_s"], "peak_rss_mb": ran["peak_rss_mb"], "dagster_runs_s": round(sum(runs), 3), "runs": len(runs), "rows": rows}

@@ -1,19 +1,27 @@
 """Materialize the whole mesh, or a selection of it, across code locations in dependency order.
 
-Dagster runs one code location per run, so a mesh-wide refresh is a sequence of runs: each round
-picks a domain whose selected assets have every selected upstream (in other domains) already done,
-and runs those assets in one run of that domain. A failed run skips everything downstream of it
-(nothing runs on data that was not published) and the command reports it.
+Dagster runs one code location per run, so a mesh-wide refresh is a set of runs, one per domain
+and round: a domain's selected assets run once every selected upstream (in other domains) is done.
+A failed run skips everything downstream of it (nothing runs on data that was not published) and
+the command reports it.
 
-Runs execute in this process against the Dagster instance at ``DAGSTER_HOME``, so they appear in
-the Dagster UI's run list and asset pages like any other run.
+Two ways to execute a run (a :class:`Runner`):
+
+- **through the instance** (the default of ``mesh materialize``; :mod:`mesh_platform.submission`):
+  each run is created for the domain's code location and submitted to the instance's run queue,
+  where the daemon launches it under the per-domain run limits, like a run started from the UI.
+  Independent domains run at the same time. The runs carry their code location, so the UI can
+  re-execute them, and their lineage events come from the lineage sensors.
+- **in this process** (:class:`InProcessRunner`, ``mesh materialize --in-process``, tests and
+  benchmarks): ``execute_in_process`` against the same instance, one run at a time, no daemon
+  needed; the runs have no code location, and this process emits their lineage events.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import dagster as dg
 
@@ -71,6 +79,7 @@ class RunOutcome:
     seconds: float
     rows: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    materialized: set[dg.AssetKey] = field(default_factory=set)
 
 
 @dataclass
@@ -85,27 +94,103 @@ class MaterializeReport:
         return all(r.success for r in self.runs) and not self.skipped and not self.unloaded
 
 
-def plan_rounds(graph: dict[dg.AssetKey, tuple[str, set[dg.AssetKey]]], pending: set[dg.AssetKey], domain_order: list[str]):
-    """The next (domain, keys) batch that can run now, or None."""
+class Runner(Protocol):
+    """Executes the run of one domain's batch of assets; see the module docstring."""
+
+    parallel: bool
+    """Whether several domains' runs may be in flight at once."""
+
+    def start(self, domain: str, keys: list[dg.AssetKey], tags: dict[str, str]) -> str:
+        """Start (or queue) the run; its run id."""
+
+    def wait_any(self, run_ids: set[str]) -> RunOutcome:
+        """Block until one of ``run_ids`` has finished; its outcome."""
+
+
+def ready_batches(
+    graph: dict[dg.AssetKey, tuple[str, set[dg.AssetKey]]],
+    pending: set[dg.AssetKey],
+    domain_order: list[str],
+    running: set[dg.AssetKey] = frozenset(),
+    busy: set[str] = frozenset(),
+) -> list[tuple[str, set[dg.AssetKey]]]:
+    """Every (domain, keys) batch that can start now, in domain order.
+
+    A key is ready when none of its upstreams is still pending outside its own batch or running.
+    A domain with a run in flight (``busy``) waits for it: its next batch may depend on it.
+    """
+    waiting = pending | running
+    batches = []
     for domain in domain_order:
+        if domain in busy:
+            continue
         batch = {k for k in pending if graph[k][0] == domain}
         changed = True
-        while changed:  # drop keys waiting on a pending upstream outside the batch
+        while changed:  # drop keys waiting on an upstream outside the batch
             changed = False
             for key in list(batch):
-                if any(p in pending and p not in batch for p in graph[key][1]):
+                if any(p in waiting and p not in batch for p in graph[key][1]):
                     batch.discard(key)
                     changed = True
         if batch:
-            return domain, batch
-    return None
+            batches.append((domain, batch))
+    return batches
 
 
-def _first_error(result) -> str | None:
-    for event in result.all_events:
+def plan_rounds(graph: dict[dg.AssetKey, tuple[str, set[dg.AssetKey]]], pending: set[dg.AssetKey], domain_order: list[str]):
+    """The next (domain, keys) batch that can run now, or None."""
+    batches = ready_batches(graph, pending, domain_order)
+    return batches[0] if batches else None
+
+
+def first_step_error(events) -> str | None:
+    """``step: message`` of the first step failure among Dagster events."""
+    for event in events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
             return f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
     return None
+
+
+def rows_of(materializations) -> dict[str, int]:
+    """``dagster/row_count`` of each asset materialization event, by asset key."""
+    rows = {}
+    for event in materializations:
+        count = event.materialization.metadata.get("dagster/row_count")
+        if count is not None:
+            rows[event.asset_key.to_user_string()] = int(count.value)
+    return rows
+
+
+class InProcessRunner:
+    """Each run executes in this process (``execute_in_process``), one at a time."""
+
+    parallel = False
+
+    def __init__(self, mesh: Mesh, instance: dg.DagsterInstance, log_level: str = "WARNING",
+                 progress: Callable[[str], None] = lambda _: None):
+        self.mesh, self.instance, self.log_level, self.progress = mesh, instance, log_level, progress
+        self._done: dict[str, RunOutcome] = {}
+
+    def start(self, domain: str, keys: list[dg.AssetKey], tags: dict[str, str]) -> str:
+        started = time.perf_counter()
+        result = self.mesh.get(domain).defs.resolve_implicit_global_asset_job_def().execute_in_process(
+            instance=self.instance,
+            asset_selection=keys,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": self.log_level}}}},
+            tags={**tags, md.LAUNCHED_BY: "mesh-materialize"},
+        )
+        materializations = result.get_asset_materialization_events()
+        outcome = RunOutcome(domain, keys, result.success, result.run_id, time.perf_counter() - started,
+                             rows=rows_of(materializations), materialized={e.asset_key for e in materializations})
+        if not result.success:
+            outcome.error = first_step_error(result.all_events) or "run failed"
+        _emit_lineage(self.instance, result.run_id, self.progress)
+        self._done[result.run_id] = outcome
+        return result.run_id
+
+    def wait_any(self, run_ids: set[str]) -> RunOutcome:
+        return self._done.pop(next(iter(run_ids)))
 
 
 def materialize(
@@ -114,7 +199,10 @@ def materialize(
     instance: dg.DagsterInstance,
     progress: Callable[[str], None] = lambda _: None,
     log_level: str = "WARNING",
+    runner: Runner | None = None,
 ) -> MaterializeReport:
+    """Run ``keys`` across the mesh's code locations in dependency order (in this process by default)."""
+    runner = runner or InProcessRunner(mesh, instance, log_level, progress)
     graph = mesh.asset_graph()
     order = [d.entry.location for d in mesh.domains if d.ok]
     pending = set(keys)
@@ -131,47 +219,39 @@ def materialize(
         if stale:
             progress(f"    skipped: {', '.join(k.to_user_string() for k in sorted(stale, key=str))}")
     total = len(pending)
-    while pending:
-        nxt = plan_rounds(graph, pending, order)
-        if nxt is None:  # pragma: no cover - only with a dependency cycle across domains
+    started = 0
+    in_flight: dict[str, tuple[str, set[dg.AssetKey]]] = {}  # run id -> (domain, keys)
+    while pending or in_flight:
+        running = set().union(*(keys for _, keys in in_flight.values()))
+        busy = {domain for domain, _ in in_flight.values()}
+        batches = ready_batches(graph, pending, order, running, busy)
+        if not runner.parallel and in_flight:
+            batches = []
+        for domain, batch in batches[: None if runner.parallel else 1]:
+            ordered = sorted(batch, key=lambda k: k.to_user_string())
+            started += len(batch)
+            progress(f"[{started}/{total}] {domain}: materializing {', '.join(k.path[-1] for k in ordered)}")
+            pending -= batch
+            run_id = runner.start(domain, ordered, mesh.get(domain).domain.run_tags())
+            in_flight[run_id] = (domain, batch)
+        if not in_flight:  # pragma: no cover - only with a dependency cycle across domains
             report.skipped.extend(sorted(pending, key=str))
             progress(f"cannot order the remaining assets (cycle?): {', '.join(k.to_user_string() for k in pending)}")
             break
-        domain, batch = nxt
-        ordered = sorted(batch, key=lambda k: k.to_user_string())
-        done = total - len(pending)
-        progress(f"[{done + len(batch)}/{total}] {domain}: materializing {', '.join(k.path[-1] for k in ordered)}")
-        defs = mesh.get(domain).defs
-        started = time.perf_counter()
-        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
-            instance=instance,
-            asset_selection=ordered,
-            raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": log_level}}}},
-            tags={**mesh.get(domain).domain.run_tags(), md.LAUNCHED_BY: "mesh-materialize"},
-        )
-        outcome = RunOutcome(domain, ordered, result.success, result.run_id, time.perf_counter() - started)
-        materialized = set()
-        for event in result.get_asset_materialization_events():
-            materialized.add(event.asset_key)
-            rows = event.materialization.metadata.get("dagster/row_count")
-            if rows is not None:
-                outcome.rows[event.asset_key.to_user_string()] = int(rows.value)
-        pending -= batch
-        if not result.success:
-            outcome.error = _first_error(result) or "run failed"
-            failed = set(batch) - materialized
+        outcome = runner.wait_any(set(in_flight))
+        domain, batch = in_flight.pop(outcome.run_id)
+        if not outcome.success:
+            failed = set(batch) - outcome.materialized
             downstream = {k for k in pending if _depends_on(graph, k, failed.__contains__)}
             pending -= downstream
             report.skipped.extend(sorted(downstream, key=str))
-            progress(f"    FAILED in {outcome.seconds:.1f}s (run {result.run_id}): {outcome.error}")
+            progress(f"    {domain}: FAILED in {outcome.seconds:.1f}s (run {outcome.run_id}): {outcome.error}")
             if downstream:
                 progress(f"    skipping downstream: {', '.join(k.to_user_string() for k in sorted(downstream, key=str))}")
         else:
             rows = ", ".join(f"{k.split('/')[-1]} {n:,} rows" for k, n in outcome.rows.items())
-            progress(f"    ok in {outcome.seconds:.1f}s (run {result.run_id[:8]}){': ' + rows if rows else ''}")
+            progress(f"    {domain}: ok in {outcome.seconds:.1f}s (run {outcome.run_id[:8]}){': ' + rows if rows else ''}")
         report.runs.append(outcome)
-        _emit_lineage(instance, result.run_id, progress)
     return report
 
 

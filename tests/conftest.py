@@ -69,7 +69,7 @@ def sources(settings):
 @pytest.fixture(scope="session")
 def materialized_mesh(sources, settings):
     """The whole demo mesh materialized once, through `mesh materialize` (a real CLI run)."""
-    result = run_mesh(["materialize"], env={})
+    result = run_mesh(["materialize", "--in-process"], env={})
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 

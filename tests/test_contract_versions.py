@@ -126,7 +126,7 @@ def _bump_policies_to_v2(project: Path, deprecation: str) -> None:
 def test_major_bump_publishes_a_new_port_and_keeps_the_old_one(domains_copy, tmp_path):
     _bump_policies_to_v2(domains_copy, deprecation="2999-12-31")
     env = {**copy_env(domains_copy), "MESH_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "home" / "dagster_home")}
-    result = run_mesh(["materialize", "--scale", "0.1", "--select", "policies,claims"], env=env, cwd=domains_copy)
+    result = run_mesh(["materialize", "--in-process", "--scale", "0.1", "--select", "policies,claims"], env=env, cwd=domains_copy)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "policies: materializing policies, policies_v1, policyholders" in result.stdout
     lake = tmp_path / "home" / "lake" / "policies" / "policies"

@@ -60,7 +60,7 @@ def test_a_dbt_source_without_a_grant_fails_the_load(domains_copy):
 def test_a_failing_dbt_test_shows_as_a_failed_check_and_stops_publish(domains_copy, tmp_path):
     home = tmp_path / "home"
     env = {**copy_env(domains_copy), "MESH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
-    first = run_mesh(["materialize", "--scale", "0.3"], env=env, cwd=domains_copy)
+    first = run_mesh(["materialize", "--in-process", "--scale", "0.3"], env=env, cwd=domains_copy)
     assert first.returncode == 0, first.stdout + first.stderr
     # runs write nothing into the project (it may be read-only in a container): only prepare's target/
     assert sorted(p.name for p in (domains_copy / "dbt/analytics").iterdir()) == ["dbt_project.yml", "models", "profiles.yml", "target"]
@@ -68,7 +68,7 @@ def test_a_failing_dbt_test_shows_as_a_failed_check_and_stops_publish(domains_co
     before = port.read_bytes()
     sql = domains_copy / "dbt/analytics/models/marts/claims_weekly.sql"
     sql.write_text(sql.read_text().replace("group by 1", "group by 1\nunion all\nselect * from (select cast('2024-01-01' as date), 1, 1, 1.0, 1.0)\nunion all\nselect * from (select cast('2024-01-01' as date), 1, 1, 1.0, 1.0)"))
-    second = run_mesh(["materialize", "--select", "analytics/claims_weekly"], env=env, cwd=domains_copy)
+    second = run_mesh(["materialize", "--in-process", "--select", "analytics/claims_weekly"], env=env, cwd=domains_copy)
     assert second.returncode == 1
     assert "claims_weekly: a blocking dbt test failed; not published" in second.stdout
     assert port.read_bytes() == before  # the last good version stays published

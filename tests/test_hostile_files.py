@@ -328,7 +328,7 @@ def test_malformed_grant_validates_reports_and_others_still_materialize(domains_
 
     home = tmp_path / "home"  # a mesh home of its own: this run must not add to the session's instance
     env = {**env, "MESH_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
-    result = run_mesh(["materialize", "--select", "policies,claims", "--scale", "0.05"], env=env, cwd=domains_copy)
+    result = run_mesh(["materialize", "--in-process", "--select", "policies,claims", "--scale", "0.05"], env=env, cwd=domains_copy)
     assert "grants[1].expires" in result.stderr  # reported, and the run goes on without customer_care
     assert result.returncode == 1  # the mesh has a problem ...
     assert "claims: materializing" in result.stdout and "FAILED in" not in result.stdout, result.stdout

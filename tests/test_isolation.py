@@ -51,7 +51,7 @@ def snoop_project(domains_copy, sources, tmp_path):
 
 def test_hostile_reads_are_refused_audited_and_contained(snoop_project):
     project, env = snoop_project
-    result = run_mesh(["materialize", "--select", "policies,claims,snoop"], env=env, cwd=project)
+    result = run_mesh(["materialize", "--in-process", "--select", "policies,claims,snoop"], env=env, cwd=project)
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
     # the other domains ran and published (claims' private landed rows are in the lake, unread by snoop)

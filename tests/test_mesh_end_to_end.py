@@ -179,7 +179,7 @@ def test_catalog_lists_every_product_with_lineage(materialized_mesh):
 
 def test_selection_materializes_downstream_only(materialized_mesh, settings):
     before = dg.DagsterInstance.get().get_latest_materialization_event(dg.AssetKey(["policies", "policies"])).run_id
-    result = run_mesh(["materialize", "--select", "fraud/fraud_scores*"])
+    result = run_mesh(["materialize", "--in-process", "--select", "fraud/fraud_scores*"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fraud: materializing fraud_scores" in result.stdout
     assert "analytics: materializing fraud_hit_rate" in result.stdout
@@ -190,7 +190,7 @@ def test_selection_materializes_downstream_only(materialized_mesh, settings):
 
 
 def test_unknown_selection_is_a_usage_error(materialized_mesh):
-    result = run_mesh(["materialize", "--select", "claimz"])
+    result = run_mesh(["materialize", "--in-process", "--select", "claimz"])
     assert result.returncode == 2
     assert "'claimz' matches no domain or asset" in result.stderr
 

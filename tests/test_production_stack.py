@@ -115,8 +115,13 @@ def test_the_stack_runs_the_mesh_like_production(production):
     statuses = {s.name: s for s in stack.locations(web, project)}
     assert sorted(statuses) == sorted(DOMAINS) and all(s.loaded for s in statuses.values()), statuses
 
-    # bootstrap: policies by hand; the sensor starts claims, automation everything downstream
-    stack.launch(web, "policies", "policies_products")
+    # bootstrap: policies through `mesh materialize`, queued on the stack's instance for the policies
+    # code server; the sensor starts claims, automation everything downstream
+    stack_env = run_mesh(["stack", "env"], env=env, timeout=60)
+    assert stack_env.returncode == 0 and "export DAGSTER_POSTGRES_URL=" in stack_env.stdout, stack_env.stderr
+    bootstrap = run_mesh(["materialize", "--select", "policies", "--timeout", "600"], env={**env, **state["env"]}, timeout=900)
+    assert bootstrap.returncode == 0, bootstrap.stdout + bootstrap.stderr
+    assert "queued (code location policies)" in bootstrap.stdout
 
     def bootstrapped():
         found = settled(web)
@@ -129,6 +134,8 @@ def test_the_stack_runs_the_mesh_like_production(production):
     assert all(r["status"] == "SUCCESS" for r in first), [(r["location"], r["status"]) for r in first]
     sensor_runs = [r for r in first if r["tags"].get("dagster/sensor_name") == SENSOR]
     assert len(sensor_runs) == 1 and sensor_runs[0]["location"] == "claims"
+    queued = [r for r in first if r["tags"].get("mesh/launched_by") == "mesh-materialize-queued"]
+    assert [r["location"] for r in queued] == ["policies"], [(r["location"], r["tags"]) for r in first]
 
     # one domain's code server crashes: its location reports the error, the four others load, schedule and run
     victim = "customer_care"

@@ -77,7 +77,7 @@ def test_fresh_clone_to_a_new_domains_product_materialized_in_four_commands(proj
         ["new", "domain", "underwriting", "--team", "Underwriting Analytics", "--owner", "team:underwriting", "--owner", "uw@acme.example"],
         ["new", "product", "underwriting", "risk_inputs", "--input", "policies.policies@1:policy_id,product_line,sum_insured"],
         ["grants", "approve", "policies", "underwriting"],
-        ["materialize", "--select", "*underwriting"],
+        ["materialize", "--in-process", "--select", "*underwriting"],
     ]
     outputs = []
     for i, args in enumerate(commands):

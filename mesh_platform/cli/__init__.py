@@ -126,8 +126,15 @@ def simulate(scale: float, seed: int, rejects: bool) -> None:
 @click.option("--select", "-s", "selection", default=None, help="Comma-separated domain or domain/asset; * before/after for upstream/downstream.")
 @click.option("--scale", type=float, default=None, help="Regenerate the operational sources at this scale first.")
 @click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
-def materialize(selection: str | None, scale: float | None, workspace: Path | None) -> None:
-    """Materialize the mesh (or a selection) across code locations, in dependency order."""
+@click.option("--in-process", "in_process", is_flag=True,
+              help="Execute each run in this process (no daemon, no run queue; runs have no code location).")
+@click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds to wait for each queued run.")
+def materialize(selection: str | None, scale: float | None, workspace: Path | None, in_process: bool, timeout: float) -> None:
+    """Materialize the mesh (or a selection) across code locations, in dependency order.
+
+    Each domain's run is submitted to the Dagster instance's run queue for its code location and
+    launched by the daemon (start `mesh dev` or `mesh stack up` first); --in-process runs them here.
+    """
     from mesh_platform.instance import local_instance
     from mesh_platform.materialize import SelectionError, materialize as run, select
 
@@ -140,8 +147,21 @@ def materialize(selection: str | None, scale: float | None, workspace: Path | No
     except SelectionError as exc:
         raise click.UsageError(str(exc)) from None
     instance = local_instance(settings)
-    click.echo(f"materializing {len(keys)} asset(s) into the Dagster instance at {settings.dagster_home}")
-    report = run(mesh, keys, instance, progress=click.echo)
+    if in_process:
+        click.echo(f"materializing {len(keys)} asset(s) in this process into the Dagster instance at {settings.dagster_home}")
+        report = run(mesh, keys, instance, progress=click.echo)
+    else:
+        from mesh_platform.submission import QueuedRunner, SubmissionError, check_daemon, workspace_file
+
+        try:
+            check_daemon(instance)
+            dagster_workspace = workspace_file(settings, mesh.workspace)
+            click.echo(f"materializing {len(keys)} asset(s): one run per domain through the run queue of the "
+                       f"Dagster instance at {settings.dagster_home} (workspace {dagster_workspace})")
+            with QueuedRunner(instance, dagster_workspace, progress=click.echo, timeout=timeout) as runner:
+                report = run(mesh, keys, instance, progress=click.echo, runner=runner)
+        except SubmissionError as exc:
+            raise click.ClickException(str(exc)) from None
     ok = report.success and not mesh.problems
     runs = len(report.runs)
     failed = sum(not r.success for r in report.runs)

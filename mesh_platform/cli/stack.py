@@ -41,6 +41,7 @@ def stack_up(webserver_port: int, postgres_url: str | None, automation: bool, sc
     for s in statuses:
         click.echo(f"  {s.describe()}", err=not s.loaded)
     click.echo(f"stack up: {state.webserver}  ({len(statuses) - len(failed)} of {len(statuses)} domain(s) loaded); stop it with `mesh stack down`")
+    click.echo("commands against it (`mesh materialize`, `mesh audit`, ...): eval \"$(mesh stack env)\" first")
     if failed:
         names = ", ".join(s.name for s in failed)
         click.echo(f"the other domains run; fix {names} and `mesh stack restart {failed[0].name}`", err=True)
@@ -93,3 +94,23 @@ def stack_status(as_json: bool) -> None:
         click.echo(f"{'ok  ' if loc['loaded'] else 'FAIL'}  location {loc['name']}" + (f": {loc['error']}" if loc["error"] else ""))
     if report.get("webserver"):
         click.echo(f"webserver: {report['webserver']}")
+
+
+@stack.command("env")
+def stack_env() -> None:
+    """Shell exports that point `mesh` commands at the running stack: `eval "$(mesh stack env)"`.
+
+    Then `mesh materialize` queues its runs on the stack's instance (Postgres) for the stack's code
+    servers, and `mesh audit`, `mesh quotas`, `mesh usage` read the stack's instance and S3 lake.
+    """
+    import shlex
+
+    from mesh_platform.cli import _settings
+    from mesh_platform.stack import StackLayout, StackState
+
+    layout = StackLayout.of(_settings())
+    state = StackState.load(layout)
+    if state is None or not state.env:
+        raise click.ClickException(f"no stack started from {layout.root}: `mesh stack up` first")
+    for name, value in sorted(state.env.items()):
+        click.echo(f"export {name}={shlex.quote(value)}")
