@@ -210,6 +210,8 @@ def run(config: RunConfig) -> BenchmarkResult:
 
     result = BenchmarkResult(NAME, DESCRIPTION, baseline="bare dagster (@dg.asset + dg.AssetSpec, same keys, groups and deps)")
     sizes = QUICK_SIZES if config.quick else FULL_SIZES
+    if config.sizes:
+        sizes = {n: FULL_SIZES.get(n, 3) for n in config.sizes}
     sample = QUICK_CODE_SERVER_SAMPLE if config.quick else CODE_SERVER_SAMPLE
     for products, repeats in sizes.items():
         with tempfile.TemporaryDirectory(prefix="bench-mesh-") as tmp:

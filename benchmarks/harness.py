@@ -47,6 +47,8 @@ class RunConfig:
     quick: bool = False
     out_dir: Path = ROOT / "benchmarks" / "results"
     verbose: bool = True
+    sizes: tuple[int, ...] = ()
+    """Sizes to run instead of the benchmark's full sizes (where a benchmark supports it), e.g. (2000,)."""
 
     def log(self, message: str) -> None:
         if self.verbose:

@@ -264,6 +264,8 @@ def _phase_note(result: BenchmarkResult, size: str) -> str:
 def run(config: RunConfig) -> BenchmarkResult:
     result = BenchmarkResult(NAME, DESCRIPTION, baseline=f"{BASELINE} (pa.Table.from_pandas + pq.write_table + pq.read_table + to_pandas)")
     sizes = QUICK_SIZES if config.quick else FULL_SIZES
+    if config.sizes:
+        sizes = {n: FULL_SIZES.get(n, (1, 3)) for n in config.sizes}
     methods = METHODS if quality_module_present() else [m for m in METHODS if m != AUDITED]
     for rows, (warmup, repeats) in sizes.items():
         size = rows_label(rows)
