@@ -147,7 +147,14 @@ def first_step_error(events) -> str | None:
     """``step: message`` of the first step failure among Dagster events."""
     for event in events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            return f"{event.step_key}: {event.step_failure_data.error.message.strip()}"
+            error = event.step_failure_data.error
+            message = error.message.strip()
+            # Dagster wraps what an IO manager raised ("Error occurred while loading input ...");
+            # the platform's own message (an access, quota or contract refusal) is the cause
+            while error.cause is not None and message.startswith("dagster._core.errors."):
+                error = error.cause
+                message += " " + error.message.strip()
+            return f"{event.step_key}: {message}"
     return None
 
 

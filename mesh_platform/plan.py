@@ -188,6 +188,20 @@ def _previous_majors(domain: "Domain", decl: Declaration, contract: Contract, re
         plan.products.append(ProductPlan(domain.name, shim, old, None, {}, results, product_spec(domain.name, old, owners, None, has_inputs=True), plan.quotas))
 
 
+def _grants_over_ceiling(domain_root: Path, mesh_quotas: MeshQuotas) -> list[Problem]:
+    """A producer cannot give one consumer more privacy budget than the mesh lets any domain spend."""
+    from mesh_platform.governance.grants import read_grants
+
+    ceiling = mesh_quotas.ceilings.get("privacy_epsilon")
+    grants_file = read_grants(domain_root) if ceiling is not None else None
+    return [
+        Problem(grants_file.path, f"grants[{i}].privacy.epsilon",
+                f"{grant.privacy.epsilon:g} is above the mesh ceiling privacy_epsilon {ceiling:g} ({mesh_quotas.source})")
+        for i, grant in (grants_file.entries if grants_file else ())
+        if grant.privacy is not None and grant.privacy.epsilon > ceiling
+    ]
+
+
 def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
     """The resolved plan of every asset ``domain`` declares (pure: builds no Dagster definitions)."""
     plan = DomainPlan(domain.name)
@@ -199,6 +213,7 @@ def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
         mesh_quotas = MeshQuotas(dict(BUILT_IN_DEFAULTS), {})
     plan.quotas, quota_problems = resolve_quotas(domain.name, domain.descriptor.quotas, display_path(domain.root / "domain.yaml"), mesh_quotas)
     plan.problems.extend(quota_problems)
+    plan.problems.extend(_grants_over_ceiling(domain.root, mesh_quotas))
     try:
         plan.policies = GLOBAL_POLICIES + domain_policies(domain.root)
     except Exception as exc:  # the domain's own policies.py is broken

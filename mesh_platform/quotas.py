@@ -9,6 +9,7 @@ A domain declares its quotas in ``domain.yaml``; the mesh sets defaults and ceil
       max_run_seconds: 1800
       rows_per_publish: 5_000_000
       storage_bytes: 20GB
+      privacy_epsilon: 5
 
 A domain's quotas are the mesh defaults overridden by its own; a value above the mesh ceiling is a
 problem of the domain's plan (a global policy: no domain grants itself more), as are unknown keys,
@@ -22,6 +23,7 @@ negative numbers and unreadable sizes, each naming ``domain.yaml`` and the field
 | ``rows_per_publish``, ``bytes_per_publish`` | the platform, in the product's step before publish |
 | ``storage_bytes`` | the platform: the domain's lake prefix (ports with history, private, quarantine) plus the publish |
 | ``cpu_request`` ... ``memory_limit`` | the production deployment's resources (Helm values) |
+| ``privacy_epsilon`` | the privacy ledger: the domain's total epsilon as a consumer of differentially private aggregate ports, over every product (each grant's own budget still holds); its ceiling also bounds any one grant's budget |
 
 A refused publish fails the step: nothing is written, the last good version stays, downstream does
 not run, and the refusal is audited (kind ``quota``).
@@ -41,7 +43,8 @@ FILE = "quotas.yaml"
 INTEGERS = ("concurrent_runs", "pool_slots", "max_run_seconds", "rows_per_publish")
 SIZES = ("bytes_per_publish", "storage_bytes")
 RESOURCES = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")  # Kubernetes quantities
-KEYS = INTEGERS + SIZES + RESOURCES
+NUMBERS = ("privacy_epsilon",)  # positive reals
+KEYS = INTEGERS + SIZES + RESOURCES + NUMBERS
 WARN_AT = 0.8
 
 BUILT_IN_DEFAULTS: dict[str, Any] = {
@@ -55,6 +58,7 @@ BUILT_IN_DEFAULTS: dict[str, Any] = {
     "cpu_limit": "2",
     "memory_request": "1Gi",
     "memory_limit": "4Gi",
+    "privacy_epsilon": 10.0,
 }
 
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
@@ -81,6 +85,8 @@ def _show(quota: str, value: float) -> str:
             if value >= size:
                 return f"{value / size:.1f} {unit}"
         return f"{int(value)} B"
+    if quota in NUMBERS:
+        return f"{value:g}"
     return f"{int(value):,}"
 
 
@@ -111,6 +117,12 @@ def _parse(key: str, value: Any) -> Any:
         return value
     if key in SIZES:
         return parse_size(value)
+    if key in NUMBERS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ValueError(f"must be a number, got {value!r}")
+        if value <= 0:
+            raise ValueError(f"must be positive, got {value}")
+        return float(value)
     text = str(value)
     if not (_CPU if key.startswith("cpu") else _MEMORY).match(text):
         raise ValueError(f"{value!r} is not a Kubernetes {'CPU' if key.startswith('cpu') else 'memory'} quantity (e.g. {'500m or 2' if key.startswith('cpu') else '512Mi or 4Gi'})")
@@ -330,6 +342,9 @@ def report(mesh, lake, instance) -> list[dict[str, Any]]:
 
     from mesh_platform import metadata as md
 
+    from mesh_platform.governance.privacy import PrivacyLedger
+
+    ledger = PrivacyLedger()
     out = []
     for loaded in mesh.domains:
         if not loaded.ok or loaded.domain.last_plan is None or loaded.domain.last_plan.quotas is None:
@@ -346,7 +361,8 @@ def report(mesh, lake, instance) -> list[dict[str, Any]]:
             nbytes = meta[md.BYTES].value if md.BYTES in meta else None
             largest_rows, largest_bytes = max(largest_rows, rows or 0), max(largest_bytes, nbytes or 0)
             products.append({"product": name, "rows": rows, "bytes": nbytes, "stored_bytes": lake.size_under(f"{domain.name}/{name}")})
-        use = {"rows_per_publish": largest_rows, "bytes_per_publish": largest_bytes, "storage_bytes": storage_used(lake, domain.name)}
+        use = {"rows_per_publish": largest_rows, "bytes_per_publish": largest_bytes, "storage_bytes": storage_used(lake, domain.name),
+               "privacy_epsilon": ledger.spent_by(domain.name)}
         listed = []
         for key in KEYS:
             limit = quotas.get(key)

@@ -255,3 +255,50 @@ def test_mesh_quotas_and_usage_report_the_materialized_mesh(materialized_mesh, s
     assert claims_port["cost"] > 0
     fraud = next(d for d in report["domains"] if d["domain"] == "fraud")
     assert fraud["bytes_stored"] >= sum(p["bytes_stored"] for p in fraud["products"])  # + its private model
+
+
+def test_the_privacy_quota_bounds_a_domains_epsilon_over_every_product(tmp_path):
+    from mesh_platform.governance.privacy import PrivacyBudgetExhausted, PrivacyLedger
+
+    ledger = PrivacyLedger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    ledger.spend("analytics", "a.x", 0.6, 1.0, "q", quota=1.0)  # each grant's budget allows 1.0 ...
+    with pytest.raises(PrivacyBudgetExhausted, match="quota privacy_epsilon 1 over every product"):
+        ledger.spend("analytics", "b.y", 0.6, 1.0, "q", quota=1.0)  # ... the domain's quota does not
+    assert ledger.spent_by("analytics") == pytest.approx(0.6)  # nothing debited by the refusal
+    assert ledger.spend("fraud", "b.y", 0.6, 1.0, "q", quota=1.0) == pytest.approx(0.4)  # per consumer domain
+
+
+def test_a_grant_above_the_privacy_ceiling_fails_its_producer(project):
+    domains, _ = project
+    (domains.parent / "quotas.yaml").write_text(CEILINGS + "  privacy_epsilon: 5\n")
+    (domains / "shop" / "grants.yaml").write_text(yaml.safe_dump({"grants": [{
+        "product": "orders", "consumer": "insights", "purpose": "Order counts by status.", "port": "aggregate",
+        "privacy": {"epsilon": 8, "unit": "order_id", "max_contributions": 1}}]}))
+    with pytest.raises(DomainDefinitionError) as info:
+        _shop(domains, {})
+    problems = {(Path(p.file).name, p.field): p.message for p in info.value.problems}
+    assert "above the mesh ceiling privacy_epsilon 5" in problems[("grants.yaml", "grants[0].privacy.epsilon")]
+
+
+def test_an_aggregate_read_over_the_consumers_privacy_quota_is_refused(materialized_mesh, domains_copy, tmp_path, settings):
+    """Through Dagster: analytics' contact_topics reads customer_care aggregates; with a quota below
+    what that read costs on top of what analytics has spent, the step fails and spends nothing."""
+    from conftest import copy_env, run_mesh
+
+    from mesh_platform.governance.privacy import PrivacyLedger
+
+    spent = PrivacyLedger().spent_by("analytics")
+    assert spent > 0  # the mesh run read the aggregates once
+    descriptor = domains_copy / "domains" / "analytics" / "domain.yaml"
+    _with_quotas(descriptor, {"privacy_epsilon": spent + 0.25})  # the query asks for 0.5
+    env = {**copy_env(domains_copy), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    result = run_mesh(["materialize", "--in-process", "--select", "analytics/contact_topics"], env=env, cwd=domains_copy)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "quota privacy_epsilon" in result.stdout
+    assert PrivacyLedger().spent_by("analytics") == pytest.approx(spent)
+
+    quotas = run_mesh(["quotas", "--json"])
+    import json
+
+    analytics = {q["quota"]: q for d in json.loads(quotas.stdout)["domains"] if d["domain"] == "analytics" for q in d["quotas"]}
+    assert analytics["privacy_epsilon"]["limit"] == 20 and analytics["privacy_epsilon"]["use"] == pytest.approx(spent)

@@ -96,12 +96,20 @@ class Aggregate:
 
 
 class PrivacyBudgetExhausted(PermissionError):
-    def __init__(self, consumer: str, product: str, spent: float, budget: float, asked: float):
+    """A query over the grant's budget on one product, or over the consumer's quota (``product`` None)."""
+
+    def __init__(self, consumer: str, product: str | None, spent: float, budget: float, asked: float):
         self.consumer, self.product, self.spent, self.budget, self.asked = consumer, product, spent, budget, asked
-        super().__init__(
-            f"domain {consumer!r} has spent {spent:g} of its privacy budget {budget:g} (epsilon) on {product!r}; "
-            f"a query of {asked:g} is refused"
-        )
+        if product is None:
+            super().__init__(
+                f"domain {consumer!r} has spent {spent:g} of its quota privacy_epsilon {budget:g} over every product; "
+                f"a query of {asked:g} is refused (quotas.privacy_epsilon in domains/{consumer}/domain.yaml, within the mesh ceiling)"
+            )
+        else:
+            super().__init__(
+                f"domain {consumer!r} has spent {spent:g} of its privacy budget {budget:g} (epsilon) on {product!r}; "
+                f"a query of {asked:g} is refused"
+            )
 
 
 def group_values(contract: Contract, column: str) -> list:
@@ -176,8 +184,23 @@ class PrivacyLedger:
             ).scalar()
         return float(total or 0.0)
 
-    def spend(self, consumer: str, product: str, epsilon: float, budget: float, query: str, run_id: str | None = None) -> float:
-        """Debit ``epsilon`` atomically, or raise :class:`PrivacyBudgetExhausted`; returns what remains."""
+    def spent_by(self, consumer: str) -> float:
+        """Everything ``consumer`` has spent, over every product (its ``privacy_epsilon`` quota's use)."""
+        import sqlalchemy as sa
+
+        with self.engine.connect() as con:
+            total = con.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(self.table.c.epsilon), 0.0)).where(self.table.c.consumer == consumer)
+            ).scalar()
+        return float(total or 0.0)
+
+    def spend(self, consumer: str, product: str, epsilon: float, budget: float, query: str, run_id: str | None = None,
+              quota: float | None = None) -> float:
+        """Debit ``epsilon`` atomically, or raise :class:`PrivacyBudgetExhausted`; returns what remains of the grant's budget.
+
+        ``budget`` is the grant's (this consumer, this product); ``quota`` the consumer domain's
+        ``privacy_epsilon`` over every product. Both are checked in the same transaction as the debit.
+        """
         import sqlalchemy as sa
 
         with self.engine.connect() as con:
@@ -197,6 +220,15 @@ class PrivacyLedger:
                 )
                 if spent + epsilon > budget + 1e-9:
                     raise PrivacyBudgetExhausted(consumer, product, spent, budget, epsilon)
+                if quota is not None:
+                    total = float(
+                        con.execute(
+                            sa.select(sa.func.coalesce(sa.func.sum(self.table.c.epsilon), 0.0)).where(self.table.c.consumer == consumer)
+                        ).scalar()
+                        or 0.0
+                    )
+                    if total + epsilon > quota + 1e-9:
+                        raise PrivacyBudgetExhausted(consumer, None, total, quota, epsilon)
                 con.execute(
                     self.table.insert().values(
                         consumer=consumer, product=product, epsilon=epsilon, query=query, run_id=run_id,

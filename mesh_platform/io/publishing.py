@@ -85,7 +85,11 @@ def read_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, r
     aggregate = Aggregate.from_metadata(query)
     decision = authorize(consumer, contract, aggregate=True)
     budget = decision.grant.privacy
-    remaining = PrivacyLedger().spend(consumer, contract.id, aggregate.epsilon, budget.epsilon, json.dumps(query, sort_keys=True), run_id)
+    from mesh_platform.contracts.registry import default_domains_root
+    from mesh_platform.quotas import for_domain
+
+    quota = for_domain(consumer, default_domains_root() / consumer).get("privacy_epsilon")
+    remaining = PrivacyLedger().spend(consumer, contract.id, aggregate.epsilon, budget.epsilon, json.dumps(query, sort_keys=True), run_id, quota=quota)
     columns = aggregate.columns(budget.unit)
     table = lake.read_table(Lake.port_path(contract.domain, contract.name, contract.major), columns=columns)
     frame = compute(table.to_pandas(), contract, aggregate, budget.unit, budget.max_contributions)
