@@ -18,8 +18,8 @@ child process from interpreter start to exit. Two ways of loading are measured:
 ``mesh``         all 20 domains in one process (what ``mesh validate`` / ``mesh materialize`` do),
                  median of ``repeats`` fresh processes, run in rounds that interleave the flavors.
 ``code server``  one domain per process (what ``dagster dev`` does: one code server per domain),
-                 a sample of domains (first, middle, last), one process each; reported per code
-                 server (median over the sample).
+                 a sample of domains (first, middle, last), three fresh processes each; reported per
+                 code server (median over the sample of each domain's median).
 
 The warm-up is ``compileall`` of the generated modules (bytecode cached as in production, see
 :mod:`benchmarks.harness`) and, for the platform, one load that fills its cache of parsed
@@ -55,6 +55,7 @@ FULL_SIZES = {200: 3, 2000: 3, 5000: 2}
 QUICK_SIZES = {50: 1}
 CODE_SERVER_SAMPLE = 3  # domains loaded alone, in their own process (first, middle, last)
 QUICK_CODE_SERVER_SAMPLE = 1
+CODE_SERVER_REPEATS = 3  # fresh processes per sampled domain (a code server loads in ~1-3 s: one is noisy)
 PHASES = ("import_dagster", "import_platform", "definitions", "repository", "snapshot")
 
 
@@ -141,11 +142,11 @@ def _figures(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _code_servers(mesh, sample: int) -> dict[str, Any]:
-    """One domain per fresh process for a sample of domains (first, ..., last)."""
+def _code_servers(mesh, sample: int, repeats: int = 1) -> dict[str, Any]:
+    """One domain per fresh process for a sample of domains (first, ..., last), ``repeats`` processes each."""
     picks = sorted({round(i * (len(mesh.domains) - 1) / max(sample - 1, 1)) for i in range(sample)})
     domains = [mesh.domains[i] for i in picks]
-    per_domain = {d: _figures([_load_once(mesh, [mesh.module(d)])]) for d in domains}
+    per_domain = {d: _figures([_load_once(mesh, [mesh.module(d)]) for _ in range(repeats)]) for d in domains}
     return {
         "load_snapshot_s": _median([r["load_snapshot_s"] for r in per_domain.values()]),
         "load_snapshot_cpu_s": _median([r["load_snapshot_cpu_s"] for r in per_domain.values()]),
@@ -188,7 +189,7 @@ def _cases_for_size(result: BenchmarkResult, products: int, meshes: dict, repeat
     for flavor, base_flavor in code_server_base.items():
         label = FLAVOR_LABELS[flavor]
         config.log(f"  {NAME}: {label} @ {size} (one code server per domain, {sample} sampled)")
-        figures = _code_servers(meshes[flavor], sample)
+        figures = _code_servers(meshes[flavor], sample, repeats=CODE_SERVER_REPEATS if sample > 1 else 1)
         base = base_flavor and f"{FLAVOR_LABELS[base_flavor]}: per code server"
         result.cases.append(
             Case(f"{label}: per code server", size, figures["load_snapshot_s"], base, cpu_seconds=figures["load_snapshot_cpu_s"], peak_rss_mb=figures["peak_rss_mb"], details=figures)
