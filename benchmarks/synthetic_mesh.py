@@ -19,10 +19,12 @@ three *flavors*, so that the platform is always compared with Dagster on identic
     domains as ``dg.AssetSpec`` (the baseline).
 ``dagster_rich``
     the ``dagster`` flavor plus, hand-written, what the platform derives from contracts:
-    description, owners, tags, kinds, column schema, code version, one asset check per quality
-    rule, freshness policy and automation condition from the SLAs, and an automation sensor per
-    domain. It separates what Dagster itself costs for all that from what the platform's
-    machinery (contracts, registry, ports) costs.
+    description, owners, tags, kinds, column schema, the same ``mesh/*`` metadata keys, code
+    version, the same asset checks (one per quality rule, plus governance, quarantine and quota),
+    the domain's pool, freshness policy and automation condition from the SLAs, and an automation
+    sensor per domain. Its asset functions have the platform flavor's pandas bodies, so its module
+    imports pandas as a real domain's does. It separates what Dagster itself costs for all that
+    from what the platform's machinery (contracts, registry, ports, plan) costs.
 
 The plan is a DAG: domain ``k`` holds every ``D``-th product, and each product of a domain other
 than the first reads 0 to 3 products of earlier domains (seeded, so every flavor and every run
@@ -211,7 +213,7 @@ def _dagster_module(domain: str, products: list[Product], rich: bool) -> str:
         if rich:
             extra = (
                 f'\n    description=_description("{p.name}"), owners=OWNERS, kinds={{"pandas", "parquet"}},'
-                f'\n    tags={{"mesh/domain": "{domain}", "mesh/type": "product", "mesh/status": "active"}},'
+                f'\n    tags={{"mesh/domain": "{domain}", "mesh/type": "product", "mesh/status": "active", "mesh/classification": "internal", "mesh/access": "internal", "mesh/policies": "passed"}}, pool="{domain}",'
                 f'\n    metadata=_metadata("{domain}", "{p.name}"), code_version="1.0.0-{zlib.crc32(p.name.encode()):012d}",'
                 f'\n    check_specs=_checks(["{domain}", "{p.name}"]), freshness_policy=FRESHNESS,'
                 f'\n    automation_condition={"dg.AutomationCondition.eager()" if p.inputs else "ON_CRON"},'
@@ -236,6 +238,8 @@ def _dagster_module(domain: str, products: list[Product], rich: bool) -> str:
             f'''
             COLUMNS = {[c for c, _, _ in COLUMNS]!r}
             OWNERS = ["team:team-{domain}", "{OWNER}"]
+            POLICIES = ["access_level", "columns_classified", "input_ports_granted", "owner_and_purpose", "public_products_have_quality_and_sla", "sensitive_columns_masked"]
+            QUOTAS = {{"concurrent_runs": 2, "pool_slots": 2, "max_run_seconds": 14400, "rows_per_publish": 50000000, "bytes_per_publish": 8589934592, "storage_bytes": 107374182400}}
             FRESHNESS = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours={SLA_HOURS}), warn_window=timedelta(hours={SLA_HOURS}) * 0.8)
             ON_CRON = dg.AutomationCondition.on_cron("0 2 * * *")
 
@@ -246,6 +250,9 @@ def _dagster_module(domain: str, products: list[Product], rich: bool) -> str:
                     specs.append(dg.AssetCheckSpec(f"{{column}}_not_null", asset=key, blocking=True, description=f"{{column}} has no nulls (error)"))
                 specs.append(dg.AssetCheckSpec("id_unique", asset=key, blocking=True, description="id is unique (error)"))
                 specs.append(dg.AssetCheckSpec("row_count", asset=key, blocking=True, description="row count mustBeGreaterThan 0 (error)"))
+                specs.append(dg.AssetCheckSpec("governance_policies", asset=key, blocking=True, description="The mesh's governance policies hold."))
+                specs.append(dg.AssetCheckSpec("quarantine", asset=key, description="Share of source rows quarantined on the way to this product."))
+                specs.append(dg.AssetCheckSpec("quota", asset=key, blocking=True, description="The domain's quotas hold for this publish."))
                 return specs
 
 
@@ -259,6 +266,10 @@ def _dagster_module(domain: str, products: list[Product], rich: bool) -> str:
                     "mesh/contract_id": f"{{domain}}.{{name}}",
                     "mesh/contract_version": "1.0.0",
                     "mesh/port_path": f"{{domain}}/{{name}}/v1/data.parquet",
+                    "mesh/port_major": 1,
+                    "mesh/contract_file": dg.MetadataValue.path(f"contracts/{{name}}.yaml"),
+                    "mesh/policies": dg.MetadataValue.json(POLICIES),
+                    "mesh/quotas": dg.MetadataValue.json(QUOTAS),
                 }}
             '''
         )
