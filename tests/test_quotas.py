@@ -280,6 +280,7 @@ def test_a_grant_above_the_privacy_ceiling_fails_its_producer(project):
     assert "above the mesh ceiling privacy_epsilon 5" in problems[("grants.yaml", "grants[0].privacy.epsilon")]
 
 
+@pytest.mark.slow  # it needs the whole mesh materialized (as every test of `materialized_mesh`)
 def test_an_aggregate_read_over_the_consumers_privacy_quota_is_refused(materialized_mesh, domains_copy, tmp_path, settings):
     """Through Dagster: analytics' contact_topics reads customer_care aggregates; with a quota below
     what that read costs on top of what analytics has spent, the step fails and spends nothing."""
