@@ -77,6 +77,12 @@ def materialized_mesh(sources, settings):
 def run_mesh(args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the `mesh` command line in a subprocess with this session's environment (plus ``env``)."""
     full_env = {**os.environ, **(env or {})}
+    if env and "MESH_HOME" in env:
+        # a mesh home of its own: paths an earlier test pinned (settings.export()) must not point the
+        # child back at the session's sources or lake (`--scale` would regenerate the session's sources)
+        for var in ("MESH_LAKE", "MESH_SOURCES", "DAGSTER_HOME"):
+            if var not in env:
+                full_env.pop(var, None)
     return subprocess.run(
         [sys.executable, "-m", "mesh_platform.cli", *args],
         cwd=cwd,
