@@ -137,12 +137,6 @@ def ready_batches(
     return batches
 
 
-def plan_rounds(graph: dict[dg.AssetKey, tuple[str, set[dg.AssetKey]]], pending: set[dg.AssetKey], domain_order: list[str]):
-    """The next (domain, keys) batch that can run now, or None."""
-    batches = ready_batches(graph, pending, domain_order)
-    return batches[0] if batches else None
-
-
 def first_step_error(events) -> str | None:
     """``step: message`` of the first step failure among Dagster events."""
     for event in events:
@@ -151,7 +145,7 @@ def first_step_error(events) -> str | None:
             message = error.message.strip()
             # Dagster wraps what an IO manager raised ("Error occurred while loading input ...");
             # the platform's own message (an access, quota or contract refusal) is the cause
-            while error.cause is not None and message.startswith("dagster._core.errors."):
+            while error.cause is not None and error.message.startswith("dagster._core.errors."):
                 error = error.cause
                 message += " " + error.message.strip()
             return f"{event.step_key}: {message}"

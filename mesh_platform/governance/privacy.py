@@ -173,26 +173,21 @@ class PrivacyLedger:
         )
         self.table.metadata.create_all(self.engine)
 
-    def spent(self, consumer: str, product: str) -> float:
+    def _spent(self, con, consumer: str, product: str | None = None) -> float:
+        """Epsilon ``consumer`` has spent on ``product`` (None: over every product), on connection ``con``."""
         import sqlalchemy as sa
 
+        where = [self.table.c.consumer == consumer] + ([self.table.c.product == product] if product is not None else [])
+        return float(con.execute(sa.select(sa.func.coalesce(sa.func.sum(self.table.c.epsilon), 0.0)).where(*where)).scalar() or 0.0)
+
+    def spent(self, consumer: str, product: str) -> float:
         with self.engine.connect() as con:
-            total = con.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(self.table.c.epsilon), 0.0)).where(
-                    self.table.c.consumer == consumer, self.table.c.product == product
-                )
-            ).scalar()
-        return float(total or 0.0)
+            return self._spent(con, consumer, product)
 
     def spent_by(self, consumer: str) -> float:
         """Everything ``consumer`` has spent, over every product (its ``privacy_epsilon`` quota's use)."""
-        import sqlalchemy as sa
-
         with self.engine.connect() as con:
-            total = con.execute(
-                sa.select(sa.func.coalesce(sa.func.sum(self.table.c.epsilon), 0.0)).where(self.table.c.consumer == consumer)
-            ).scalar()
-        return float(total or 0.0)
+            return self._spent(con, consumer)
 
     def spend(self, consumer: str, product: str, epsilon: float, budget: float, query: str, run_id: str | None = None,
               quota: float | None = None) -> float:
@@ -201,8 +196,6 @@ class PrivacyLedger:
         ``budget`` is the grant's (this consumer, this product); ``quota`` the consumer domain's
         ``privacy_epsilon`` over every product. Both are checked in the same transaction as the debit.
         """
-        import sqlalchemy as sa
-
         with self.engine.connect() as con:
             if self.engine.dialect.name == "sqlite":
                 con.exec_driver_sql("BEGIN IMMEDIATE")
@@ -210,23 +203,11 @@ class PrivacyLedger:
                 con.begin()
                 con.exec_driver_sql("LOCK TABLE privacy_spend IN EXCLUSIVE MODE")
             try:
-                spent = float(
-                    con.execute(
-                        sa.select(sa.func.coalesce(sa.func.sum(self.table.c.epsilon), 0.0)).where(
-                            self.table.c.consumer == consumer, self.table.c.product == product
-                        )
-                    ).scalar()
-                    or 0.0
-                )
+                spent = self._spent(con, consumer, product)
                 if spent + epsilon > budget + 1e-9:
                     raise PrivacyBudgetExhausted(consumer, product, spent, budget, epsilon)
                 if quota is not None:
-                    total = float(
-                        con.execute(
-                            sa.select(sa.func.coalesce(sa.func.sum(self.table.c.epsilon), 0.0)).where(self.table.c.consumer == consumer)
-                        ).scalar()
-                        or 0.0
-                    )
+                    total = self._spent(con, consumer)
                     if total + epsilon > quota + 1e-9:
                         raise PrivacyBudgetExhausted(consumer, None, total, quota, epsilon)
                 con.execute(
