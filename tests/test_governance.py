@@ -205,9 +205,9 @@ def test_iam_policies_are_generated_from_the_grants_and_up_to_date(tmp_path):
         assert json.loads(path.read_text()) == json.loads((committed / path.name).read_text()), f"run `mesh iam` ({path.name})"
     fraud = json.loads((tmp_path / "fraud.json").read_text())
     reads = next(s for s in fraud["Statement"] if s["Sid"] == "ReadGrantedPorts")["Resource"]
-    assert "arn:aws:s3:::acme-mesh-lake/lake/claims/claims/v1/data.parquet" in reads
+    assert "arn:aws:s3:::acme-mesh-lake/lake/claims/claims/v1/*" in reads
     assert not any("policyholders" in r for r in reads)
     analytics = json.loads((tmp_path / "analytics.json").read_text())
     assert not any("conversations" in r for s in analytics["Statement"] for r in s["Resource"])
     privacy = json.loads((tmp_path / "mesh-privacy.json").read_text())
-    assert privacy["Statement"][0]["Resource"] == ["arn:aws:s3:::acme-mesh-lake/lake/customer_care/conversations/v1/data.parquet"]
+    assert privacy["Statement"][0]["Resource"] == ["arn:aws:s3:::acme-mesh-lake/lake/customer_care/conversations/v1/*"]
