@@ -292,17 +292,17 @@ def version_bytes(lake, relpath: str, version: int) -> int:
     return sum(sizes.get(_relative(u, root), 0) for u in dt.file_uris())
 
 
-def undo(lake, relpath: str, port: str, base, version: int) -> None:
+def undo(lake, relpath: str, port: str, previous: int | None, version: int) -> None:
     """Take back the commit ``version`` of a publish whose other variant failed.
 
-    The table goes back to ``base`` (a restore commit with its content); a port that had no
+    The table goes back to version ``previous`` (a restore commit with its content); a port that had no
     table before loses the one this publish created. Only when ``version`` is still the latest:
     a later commit is someone else's and is left alone.
     """
     dt = snapshot(lake, relpath, port)
     if dt is None or dt.version() != version:
         return
-    if base is None:
+    if previous is None:
         lake.fs.delete_dir_contents(lake._full(relpath), missing_dir_ok=True)
         return
-    dt.restore(base.version())
+    dt.restore(previous)

@@ -94,6 +94,7 @@ def publish(lake: Lake, contract: Contract, table: pa.Table) -> list[tuple[str, 
     # both snapshots first: a concurrent publish of either variant fails this one before it commits
     full_base = delta.snapshot(lake, full_path, port_name(contract))
     masked_base = delta.snapshot(lake, masked_path, port_name(contract, "masked")) if sensitive else None
+    previous = None if full_base is None else full_base.version()  # (a write moves the snapshot object on)
     about = {"mesh.contract.id": contract.id, "mesh.contract.version": contract.version}
     version = delta.write(lake, full_path, table, port_name(contract), full_base, {**about, "mesh.variant": "full"})
     written = [("full", _published(lake, full_path, table.num_rows, version))]
@@ -105,7 +106,7 @@ def publish(lake: Lake, contract: Contract, table: pa.Table) -> list[tuple[str, 
                 {**about, "mesh.variant": "masked", "mesh.full_version": str(version)},
             )
         except BaseException:
-            delta.undo(lake, full_path, port_name(contract), full_base, version)
+            delta.undo(lake, full_path, port_name(contract), previous, version)
             raise
         written.append(("masked", _published(lake, masked_path, masked.num_rows, masked_version)))
     return written

@@ -1,0 +1,168 @@
+"""Output ports as Delta tables: one commit per publish, versions recorded and read, through Dagster.
+
+The masked variant is exercised with the demo mesh's grants after policies withdraws customer_care's
+unmasking of pii on policyholders (customer_care then reads the masked table).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pyarrow as pa
+import pytest
+from conftest import ROOT
+from deltalake import DeltaTable
+
+from mesh_platform import metadata as md
+from mesh_platform.contracts.registry import mesh_registry
+from mesh_platform.io import delta
+from mesh_platform.io.io_manager import MeshIOManager
+from mesh_platform.io.lake import Lake
+
+GRANT_WITHDRAWN = "    unmasked: [pii]\n"
+HOLDERS = dg.AssetKey(["policies", "policyholders"])
+
+
+def holders(n: int, tag: str) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "policyholder_id": [f"PH-{i:07d}" for i in range(n)],
+            "full_name": [f"Person {tag}{i}" for i in range(n)],
+            "email": [f"p{i}@{tag}.example" for i in range(n)],
+            "phone": [f"+44 7700 9{i:05d}" for i in range(n)],
+            "date_of_birth": pd.to_datetime(["1980-01-01"] * n).date,
+            "city": [f"City {tag}"] * n,
+            "postcode_district": ["LS1"] * n,
+            "customer_since": pd.to_datetime(["2020-01-01"] * n),
+        }
+    )
+
+
+@pytest.fixture
+def masked_mesh(tmp_path, monkeypatch):
+    """customer_care reads policyholders masked (grants copied, its unmasking withdrawn)."""
+    domains = tmp_path / "domains"
+    shutil.copytree(ROOT / "domains", domains, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    grants = domains / "policies" / "grants.yaml"
+    grants.write_text(grants.read_text().replace(GRANT_WITHDRAWN, ""))
+    monkeypatch.setenv("MESH_DOMAINS", str(domains))
+    return tmp_path / "lake"
+
+
+def assets(state: dict, seen: dict):
+    contract = mesh_registry().get("policies.policyholders")
+
+    @dg.asset(key=HOLDERS, metadata={md.CONTRACT_ID: contract.id})
+    def policyholders():
+        return state["df"]
+
+    @dg.asset(key=["customer_care", "reader"], ins={"ph": dg.AssetIn(key=HOLDERS, metadata={md.CONTRACT_ID: contract.id, md.CONSUMER_COLUMNS: ["policyholder_id", "email", "city"]})})
+    def reader(ph):
+        seen["frame"] = ph
+        return None
+
+    return policyholders, reader
+
+
+def materialization(instance, key=HOLDERS):
+    return instance.get_latest_materialization_event(key).asset_materialization.metadata
+
+
+def reads(instance, run_id: str) -> list[dict]:
+    records = instance.fetch_observations(HOLDERS, limit=100).records
+    return [r.event_log_entry.asset_observation.metadata for r in records if r.event_log_entry.run_id == run_id]
+
+
+def test_a_publish_commits_each_variant_once_and_a_masked_reader_reads_the_paired_version(masked_mesh):
+    state, seen = {"df": holders(3, "a")}, {}
+    producer, reader = assets(state, seen)
+    resources = {"io_manager": MeshIOManager(lake=str(masked_mesh))}
+    full, masked = masked_mesh / "policies/policyholders/v1", masked_mesh / "policies/policyholders/v1_masked"
+    with dg.instance_for_test() as instance:
+        for n, tag in enumerate("ab"):
+            state["df"] = holders(3, tag)
+            assert dg.materialize([producer], resources=resources, instance=instance).success
+            meta = materialization(instance)
+            assert meta[md.DELTA_VERSION].value == n and meta[md.MASKED_VERSION].value == n
+            assert meta["dagster/uri"].value == f"file://{full}"
+            assert meta[md.STORED_BYTES].value == delta.size(Lake(str(masked_mesh)), "policies/policyholders/v1") + delta.size(Lake(str(masked_mesh)), "policies/policyholders/v1_masked")
+        assert DeltaTable(str(full)).version() == 1 and DeltaTable(str(masked)).version() == 1
+        assert DeltaTable(str(full)).to_pandas()["email"].tolist() == [f"p{i}@b.example" for i in range(3)]
+        assert not any("@" in str(v) for v in DeltaTable(str(masked)).to_pandas()["email"])  # pseudonymized at rest
+        assert DeltaTable(str(masked)).history(1)[0]["mesh.full_version"] == "1"  # each masked commit names its full one
+        # the masked table is a sibling: nothing of it lives inside the full table's folder
+        assert not any("masked" in p.name for p in full.rglob("*"))
+
+        # a masked commit no materialization names (another publish, half done) is not what readers get
+        stray = holders(3, "stray").assign(email=["stray"] * 3)
+        lake = Lake(str(masked_mesh))
+        delta.write(lake, "policies/policyholders/v1_masked", pa.Table.from_pandas(stray, preserve_index=False), "x", delta.snapshot(lake, "policies/policyholders/v1_masked", "x"))
+        result = dg.materialize([producer, reader], resources=resources, instance=instance, selection=[reader.key])
+        assert result.success
+        assert seen["frame"]["city"].tolist() == ["City b"] * 3 and "stray" not in seen["frame"]["email"].tolist()
+        [read] = reads(instance, result.run_id)
+        assert read[md.AUDIT].value == "read" and read[md.PORT].value == "v1/masked" and read[md.DELTA_VERSION].value == 1
+
+
+def test_a_failed_masked_commit_leaves_both_variants_at_the_previous_publish(masked_mesh, monkeypatch):
+    state, seen = {"df": holders(2, "a")}, {}
+    producer, _ = assets(state, seen)
+    resources = {"io_manager": MeshIOManager(lake=str(masked_mesh))}
+    full = str(masked_mesh / "policies/policyholders/v1")
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([producer], resources=resources, instance=instance).success
+        real = delta.write
+
+        def masked_commit_fails(lake, relpath, *args, **kwargs):
+            if relpath.endswith("_masked"):
+                raise OSError("connection reset while committing (injected)")
+            return real(lake, relpath, *args, **kwargs)
+
+        monkeypatch.setattr(delta, "write", masked_commit_fails)
+        state["df"] = holders(2, "b")
+        result = dg.materialize([producer], resources=resources, instance=instance, raise_on_error=False)
+        assert not result.success
+        assert "injected" in result.get_step_failure_events()[0].step_failure_data.error.to_string()
+        monkeypatch.undo()
+        assert materialization(instance)[md.DELTA_VERSION].value == 0  # the failed publish recorded nothing
+        assert DeltaTable(full).to_pandas()["city"].tolist() == ["City a"] * 2  # the full commit was taken back
+        assert DeltaTable(str(masked_mesh / "policies/policyholders/v1_masked")).version() == 0
+
+
+def test_a_killed_publish_leaves_the_table_at_its_previous_version(tmp_path):
+    lake = Lake(str(tmp_path))
+    delta.write(lake, "d/p/v1", pa.table({"id": [1, 2], "value": [1, 1]}), "d.p v1", None)
+    script = textwrap.dedent(
+        f"""
+        import pyarrow as pa
+        from mesh_platform.io import delta
+        from mesh_platform.io.lake import Lake
+        lake = Lake({str(tmp_path)!r})
+        n = 6_000_000
+        big = pa.table({{"id": pa.array(range(n)), "value": pa.array([2] * n)}})
+        print("writing", flush=True)
+        delta.write(lake, "d/p/v1", big, "d.p v1", delta.snapshot(lake, "d/p/v1", "d.p v1"))
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    try:
+        assert proc.stdout.readline().strip() == b"writing"
+        before = set((tmp_path / "d/p/v1").iterdir())
+        for _ in range(400):  # bounded: 20 s; kill as soon as the write put anything on disk
+            if set((tmp_path / "d/p/v1").iterdir()) != before or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    table = DeltaTable(str(tmp_path / "d/p/v1"))
+    assert table.version() == 0 and table.to_pandas()["value"].tolist() == [1, 1]
