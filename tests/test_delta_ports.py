@@ -166,3 +166,63 @@ def test_a_killed_publish_leaves_the_table_at_its_previous_version(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     table = DeltaTable(str(tmp_path / "d/p/v1"))
     assert table.version() == 0 and table.to_pandas()["value"].tolist() == [1, 1]
+
+
+EVENTS = dg.AssetKey(["claims", "claim_events"])
+
+
+def events(n: int, kind: str) -> pd.DataFrame:
+    return pd.DataFrame({"event_id": list(range(n)), "claim_id": [f"C{i}" for i in range(n)], "event_type": [kind] * n, "occurred_at": pd.to_datetime(["2025-01-01"] * n)})
+
+
+def event_assets(state: dict, seen: list):
+    contract = mesh_registry().get("claims.claim_events")
+
+    @dg.asset(key=EVENTS, metadata={md.CONTRACT_ID: contract.id})
+    def claim_events():
+        return state["df"]
+
+    @dg.asset(key=["fraud", "watcher"], ins={"ev": dg.AssetIn(key=EVENTS, metadata={md.CONTRACT_ID: contract.id, md.CONSUMER_COLUMNS: ["event_id", "event_type"]})})
+    def watcher(ev):
+        seen.append(ev)
+        return None
+
+    return claim_events, watcher
+
+
+def read_versions(instance, run_id: str, key=EVENTS) -> list[int]:
+    records = instance.fetch_observations(key, limit=100).records
+    return [r.event_log_entry.asset_observation.metadata[md.DELTA_VERSION].value for r in records if r.event_log_entry.run_id == run_id]
+
+
+def test_reads_record_their_version_and_a_run_replays_the_versions_an_earlier_run_read(tmp_path):
+    from mesh_platform.governance.audit import audit_records
+
+    state, seen = {"df": events(2, "opened")}, []
+    producer, watcher = event_assets(state, seen)
+    resources = {"io_manager": MeshIOManager(lake=str(tmp_path / "lake"))}
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([producer], resources=resources, instance=instance).success
+        first = dg.materialize([producer, watcher], resources=resources, instance=instance, selection=[watcher.key])
+        assert read_versions(instance, first.run_id) == [0]
+        state["df"] = events(3, "paid")
+        assert dg.materialize([producer], resources=resources, instance=instance).success
+        assert materialization(instance, EVENTS)[md.DELTA_VERSION].value == 1
+        latest = dg.materialize([producer, watcher], resources=resources, instance=instance, selection=[watcher.key])
+        assert read_versions(instance, latest.run_id) == [1] and seen[-1]["event_type"].tolist() == ["paid"] * 3
+
+        replay = dg.materialize([producer, watcher], resources=resources, instance=instance, selection=[watcher.key], tags={md.REPLAY_OF: first.run_id})
+        assert replay.success
+        assert seen[-1]["event_type"].tolist() == ["opened"] * 2  # what the first run read, not the latest
+        assert read_versions(instance, replay.run_id) == [0]
+
+        # the audit log (what `mesh audit` prints) shows the versions published and read
+        records = audit_records(instance, [EVENTS])
+        assert [(r.kind, r.version) for r in records] == [("publish", 0), ("read", 0), ("publish", 1), ("read", 1), ("read", 0)]
+
+        # a run that read nothing of the port cannot be replayed against it: a clear failure, no guess
+        nothing = dg.materialize([producer], resources=resources, instance=instance)
+        refused = dg.materialize([producer, watcher], resources=resources, instance=instance, selection=[watcher.key], tags={md.REPLAY_OF: nothing.run_id}, raise_on_error=False)
+        assert not refused.success
+        message = refused.get_step_failure_events()[0].step_failure_data.error.to_string()
+        assert f"cannot replay run {nothing.run_id!r}: it recorded no versioned read of claims/claim_events" in message

@@ -190,6 +190,8 @@ def test_audit_holds_every_read_and_publish_of_a_full_run(materialized_mesh):
     expected_reads = sorted(pair for d in mesh.domains for pair in input_ports(d.domain))
     reads = sorted((r["consumer"], r["product"]) for r in initial if r["kind"] == "read")
     assert reads == expected_reads
+    # every publish names the Delta version it committed, every read the version it read
+    assert all(r["version"] is not None for r in initial if r["kind"] in ("publish", "read"))
     aggregate = next(r for r in initial if r["kind"] == "read" and r["port"].endswith("/aggregate"))
     assert aggregate["consumer"] == "analytics" and aggregate["product"] == "customer_care.conversations"
     only = json.loads(run_mesh(["audit", "--json", "--consumer", "fraud", "--product", "claims.claims"]).stdout)["records"]

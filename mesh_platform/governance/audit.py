@@ -45,6 +45,7 @@ class AuditRecord:
     reason: str = ""  # denied: why
     reasons: dict = field(default_factory=dict)  # quarantine: rows per reason
     version: int | None = None  # publish: the Delta version committed; read: the version read
+    masked_version: int | None = None  # publish: the version of the masked variant committed with it
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +138,7 @@ def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
         reason=_value(meta, md.REASON, ""),
         reasons=dict(_value(meta, md.REASONS, {}) or {}),
         version=_value(meta, md.DELTA_VERSION),
+        masked_version=_value(meta, md.MASKED_VERSION),
     )
 
 
