@@ -226,3 +226,116 @@ def test_reads_record_their_version_and_a_run_replays_the_versions_an_earlier_ru
         assert not refused.success
         message = refused.get_step_failure_events()[0].step_failure_data.error.to_string()
         assert f"cannot replay run {nothing.run_id!r}: it recorded no versioned read of claims/claim_events" in message
+
+
+# A run in its own process: it publishes claims.claim_events with `rows` rows, its commit held back
+# (after the publish took its snapshot) until every racer is ready, so the publishes overlap for sure.
+RACER = """
+import json, os, sys, time
+import dagster as dg
+import pandas as pd
+from domains.claims.definitions import defs  # noqa: F401 - loads the contracts
+from mesh_platform.contracts.registry import mesh_registry
+from mesh_platform.io import delta
+from mesh_platform.io.io_manager import MeshIOManager
+
+lake, barrier, rows, parties = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+real = delta.write
+
+def write_together(*args, **kwargs):
+    open(os.path.join(barrier, str(os.getpid())), "w").close()
+    for _ in range(600):  # bounded: 60 s
+        if len(os.listdir(barrier)) >= parties:
+            break
+        time.sleep(0.1)
+    return real(*args, **kwargs)
+
+delta.write = write_together
+contract = mesh_registry().get("claims.claim_events")
+
+@dg.asset(key=["claims", "claim_events"], metadata={"mesh/contract_id": contract.id})
+def claim_events():
+    return pd.DataFrame({"event_id": range(rows), "claim_id": [f"C{i}" for i in range(rows)], "event_type": ["opened"] * rows,
+                         "occurred_at": pd.to_datetime(["2025-01-01"] * rows)})
+
+result = dg.materialize([claim_events], resources={"io_manager": MeshIOManager(lake=lake)}, instance=dg.DagsterInstance.get(), raise_on_error=False)
+error = "" if result.success else result.get_step_failure_events()[0].step_failure_data.error.to_string()
+print(json.dumps({"run_id": result.run_id, "success": result.success, "rows": rows, "error": error}))
+"""
+
+
+def race(lake: str, sizes: list[int], tmp_path: Path, env: dict | None = None) -> list[dict]:
+    """Publish concurrently from one process per size (real processes, one Dagster instance)."""
+    import json
+    import os
+
+    barrier = tmp_path / f"barrier-{time.time_ns()}"
+    barrier.mkdir()
+    dg.DagsterInstance.get().get_runs(limit=1)  # the instance's storage exists before the racers open it
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACER, lake, str(barrier), str(n), str(len(sizes))], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+        for n in sizes
+    ]
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 0, stderr.decode()[-3000:]
+        out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
+    return out
+
+
+def _check_race(results: list[dict], table: DeltaTable, latest) -> None:
+    assert sorted(r["success"] for r in results) == [False, True], results
+    loser = next(r for r in results if not r["success"])
+    winner = next(r for r in results if r["success"])
+    assert "port claims.claim_events v1: another publish committed version 1" in loser["error"] and "committed nothing" in loser["error"]
+    assert latest.run_id == winner["run_id"]
+    meta = latest.asset_materialization.metadata
+    assert table.version() == meta[md.DELTA_VERSION].value == 1  # the materialization names the current version
+    assert len(table.to_pandas()) == meta["dagster/row_count"].value == winner["rows"]  # and its rows
+
+
+def test_two_concurrent_runs_publish_one_after_the_other_or_not_at_all(tmp_path):
+    """Two runs in two processes publish one product at once: one commits, the other fails naming the
+    port, and the latest materialization names the version current in the lake, with its row count."""
+    lake = str(tmp_path / "lake")
+    delta.write(Lake(lake), "claims/claim_events/v1", pa.Table.from_pandas(events(10, "opened"), preserve_index=False), "x", None)
+    results = race(lake, [1500, 3000], tmp_path)
+    latest = dg.DagsterInstance.get().get_latest_materialization_event(EVENTS)
+    _check_race(results, DeltaTable(str(tmp_path / "lake/claims/claim_events/v1")), latest)
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    from s3_server import S3Server
+
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_lake(s3_server, monkeypatch):
+    for key, value in s3_server.admin.env(s3_server.endpoint).items():
+        monkeypatch.setenv(key, value)
+    bucket = f"lake-{time.time_ns()}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/mesh"
+
+
+def test_s3_commits_are_put_if_absent_so_two_concurrent_runs_cannot_both_commit(s3_server, s3_lake, tmp_path):
+    """On S3 (moto, which honours If-None-Match like S3 does): the same race, the same outcome."""
+    from botocore.exceptions import ClientError
+
+    client = s3_server.client()
+    bucket = s3_lake.split("/")[2]
+    client.put_object(Bucket=bucket, Key="probe", Body=b"1")
+    with pytest.raises(ClientError, match="PreconditionFailed"):  # the server refuses to overwrite: commits are safe
+        client.put_object(Bucket=bucket, Key="probe", Body=b"2", IfNoneMatch="*")
+    assert delta.storage_options(Lake(s3_lake))["conditional_put"] == "etag"
+
+    delta.write(Lake(s3_lake), "claims/claim_events/v1", pa.Table.from_pandas(events(10, "opened"), preserve_index=False), "x", None)
+    results = race(s3_lake, [1500, 3000], tmp_path)
+    latest = dg.DagsterInstance.get().get_latest_materialization_event(EVENTS)
+    table = DeltaTable(f"{s3_lake}/claims/claim_events/v1", storage_options=delta.storage_options(Lake(s3_lake)))
+    _check_race(results, table, latest)

@@ -172,8 +172,8 @@ def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata:
         )
     except CommitFailedError as exc:
         raise ConcurrentPublish(
-            f"port {port}: another publish committed version {expected} of {lake.uri(relpath)} while this one ran "
-            f"({exc}); this publish committed nothing. A product is published by one run at a time: rerun it after "
+            f"port {port}: another publish committed version {expected} of {lake.uri(relpath)} while this one ran; "
+            "this publish committed nothing. A product is published by one run at a time: rerun it after "
             "the other run finished"
         ) from None
     except Exception as exc:  # noqa: BLE001

@@ -109,6 +109,14 @@ def publish(lake: Lake, contract: Contract, table: pa.Table) -> list[tuple[str, 
             delta.undo(lake, full_path, port_name(contract), previous, version)
             raise
         written.append(("masked", _published(lake, masked_path, masked.num_rows, masked_version)))
+    # the materialization about to be recorded must name the current version: a publish that began
+    # after this one's commit and already committed over it is the one to record, not this one
+    latest = delta.current_version(lake, full_path, port_name(contract))
+    if latest != version:
+        raise delta.ConcurrentPublish(
+            f"port {port_name(contract)}: another publish committed version {latest} right after this one's version "
+            f"{version}; this run records nothing, the other run's materialization names the current version"
+        )
     return written
 
 
