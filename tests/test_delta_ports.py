@@ -339,3 +339,83 @@ def test_s3_commits_are_put_if_absent_so_two_concurrent_runs_cannot_both_commit(
     latest = dg.DagsterInstance.get().get_latest_materialization_event(EVENTS)
     table = DeltaTable(f"{s3_lake}/claims/claim_events/v1", storage_options=delta.storage_options(Lake(s3_lake)))
     _check_race(results, table, latest)
+
+
+@pytest.mark.parametrize(
+    "value, field, message",
+    [
+        ({"versions": 0}, "customProperties[retention].value.versions", "at least 1"),
+        ({"versions": "ten"}, "customProperties[retention].value.versions", "whole number"),
+        ({"days": -1}, "customProperties[retention].value.days", "positive number of days"),
+        ({"version": 3}, "customProperties[retention].value.version", "unknown retention setting"),
+        (10, "customProperties[retention].value", "must be a mapping"),
+    ],
+)
+def test_a_malformed_retention_fails_at_contract_load_naming_file_and_field(tmp_path, value, field, message):
+    import yaml
+
+    from mesh_platform.contracts.loader import ContractError, load_contract
+
+    raw = yaml.safe_load((ROOT / "domains/claims/contracts/claims.yaml").read_text())
+    raw["customProperties"] = [*raw.get("customProperties", []), {"property": "retention", "value": value}]
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ContractError) as exc:
+        load_contract(path)
+    problem = exc.value.problems[0]
+    assert problem.file.endswith("claims.yaml") and problem.field == field and message in problem.message
+
+
+def test_each_domain_gets_a_maintenance_job_and_schedule_from_the_platform():
+    from domains.claims.definitions import defs
+
+    job = defs.resolve_job_def("claims_lake_maintenance")
+    schedule = defs.resolve_schedule_def("claims_lake_maintenance_daily")
+    assert schedule.job_name == job.name and schedule.cron_schedule == "30 3 * * *"
+    assert job.tags["mesh/domain"] == "claims"
+
+
+def test_maintenance_vacuums_by_the_contracts_retention_and_reports_bytes_kept(tmp_path):
+    """Through Dagster: publishes, then the domain's maintenance job; old versions' files go, history
+    bytes are reported, the current version does not move, a replay of a vacuumed version fails clearly."""
+    from mesh_platform.contracts.model import CustomProperty
+    from mesh_platform.quotas import storage_used
+    from mesh_platform.retention import maintenance_job, retention_of
+
+    contract = mesh_registry().get("claims.claim_events")
+    kept = contract.model_copy(update={"custom_properties": [*contract.custom_properties, CustomProperty(property="retention", value={"versions": 2})]})
+    assert retention_of(kept).versions == 2 and retention_of(contract).versions == 10  # the default
+    state, seen = {"df": events(50, "opened")}, []
+    producer, watcher = event_assets(state, seen)
+    lake_root = str(tmp_path / "lake")
+    resources = {"io_manager": MeshIOManager(lake=lake_root)}
+    lake, path = Lake(lake_root), "claims/claim_events/v1"
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([producer], resources=resources, instance=instance).success
+        first_read = dg.materialize([producer, watcher], resources=resources, instance=instance, selection=[watcher.key])
+        sizes = []
+        for n in range(1, 5):
+            state["df"] = events(50 + n, "paid")
+            assert dg.materialize([producer], resources=resources, instance=instance).success
+            sizes.append(materialization(instance, EVENTS)[md.STORED_BYTES].value)
+        assert sizes == sorted(sizes) and sizes[-1] > sizes[0]  # history grows with every version
+        # the domain's storage quota counts every kept version, not only the current one
+        assert storage_used(lake, "claims") == delta.size(lake, path) == sizes[-1] > delta.version_bytes(lake, path, 4) * 4
+
+        result = maintenance_job("claims", {"claim_events": kept}, lake_root).execute_in_process(instance=instance)
+        assert result.success
+        [observed] = [r.event_log_entry.asset_observation.metadata for r in instance.fetch_observations(EVENTS, limit=100).records
+                      if r.event_log_entry.run_id == result.run_id]
+        assert observed[md.AUDIT].value == "vacuum" and observed[md.VACUUMED_FILES].value == 3  # versions 0-2
+        assert observed[md.STORED_BYTES].value == delta.size(lake, path) == storage_used(lake, "claims") < sizes[-1]
+        assert DeltaTable(str(tmp_path / "lake" / path)).version() == 4  # a vacuum never moves the current version
+        assert len(delta.read(lake, path, "p", version=3)[0]) == 53 and len(delta.read(lake, path, "p", version=4)[0]) == 54
+        with pytest.raises(delta.VersionNotKept, match="version 0 is no longer kept"):
+            delta.read(lake, path, "claims.claim_events v1", version=0)
+        replay = dg.materialize([producer, watcher], resources=resources, instance=instance, selection=[watcher.key], tags={md.REPLAY_OF: first_read.run_id}, raise_on_error=False)
+        assert not replay.success
+        assert "claims.claim_events v1: version 0 is no longer kept" in replay.get_step_failure_events()[0].step_failure_data.error.to_string()
+
+        # a second run has nothing left to do
+        again = maintenance_job("claims", {"claim_events": kept}, lake_root).execute_in_process(instance=instance)
+        assert again.success and delta.size(lake, path) == observed[md.STORED_BYTES].value
