@@ -419,3 +419,39 @@ def test_maintenance_vacuums_by_the_contracts_retention_and_reports_bytes_kept(t
         # a second run has nothing left to do
         again = maintenance_job("claims", {"claim_events": kept}, lake_root).execute_in_process(instance=instance)
         assert again.success and delta.size(lake, path) == observed[md.STORED_BYTES].value
+
+
+def _damage(log: Path, how: str) -> None:
+    latest = sorted(log.glob("*.json"))[-1]
+    if how == "log removed":
+        shutil.rmtree(log)
+    elif how == "latest commit deleted":
+        latest.unlink()
+    elif how == "latest commit emptied":
+        latest.write_text("")
+    elif how == "latest commit garbled":
+        latest.write_text("{not json")
+    elif how == "a data file dropped from the commit":
+        latest.write_text("\n".join(line for line in latest.read_text().splitlines() if '"add"' not in line) + "\n")
+    elif how == "middle commit deleted":
+        sorted(log.glob("*.json"))[1].unlink()
+
+
+@pytest.mark.parametrize("how", ["log removed", "latest commit deleted", "latest commit emptied", "latest commit garbled", "a data file dropped from the commit", "middle commit deleted"])
+def test_a_damaged_delta_log_fails_the_read_naming_the_port_and_serves_nothing(tmp_path, how):
+    state, seen = {"df": events(2, "opened")}, []
+    producer, watcher = event_assets(state, seen)
+    resources = {"io_manager": MeshIOManager(lake=str(tmp_path / "lake"))}
+    with dg.instance_for_test() as instance:
+        for n in range(3):
+            state["df"] = events(2 + n, "opened")
+            assert dg.materialize([producer], resources=resources, instance=instance).success
+        _damage(tmp_path / "lake/claims/claim_events/v1/_delta_log", how)
+        result = dg.materialize([producer, watcher], resources=resources, instance=instance, selection=[watcher.key], raise_on_error=False)
+        assert not result.success and seen == []  # the consumer never ran on wrong data
+        message = result.get_step_failure_events()[0].step_failure_data.error.to_string()
+        assert "port claims.claim_events v1: the Delta log at" in message and "is damaged or missing" in message, message
+        if how in ("log removed", "latest commit garbled"):  # a publish does not paper over it either
+            again = dg.materialize([producer], resources=resources, instance=instance, raise_on_error=False)
+            assert not again.success
+            assert "port claims.claim_events v1: the Delta log at" in again.get_step_failure_events()[0].step_failure_data.error.to_string()

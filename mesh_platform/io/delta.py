@@ -95,6 +95,7 @@ def _has_log(lake, relpath: str) -> bool:
 
 
 def _damaged(port: str, uri: str, detail: str) -> PortTableError:
+    detail = detail if len(detail) <= 240 else detail[:240] + "..."
     return PortTableError(
         f"port {port}: the Delta log at {uri}/{LOG} is damaged or missing ({detail}); nothing was read from it. "
         f"Restore {LOG} from a backup, or republish the port (materialize its producer) after moving the folder away"
@@ -125,8 +126,38 @@ def _open(lake, relpath: str, port: str, version: int | None = None):
         if version is not None and ("version" in text.lower() or "not found" in text.lower()):
             latest = _latest_or_none(lake, relpath)
             if latest is not None and version > latest:
-                raise VersionNotKept(f"port {port}: version {version} does not exist (the table is at version {latest})") from None
+                raise _damaged(port, lake.uri(relpath), f"version {version} was recorded as published, but the log ends at version {latest}") from None
         raise _damaged(port, lake.uri(relpath), text) from None
+
+
+def _commit_actions(lake, relpath: str, version: int) -> list[dict]:
+    path = f"{lake._full(relpath)}/{LOG}/{version:020d}.json"
+    with lake.fs.open_input_stream(path) as src:
+        return [json.loads(line) for line in src.read().decode().splitlines() if line.strip()]
+
+
+def verify(lake, relpath: str, port: str, dt) -> None:
+    """Check that the commit of the version ``dt`` is at is whole: a publish's commit (an overwrite,
+    or the restore that takes one back) names every data file of its version, and its own metrics
+    say how many. An empty, truncated or altered commit file fails here instead of serving another
+    version's files under this version's number."""
+    version = dt.version()
+    try:
+        actions = _commit_actions(lake, relpath, version)
+    except Exception as exc:  # noqa: BLE001 - unreadable JSON, a missing file
+        raise _damaged(port, lake.uri(relpath), f"commit {version} cannot be read: {exc}") from None
+    info = next((a["commitInfo"] for a in actions if "commitInfo" in a), None)
+    if not info or "operation" not in info:
+        raise _damaged(port, lake.uri(relpath), f"commit {version} has no commitInfo: it is empty or truncated")
+    adds = {a["add"]["path"] for a in actions if "add" in a}
+    metrics = info.get("operationMetrics") or {}
+    if info["operation"] == "WRITE":
+        if "num_added_files" in metrics and metrics["num_added_files"] != len(adds):
+            raise _damaged(port, lake.uri(relpath), f"commit {version} names {len(adds)} data file(s), its metrics {metrics['num_added_files']}")
+        root = lake._full(relpath)
+        files = {_relative(u, root) for u in dt.file_uris()}
+        if (info.get("operationParameters") or {}).get("mode") == "Overwrite" and files != adds:
+            raise _damaged(port, lake.uri(relpath), f"version {version} would read files its overwrite commit does not name")
 
 
 def _latest_or_none(lake, relpath: str) -> int | None:
@@ -189,6 +220,7 @@ def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata:
 def read(lake, relpath: str, port: str, columns: list[str] | None = None, version: int | None = None) -> tuple[pa.Table, int]:
     """The port at ``version`` (latest when None) and the version read."""
     dt = _open(lake, relpath, port, version)
+    verify(lake, relpath, port, dt)
     try:
         table = dt.to_pyarrow_table(columns=columns)
     except Exception as exc:  # noqa: BLE001
