@@ -455,3 +455,19 @@ def test_a_damaged_delta_log_fails_the_read_naming_the_port_and_serves_nothing(t
             again = dg.materialize([producer], resources=resources, instance=instance, raise_on_error=False)
             assert not again.success
             assert "port claims.claim_events v1: the Delta log at" in again.get_step_failure_events()[0].step_failure_data.error.to_string()
+
+
+def test_the_documented_outside_reads_read_a_port_at_a_version(tmp_path):
+    """docs/io.md, "Reading a port outside the mesh": pandas and DuckDB at a version, not the folder's files."""
+    import duckdb
+
+    lake = Lake(str(tmp_path))
+    for n in (2, 3):
+        delta.write(lake, "claims/claims/v1", pa.table({"status": ["open"] * n}), "claims.claims v1", delta.snapshot(lake, "claims/claims/v1", "claims.claims v1"))
+    path = str(tmp_path / "claims/claims/v1")
+    assert len(DeltaTable(path, version=0).to_pandas(columns=["status"])) == 2
+    assert [h["version"] for h in DeltaTable(path).history(5)] == [1, 0]
+    claims = DeltaTable(path, version=0).to_pyarrow_dataset()  # noqa: F841 - read by name below
+    assert duckdb.sql("SELECT status, count(*) FROM claims GROUP BY 1").fetchall() == [("open", 2)]
+    # the folder's files are every version's: reading them directly would mix publishes
+    assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{path}/*.parquet')").fetchall() == [(5,)]
