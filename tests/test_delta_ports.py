@@ -1,7 +1,19 @@
-"""Output ports as Delta tables: one commit per publish, versions recorded and read, through Dagster.
+"""Output ports as Delta tables (mesh_platform.io.delta), exercised through Dagster materializations.
 
-The masked variant is exercised with the demo mesh's grants after policies withdraws customer_care's
-unmasking of pii on policyholders (customer_care then reads the masked table).
+- a publish is one commit per variant; the masked variant a sibling table; readers read the version
+  the latest materialization recorded (a masked reader the masked version of the same publish);
+- failed (injected) and killed (SIGKILL) publishes leave the previous version;
+- reads record their version in the audit log, and a run tagged ``mesh/replay_of`` reads what an
+  earlier run read;
+- two runs in two real processes race to publish one product, on disk and on moto S3
+  (If-None-Match commits): one commits, the other fails naming the port, and the latest
+  materialization names the current version;
+- retention from the contract, the platform's maintenance job, bytes kept with history;
+- damaged ``_delta_log``s fail reads naming the port;
+- the outside-reader recipes of docs/io.md.
+
+The masked variant uses the demo mesh's grants after policies withdraws customer_care's unmasking
+of pii on policyholders (customer_care then reads the masked table).
 """
 
 from __future__ import annotations
