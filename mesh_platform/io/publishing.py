@@ -145,11 +145,6 @@ def read_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, r
     return Release(frame, aggregate.epsilon, remaining, columns)
 
 
-def variant_for(consumer: str, contract: Contract, columns: list[str] | None = None) -> str:
-    """The variant a consumer's read is served from (raises AccessDenied like :func:`read`)."""
-    return "masked" if authorize(consumer, contract, columns).variant == "masked" else "full"
-
-
 def read(lake: Lake, consumer: str, contract: Contract, columns: list[str] | None = None, versions=None) -> PortRead:
     """``versions``: None (the latest), or ``{variant: version}`` to read (see :mod:`.versions`)."""
     decision = authorize(consumer, contract, columns)
