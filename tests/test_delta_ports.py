@@ -276,17 +276,21 @@ print(json.dumps({"run_id": result.run_id, "success": result.success, "rows": ro
 """
 
 
-def race(lake: str, sizes: list[int], tmp_path: Path, env: dict | None = None) -> list[dict]:
-    """Publish concurrently from one process per size (real processes, one Dagster instance)."""
+def race(lake: str, sizes: list[int], tmp_path: Path) -> tuple:
+    """Publish concurrently from one process per size (real processes, one Dagster instance of their
+    own); returns what each run reported and the latest materialization of the port."""
     import json
     import os
 
     barrier = tmp_path / f"barrier-{time.time_ns()}"
     barrier.mkdir()
-    dg.DagsterInstance.get().get_runs(limit=1)  # the instance's storage exists before the racers open it
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)  # the instance's storage exists before the racers open it
     procs = [
         subprocess.Popen([sys.executable, "-c", RACER, lake, str(barrier), str(n), str(len(sizes))], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT), "DAGSTER_HOME": str(home)})
         for n in sizes
     ]
     out = []
@@ -294,7 +298,8 @@ def race(lake: str, sizes: list[int], tmp_path: Path, env: dict | None = None) -
         stdout, stderr = proc.communicate(timeout=240)
         assert proc.returncode == 0, stderr.decode()[-3000:]
         out.append(json.loads(stdout.decode().strip().splitlines()[-1]))
-    return out
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return out, instance.get_latest_materialization_event(EVENTS)
 
 
 def _check_race(results: list[dict], table: DeltaTable, latest) -> None:
@@ -313,8 +318,7 @@ def test_two_concurrent_runs_publish_one_after_the_other_or_not_at_all(tmp_path)
     port, and the latest materialization names the version current in the lake, with its row count."""
     lake = str(tmp_path / "lake")
     delta.write(Lake(lake), "claims/claim_events/v1", pa.Table.from_pandas(events(10, "opened"), preserve_index=False), "x", None)
-    results = race(lake, [1500, 3000], tmp_path)
-    latest = dg.DagsterInstance.get().get_latest_materialization_event(EVENTS)
+    results, latest = race(lake, [1500, 3000], tmp_path)
     _check_race(results, DeltaTable(str(tmp_path / "lake/claims/claim_events/v1")), latest)
 
 
@@ -347,8 +351,7 @@ def test_s3_commits_are_put_if_absent_so_two_concurrent_runs_cannot_both_commit(
     assert delta.storage_options(Lake(s3_lake))["conditional_put"] == "etag"
 
     delta.write(Lake(s3_lake), "claims/claim_events/v1", pa.Table.from_pandas(events(10, "opened"), preserve_index=False), "x", None)
-    results = race(s3_lake, [1500, 3000], tmp_path)
-    latest = dg.DagsterInstance.get().get_latest_materialization_event(EVENTS)
+    results, latest = race(s3_lake, [1500, 3000], tmp_path)
     table = DeltaTable(f"{s3_lake}/claims/claim_events/v1", storage_options=delta.storage_options(Lake(s3_lake)))
     _check_race(results, table, latest)
 
