@@ -8,9 +8,15 @@ synthetic table (:mod:`benchmarks.synthetic_table`, 11 mixed-type columns):
     ``pa.Table.from_pandas`` + ``pq.write_table`` (snappy) + ``pq.read_table`` + ``to_pandas``,
     with the same ``to_pandas`` options as the platform (dates as ``datetime64``), so the ratio
     isolates what the platform adds: enforcement, the staging file, ``fsync`` and the rename.
+``deltalake``
+    raw delta-rs, no platform: ``write_deltalake(mode="overwrite")`` + ``DeltaTable.to_pyarrow_table``
+    + ``to_pandas``: what the table format itself costs over plain Parquet.
 ``platform``
-    what ``MeshIOManager`` does, called directly: ``conform(df, contract)``, ``Lake.write_table``,
-    ``Lake.read_table``, ``to_pandas``.
+    what ``MeshIOManager`` does, called directly: ``conform(df, contract)``, one Delta commit on top
+    of the port's snapshot (``mesh_platform.io.delta.write``), a read of that version
+    (``delta.read``, which checks the commit), ``to_pandas``. After the timed round trips this case
+    also measures **storage**: bytes of one version, of the table with every version kept (growth per
+    version), and after a vacuum keeping one version (``details.storage``, and a note).
 ``platform MeshIOManager``
     the same through ``MeshIOManager.handle_output`` / ``load_input`` with Dagster-built contexts
     (adds the registry lookup and output metadata).
@@ -46,11 +52,11 @@ from benchmarks.quality import quality_module_present
 from benchmarks.synthetic_table import rows_label
 
 NAME = "io_roundtrip"
-DESCRIPTION = "contract-enforced write + atomic publish + read of a mixed-type table, vs raw pyarrow"
+DESCRIPTION = "contract-enforced write + Delta commit + read of a mixed-type table, vs raw pyarrow; port storage per version and after vacuum"
 BASELINE = "pyarrow"
 AUDITED = "platform write-audit-publish"
 QUOTAS = "platform write-audit-publish + quotas"
-METHODS = ["pyarrow", "platform", "platform MeshIOManager", AUDITED, QUOTAS, "dagster FilesystemIOManager", "UPathIOManager parquet"]
+METHODS = ["pyarrow", "deltalake", "platform", "platform MeshIOManager", AUDITED, QUOTAS, "dagster FilesystemIOManager", "UPathIOManager parquet"]
 TARGET_RATIO = 1.2
 TARGET_CASES = ("platform", "platform MeshIOManager", AUDITED, QUOTAS)
 
@@ -104,27 +110,74 @@ def _pyarrow(work: Path, contract) -> RoundTrip:
     return roundtrip
 
 
+def _deltalake(work: Path, contract) -> RoundTrip:
+    import pyarrow as pa
+    from deltalake import DeltaTable, write_deltalake
+
+    path = str(work / "raw_delta")
+
+    def roundtrip(df):
+        phases = Phases()
+        with phases("to_arrow"):
+            table = pa.Table.from_pandas(df, preserve_index=False)
+        with phases("write"):
+            write_deltalake(path, table, mode="overwrite")
+        with phases("read"):
+            back = DeltaTable(path).to_pyarrow_table()
+        with phases("to_pandas"):
+            out = back.to_pandas(date_as_object=False)
+        return out, phases
+
+    return roundtrip
+
+
 def _platform(work: Path, contract) -> RoundTrip:
     from mesh_platform.contracts import conform
+    from mesh_platform.io import delta
     from mesh_platform.io.io_manager import to_pandas
     from mesh_platform.io.lake import Lake
 
     lake = Lake(str(work / "lake"))
     relpath = Lake.port_path(contract.domain, contract.name, contract.major)
+    port = f"{contract.id} v{contract.major}"
 
     def roundtrip(df):
         phases = Phases()
         with phases("conform"):
             table = conform(df, contract)
         with phases("write"):
-            lake.write_table(relpath, table)
+            version = delta.write(lake, relpath, table, port, delta.snapshot(lake, relpath, port))
         with phases("read"):
-            back = lake.read_table(relpath)
+            back, _ = delta.read(lake, relpath, port, version=version)
         with phases("to_pandas"):
             out = to_pandas(back)
         return out, phases
 
     return roundtrip
+
+
+def storage_growth(work: Path, contract) -> dict[str, Any]:
+    """Bytes the platform case's port keeps: one version, every version so far, after a vacuum to one."""
+    from mesh_platform.io import delta
+    from mesh_platform.io.lake import Lake
+
+    lake = Lake(str(work / "lake"))
+    relpath = Lake.port_path(contract.domain, contract.name, contract.major)
+    port = f"{contract.id} v{contract.major}"
+    latest = delta.current_version(lake, relpath, port)
+    versions = latest + 1
+    one = delta.version_bytes(lake, relpath, latest)
+    kept = delta.size(lake, relpath)
+    removed = delta.vacuum(lake, relpath, port, versions=1, days=None)
+    after = delta.size(lake, relpath)
+    return {
+        "versions": versions,
+        "bytes_one_version": one,
+        "bytes_all_versions": kept,
+        "growth_per_version_bytes": (kept - after) // max(versions - 1, 1),
+        "bytes_after_vacuum_keep_1": after,
+        "files_vacuumed": len(removed),
+    }
 
 
 def _through_io_manager(io_manager, key: list[str], output_metadata: dict, input_metadata: dict, before_output=None) -> RoundTrip:
@@ -211,6 +264,7 @@ def _upath_parquet_io_manager(work: Path, contract) -> RoundTrip:
 
 FACTORIES: dict[str, Callable[[Path, Any], RoundTrip]] = {
     "pyarrow": _pyarrow,
+    "deltalake": _deltalake,
     "platform": _platform,
     "platform MeshIOManager": _mesh_io_manager,
     AUDITED: _write_audit_publish,
@@ -243,7 +297,9 @@ def measure_case(method: str, rows: int, warmup: int, repeats: int) -> dict[str,
 
         time_repeated(once, repeats=repeats, warmup=warmup)
         measured = phases[warmup:]
+        storage = {"storage": storage_growth(work, contract)} if method == "platform" else {}
         return {
+            **storage,
             **summarize([sum(p.values()) for p in measured], [sum(p.cpu.values()) for p in measured]),
             "phases_median_s": {name: summarize([p[name] for p in measured])["median_s"] for name in measured[0]},
             "nested_median_s": {name: summarize([p.nested[name] for p in measured])["median_s"] for name in measured[0].nested},
@@ -287,6 +343,14 @@ def run(config: RunConfig) -> BenchmarkResult:
                      cpu_seconds=payload["cpu_median_s"], peak_rss_mb=payload["peak_rss_mb"], details=details)
             )
         result.notes.append(_phase_note(result, size))
+        platform = result.case("platform", size)
+        if platform and "storage" in platform.details:
+            s = platform.details["storage"]
+            result.notes.append(
+                f"storage at {size} (platform port, Delta): one version {s['bytes_one_version']:,} B; {s['versions']} versions kept "
+                f"{s['bytes_all_versions']:,} B (+{s['growth_per_version_bytes']:,} B per version); after a vacuum keeping 1 version "
+                f"{s['bytes_after_vacuum_keep_1']:,} B ({s['files_vacuumed']} file(s) deleted)"
+            )
     result.add_ratios()
     for rows in sizes:
         for method in TARGET_CASES:

@@ -35,6 +35,7 @@ from mesh_platform.lineage.sensors import lineage_sensors
 from mesh_platform.plan import DomainPlan, plan_domain
 from mesh_platform.ports import InputPort
 from mesh_platform.quotas import run_tags as quota_run_tags
+from mesh_platform.retention import maintenance_job, maintenance_schedule
 from mesh_platform.products import build_asset
 from mesh_platform.settings import MeshSettings
 
@@ -203,6 +204,10 @@ class Domain:
             sla = sla_schedule(self.name, [contract for contract, _ in self.products.values()], settings.automation, self.run_tags())
             if sla is not None and all(s.name != sla.name for s in schedules):
                 schedules.append(sla)
+        maintenance = maintenance_job(self.name, {name: contract for name, (contract, _) in self.products.items()}, settings.lake, self.run_tags())
+        if all(s.name != f"{maintenance.name}_daily" for s in schedules):
+            schedules.append(maintenance_schedule(maintenance, settings.automation))
+        jobs = [*jobs, maintenance]
         all_resources = {"io_manager": MeshIOManager(domain=self.name, lake=settings.lake)}
         all_resources.update(resources or {})
         return dg.Definitions(

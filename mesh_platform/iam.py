@@ -1,9 +1,12 @@
 """Storage agrees with policy: per-domain S3 IAM policy documents generated from the grants.
 
 Each domain's role may write its own prefix (``<lake>/<domain>/*``: ports, masked variants, its quarantine,
-private intermediates, quality reports) and read exactly the port objects its input ports use,
-in the variant the access decision gives it: the ``full`` object when it is cleared for every
-sensitive column it reads, the ``masked`` one otherwise. Aggregate-only grants give the consumer
+private intermediates, quality reports) and read exactly the port tables its input ports use,
+in the variant the access decision gives it: the ``full`` table when it is cleared for every
+sensitive column it reads, the ``masked`` one otherwise. A port is a Delta table, a folder of data
+files and its ``_delta_log/``: the grant is the table's prefix ``.../v<major>/*`` (or
+``.../v<major>_masked/*``, a sibling, so a grant on one never covers the other), for GetObject and
+for listing (delta-rs lists the log). Aggregate-only grants give the consumer
 no storage access at all: the platform's privacy role (``mesh-privacy.json``) reads those products
 and releases only noisy aggregates. Generated with ``mesh iam``; ``infra/iam/`` holds the output
 for the demo lake, and a test keeps it in sync with the grants.
@@ -111,19 +114,19 @@ def policies_for(mesh: Mesh, lake_uri: str) -> dict[str, dict]:
                 "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
                 "Resource": [_arn(bucket, key(f"{domain}/*"))],
             },
-            _list_statement("ListOwnAndGrantedPrefixes", bucket, {key(f"{domain}/*")} | {r.rsplit("/", 1)[0] + "/*" for r in reads}),
+            _list_statement("ListOwnAndGrantedPrefixes", bucket, {key(f"{domain}/*")} | {f"{r}/*" for r in reads}),
         ]
         if reads:
             statements.append(
-                {"Sid": "ReadGrantedPorts", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, r) for r in reads)}
+                {"Sid": "ReadGrantedPorts", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, f"{r}/*") for r in reads)}
             )
         documents[domain] = {"Version": VERSION, "Statement": statements}
     if privacy_reads:
         documents["mesh-privacy"] = {
             "Version": VERSION,
             "Statement": [
-                {"Sid": "ReadAggregateOnlyProducts", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, r) for r in privacy_reads)},
-                _list_statement("ListAggregateOnlyProducts", bucket, {r.rsplit("/", 1)[0] + "/*" for r in privacy_reads}),
+                {"Sid": "ReadAggregateOnlyProducts", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, f"{r}/*") for r in privacy_reads)},
+                _list_statement("ListAggregateOnlyProducts", bucket, {f"{r}/*" for r in privacy_reads}),
             ],
         }
     return documents

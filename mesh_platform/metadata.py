@@ -46,6 +46,11 @@ REASON = "mesh/reason"
 REASONS = "mesh/reasons"
 VARIANTS = "mesh/variants"
 BYTES = "mesh/bytes"
+DELTA_VERSION = "mesh/delta_version"  # the Delta version a publish committed (full variant), or a read read
+MASKED_VERSION = "mesh/masked_version"  # the version of the masked variant committed by the same publish
+STORED_BYTES = "mesh/stored_bytes"  # bytes a port keeps in the lake, every kept version and the log included
+RETENTION = "mesh/retention"  # the retention a publish or maintenance run applies ({versions, days})
+VACUUMED_FILES = "mesh/vacuumed_files"
 EPSILON = "mesh/epsilon"
 PRIVACY_BUDGET_REMAINING = "mesh/privacy_budget_remaining"
 
@@ -70,6 +75,7 @@ QUARANTINED_ROWS = "mesh/quarantined_rows"
 # -- run tags -------------------------------------------------------------------------------------
 LAUNCHED_BY = "mesh/launched_by"
 LANDED_FILES = "mesh/landed_files"
+REPLAY_OF = "mesh/replay_of"  # replay: read every port at the version the named run read
 
 LEGACY_COLUMNS_READ = "mesh/columns"
 """Audit records written before ``mesh/columns_read`` existed used the consumer key; still read back."""

@@ -105,7 +105,7 @@ def how_to_consume(contract: Contract, domain_owners: list[str]) -> str:
         f"**Read it as an analyst** (the {variant} port"
         + (f"; {', '.join(sorted(sensitive))} pseudonymized or removed unless your grant unmasks them" if sensitive else "")
         + "):\n\n"
-        f"```sql\nSELECT * FROM read_parquet('$MESH_LAKE/{path}') LIMIT 100;  -- duckdb\n```"
+        f"```sql\nSELECT * FROM delta_scan('$MESH_LAKE/{path}/') LIMIT 100;  -- duckdb\n```"
     )
     return "\n\n".join([
         "### How to consume it",

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
 
 import dagster as dg
-import pandas as pd
 import pytest
 import yaml
 
@@ -64,14 +62,16 @@ def test_a_failing_dbt_test_shows_as_a_failed_check_and_stops_publish(domains_co
     assert first.returncode == 0, first.stdout + first.stderr
     # runs write nothing into the project (it may be read-only in a container): only prepare's target/
     assert sorted(p.name for p in (domains_copy / "dbt/analytics").iterdir()) == ["dbt_project.yml", "models", "profiles.yml", "target"]
-    port = home / "lake/analytics/claims_weekly/v1/data.parquet"
-    before = port.read_bytes()
+    from deltalake import DeltaTable
+
+    port = home / "lake/analytics/claims_weekly/v1"
+    before = DeltaTable(str(port)).version()
     sql = domains_copy / "dbt/analytics/models/marts/claims_weekly.sql"
     sql.write_text(sql.read_text().replace("group by 1", "group by 1\nunion all\nselect * from (select cast('2024-01-01' as date), 1, 1, 1.0, 1.0)\nunion all\nselect * from (select cast('2024-01-01' as date), 1, 1, 1.0, 1.0)"))
     second = run_mesh(["materialize", "--in-process", "--select", "analytics/claims_weekly"], env=env, cwd=domains_copy)
     assert second.returncode == 1
     assert "claims_weekly: a blocking dbt test failed; not published" in second.stdout
-    assert port.read_bytes() == before  # the last good version stays published
+    assert DeltaTable(str(port)).version() == before  # the last good version stays published
     check = subprocess.run(
         [sys.executable, "-c", (
             "import dagster as dg; i = dg.DagsterInstance.get(); "
@@ -82,7 +82,7 @@ def test_a_failing_dbt_test_shows_as_a_failed_check_and_stops_publish(domains_co
         env={**os.environ, **env}, capture_output=True, text=True,
     )
     assert check.stdout.strip() == "False", check.stderr
-    assert len(pd.read_parquet(port)) == len(pd.read_parquet(io.BytesIO(before)))
+    assert len(DeltaTable(str(port)).to_pandas()) == len(DeltaTable(str(port), version=before).to_pandas())
 
 
 def test_runs_use_the_prepared_manifest_and_fall_back_to_parsing_on_a_bad_state(tmp_path):

@@ -190,6 +190,8 @@ def test_audit_holds_every_read_and_publish_of_a_full_run(materialized_mesh):
     expected_reads = sorted(pair for d in mesh.domains for pair in input_ports(d.domain))
     reads = sorted((r["consumer"], r["product"]) for r in initial if r["kind"] == "read")
     assert reads == expected_reads
+    # every publish names the Delta version it committed, every read the version it read
+    assert all(r["version"] is not None for r in initial if r["kind"] in ("publish", "read"))
     aggregate = next(r for r in initial if r["kind"] == "read" and r["port"].endswith("/aggregate"))
     assert aggregate["consumer"] == "analytics" and aggregate["product"] == "customer_care.conversations"
     only = json.loads(run_mesh(["audit", "--json", "--consumer", "fraud", "--product", "claims.claims"]).stdout)["records"]
@@ -205,9 +207,9 @@ def test_iam_policies_are_generated_from_the_grants_and_up_to_date(tmp_path):
         assert json.loads(path.read_text()) == json.loads((committed / path.name).read_text()), f"run `mesh iam` ({path.name})"
     fraud = json.loads((tmp_path / "fraud.json").read_text())
     reads = next(s for s in fraud["Statement"] if s["Sid"] == "ReadGrantedPorts")["Resource"]
-    assert "arn:aws:s3:::acme-mesh-lake/lake/claims/claims/v1/data.parquet" in reads
+    assert "arn:aws:s3:::acme-mesh-lake/lake/claims/claims/v1/*" in reads
     assert not any("policyholders" in r for r in reads)
     analytics = json.loads((tmp_path / "analytics.json").read_text())
     assert not any("conversations" in r for s in analytics["Statement"] for r in s["Resource"])
     privacy = json.loads((tmp_path / "mesh-privacy.json").read_text())
-    assert privacy["Statement"][0]["Resource"] == ["arn:aws:s3:::acme-mesh-lake/lake/customer_care/conversations/v1/data.parquet"]
+    assert privacy["Statement"][0]["Resource"] == ["arn:aws:s3:::acme-mesh-lake/lake/customer_care/conversations/v1/*"]

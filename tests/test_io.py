@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from deltalake import DeltaTable
 
 from mesh_platform.io.io_manager import MeshIOManager
 from mesh_platform.io.lake import Lake
@@ -120,7 +121,8 @@ def test_io_manager_publishes_products_and_stores_intermediates(tmp_path, source
         assert result.success
         [mat] = [e for e in result.get_asset_materialization_events() if e.asset_key == dg.AssetKey(["claims", "claim_events"])]
         meta = mat.materialization.metadata
-        assert meta["dagster/uri"].value == f"file://{tmp_path}/claims/claim_events/v1/data.parquet"
+        assert meta["dagster/uri"].value == f"file://{tmp_path}/claims/claim_events/v1"
+        assert meta["mesh/delta_version"].value == 0 and meta["mesh/stored_bytes"].value > 0
         assert meta["dagster/row_count"].value == 2
         assert meta["mesh/contract_version"].value == contract.version
 
@@ -137,5 +139,5 @@ def test_io_manager_publishes_products_and_stores_intermediates(tmp_path, source
         assert not bad.success
         failure = next(e for e in bad.all_events if e.is_step_failure)
         assert "primaryKey" in failure.step_failure_data.error.cause.message or "primaryKey" in failure.step_failure_data.error.message
-    published = pd.read_parquet(tmp_path / "claims/claim_events/v1/data.parquet")
+    published = DeltaTable(str(tmp_path / "claims/claim_events/v1")).to_pandas()
     assert published["event_id"].tolist() == [1, 2]

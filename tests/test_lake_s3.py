@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 from s3_server import S3Server
 
+from mesh_platform.io import delta
 from mesh_platform.io.io_manager import MeshIOManager
 from mesh_platform.io.lake import Lake
 
@@ -53,5 +54,5 @@ def test_io_manager_publishes_to_s3_and_keeps_last_good_version(s3_lake, sources
         assert dg.materialize([events], resources=resources, instance=instance).success
         frame["df"] = frame["df"].assign(event_type=None)  # breaks `required`
         assert not dg.materialize([events], resources=resources, instance=instance, raise_on_error=False).success
-    survivor = Lake(s3_lake).read_table("claims/claim_events/v1/data.parquet").to_pandas()
-    assert survivor["event_type"].tolist() == ["opened"]
+    survivor, version = delta.read(Lake(s3_lake), "claims/claim_events/v1", "claims.claim_events v1")
+    assert survivor.to_pandas()["event_type"].tolist() == ["opened"] and version == 0

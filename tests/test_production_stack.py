@@ -11,7 +11,6 @@ stack stops and leaves nothing behind.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -190,12 +189,15 @@ def test_the_stack_runs_the_mesh_like_production(production):
     assert rows >= 4 and assets >= 4  # landed claims and events, claims, claim events
 
     # the published ports are objects in the lake bucket, readable, with the new claims in them
-    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
 
-    claims_port = pq.read_table(io.BytesIO(s3.get_object(Bucket=stack.LAKE_BUCKET, Key="lake/claims/claims/v1/data.parquet")["Body"].read()))
+    env = state["env"]
+    options = {"AWS_ENDPOINT_URL": env["AWS_ENDPOINT_URL_S3"], "AWS_ALLOW_HTTP": "true", "AWS_REGION": env["AWS_REGION"],
+               "AWS_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"]}
+    claims_port = DeltaTable(f"s3://{stack.LAKE_BUCKET}/lake/claims/claims/v1", storage_options=options).to_pyarrow_table()
     assert sum(str(c).startswith("CLM-9") for c in claims_port.column("claim_id").to_pylist()) == new_claims
-    for key in ("lake/fraud/fraud_scores/v1/data.parquet", "lake/analytics/claims_weekly/v1/data.parquet"):
-        assert pq.read_table(io.BytesIO(s3.get_object(Bucket=stack.LAKE_BUCKET, Key=key)["Body"].read())).num_rows > 0
+    for key in ("lake/fraud/fraud_scores/v1", "lake/analytics/claims_weekly/v1"):
+        assert DeltaTable(f"s3://{stack.LAKE_BUCKET}/{key}", storage_options=options).to_pyarrow_table().num_rows > 0
     logs = s3.list_objects_v2(Bucket=stack.LOGS_BUCKET, Prefix="compute-logs/")
     assert logs.get("KeyCount", 0) > 0  # compute logs went to S3 too
 

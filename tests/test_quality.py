@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import dagster as dg
 import pandas as pd
 import pytest
+from deltalake import DeltaTable
 
 from mesh_platform import Domain
 from mesh_platform.automation import sla_schedule
@@ -107,14 +108,14 @@ def test_good_data_publishes_with_checks_report_freshness(shop):
     report = lake / url.path.lstrip("/")
     assert report.exists() and "Expectation Validation Result" in served(lake, url.path)
     with pytest.raises(urllib.error.HTTPError, match="404"):  # the report server serves reports, never data
-        served(lake, "/shop/orders/v1/data.parquet")
+        served(lake, "/shop/orders/v1/_delta_log/00000000000000000000.json")
     gx_json = json.loads(report.with_suffix(".json").read_text())
     assert gx_json["success"] is True and gx_json["statistics"]["evaluated_expectations"] == 9
     assert {r["expectation_config"]["type"] for r in gx_json["results"]} >= {
         "expect_column_values_to_be_in_set", "expect_column_values_to_be_between", "expect_column_values_to_match_regex",
         "expect_table_row_count_to_be_between", "expect_column_values_to_be_unique",
     }
-    assert (lake / "shop" / "order_stats" / "v1" / "data.parquet").exists()
+    assert (lake / "shop" / "order_stats" / "v1" / "_delta_log").is_dir()
 
 
 def test_bad_data_is_never_published_and_downstream_does_not_run(shop):
@@ -141,7 +142,7 @@ def test_bad_data_is_never_published_and_downstream_does_not_run(shop):
     found = checks(instance, ["shop", "orders"])
     assert found["status_invalid_values"][0] is False and found["status_invalid_values"][2]["unexpected_count"] == 1
     assert found["coupon_mostly_empty"][0] is False  # the warning fails too, but is not what blocked
-    published = pd.read_parquet(lake / "shop" / "orders" / "v1" / "data.parquet")
+    published = DeltaTable(str(lake / "shop" / "orders" / "v1")).to_pandas()
     assert published["order_id"].tolist() == ["O-1", "O-2", "O-3"]  # the last good version
     assert instance.get_latest_materialization_event(dg.AssetKey(["shop", "order_stats"])).run_id == stats_before
 
@@ -154,7 +155,7 @@ def test_wrong_types_fail_the_schema_check(shop):
     found = checks(instance, ["shop", "orders"])
     assert found["contract_schema"][0] is False
     assert "column 'amount': type" in json.dumps(found["contract_schema"][2]["violations"])
-    assert not (lake / "shop" / "orders" / "v1" / "data.parquet").exists()
+    assert not (lake / "shop" / "orders" / "v1" / "_delta_log").exists()
 
 
 def test_a_failing_warning_still_publishes(shop):

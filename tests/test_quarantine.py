@@ -69,7 +69,9 @@ class Mesh:
         return pd.read_parquet(runs[-1] / f"{reason}.parquet")
 
     def published(self, key: dg.AssetKey) -> pd.DataFrame:
-        return pd.read_parquet(self.lake.joinpath(*key.path) / "v1" / "data.parquet")
+        from deltalake import DeltaTable
+
+        return DeltaTable(str(self.lake.joinpath(*key.path) / "v1")).to_pandas()
 
 
 @pytest.fixture(scope="module")

@@ -90,15 +90,17 @@ def test_oversize_publish_and_storage_overrun_are_refused_with_the_last_good_ver
     resources = {"io_manager": MeshIOManager(lake=str(lake))}
     instance = dg.DagsterInstance.ephemeral()
     assert dg.materialize(assets, resources=resources, instance=instance).success
-    port = lake / "shop/orders/v1/data.parquet"
-    good = port.read_bytes()
+    from deltalake import DeltaTable
+
+    port = str(lake / "shop/orders/v1")
+    good = DeltaTable(port).version()
 
     state["orders"] = pd.DataFrame({"order_id": [f"O-{i}" for i in range(30)], "status": ["open"] * 30, "amount": [1.0] * 30, "coupon": [None] * 30})  # 30 rows
     result = dg.materialize(assets, resources=resources, instance=instance, raise_on_error=False)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure and e.step_key == "shop__orders")
     assert "quota rows_per_publish = 20 (this publish would use 30)" in failure.step_failure_data.error.cause.message
-    assert port.read_bytes() == good  # the last good version stays
+    assert DeltaTable(port).version() == good  # the last good version stays
     assert not any(e.is_step_success and e.step_key == "shop__order_stats" for e in result.all_events)  # downstream did not run
     check = instance.event_log_storage.get_latest_asset_check_execution_by_key([dg.AssetCheckKey(dg.AssetKey(["shop", "orders"]), "quota")])
     assert not next(iter(check.values())).event.dagster_event.event_specific_data.passed
@@ -114,7 +116,7 @@ def test_oversize_publish_and_storage_overrun_are_refused_with_the_last_good_ver
     assert not refused.success
     failure = next(e for e in refused.all_events if e.is_step_failure and e.step_key == "shop__orders")
     assert "quota storage_bytes" in failure.step_failure_data.error.cause.message
-    assert port.read_bytes() == good
+    assert DeltaTable(port).version() == good
 
 
 def test_near_a_quota_the_check_warns(project, tmp_path):

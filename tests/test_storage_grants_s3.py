@@ -4,7 +4,8 @@ An S3 server on loopback enforces IAM (moto's server mode, see ``s3_server.py``)
 demo mesh gets an IAM user holding exactly the policy document ``mesh iam`` generates for it
 (:func:`policies_for`, the real generator), and so does the platform's privacy role. The lake is
 seeded with every port (full and masked variants) and every domain's ``_private/`` area. Then
-every identity tries every object: reads, overwrites, deletes. The server must allow exactly
+every identity tries every object: reads, overwrites, deletes. A port is a Delta table (a folder: data
+files and ``_delta_log/``), seeded as a real one; its grant covers every object under its folder. The server must allow exactly
 
 - writes (and deletes) under the identity's own prefix, nowhere else;
 - reads of its own objects and of the port variants the platform's access decisions give it
@@ -46,6 +47,7 @@ from mesh_platform.contracts.registry import mesh_registry
 from mesh_platform.governance.access import authorize
 from mesh_platform.iam import policies_for
 from mesh_platform.governance.masking import sensitive_columns
+from mesh_platform.io import delta
 from mesh_platform.io.lake import Lake
 from mesh_platform.ports import resolve
 from mesh_platform.workspace import Mesh
@@ -76,19 +78,31 @@ class Scenario:
         return json.dumps(self.documents[who], sort_keys=True).replace(self.bucket, "<bucket>")
 
 
-def _lake_objects(mesh: Mesh) -> list[str]:
-    """Every port (and masked variant) and every domain's private area, as the platform lays them out."""
-    keys = []
+def _port_tables(mesh: Mesh) -> list[str]:
+    """Every port's table folder (and its masked variant's), as the platform lays them out."""
+    folders = []
     for loaded in mesh.domains:
         domain = loaded.domain
         for name, (contract, _) in domain.products.items():
-            keys.append(Lake.port_path(domain.name, name, contract.major))
+            folders.append(Lake.port_path(domain.name, name, contract.major))
             if sensitive_columns(contract):
-                keys.append(Lake.port_path(domain.name, name, contract.major, variant="masked"))
+                folders.append(Lake.port_path(domain.name, name, contract.major, variant="masked"))
+    return folders
+
+
+def _lake_objects(mesh: Mesh) -> list[str]:
+    """Every domain's private area, as the platform lays them out (ports are seeded as Delta tables)."""
+    keys = []
+    for loaded in mesh.domains:
+        domain = loaded.domain
         private = [d.name for d in domain.declarations.values() if not d.is_product] or ["scratch"]
         for asset in private:
             keys += [Lake.private_path(domain.name, asset), Lake.private_path(domain.name, asset, table=False)]
     return keys
+
+
+def _readable(rel: str, folders: set[str]) -> bool:
+    return any(rel.startswith(f"{folder}/") for folder in folders)
 
 
 def _content(rel: str) -> bytes:
@@ -139,6 +153,16 @@ def _scenario(s3: S3Server, mesh: Mesh, name: str) -> Scenario:
     seeded = {rel: _content(rel) for rel in _lake_objects(mesh)}
     for rel, body in seeded.items():
         admin.put_object(Bucket=bucket, Key=f"{PREFIX}/{rel}", Body=body)
+    with pytest.MonkeyPatch.context() as mp:  # every port a real Delta table, written as admin
+        for variable, value in s3.admin.env(s3.endpoint).items():
+            mp.setenv(variable, value)
+        lake = Lake(f"s3://{bucket}/{PREFIX}")
+        for folder in _port_tables(mesh):
+            delta.write(lake, folder, pa.table({"stored_at": [folder]}), folder, None)
+    for page in admin.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{PREFIX}/"):
+        for obj in page.get("Contents", []):
+            rel = obj["Key"][len(PREFIX) + 1:]
+            seeded.setdefault(rel, admin.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
     identities = {who: s3.create_identity(f"{name}-{who}", document) for who, document in documents.items()}
     return Scenario(name, bucket, documents, identities, _expected_reads(mesh), seeded)
 
@@ -147,10 +171,11 @@ def _scenario(s3: S3Server, mesh: Mesh, name: str) -> Scenario:
 def demo(s3, mesh) -> Scenario:
     scenario = _scenario(s3, mesh, "demo")
     # anchors, so the expectation itself cannot silently go empty
-    assert "policies/policyholders/v1/data.parquet" in scenario.expected_reads["customer_care"]
-    assert "claims/claims/v1/data.parquet" in scenario.expected_reads["fraud"]
+    assert "policies/policyholders/v1" in scenario.expected_reads["customer_care"]
+    assert "claims/claims/v1" in scenario.expected_reads["fraud"]
     assert not any(k.startswith("customer_care/conversations/") for k in scenario.expected_reads["analytics"])
-    assert scenario.expected_reads[PRIVACY] == {"customer_care/conversations/v1/data.parquet"}
+    assert scenario.expected_reads[PRIVACY] == {"customer_care/conversations/v1"}
+    assert any(rel.startswith("claims/claims/v1/_delta_log/") for rel in scenario.seeded)
     return scenario
 
 
@@ -166,8 +191,8 @@ def unmasking_withdrawn(s3, mesh, tmp_path_factory) -> Scenario:
         mp.setenv("MESH_DOMAINS", str(domains))  # grants and clearances are read from here
         scenario = _scenario(s3, mesh, "withdrawn")
     reads = scenario.expected_reads["customer_care"]
-    assert "policies/policyholders/v1/masked/data.parquet" in reads
-    assert "policies/policyholders/v1/data.parquet" not in reads
+    assert "policies/policyholders/v1_masked" in reads
+    assert "policies/policyholders/v1" not in reads
     return scenario
 
 
@@ -203,7 +228,7 @@ def _matrix(s3: S3Server, scenario: Scenario, identities: set[str] | None = None
         for rel, body in scenario.seeded.items():
             key = scenario.key(rel)
             own = rel.startswith(f"{who}/")
-            check(who, "GET", rel, own or rel in scenario.expected_reads[who], lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read())
+            check(who, "GET", rel, own or _readable(rel, scenario.expected_reads[who]), lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read())
             check(who, "PUT", rel, own, lambda: client.put_object(Bucket=bucket, Key=key, Body=body))
             if not own:
                 check(who, "DELETE", rel, False, lambda: client.delete_object(Bucket=bucket, Key=key))
@@ -248,7 +273,7 @@ def test_withdrawn_unmasking_leaves_only_the_masked_variant_readable(s3, demo, u
     assert changed == {"customer_care"}  # the others' documents are the demo's, tested above
     _matrix(s3, scenario, changed)
     client = s3.client("s3", scenario.identities["customer_care"])
-    full, masked = (scenario.key(f"policies/policyholders/v1/{v}data.parquet") for v in ("", "masked/"))
+    full, masked = (scenario.key(f"policies/policyholders/{v}/_delta_log/00000000000000000000.json") for v in ("v1", "v1_masked"))
     for request in (client.get_object, client.head_object):
         assert _attempt(lambda: request(Bucket=scenario.bucket, Key=masked))
         assert not _attempt(lambda: request(Bucket=scenario.bucket, Key=full))
@@ -259,21 +284,25 @@ def test_the_platform_lake_reads_and_writes_with_a_domains_credentials(s3, demo,
     for name, value in demo.identities["fraud"].env(s3.endpoint).items():
         monkeypatch.setenv(name, value)
     lake = Lake(demo.lake)
-    assert lake.read_table("claims/claims/v1/data.parquet").to_pydict() == {"stored_at": ["claims/claims/v1/data.parquet"]}
+    table, version = delta.read(lake, "claims/claims/v1", "claims.claims v1")
+    assert table.to_pydict() == {"stored_at": ["claims/claims/v1"]} and version == 0
     model = Lake.private_path("fraud", "fraud_model", table=False)
     assert lake.read_object(model) == {"stored_at": model}
-    published = lake.write_table("fraud/fraud_scores/v1/data.parquet", pa.table({"stored_at": ["fraud/fraud_scores/v1/data.parquet"]}))
-    assert published.rows == 1 and published.bytes > 0
+    base = delta.snapshot(lake, "fraud/fraud_scores/v1", "fraud.fraud_scores v1")
+    assert delta.write(lake, "fraud/fraud_scores/v1", pa.table({"stored_at": ["by fraud"]}), "fraud.fraud_scores v1", base) == 1
 
-    for refused in ("policies/policyholders/v1/data.parquet", "policies/policyholders/v1/masked/data.parquet", "claims/_private/landed_claims/data.parquet"):
-        with pytest.raises(OSError, match="ACCESS_DENIED"):
-            lake.read_table(refused)
+    for refused in ("policies/policyholders/v1", "policies/policyholders/v1_masked"):
+        with pytest.raises(delta.PortTableError, match="access denied"):
+            delta.read(lake, refused, refused)
+    with pytest.raises(OSError, match="ACCESS_DENIED"):
+        lake.read_table("claims/_private/landed_claims/data.parquet")
     with pytest.raises(OSError, match="ACCESS_DENIED"):
         lake.read_object("claims/_private/landed_claims/data.pickle")
-    with pytest.raises(OSError, match="ACCESS_DENIED"):
-        lake.write_table("claims/claims/v1/data.parquet", pa.table({"stored_at": ["forged by fraud"]}))
-    body = s3.client().get_object(Bucket=demo.bucket, Key=demo.key("claims/claims/v1/data.parquet"))["Body"].read()
-    assert body == demo.seeded["claims/claims/v1/data.parquet"]
+    with pytest.raises(Exception, match="(?i)access ?denied|403|forbidden"):
+        delta.write(lake, "claims/claims/v1", pa.table({"stored_at": ["forged by fraud"]}), "claims.claims v1", delta.snapshot(lake, "claims/claims/v1", "claims.claims v1"))
+    admin = s3.client()
+    stored = {o["Key"] for o in admin.list_objects_v2(Bucket=demo.bucket, Prefix=demo.key("claims/claims/v1/")).get("Contents", [])}
+    assert stored == {demo.key(rel) for rel in demo.seeded if rel.startswith("claims/claims/v1/")}  # nothing written
 
 
 def test_the_io_manager_publishes_only_its_own_domains_ports(s3, demo, monkeypatch):
@@ -298,15 +327,18 @@ def test_the_io_manager_publishes_only_its_own_domains_ports(s3, demo, monkeypat
         refused = dg.materialize([claim_events], resources=resources, instance=instance, raise_on_error=False)
         assert not refused.success
         failure = refused.get_step_failure_events()[0].step_failure_data.error
-        assert "ACCESS_DENIED" in failure.to_string(), failure.to_string()
-        assert s3.client().get_object(Bucket=demo.bucket, Key=demo.key(path))["Body"].read() == demo.seeded[path]
+        assert "port claims.claim_events v1: access denied" in failure.to_string(), failure.to_string()
+        log = f"{path}/_delta_log/00000000000000000000.json"
+        assert s3.client().get_object(Bucket=demo.bucket, Key=demo.key(log))["Body"].read() == demo.seeded[log]
+        assert "00000000000000000001.json" not in str(s3.client().list_objects_v2(Bucket=demo.bucket, Prefix=demo.key(path)))
 
         for name, value in demo.identities["claims"].env(s3.endpoint).items():
             monkeypatch.setenv(name, value)
         assert dg.materialize([claim_events], resources=resources, instance=instance).success
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.admin.access_key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.admin.secret_access_key)
-    assert Lake(demo.lake).read_table(path).to_pandas()["event_type"].tolist() == ["opened"]
+    table, version = delta.read(Lake(demo.lake), path, "claims.claim_events v1")
+    assert table.to_pandas()["event_type"].tolist() == ["opened"] and version == 1
 
 
 @pytest.mark.xfail(strict=True, reason="moto ignores StringLike conditions, so the generated s3:prefix limits on ListBucket are not enforced")

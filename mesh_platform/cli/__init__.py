@@ -270,10 +270,12 @@ def audit(as_json: bool, product: str | None, consumer: str | None, workspace: P
         extra = f" masked={','.join(r.masked)}" if r.masked else ""
         extra += " " + ",".join(f"{reason}={n}" for reason, n in r.reasons.items()) if r.reasons else ""
         extra += f" removed={','.join(r.removed)}" if r.removed else ""
+        at = f" @version {r.version}" if r.version is not None else ""
+        at += f" (masked @version {r.masked_version})" if r.masked_version is not None else ""
         if r.kind == "denied":
             click.echo(f"{r.time}  {who:>22}  {r.product}: {r.reason}  run {r.run_id[:8]}")
             continue
-        click.echo(f"{r.time}  {who:>22}  {r.product} {r.port}  {r.rows if r.rows is not None else '?'} rows{extra}  run {r.run_id[:8]}")
+        click.echo(f"{r.time}  {who:>22}  {r.product} {r.port}{at}  {r.rows if r.rows is not None else '?'} rows{extra}  run {r.run_id[:8]}")
     click.echo(f"{len(records)} record(s)")
 
 

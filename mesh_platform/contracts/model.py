@@ -83,6 +83,21 @@ def quarantine_limit_problems(value: Any) -> list[tuple[str, str]]:
     return problems
 
 
+def retention_problems(value: Any) -> list[tuple[str, str]]:
+    """``customProperties[retention]`` (how many versions or days a port keeps, :mod:`mesh_platform.retention`): problems with a ``retention`` custom property's value: (field path, message) pairs."""
+    where = "customProperties[retention].value"
+    if not isinstance(value, dict) or not value:
+        return [(where, f"retention must be a mapping such as {{versions: 10, days: 30}}, got {value!r}")]
+    problems = [(f"{where}.{key}", "unknown retention setting (expected versions and/or days)") for key in value if key not in ("versions", "days")]
+    versions = value.get("versions")
+    if "versions" in value and (isinstance(versions, bool) or not isinstance(versions, int) or versions < 1):
+        problems.append((f"{where}.versions", f"versions must be a whole number of versions to keep, at least 1, got {versions!r}"))
+    days = value.get("days")
+    if "days" in value and (isinstance(days, bool) or not isinstance(days, (int, float)) or days <= 0):
+        problems.append((f"{where}.days", f"days must be a positive number of days to keep versions for, got {days!r}"))
+    return problems
+
+
 class OdcsModel(BaseModel):
     """Base: camelCase aliases, unknown keys refused, immutable once parsed."""
 
@@ -479,6 +494,9 @@ def platform_problems(contract: Contract) -> list[tuple[str, str]]:
     raw_quarantine = contract.custom("quarantine")
     if raw_quarantine is not None:
         problems.extend(quarantine_limit_problems(raw_quarantine))
+    raw_retention = contract.custom("retention")
+    if raw_retention is not None:
+        problems.extend(retention_problems(raw_retention))
     if len(contract.schema_objects) != 1:
         problems.append(("schema", f"a data product publishes exactly one table: expected 1 schema object, found {len(contract.schema_objects)}"))
         return problems

@@ -36,7 +36,7 @@ from mesh_platform.dbt.project import NO_TRACKING, DbtDomainProject
 from mesh_platform.governance.access import AccessDenied
 from mesh_platform.governance.audit import denied_metadata, publish_metadata, quota_metadata, read_metadata
 from mesh_platform.governance.identity import domain_of_step
-from mesh_platform.io import publishing
+from mesh_platform.io import publishing, versions
 from mesh_platform.io.lake import Lake
 from mesh_platform.ports import ResolvedPort, port_asset_key
 from mesh_platform.settings import MeshSettings
@@ -113,7 +113,7 @@ class _StagingDenied(Exception):
         self.observations = observations
 
 
-def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, ResolvedPort], needed: set[str], db_path: Path, lake: Lake) -> list[dg.AssetObservation]:
+def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, ResolvedPort], needed: set[str], db_path: Path, lake: Lake, pin=None) -> list[dg.AssetObservation]:
     """Copy each needed input port into the run's DuckDB, through the governed read path.
 
     Returns one observation per read (the audit record of the read), for the step to log.
@@ -127,7 +127,7 @@ def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, Resol
             source = project.manifest["sources"][unique_id]
             port = ports[unique_id]
             try:
-                read = publishing.read(lake, domain, port.contract, port.columns)
+                read = publishing.read(lake, domain, port.contract, port.columns, pin(port.key) if pin else None)
             except AccessDenied as exc:
                 # the refusal is audited like a read, then fails the step
                 observations.append(dg.AssetObservation(asset_key=port.key, metadata=denied_metadata(domain, port.contract.id, exc.reason, port.columns)))
@@ -140,7 +140,7 @@ def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, Resol
             observations.append(
                 dg.AssetObservation(
                     asset_key=port.key,
-                    metadata=read_metadata(domain, port.contract.id, read.port, read.columns, read.decision.masked, read.decision.removed, read.table.num_rows, "dbt source"),
+                    metadata=read_metadata(domain, port.contract.id, read.port, read.columns, read.decision.masked, read.decision.removed, read.table.num_rows, "dbt source", read.version),
                 )
             )
     finally:
@@ -167,7 +167,9 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
         database = next((n["database"] for n in models.values() if n.get("database")), domain)
         db_path = Path(tmp) / f"{database}.duckdb"
         try:
-            staged = stage_sources(project, domain, translator.ports, needed, db_path, lake)
+            step = context.get_step_execution_context()
+            pin = lambda key: versions.pinned(step.instance, key, step.dagster_run.tags)  # noqa: E731
+            staged = stage_sources(project, domain, translator.ports, needed, db_path, lake, pin)
         except _StagingDenied as denied:
             for observation in denied.observations:
                 context.log_event(observation)
@@ -250,6 +252,7 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
                     "dagster/row_count": full.rows,
                     md.BYTES: sum(p.bytes for _, p in written),
                     md.CONTRACT_VERSION: contract.version,
+                    **publishing.delta_metadata(written),
                     **quality_meta,
                     **publish_metadata(contract.id, f"v{contract.major}", [v for v, _ in written], audited.table.column_names),
                 },

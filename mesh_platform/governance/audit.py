@@ -44,13 +44,17 @@ class AuditRecord:
     run_id: str
     reason: str = ""  # denied: why
     reasons: dict = field(default_factory=dict)  # quarantine: rows per reason
+    version: int | None = None  # publish: the Delta version committed; read: the version read
+    masked_version: int | None = None  # publish: the version of the masked variant committed with it
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def read_metadata(consumer: str, contract_id: str, port: str, columns: list[str], masked: list[str], removed: list[str], rows: int, purpose: str | None) -> dict:
+def read_metadata(consumer: str, contract_id: str, port: str, columns: list[str], masked: list[str], removed: list[str], rows: int, purpose: str | None, version: int | None = None) -> dict:
+    versioned = {} if version is None else {md.DELTA_VERSION: version}
     return {
+        **versioned,
         AUDIT: "read",
         md.CONSUMER: consumer,
         md.PRODUCT: contract_id,
@@ -133,6 +137,8 @@ def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
         run_id=entry.run_id,
         reason=_value(meta, md.REASON, ""),
         reasons=dict(_value(meta, md.REASONS, {}) or {}),
+        version=_value(meta, md.DELTA_VERSION),
+        masked_version=_value(meta, md.MASKED_VERSION),
     )
 
 

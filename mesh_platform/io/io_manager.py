@@ -1,5 +1,10 @@
 """The IO manager every domain gets: contract-enforced, atomic publishing to the lake.
 
+Output ports are Delta tables (:mod:`mesh_platform.io.delta`): a publish is one commit, recorded on
+the materialization (``mesh/delta_version``); a read reads the version the producer's latest
+materialization recorded, or, in a run tagged ``mesh/replay_of``, the version the replayed run read
+(:mod:`mesh_platform.io.versions`), and records it in the audit log.
+
 Write path (a product materializes): the product's step hands over an
 :class:`~mesh_platform.quality.AuditedTable`, already conformed to the contract of the product's
 plan and quality-checked, which carries that contract: it is published as it is (written to a
@@ -36,7 +41,7 @@ from mesh_platform.contracts.registry import mesh_registry
 from mesh_platform.governance.access import AccessDenied, authorize_asset
 from mesh_platform.governance.audit import denied_metadata, log_observation, publish_metadata, read_metadata
 from mesh_platform.governance.identity import IdentityError, domain_of_step
-from mesh_platform.io import publishing
+from mesh_platform.io import delta, publishing, versions
 from mesh_platform.io.lake import Lake
 from mesh_platform.metadata import AGGREGATE, BYTES, CONSUMER_COLUMNS, CONTRACT_ID, CONTRACT_VERSION, PORT_MAJOR, PRIVATE_CONTRACT, PURPOSE
 from mesh_platform.quality import AuditedTable
@@ -110,9 +115,18 @@ class MeshIOManager(dg.ConfigurableIOManager):
                 "dagster/row_count": full.rows,
                 BYTES: sum(p.bytes for _, p in written),
                 CONTRACT_VERSION: contract.version,
+                **publishing.delta_metadata(written),
                 **publish_metadata(contract.id, f"v{contract.major}", [v for v, _ in written], table.column_names),
             }
         )
+
+    @staticmethod
+    def _pinned(context: dg.InputContext, key: dg.AssetKey) -> dict[str, int] | None:
+        """The versions to read (:mod:`mesh_platform.io.versions`); None outside a run: the newest."""
+        if context._step_context is None:
+            return None
+        step = context.step_context
+        return versions.pinned(step.instance, key, step.dagster_run.tags)
 
     def load_input(self, context: dg.InputContext) -> Any:
         key = context.asset_key
@@ -148,22 +162,27 @@ class MeshIOManager(dg.ConfigurableIOManager):
         )
         authorize_asset(consumer, producer, name, contract, columns, aggregate=bool(meta.get(AGGREGATE)))
         if contract is not None:
+            pinned = self._pinned(context, key)
             if meta.get(AGGREGATE):
-                release = publishing.read_aggregate(lake, consumer, contract, meta[AGGREGATE], context.step_context.run_id)
+                path = Lake.port_path(contract.domain, contract.name, contract.major)
+                version = (pinned or {}).get("aggregate", (pinned or {}).get("full"))
+                if version is None:
+                    version = delta.current_version(lake, path, publishing.port_name(contract))
+                release = publishing.read_aggregate(lake, consumer, contract, meta[AGGREGATE], context.step_context.run_id, version)
                 context.add_input_metadata(
                     {
-                        **read_metadata(consumer, contract.id, f"v{contract.major}/aggregate", release.columns, [], [], len(release.frame), meta.get(PURPOSE)),
+                        **read_metadata(consumer, contract.id, f"v{contract.major}/aggregate", release.columns, [], [], len(release.frame), meta.get(PURPOSE), version),
                         md.EPSILON: release.epsilon,
                         md.PRIVACY_BUDGET_REMAINING: release.remaining,
                     }
                 )
                 return release.frame
-            port = publishing.read(lake, consumer, contract, columns)
+            port = publishing.read(lake, consumer, contract, columns, pinned)
             if consumer != contract.domain:
                 context.add_input_metadata(
                     read_metadata(
                         consumer, contract.id, port.port, port.columns, port.decision.masked,
-                        port.decision.removed, port.table.num_rows, meta.get(PURPOSE),
+                        port.decision.removed, port.table.num_rows, meta.get(PURPOSE), port.version,
                     )
                 )
             return to_pandas(port.table)

@@ -2,13 +2,14 @@
 
 Layout (``MESH_LAKE`` is the root; a local folder by default, ``s3://bucket/prefix`` in production)::
 
-    <lake>/<domain>/<product>/v<major>/data.parquet     output port of a product, one per major
-    <lake>/<domain>/<product>/v<major>/masked/...        its masked variant, for uncleared consumers
+    <lake>/<domain>/<product>/v<major>/                  output port of a product, one per major: a Delta table
+    <lake>/<domain>/<product>/v<major>_masked/           its masked variant (a Delta table), for uncleared consumers
     <lake>/<domain>/_private/<asset>/data.parquet        a domain's private intermediate (not a port)
     <lake>/<domain>/_private/<asset>/data.pickle         ... when it is not a table (a trained model)
     <lake>/<domain>/_quarantine/<asset>/<run>/<reason>.parquet   rows the asset rejected in one run
 
-Publishing is atomic, so a failed or killed write never touches the last good version: locally the
+Output ports are Delta tables (:mod:`mesh_platform.io.delta`: one commit per publish, reads at a
+version). The rest is plain files, and writing them is atomic, so a failed or killed write never touches the last good version: locally the
 file is written under a temporary name in the same folder and renamed over the old one (POSIX
 rename is atomic); on S3 a single PUT or completed multipart upload is the commit, so readers see
 either the old object or the new one, never a partial one.
@@ -45,6 +46,8 @@ class Published:
     uri: str
     rows: int | None
     bytes: int
+    version: int | None = None  # the Delta version a port publish committed
+    stored: int | None = None  # bytes the port keeps after it, every kept version included
 
 
 def _s3_filesystem(parsed) -> pafs.S3FileSystem:
@@ -126,10 +129,11 @@ class Lake:
 
     @staticmethod
     def port_path(domain: str, product: str, major: int, variant: str = "full") -> str:
-        """``full`` is the port itself; other variants (``masked``) sit in a folder below it."""
+        """The folder of a port's Delta table: ``full`` is the port itself; another variant
+        (``masked``) is a sibling table ``v<major>_<variant>``, never inside the full one."""
         if variant == "full":
-            return f"{domain}/{product}/v{major}/{DATA_FILE}"
-        return f"{domain}/{product}/v{major}/{variant}/{DATA_FILE}"
+            return f"{domain}/{product}/v{major}"
+        return f"{domain}/{product}/v{major}_{variant}"
 
     @staticmethod
     def private_path(domain: str, asset: str, table: bool = True) -> str:

@@ -2,8 +2,12 @@
 
 - :func:`publish` writes the audited table as the port's ``full`` variant and, when the contract
   has sensitive columns, the ``masked`` variant that uncleared consumers read
-  (``<lake>/<domain>/<product>/v<major>/masked/data.parquet``): storage holds nothing a consumer
-  may not see, so storage permissions can mirror the grants (``mesh iam``).
+  (``<lake>/<domain>/<product>/v<major>_masked/``): storage holds nothing a consumer may not see, so
+  storage permissions can mirror the grants (``mesh iam``). Each variant is a Delta table
+  (:mod:`mesh_platform.io.delta`) and a publish is one commit to each; both versions are returned
+  (and recorded on the materialization) so a reader of the masked variant reads the masked version
+  of the same publish. When the masked commit fails, the full table is restored to the version the
+  publish started from, so the lake never holds one variant of a publish without the other.
 - :func:`read` authorizes the consumer (:func:`mesh_platform.governance.access.authorize`), picks
   the variant, reads only the requested columns, and returns what the audit log needs.
 """
@@ -20,6 +24,7 @@ from mesh_platform.contracts.model import Contract
 from mesh_platform.governance.access import AccessDecision, AccessDenied, authorize
 from mesh_platform.governance.masking import mask_table, sensitive_columns
 from mesh_platform.governance.privacy import Aggregate, PrivacyLedger, Release, compute
+from mesh_platform.io import delta
 from mesh_platform.io.lake import Lake, Published
 from mesh_platform.ports import port_asset_key
 
@@ -30,6 +35,8 @@ class PortRead:
     decision: AccessDecision
     port: str
     columns: list[str]
+    version: int | None = None  # the Delta version read
+    variant: str = "full"
 
 
 _PREVIOUS_MAJOR = re.compile(r"^(?P<name>[a-z][a-z0-9_]*)_v(?P<major>[0-9]+)$")
@@ -69,16 +76,62 @@ def own_contract(contract: Contract, domain: str, name: str) -> Contract:
     return contract
 
 
+def port_name(contract: Contract, variant: str = "full") -> str:
+    """How errors name a port: ``claims.claims v1`` (``... (masked)``)."""
+    return f"{contract.id} v{contract.major}" + ("" if variant == "full" else f" ({variant})")
+
+
+def _published(lake: Lake, relpath: str, rows: int, version: int) -> Published:
+    stored = delta.size(lake, relpath)
+    return Published(lake.uri(relpath), rows, delta.version_bytes(lake, relpath, version), version, stored)
+
+
 def publish(lake: Lake, contract: Contract, table: pa.Table) -> list[tuple[str, Published]]:
-    written = [("full", lake.write_table(Lake.port_path(contract.domain, contract.name, contract.major), table))]
-    if sensitive_columns(contract):
+    """One Delta commit per variant; fails without committing anything when another writer got there first."""
+    full_path = Lake.port_path(contract.domain, contract.name, contract.major)
+    masked_path = Lake.port_path(contract.domain, contract.name, contract.major, variant="masked")
+    sensitive = bool(sensitive_columns(contract))
+    # both snapshots first: a concurrent publish of either variant fails this one before it commits
+    full_base = delta.snapshot(lake, full_path, port_name(contract))
+    masked_base = delta.snapshot(lake, masked_path, port_name(contract, "masked")) if sensitive else None
+    previous = None if full_base is None else full_base.version()  # (a write moves the snapshot object on)
+    about = {"mesh.contract.id": contract.id, "mesh.contract.version": contract.version}
+    version = delta.write(lake, full_path, table, port_name(contract), full_base, {**about, "mesh.variant": "full"})
+    written = [("full", _published(lake, full_path, table.num_rows, version))]
+    if sensitive:
         masked, _, _ = mask_table(table, contract)
-        path = Lake.port_path(contract.domain, contract.name, contract.major, variant="masked")
-        written.append(("masked", lake.write_table(path, masked)))
+        try:
+            masked_version = delta.write(
+                lake, masked_path, masked, port_name(contract, "masked"), masked_base,
+                {**about, "mesh.variant": "masked", "mesh.full_version": str(version)},
+            )
+        except BaseException:
+            delta.undo(lake, full_path, port_name(contract), previous, version)
+            raise
+        written.append(("masked", _published(lake, masked_path, masked.num_rows, masked_version)))
+    # the materialization about to be recorded must name the current version: a publish that began
+    # after this one's commit and already committed over it is the one to record, not this one
+    latest = delta.current_version(lake, full_path, port_name(contract))
+    if latest != version:
+        raise delta.ConcurrentPublish(
+            f"port {port_name(contract)}: another publish committed version {latest} right after this one's version "
+            f"{version}; this run records nothing, the other run's materialization names the current version"
+        )
     return written
 
 
-def read_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, run_id: str | None = None) -> Release:
+def delta_metadata(written: list[tuple[str, Published]]) -> dict:
+    """What a publish records on its materialization: the versions it committed, the bytes kept."""
+    from mesh_platform import metadata as md
+
+    versions = dict((variant, p.version) for variant, p in written)
+    out = {md.DELTA_VERSION: versions["full"], md.STORED_BYTES: sum(p.stored or 0 for _, p in written)}
+    if "masked" in versions:
+        out[md.MASKED_VERSION] = versions["masked"]
+    return out
+
+
+def read_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, run_id: str | None = None, version: int | None = None) -> Release:
     """A differentially private release for an aggregate-only grant; the budget is debited first."""
     import json
 
@@ -91,15 +144,17 @@ def read_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, r
     quota = for_domain(consumer, default_domains_root() / consumer).get("privacy_epsilon")
     remaining = PrivacyLedger().spend(consumer, contract.id, aggregate.epsilon, budget.epsilon, json.dumps(query, sort_keys=True), run_id, quota=quota)
     columns = aggregate.columns(budget.unit)
-    table = lake.read_table(Lake.port_path(contract.domain, contract.name, contract.major), columns=columns)
+    table, _ = delta.read(lake, Lake.port_path(contract.domain, contract.name, contract.major), port_name(contract), columns, version)
     frame = compute(table.to_pandas(), contract, aggregate, budget.unit, budget.max_contributions)
     return Release(frame, aggregate.epsilon, remaining, columns)
 
 
-def read(lake: Lake, consumer: str, contract: Contract, columns: list[str] | None = None) -> PortRead:
+def read(lake: Lake, consumer: str, contract: Contract, columns: list[str] | None = None, versions=None) -> PortRead:
+    """``versions``: None (the latest), or ``{variant: version}`` to read (see :mod:`.versions`)."""
     decision = authorize(consumer, contract, columns)
     variant = "masked" if decision.variant == "masked" else "full"
     wanted = [c for c in (columns or contract.column_names) if c not in decision.removed]
     path = Lake.port_path(contract.domain, contract.name, contract.major, variant=variant)
-    table = lake.read_table(path, columns=wanted)
-    return PortRead(table, decision, f"v{contract.major}/{variant}", wanted)
+    pinned = (versions or {}).get(variant)
+    table, version = delta.read(lake, path, port_name(contract, variant), wanted, pinned)
+    return PortRead(table, decision, f"v{contract.major}/{variant}", wanted, version, variant)
