@@ -265,7 +265,7 @@ def _dagster_module(domain: str, products: list[Product], rich: bool) -> str:
                     "dagster/column_schema": dg.TableSchema(columns=[{columns}]),
                     "mesh/contract_id": f"{{domain}}.{{name}}",
                     "mesh/contract_version": "1.0.0",
-                    "mesh/port_path": f"{{domain}}/{{name}}/v1/data.parquet",
+                    "mesh/port_path": f"{{domain}}/{{name}}/v1",
                     "mesh/port_major": 1,
                     "mesh/contract_file": dg.MetadataValue.path(f"contracts/{{name}}.yaml"),
                     "mesh/policies": dg.MetadataValue.json(POLICIES),
