@@ -110,3 +110,24 @@ def copy_env(project: Path) -> dict[str, str]:
         "MESH_DOMAINS": str(project / "domains"),
         "MESH_WORKSPACE": str(project / "workspace.yaml"),
     }
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A loopback S3 server (moto), one per test module."""
+    from s3_server import S3Server
+
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_lake(s3_server, monkeypatch):
+    """A fresh bucket on the module's S3 server, this test's environment pointed at it; the lake URI."""
+    import time
+
+    for key, value in s3_server.admin.env(s3_server.endpoint).items():
+        monkeypatch.setenv(key, value)
+    bucket = f"lake-{time.time_ns()}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/mesh"

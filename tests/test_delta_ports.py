@@ -322,23 +322,6 @@ def test_two_concurrent_runs_publish_one_after_the_other_or_not_at_all(tmp_path)
     _check_race(results, DeltaTable(str(tmp_path / "lake/claims/claim_events/v1")), latest)
 
 
-@pytest.fixture(scope="module")
-def s3_server():
-    from s3_server import S3Server
-
-    with S3Server() as server:
-        yield server
-
-
-@pytest.fixture
-def s3_lake(s3_server, monkeypatch):
-    for key, value in s3_server.admin.env(s3_server.endpoint).items():
-        monkeypatch.setenv(key, value)
-    bucket = f"lake-{time.time_ns()}"
-    s3_server.client().create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/mesh"
-
-
 def test_s3_commits_are_put_if_absent_so_two_concurrent_runs_cannot_both_commit(s3_server, s3_lake, tmp_path):
     """On S3 (moto, which honours If-None-Match like S3 does): the same race, the same outcome."""
     from botocore.exceptions import ClientError

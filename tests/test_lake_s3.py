@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import time
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
 import pytest
-from s3_server import S3Server
 
 from mesh_platform.io import delta
 from mesh_platform.io.io_manager import MeshIOManager
 from mesh_platform.io.lake import Lake
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    with S3Server() as server:
-        yield server
-
-
-@pytest.fixture
-def s3_lake(s3_server, monkeypatch):
-    for key, value in s3_server.admin.env(s3_server.endpoint).items():
-        monkeypatch.setenv(key, value)
-    bucket = f"lake-{time.time_ns()}"
-    s3_server.client().create_bucket(Bucket=bucket)
-    return f"s3://{bucket}/mesh"
 
 
 def test_write_and_read_a_port_on_s3(s3_lake):
