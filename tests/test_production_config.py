@@ -19,7 +19,6 @@ import dagster as dg
 import pytest
 import yaml
 from conftest import ROOT, copy_env, run_mesh
-from s3_server import S3Server
 
 from mesh_platform.io import s3 as mesh_s3
 from mesh_platform.sensors import landing_zone_sensor, record_landed
@@ -82,12 +81,6 @@ def test_instance_file_is_valid_and_the_image_is_pinned_and_non_root(monkeypatch
 
 
 # -- the landing zone on S3 ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    with S3Server() as server:
-        yield server
 
 
 @pytest.fixture
