@@ -7,7 +7,16 @@ code location), ``sources`` (operational systems), ``workspace`` and ``catalog``
 whole), ``cli`` (the ``mesh`` command).
 """
 
-from mesh_platform.domain import Domain, DomainDefinitionError
-from mesh_platform.ports import InputPort
+import os
+
+# A run over a range of days (a partitioned product's backfill, mesh_platform.partitions) records one
+# "materialization planned" event per asset instead of one per asset and day: on the SQLite instance,
+# which writes events one by one, 200 days of 6 assets cost ~30 s of bookkeeping before the first step.
+# Every process of the mesh imports this package (the CLI, code servers, and through the environment
+# the webserver and daemon they start); infra/ sets it for the production images.
+os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
+
+from mesh_platform.domain import Domain, DomainDefinitionError  # noqa: E402
+from mesh_platform.ports import InputPort  # noqa: E402
 
 __all__ = ["Domain", "DomainDefinitionError", "InputPort"]

@@ -156,7 +156,10 @@ def values(
             "config": {"s3ComputeLogManager": {"bucket": logs_bucket, "prefix": compute.get("prefix", "compute-logs"), "region": region}},
         },
         "runLauncher": {"type": "K8sRunLauncher", "config": {"k8sRunLauncher": {"envSecrets": [{"name": "mesh-masking-key"}]}}},
+        # runs over a range of days record one planned event per asset (see mesh_platform/__init__.py)
+        "dagsterWebserver": {"env": [{"name": "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "value": "true"}]},
         "dagsterDaemon": {
+            "env": [{"name": "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "value": "true"}],
             "enabled": True,
             "runCoordinator": {
                 "enabled": True,

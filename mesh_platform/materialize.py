@@ -34,6 +34,49 @@ class SelectionError(ValueError):
     pass
 
 
+def partition_tags(mesh: Mesh, domain: str, keys: list[dg.AssetKey], days: tuple[str, str] | None) -> dict[str, str]:
+    """The partition range tags of one domain's run: ``days`` (first, last), or, when None, every
+    day of the partitioned assets among ``keys`` (a whole rebuild); no tags when none is partitioned.
+
+    The range is one run (the assets' backfill policy is a single run), so a backfill of a year is
+    one run per domain, each replacing exactly those days of its ports."""
+    graph = mesh.get(domain).defs.resolve_asset_graph()
+    definitions = {graph.get(k).partitions_def for k in keys if graph.has(k) and graph.get(k).partitions_def is not None}
+    if not definitions:
+        return {}
+    if len(definitions) > 1:
+        raise SelectionError(f"{domain}: the selected assets are partitioned differently ({', '.join(map(str, definitions))}); select them separately")
+    definition = definitions.pop()
+    if days is None:
+        first, last = definition.get_first_partition_key(), definition.get_last_partition_key()
+    else:
+        from mesh_platform.partitions import check_keys
+
+        check_keys(definition, days, f"{domain}: {', '.join(k.to_user_string() for k in keys if graph.get(k).partitions_def is not None)}")
+        first, last = days
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+def check_days(mesh: Mesh, keys: set[dg.AssetKey], days: tuple[str, str]) -> None:
+    """Fail before any run when ``days`` are not partitions of the selected partitioned assets, or
+    when no selected asset is partitioned at all (the option would be silently ignored)."""
+    from mesh_platform.partitions import PartitionError, day
+
+    if day(days[0]) > day(days[1]):
+        raise SelectionError(f"--from {days[0]} is after --to {days[1]}")
+    by_domain: dict[str, list[dg.AssetKey]] = {}
+    for key in keys:
+        by_domain.setdefault(key.path[0], []).append(key)
+    partitioned = False
+    for domain, domain_keys in by_domain.items():
+        try:
+            partitioned |= bool(partition_tags(mesh, domain, domain_keys, days))
+        except PartitionError as exc:
+            raise SelectionError(str(exc)) from None
+    if not partitioned:
+        raise SelectionError("none of the selected assets is partitioned; --partition/--from/--to apply to daily-partitioned products")
+
+
 def select(mesh: Mesh, expression: str | None) -> set[dg.AssetKey]:
     """Resolve a selection: comma-separated ``domain``, ``domain/asset``, with ``*`` before
     (and upstream) or after (and downstream). Empty means every asset of the mesh."""
@@ -201,8 +244,13 @@ def materialize(
     progress: Callable[[str], None] = lambda _: None,
     log_level: str = "WARNING",
     runner: Runner | None = None,
+    days: tuple[str, str] | None = None,
 ) -> MaterializeReport:
-    """Run ``keys`` across the mesh's code locations in dependency order (in this process by default)."""
+    """Run ``keys`` across the mesh's code locations in dependency order (in this process by default).
+
+    ``days`` (first, last partition keys): the partitioned assets materialize those days only
+    (a backfill); the unpartitioned ones in the same runs are rebuilt whole. Without it, the
+    partitioned assets materialize every day."""
     runner = runner or InProcessRunner(mesh, instance, log_level, progress)
     graph = mesh.asset_graph()
     order = [d.entry.location for d in mesh.domains if d.ok]
@@ -233,7 +281,7 @@ def materialize(
             started += len(batch)
             progress(f"[{started}/{total}] {domain}: materializing {', '.join(k.path[-1] for k in ordered)}")
             pending -= batch
-            run_id = runner.start(domain, ordered, mesh.get(domain).domain.run_tags())
+            run_id = runner.start(domain, ordered, {**mesh.get(domain).domain.run_tags(), **partition_tags(mesh, domain, ordered, days)})
             in_flight[run_id] = (domain, batch)
         if not in_flight:  # pragma: no cover - only with a dependency cycle across domains
             report.skipped.extend(sorted(pending, key=str))

@@ -69,6 +69,13 @@ class ProductPlan:
     def is_product(self) -> bool:
         return self.contract is not None
 
+    @property
+    def partitioning(self):
+        """The daily partitions its contract (or private contract) declares, or None."""
+        from mesh_platform import partitions
+
+        return partitions.of(self.contract if self.contract is not None else self.private_contract)
+
 
 @dataclass
 class DomainPlan:

@@ -11,6 +11,7 @@ match or a column does not exist.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 
@@ -21,6 +22,7 @@ from mesh_platform.governance.privacy import validate as validate_aggregate
 from mesh_platform.metadata import AGGREGATE, CONSUMER, CONTRACT_ID, DOMAIN, PORT_MAJOR, PORT_PATH, PURPOSE, TYPE
 from mesh_platform.metadata import CONSUMER_COLUMNS as COLUMNS
 from mesh_platform.io.lake import Lake
+from mesh_platform.partitions import of as partitioning_of
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class InputPort:
     columns: tuple[str, ...] | None = None
     purpose: str | None = None
     aggregate: Aggregate | None = None
+    partitions: Any = None
 
     def __init__(
         self,
@@ -40,12 +43,17 @@ class InputPort:
         columns: list[str] | tuple[str, ...] | None = None,
         purpose: str | None = None,
         aggregate: Aggregate | None = None,
+        partitions: Any = None,
     ):
+        """``partitions``: which days of a daily-partitioned product a partitioned consumer reads
+        for each of its days: None (the same day), :class:`mesh_platform.partitions.Window` (days
+        before/after) or :data:`mesh_platform.partitions.ALL`. An unpartitioned consumer reads all."""
         object.__setattr__(self, "product", product)
         object.__setattr__(self, "major", int(major))
         object.__setattr__(self, "columns", tuple(columns) if columns is not None else None)
         object.__setattr__(self, "purpose", purpose)
         object.__setattr__(self, "aggregate", aggregate)
+        object.__setattr__(self, "partitions", partitions)
 
 
 def port_asset_key(contract: Contract, current_major: int) -> dg.AssetKey:
@@ -75,7 +83,8 @@ class ResolvedPort:
             metadata[AGGREGATE] = self.port.aggregate.as_metadata()
         if self.port.purpose:
             metadata[PURPOSE] = self.port.purpose
-        return dg.AssetIn(key=self.key, metadata=metadata)
+        mapping = self.port.partitions.mapping() if self.port.partitions is not None else None
+        return dg.AssetIn(key=self.key, metadata=metadata, partition_mapping=mapping)
 
     def external_spec(self) -> dg.AssetSpec:
         """How the producer's asset appears in the consumer's code location (an edge in the mesh)."""
@@ -87,6 +96,7 @@ class ResolvedPort:
             owners=c.owners or None,
             tags={DOMAIN: c.domain, TYPE: "product"},
             metadata={CONTRACT_ID: c.id, PORT_PATH: Lake.port_path(c.domain, c.name, self.port.major)},
+            partitions_def=layout.definition if (layout := partitioning_of(c)) is not None else None,
         )
 
 

@@ -9,6 +9,7 @@ and policies, and hands the audited table, carrying its contract, to the IO mana
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
     from mesh_platform.plan import ProductPlan
 
 MAX_KINDS = 3  # Dagster shows at most three kinds per asset
+# single-run backfills of a range of days are how partitioned products run (mesh_platform.partitions);
+# Dagster marks the parameter beta, which would warn once per partitioned asset at every load
+warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
 
 
 def _code_fingerprint(code) -> bytes:
@@ -134,6 +138,9 @@ def build_asset(plan: "ProductPlan", settings: MeshSettings) -> dg.AssetsDefinit
         pool=plan.domain,  # the domain's concurrency pool (quota pool_slots)
         freshness_policy=spec.freshness_policy,
         automation_condition=spec.automation_condition,
+        # daily partitions from the contract; a range of days is one run (mesh materialize --from/--to)
+        partitions_def=layout.definition if (layout := plan.partitioning) is not None else None,
+        backfill_policy=dg.BackfillPolicy.single_run() if layout is not None else None,
     )(_compute_fn(plan, settings))
 
 

@@ -92,7 +92,7 @@ class LandingZone(dg.ConfigurableResource):
     def landed(self, pattern: str) -> list[LandedFile]:
         """Every file matching ``pattern`` (a glob on the file name), sorted by name, on either backend."""
         if not self.is_s3:
-            return [LandedFile(p.name, p.resolve().as_uri(), _open=functools.partial(_read_bytes, p)) for p in self.files(pattern)]
+            return [_local(p) for p in self.files(pattern)]
         from mesh_platform.io.s3 import list_objects
 
         return [f for f in list_objects(self.path) if fnmatch.fnmatchcase(f.name, pattern)]
@@ -110,3 +110,83 @@ class LandingZone(dg.ConfigurableResource):
 
 def _read_bytes(path: Path) -> io.BytesIO:
     return io.BytesIO(path.read_bytes())
+
+
+def _local(path: Path) -> LandedFile:
+    stat = path.stat()
+    return LandedFile(path.name, path.resolve().as_uri(), f"{stat.st_size}-{stat.st_mtime_ns}", _open=functools.partial(_read_bytes, path))
+
+
+def days_in_file(file: LandedFile, column: str) -> set[str]:
+    """The days (partition keys) of the rows of one landed CSV or JSON-lines file, from ``column``.
+
+    A value that is not a date or time (a malformed row) is not a day: the asset reading the file
+    meets it again and quarantines or rejects it."""
+    from mesh_platform.partitions import KEY_FORMAT
+
+    if file.name.endswith((".jsonl", ".json")):
+        values = pd.read_json(file.open(), lines=True, dtype=False)
+        values = values[column] if column in values.columns else pd.Series([], dtype=object)
+    else:
+        head = pd.read_csv(file.open(), nrows=0)
+        values = pd.read_csv(file.open(), usecols=[column], dtype=str)[column] if column in head.columns else pd.Series([], dtype=object)
+    days = pd.to_datetime(values, errors="coerce", format="mixed").dropna().dt.strftime(KEY_FORMAT)
+    return set(days.unique())
+
+
+@dataclass
+class LandedRun:
+    """The landed files a partitioned run reads: only those with rows on the run's days.
+
+    Which days a file touches is read once per file (only its day column) and kept in an index
+    in the domain's private area of the lake (``<domain>/_private/_landing_index/``), keyed by the
+    file's name and etag (size and modification time locally): a changed file is read again. The
+    index only saves reading; a file missing from it is read. ``days`` is None for an unpartitioned run
+    (every file, every row)."""
+
+    files: list[LandedFile]
+    column: str
+    days: list[str] | None
+
+    def rows_in_run(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The rows of ``frame`` on the run's days (all rows for an unpartitioned run)."""
+        if self.days is None:
+            return frame
+        from mesh_platform.partitions import within
+
+        return within(frame, self.column, self.days).reset_index(drop=True)
+
+
+def landed_for_run(context, landing: LandingZone, pattern: str, day_column: str) -> LandedRun:
+    """The files matching ``pattern`` that a step of a partitioned asset reads (:class:`LandedRun`)."""
+    import json
+
+    from mesh_platform.io.lake import PRIVATE
+    from mesh_platform.partitions import run_keys
+    from mesh_platform.products import step_lake
+
+    files = landing.landed(pattern)
+    keys = run_keys(context)
+    if keys is None:
+        return LandedRun(files, day_column, None)
+    lake = step_lake(context, MeshSettings.from_env())
+    domain = context.asset_key.path[0]
+    where = f"{domain}/{PRIVATE}/_landing_index/{pattern.replace('*', '_').replace('/', '_')}.json"
+    try:
+        index = json.loads(lake.read_bytes(where)) if lake.exists(where) else {}
+    except (ValueError, OSError):
+        index = {}  # an unreadable index is rebuilt: it only saves reading
+    wanted, changed = set(keys), False
+    chosen = []
+    for f in files:
+        entry = index.get(f.name)
+        if not entry or entry.get("etag") != f.etag or not f.etag:
+            entry = {"etag": f.etag, "days": sorted(days_in_file(f, day_column))}
+            index[f.name], changed = entry, True
+        if wanted & set(entry["days"]):
+            chosen.append(f)
+    index = {name: entry for name, entry in index.items() if name in {f.name for f in files}}
+    if changed:
+        lake.write_bytes(where, json.dumps(index, sort_keys=True).encode())
+    context.log.info(f"{len(chosen)} of {len(files)} landed file(s) have rows on the run's {len(keys)} day(s)")
+    return LandedRun(chosen, day_column, keys)

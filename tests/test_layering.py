@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "mesh_platform"
 
 LAYERS = [
     # 0: foundations, no platform imports beyond this layer
-    {"problems", "safe_yaml", "settings", "sql", "text", "metadata", "io.lake", "io.delta", "governance.identity", "simulation", "simulation.insurance", "contracts.model"},
+    {"problems", "safe_yaml", "settings", "sql", "text", "metadata", "io.lake", "io.delta", "governance.identity", "simulation", "simulation.insurance", "contracts.model", "partitions"},
     # 1: contracts (no Dagster) and SLA-driven automation
     {"contracts", "contracts.loader", "contracts.registry", "contracts.enforcement", "contracts.diff", "contracts.versioning", "automation", "descriptor"},
     # 2: governance decisions

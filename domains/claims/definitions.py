@@ -5,7 +5,7 @@ import pandas as pd
 from mesh_platform import Domain, InputPort
 from mesh_platform.quarantine import Rejects, Screened
 from mesh_platform.sensors import landing_zone_sensor, record_landed
-from mesh_platform.sources import LandingZone
+from mesh_platform.sources import LandingZone, landed_for_run
 
 domain = Domain.load(__file__)
 
@@ -18,26 +18,29 @@ CLAIM_COLUMNS = [
 
 @domain.asset("landed_claims", kinds=["csv"], resources=["landing"])
 def landed_claims(context) -> Screened:
-    """Every claim row from every landed batch; later batches update earlier ones."""
-    files = context.resources.landing.landed("claims_*.csv")
-    if not files:
+    """The claim rows of the run's days (reporting day) from every landed batch that has some; later batches update earlier ones."""
+    landed = landed_for_run(context, context.resources.landing, "claims_*.csv", day_column="reported_at")
+    if not landed.files and not context.resources.landing.landed("claims_*.csv"):
         raise FileNotFoundError(f"no claims files in the landing zone {context.resources.landing.path}")
     rejects = Rejects()
     frames = [
         rejects.layout(pd.read_csv(f.open(), dtype={"claim_ref": str, "policy_no": str}), CLAIM_COLUMNS, file=f.name).assign(batch=f.stem)
-        for f in files
+        for f in landed.files
     ]
-    record_landed(context, files)
-    context.log.info(f"read {len(files)} landed batch(es)")
-    return rejects.screened(pd.concat(frames, ignore_index=True))
+    record_landed(context, landed.files)
+    context.log.info(f"read {len(landed.files)} landed batch(es)")
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*CLAIM_COLUMNS, "batch"])
+    return rejects.screened(landed.rows_in_run(rows.assign(reported_at=pd.to_datetime(rows["reported_at"]))))
 
 
 @domain.asset("landed_claim_events", kinds=["json"], resources=["landing"])
 def landed_claim_events(context) -> pd.DataFrame:
-    """Every claim event from every landed batch."""
-    files = context.resources.landing.landed("claim_events_*.jsonl")
-    record_landed(context, files)
-    return pd.concat([pd.read_json(f.open(), lines=True, dtype={"claim_ref": str}) for f in files], ignore_index=True)
+    """The claim events of the run's days from every landed batch that has some."""
+    landed = landed_for_run(context, context.resources.landing, "claim_events_*.jsonl", day_column="at")
+    record_landed(context, landed.files)
+    frames = [pd.read_json(f.open(), lines=True, dtype={"claim_ref": str}) for f in landed.files]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"claim_ref": [], "event": [], "at": pd.Series([], dtype="datetime64[us]"), "event_no": []})
+    return landed.rows_in_run(rows.assign(at=pd.to_datetime(rows["at"])))
 
 
 @domain.product(

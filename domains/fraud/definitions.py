@@ -6,6 +6,7 @@ scikit-learn is imported inside the transforms, never at definitions load.
 import pandas as pd
 
 from mesh_platform import Domain, InputPort
+from mesh_platform.partitions import ALL, Window, on_run_days
 
 domain = Domain.load(__file__)
 
@@ -22,6 +23,9 @@ HIGH_RISK = 0.5
 MEDIUM_RISK = 0.2
 
 
+# Partitioned like claims (by the day a claim was reported), and incremental: a day's features need
+# that day's claims plus the policyholder's claims of the year before (prior_claims), and the
+# claim's events whenever they happen (the fraud outcome comes weeks later), so events are read whole.
 @domain.product(
     "claim_features",
     inputs={
@@ -29,13 +33,19 @@ MEDIUM_RISK = 0.2
             "claims.claims",
             major=1,
             columns=["claim_id", "policy_id", "policyholder_id", "product_line", "incident_date", "reported_at", "amount_claimed"],
+            partitions=Window(before=365),
         ),
-        "events": InputPort("claims.claim_events", major=1, columns=["claim_id", "event_type"]),
+        "events": InputPort("claims.claim_events", major=1, columns=["claim_id", "event_type"], partitions=ALL),
         "policies": InputPort("policies.policies", major=1, columns=["policy_id", "start_date", "sum_insured", "annual_premium"]),
         "contacts": InputPort("customer_care.claim_contacts", major=1, columns=["claim_id", "contacts", "complaints"]),
     },
 )
-def claim_features(claims: pd.DataFrame, events: pd.DataFrame, policies: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFrame:
+def claim_features(context, claims: pd.DataFrame, events: pd.DataFrame, policies: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFrame:
+    features = _features(claims, events, policies, contacts)
+    return on_run_days(context, features, "reported_at").reset_index(drop=True)
+
+
+def _features(claims: pd.DataFrame, events: pd.DataFrame, policies: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFrame:
     df = claims.merge(policies, on="policy_id", how="left").merge(contacts, on="claim_id", how="left")
     df = df.sort_values(["policyholder_id", "reported_at", "claim_id"], kind="stable")
     outcome = events[events["event_type"].isin(["fraud_confirmed", "fraud_cleared"])].drop_duplicates("claim_id", keep="last")
@@ -45,6 +55,7 @@ def claim_features(claims: pd.DataFrame, events: pd.DataFrame, policies: pd.Data
     return pd.DataFrame(
         {
             "claim_id": df["claim_id"],
+            "reported_at": df["reported_at"],
             "product_line": df["product_line"],
             "amount_claimed": df["amount_claimed"],
             "claim_to_sum_insured": df["amount_claimed"] / df["sum_insured"],
@@ -91,6 +102,7 @@ def fraud_scores(features: pd.DataFrame, model: dict) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "claim_id": features["claim_id"],
+            "reported_at": features["reported_at"],
             "fraud_score": score,
             "risk_band": band,
             "flagged": score >= HIGH_RISK,

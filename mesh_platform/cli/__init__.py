@@ -129,14 +129,28 @@ def simulate(scale: float, seed: int, rejects: bool) -> None:
 @click.option("--in-process", "in_process", is_flag=True,
               help="Execute each run in this process (no daemon, no run queue; runs have no code location).")
 @click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds to wait for each queued run.")
-def materialize(selection: str | None, scale: float | None, workspace: Path | None, in_process: bool, timeout: float) -> None:
+@click.option("--partition", "partition", default=None, metavar="DAY", help="Materialize this day (YYYY-MM-DD) of the daily-partitioned products.")
+@click.option("--from", "first", default=None, metavar="DAY", help="Backfill the partitioned products from this day ...")
+@click.option("--to", "last", default=None, metavar="DAY", help="... to this day (inclusive), one run per domain.")
+def materialize(selection: str | None, scale: float | None, workspace: Path | None, in_process: bool, timeout: float,
+                partition: str | None, first: str | None, last: str | None) -> None:
     """Materialize the mesh (or a selection) across code locations, in dependency order.
 
     Each domain's run is submitted to the Dagster instance's run queue for its code location and
     launched by the daemon (start `mesh dev` or `mesh stack up` first); --in-process runs them here.
+
+    Daily-partitioned products (claims, claim events, fraud features and scores) materialize every
+    day unless --partition DAY or --from DAY --to DAY say which; unpartitioned products downstream
+    of them are rebuilt whole in the same runs.
     """
     from mesh_platform.instance import local_instance
-    from mesh_platform.materialize import SelectionError, materialize as run, select
+    from mesh_platform.materialize import SelectionError, check_days, materialize as run, select
+
+    if partition and (first or last):
+        raise click.UsageError("give --partition DAY, or --from DAY --to DAY, not both")
+    if bool(first) != bool(last):
+        raise click.UsageError("--from and --to go together (the same day for one day)")
+    days = (partition, partition) if partition else ((first, last) if first else None)
 
     settings = _settings()
     _ensure_sources(settings, scale)
@@ -144,12 +158,16 @@ def materialize(selection: str | None, scale: float | None, workspace: Path | No
     mesh = _load_mesh(workspace, report=True)
     try:
         keys = select(mesh, selection)
+        if days is not None:
+            check_days(mesh, keys, days)
     except SelectionError as exc:
         raise click.UsageError(str(exc)) from None
     instance = local_instance(settings)
+    if days is not None:
+        click.echo(f"partitions: {days[0]}" + (f" to {days[1]}" if days[1] != days[0] else ""))
     if in_process:
         click.echo(f"materializing {len(keys)} asset(s) in this process into the Dagster instance at {settings.dagster_home}")
-        report = run(mesh, keys, instance, progress=click.echo)
+        report = run(mesh, keys, instance, progress=click.echo, days=days)
     else:
         from mesh_platform.submission import QueuedRunner, SubmissionError, check_daemon, workspace_file
 
@@ -159,7 +177,7 @@ def materialize(selection: str | None, scale: float | None, workspace: Path | No
             click.echo(f"materializing {len(keys)} asset(s): one run per domain through the run queue of the "
                        f"Dagster instance at {settings.dagster_home} (workspace {dagster_workspace})")
             with QueuedRunner(instance, dagster_workspace, progress=click.echo, timeout=timeout) as runner:
-                report = run(mesh, keys, instance, progress=click.echo, runner=runner)
+                report = run(mesh, keys, instance, progress=click.echo, runner=runner, days=days)
         except SubmissionError as exc:
             raise click.ClickException(str(exc)) from None
     ok = report.success and not mesh.problems

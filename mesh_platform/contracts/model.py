@@ -497,6 +497,10 @@ def platform_problems(contract: Contract) -> list[tuple[str, str]]:
     raw_retention = contract.custom("retention")
     if raw_retention is not None:
         problems.extend(retention_problems(raw_retention))
+    if len(contract.schema_objects) == 1:
+        from mesh_platform.partitions import partitioning_problems
+
+        problems.extend(partitioning_problems(contract))
     if len(contract.schema_objects) != 1:
         problems.append(("schema", f"a data product publishes exactly one table: expected 1 schema object, found {len(contract.schema_objects)}"))
         return problems

@@ -156,7 +156,10 @@ def verify(lake, relpath: str, port: str, dt) -> None:
             raise _damaged(port, lake.uri(relpath), f"commit {version} names {len(adds)} data file(s), its metrics {metrics['num_added_files']}")
         root = lake._full(relpath)
         files = {_relative(u, root) for u in dt.file_uris()}
-        if (info.get("operationParameters") or {}).get("mode") == "Overwrite" and files != adds:
+        parameters = info.get("operationParameters") or {}
+        # a whole overwrite's version is exactly its own files; a partition's overwrite (a predicate)
+        # keeps the files of the other days, but still reads every file it added
+        if parameters.get("mode") == "Overwrite" and (files != adds if not parameters.get("predicate") else not adds <= files):
             raise _damaged(port, lake.uri(relpath), f"version {version} would read files its overwrite commit does not name")
 
 
@@ -182,8 +185,13 @@ def current_version(lake, relpath: str, port: str) -> int | None:
     return None if table is None else table.version()
 
 
-def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata: dict[str, str] | None = None) -> int:
+def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata: dict[str, str] | None = None,
+          predicate: str | None = None) -> int:
     """Overwrite the port with ``table`` in one commit on top of ``base`` (from :func:`snapshot`).
+
+    With ``predicate`` (SQL over the table's columns, :func:`mesh_platform.partitions.predicate`)
+    only the rows matching it are replaced: a partition's overwrite. Every row of ``table`` must
+    match it; the caller checks that first, with a message naming the partition.
 
     Returns the committed version. Fails with :class:`ConcurrentPublish` when another writer
     committed since ``base`` was taken: the commit is never rebased over theirs.
@@ -198,8 +206,11 @@ def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata:
     target = base if base is not None else table_uri(lake, relpath)
     try:
         write_deltalake(
-            target, table, mode="overwrite", schema_mode="overwrite", commit_properties=properties,
+            target, table, mode="overwrite", commit_properties=properties,
             storage_options=None if base is not None else storage_options(lake),
+            # a whole overwrite may change the schema (a new minor adds a column); a partition's
+            # overwrite merges it, so the days it does not touch keep their rows (new column null)
+            **({"predicate": predicate, "schema_mode": "merge"} if predicate and base is not None else {"schema_mode": "overwrite"}),
         )
     except CommitFailedError as exc:
         raise ConcurrentPublish(
@@ -217,12 +228,14 @@ def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata:
     return expected
 
 
-def read(lake, relpath: str, port: str, columns: list[str] | None = None, version: int | None = None) -> tuple[pa.Table, int]:
-    """The port at ``version`` (latest when None) and the version read."""
+def read(lake, relpath: str, port: str, columns: list[str] | None = None, version: int | None = None,
+         filters: list[tuple] | None = None) -> tuple[pa.Table, int]:
+    """The port at ``version`` (latest when None) and the version read; ``filters`` (pyarrow DNF,
+    e.g. a partition window) select rows, skipping the data files whose statistics rule them out."""
     dt = _open(lake, relpath, port, version)
     verify(lake, relpath, port, dt)
     try:
-        table = dt.to_pyarrow_table(columns=columns)
+        table = dt.to_pyarrow_table(columns=columns, filters=filters or None)
     except Exception as exc:  # noqa: BLE001
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         _raise_if_denied(port, lake.uri(relpath), str(exc))

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 
 from mesh_platform import metadata as md
-from mesh_platform import private
+from mesh_platform import partitions, private
 from mesh_platform.contracts import conform
 from mesh_platform.contracts.loader import load_contract
 from mesh_platform.contracts.registry import mesh_registry
@@ -46,6 +46,34 @@ from mesh_platform.io.lake import Lake
 from mesh_platform.metadata import AGGREGATE, BYTES, CONSUMER_COLUMNS, CONTRACT_ID, CONTRACT_VERSION, PORT_MAJOR, PRIVATE_CONTRACT, PURPOSE
 from mesh_platform.quality import AuditedTable
 from mesh_platform.settings import MeshSettings
+
+
+def _partition_keys(context: dg.OutputContext) -> list[str] | None:
+    """The days a partitioned step writes (None for an unpartitioned asset)."""
+    return list(context.asset_partition_keys) if context.has_asset_partitions else None
+
+
+def _window(context: dg.InputContext) -> tuple[str, str] | None:
+    """The days of a partitioned upstream this input reads, as (first, last) partition keys; None
+    when it reads every day (an unpartitioned consumer, or :data:`mesh_platform.partitions.ALL`)."""
+    if context._step_context is None or not context.has_asset_partitions:
+        return None
+    keys = context.asset_partition_keys
+    if not keys:
+        return None
+    definition = context.asset_partitions_def
+    if definition is not None and len(keys) >= len(definition.get_partition_keys()):
+        return None
+    return min(keys), max(keys)
+
+
+def _record_read(context: dg.InputContext, metadata: dict) -> None:
+    """The audit record of a read, as input metadata; a read of several days of a partitioned port
+    is recorded as one observation of the port (Dagster's input metadata takes one partition)."""
+    if context.has_asset_partitions and len(context.asset_partition_keys) > 1:
+        log_observation(context.step_context, context.asset_key, metadata)
+    else:
+        context.add_input_metadata(metadata)
 
 
 def to_pandas(table) -> pd.DataFrame:
@@ -96,6 +124,17 @@ class MeshIOManager(dg.ConfigurableIOManager):
                 )
             kept_under = load_contract(where)
         stored = private.at_rest(obj, private.checked(kept_under, domain, name))
+        keys = _partition_keys(context)
+        layout = partitions.of(kept_under) if keys is not None else None
+        if layout is not None and isinstance(stored, pa.Table):
+            # a partitioned intermediate is a Delta table too: a run replaces its own days only
+            where = Lake.private_table_path(domain, name)
+            label = f"{domain}/{name} (private)"
+            partitions.check_rows(stored, layout, keys, label)
+            version = delta.write(lake, where, stored, label, delta.snapshot(lake, where, label), {"mesh.partitions": partitions.describe_keys(keys)},
+                                  predicate=partitions.predicate(layout, keys))
+            context.add_output_metadata({"dagster/uri": lake.uri(where), "dagster/row_count": stored.num_rows, md.DELTA_VERSION: version})
+            return
         if isinstance(stored, pa.Table):
             published = lake.write_table(Lake.private_path(domain, name), stored)
         else:
@@ -107,7 +146,8 @@ class MeshIOManager(dg.ConfigurableIOManager):
 
     @staticmethod
     def _publish(context: dg.OutputContext, lake: Lake, contract, table) -> None:
-        written = publishing.publish(lake, contract, table)
+        keys = _partition_keys(context) if partitions.of(contract) is not None else None
+        written = publishing.publish(lake, contract, table, keys)
         full = written[0][1]
         context.add_output_metadata(
             {
@@ -169,7 +209,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
                 if version is None:
                     version = delta.current_version(lake, path, publishing.port_name(contract))
                 release = publishing.read_aggregate(lake, consumer, contract, meta[AGGREGATE], context.step_context.run_id, version)
-                context.add_input_metadata(
+                _record_read(context, 
                     {
                         **read_metadata(consumer, contract.id, f"v{contract.major}/aggregate", release.columns, [], [], len(release.frame), meta.get(PURPOSE), version),
                         md.EPSILON: release.epsilon,
@@ -177,15 +217,25 @@ class MeshIOManager(dg.ConfigurableIOManager):
                     }
                 )
                 return release.frame
-            port = publishing.read(lake, consumer, contract, columns, pinned)
+            port = publishing.read(lake, consumer, contract, columns, pinned, _window(context))
             if consumer != contract.domain:
-                context.add_input_metadata(
+                _record_read(context, 
                     read_metadata(
                         consumer, contract.id, port.port, port.columns, port.decision.masked,
                         port.decision.removed, port.table.num_rows, meta.get(PURPOSE), port.version,
                     )
                 )
             return to_pandas(port.table)
+        where = Lake.private_table_path(producer, name)
+        if lake.exists(f"{where}/{delta.LOG}/{0:020d}.json"):
+            kept_under = upstream_meta.get(PRIVATE_CONTRACT)
+            layout = partitions.of(load_contract(kept_under)) if kept_under else None
+            days = _window(context)
+            filters = None
+            if layout is not None and days is not None:
+                filters = publishing.window_filters_for(layout, days)
+            table, _ = delta.read(lake, where, f"{producer}/{name} (private)", columns, None, filters)
+            return to_pandas(table)
         table_path = Lake.private_path(producer, name)
         if lake.exists(table_path):
             return to_pandas(lake.read_table(table_path, columns=columns))

@@ -136,6 +136,11 @@ class Lake:
         return f"{domain}/{product}/v{major}_{variant}"
 
     @staticmethod
+    def private_table_path(domain: str, asset: str) -> str:
+        """The Delta table of a partitioned private intermediate (each run replaces its own days)."""
+        return f"{domain}/{PRIVATE}/{asset}/delta"
+
+    @staticmethod
     def private_path(domain: str, asset: str, table: bool = True) -> str:
         return f"{domain}/{PRIVATE}/{asset}/{DATA_FILE if table else PICKLE_FILE}"
 

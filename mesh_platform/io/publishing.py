@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import dagster as dg
 import pyarrow as pa
 
+from mesh_platform import partitions
 from mesh_platform.contracts.model import Contract
 from mesh_platform.governance.access import AccessDecision, AccessDenied, authorize
 from mesh_platform.governance.masking import mask_table, sensitive_columns
@@ -86,8 +87,46 @@ def _published(lake: Lake, relpath: str, rows: int, version: int) -> Published:
     return Published(lake.uri(relpath), rows, delta.version_bytes(lake, relpath, version), version, stored)
 
 
-def publish(lake: Lake, contract: Contract, table: pa.Table) -> list[tuple[str, Published]]:
-    """One Delta commit per variant; fails without committing anything when another writer got there first."""
+def keys_unique_across(base, contract: Contract, partitioning: partitions.Partitioning, keys: list[str], table: pa.Table, port: str) -> None:
+    """Primary-key uniqueness across the whole table when only some days are replaced.
+
+    The run's own rows were checked by the quality gate; here the primary key of every row the
+    table keeps *outside* the days being replaced (only the key and partition columns are read) is
+    checked against the new rows' keys, before anything is committed. A key on two days (a claim
+    whose day moved) fails naming both."""
+    import pyarrow.compute as pc
+
+    pk = contract.primary_key
+    if base is None or not pk or table.num_rows == 0:
+        return
+    present = {f.name for f in base.schema().fields}
+    if not set(pk) <= present or partitioning.column not in present:
+        return  # the table predates this key: the next whole publish rewrites it
+    kept = base.to_pyarrow_table(columns=[*pk, partitioning.column])
+    days = partitions.days_of(kept[partitioning.column])
+    kept = kept.filter(pc.invert(pc.is_in(days, value_set=pa.array(sorted(set(keys))))))
+    if kept.num_rows == 0:
+        return
+    if len(pk) == 1:
+        clash = pc.is_in(table[pk[0]], value_set=kept[pk[0]].combine_chunks())
+        dupes = table.filter(clash).select(pk)
+    else:
+        dupes = table.select(pk).join(kept.select(pk), keys=pk, join_type="inner")
+    if dupes.num_rows:
+        sample = dupes.slice(0, 3).to_pylist()
+        shown = "; ".join(", ".join(f"{k}={row[k]}" for k in pk) for row in sample)
+        raise partitions.PartitionError(
+            f"port {port}, partition {partitions.describe_keys(keys)}: {dupes.num_rows} primary key(s) ({', '.join(pk)}) already "
+            f"exist on other days of the table (e.g. {shown}); the primary key is unique across all partitions. Nothing was published"
+        )
+
+
+def publish(lake: Lake, contract: Contract, table: pa.Table, partition_keys: list[str] | None = None) -> list[tuple[str, Published]]:
+    """One Delta commit per variant; fails without committing anything when another writer got there first.
+
+    ``partition_keys`` (days, for a partitioned contract): only those days are replaced
+    (:mod:`mesh_platform.partitions`); every row must fall in them, and the primary key stays unique
+    across the whole table (:func:`keys_unique_across`)."""
     full_path = Lake.port_path(contract.domain, contract.name, contract.major)
     masked_path = Lake.port_path(contract.domain, contract.name, contract.major, variant="masked")
     sensitive = bool(sensitive_columns(contract))
@@ -96,14 +135,21 @@ def publish(lake: Lake, contract: Contract, table: pa.Table) -> list[tuple[str, 
     masked_base = delta.snapshot(lake, masked_path, port_name(contract, "masked")) if sensitive else None
     previous = None if full_base is None else full_base.version()  # (a write moves the snapshot object on)
     about = {"mesh.contract.id": contract.id, "mesh.contract.version": contract.version}
-    version = delta.write(lake, full_path, table, port_name(contract), full_base, {**about, "mesh.variant": "full"})
+    predicate = None
+    partitioning = partitions.of(contract) if partition_keys is not None else None
+    if partitioning is not None:
+        partitions.check_rows(table, partitioning, partition_keys, port_name(contract))
+        keys_unique_across(full_base, contract, partitioning, partition_keys, table, port_name(contract))
+        predicate = partitions.predicate(partitioning, partition_keys)
+        about["mesh.partitions"] = partitions.describe_keys(partition_keys)
+    version = delta.write(lake, full_path, table, port_name(contract), full_base, {**about, "mesh.variant": "full"}, predicate=predicate)
     written = [("full", _published(lake, full_path, table.num_rows, version))]
     if sensitive:
         masked, _, _ = mask_table(table, contract)
         try:
             masked_version = delta.write(
                 lake, masked_path, masked, port_name(contract, "masked"), masked_base,
-                {**about, "mesh.variant": "masked", "mesh.full_version": str(version)},
+                {**about, "mesh.variant": "masked", "mesh.full_version": str(version)}, predicate=predicate,
             )
         except BaseException:
             delta.undo(lake, full_path, port_name(contract), previous, version)
@@ -149,12 +195,30 @@ def read_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, r
     return Release(frame, aggregate.epsilon, remaining, columns)
 
 
-def read(lake: Lake, consumer: str, contract: Contract, columns: list[str] | None = None, versions=None) -> PortRead:
-    """``versions``: None (the latest), or ``{variant: version}`` to read (see :mod:`.versions`)."""
+def window_filters(contract: Contract, days: tuple[str, str] | None) -> list[tuple] | None:
+    """pyarrow filters selecting the days ``first..last`` of a partitioned port (None: every row)."""
+    partitioning = partitions.of(contract)
+    if partitioning is None or days is None:
+        return None
+    return window_filters_for(partitioning, days)
+
+
+def window_filters_for(partitioning: partitions.Partitioning, days: tuple[str, str]) -> list[tuple]:
+    import datetime as dt
+
+    first, last = partitions.day(days[0]), partitions.day(days[1]) + dt.timedelta(days=1)
+    if partitioning.logical_type == "timestamp":
+        first, last = dt.datetime.combine(first, dt.time()), dt.datetime.combine(last, dt.time())
+    return [(partitioning.column, ">=", first), (partitioning.column, "<", last)]
+
+
+def read(lake: Lake, consumer: str, contract: Contract, columns: list[str] | None = None, versions=None, days: tuple[str, str] | None = None) -> PortRead:
+    """``versions``: None (the latest), or ``{variant: version}`` to read (see :mod:`.versions`);
+    ``days``: (first, last) partition keys to read of a partitioned port (every day when None)."""
     decision = authorize(consumer, contract, columns)
     variant = "masked" if decision.variant == "masked" else "full"
     wanted = [c for c in (columns or contract.column_names) if c not in decision.removed]
     path = Lake.port_path(contract.domain, contract.name, contract.major, variant=variant)
     pinned = (versions or {}).get(variant)
-    table, version = delta.read(lake, path, port_name(contract, variant), wanted, pinned)
+    table, version = delta.read(lake, path, port_name(contract, variant), wanted, pinned, window_filters(contract, days))
     return PortRead(table, decision, f"v{contract.major}/{variant}", wanted, version, variant)

@@ -23,8 +23,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-AS_OF = pd.Timestamp("2026-06-30")
-FIRST_START = pd.Timestamp("2023-01-01")
+# Seven months of history: the claims products are partitioned by day (one Dagster materialization
+# per day and asset), so the span sets what a whole rebuild of the demo costs; see docs/partitions.md.
+AS_OF = pd.Timestamp("2026-11-30")
+FIRST_START = pd.Timestamp("2026-05-01")
 BASE_POLICYHOLDERS = 1000
 
 FIRST_NAMES = np.array(
@@ -151,6 +153,9 @@ def simulate_claims(policies: pd.DataFrame, seed: int) -> pd.DataFrame:
     start = pd.to_datetime(pol["start_dt"])
     # Fraud comes early in the policy and claims a large share of the insured sum.
     days_in = np.where(is_fraud, rng.integers(2, 150, n), rng.integers(5, 360, n))
+    # a claim happens before the simulation's day: a late draw wraps around into the days available
+    available = np.maximum(1, ((AS_OF - pd.Timedelta(days=3)) - start).dt.days.to_numpy())
+    days_in = np.where(days_in < available, days_in, days_in % available)
     incident = start + pd.to_timedelta(days_in, unit="D")
     incident = incident.where(incident < AS_OF - pd.Timedelta(days=3), AS_OF - pd.Timedelta(days=3))
     delay = np.where(is_fraud, rng.integers(1, 30, n), rng.integers(0, 15, n))
