@@ -76,9 +76,14 @@ class Window:
     after: int = 0
 
     def mapping(self):
+        import warnings
+
         import dagster as dg
 
-        return dg.TimeWindowPartitionMapping(start_offset=-self.before, end_offset=self.after, allow_nonexistent_upstream_partitions=True)
+        # days before the producer's first day (a window at the start of history) simply do not exist
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            return dg.TimeWindowPartitionMapping(start_offset=-self.before, end_offset=self.after, allow_nonexistent_upstream_partitions=True)
 
 
 class _All:
@@ -123,6 +128,7 @@ def partitioning_problems(contract) -> list[tuple[str, str]]:
     if len(marked) > 1:
         names = ", ".join(c.name for c in marked)
         problems.append((f"schema[{table.name}].properties[{marked[1].name}].partitioned", f"a product is partitioned by one column; {names} are all partitioned"))
+        return problems
     col = marked[0]
     if col.logical_type not in ("date", "timestamp"):
         problems.append((f"schema[{table.name}].properties[{col.name}].logicalType", f"a partition column must be a date or timestamp (its day is the partition), got {col.logical_type!r}"))
@@ -221,7 +227,7 @@ def check_rows(table, partitioning: Partitioning, keys: list[str], port: str) ->
 
 def check_keys(definition, keys: Iterable[str], what: str) -> None:
     """Every key must be a partition of ``definition`` (today's included); names what has which."""
-    keys = list(keys)
+    keys = list(dict.fromkeys(keys))
     known = definition.get_partition_keys()
     first, last = (known[0], known[-1]) if known else ("-", "-")
     valid = set(known)

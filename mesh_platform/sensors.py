@@ -67,8 +67,15 @@ def landing_zone_sensor(
     readers: Sequence[Sequence[str]] = (),
     minimum_interval_seconds: int | None = None,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    days: dict[str, str] | None = None,
 ) -> dg.SensorDefinition:
-    """``readers``: the assets that read the landing zone and :func:`record_landed` what they read."""
+    """``readers``: the assets that read the landing zone and :func:`record_landed` what they read.
+
+    ``days`` (for a daily-partitioned job): per pattern, the column that gives a row's day. The
+    sensor then reads that column of each new file and requests only the days the new files touch:
+    one run per run of consecutive days (a partition range, one run each), never the whole history.
+    Days the job's partitions do not have (before their start, or in the future) are left out and
+    logged."""
     upstream = [dg.AssetKey(list(k)) for k in waits_for]
     reader_keys = [dg.AssetKey(list(k)) for k in readers]
     interval = minimum_interval_seconds or int(os.environ.get("MESH_SENSOR_INTERVAL", "30"))
@@ -100,7 +107,36 @@ def landing_zone_sensor(
         if missing:
             return dg.SkipReason(f"{len(new)} new file(s) waiting for upstream products to be published: {', '.join(missing)}")
         run_key = hashlib.sha256("\n".join(new).encode()).hexdigest()[:16]
+        tags = {md.LANDED_FILES: str(len(new)), "mesh/landed_keys_sha": run_key}
+        if days:
+            requests = _partition_requests(context, job, landing, new, days, run_key, tags)
+            context.update_cursor(json.dumps(sorted((seen | set(new)) & set(listed))[-_MAX_CURSOR_FILES:]))
+            return requests or dg.SkipReason(f"{len(new)} new file(s) have no rows on a day of {job.name}'s partitions")
         context.update_cursor(json.dumps(sorted((seen | set(new)) & set(listed))[-_MAX_CURSOR_FILES:]))
-        return dg.RunRequest(run_key=run_key, tags={md.LANDED_FILES: str(len(new)), "mesh/landed_keys_sha": run_key})
+        return dg.RunRequest(run_key=run_key, tags=tags)
 
     return _sensor
+
+
+def _partition_requests(context, job, landing: LandingZone, new: list[str], days: dict[str, str], run_key: str, tags: dict[str, str]) -> list[dg.RunRequest]:
+    """One run request per range of consecutive days that the ``new`` files have rows on."""
+    from mesh_platform.partitions import ranges
+    from mesh_platform.sources import days_in_file
+
+    touched: set[str] = set()
+    for pattern, column in days.items():
+        for f in landing.landed(pattern):
+            if f.name in new:
+                touched |= days_in_file(f, column)
+    definition = getattr(job, "partitions_def", None)
+    if definition is None and context.repository_def is not None:  # an asset job's partitions come from its assets
+        definition = context.repository_def.get_job(job.name).partitions_def
+    known = set(definition.get_partition_keys()) if definition is not None else touched
+    outside = sorted(touched - known)
+    if outside:
+        context.log.warning(f"rows on {len(outside)} day(s) outside the partitions of {job.name} ({', '.join(outside[:5])}): not requested")
+    requests = []
+    for first, last in ranges(touched & known):
+        range_tags = {**tags, "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+        requests.append(dg.RunRequest(run_key=f"{run_key}-{first}-{last}", tags=range_tags))
+    return requests

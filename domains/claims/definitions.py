@@ -102,6 +102,7 @@ defs = domain.definitions(
             patterns=["claims_*.csv", "claim_events_*.jsonl"],
             waits_for=[["policies", "policies"]],
             readers=[["claims", "landed_claims"], ["claims", "landed_claim_events"]],
+            days={"claims_*.csv": "reported_at", "claim_events_*.jsonl": "at"},
         )
     ],
 )

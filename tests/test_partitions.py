@@ -1,0 +1,261 @@
+"""Daily-partitioned products (mesh_platform.partitions), through Dagster and the `mesh` command.
+
+- a contract's partitioning is checked when it loads (file and field named);
+- a partition run replaces its days only, in one Delta commit, and records one materialization per
+  day; a partitioned consumer reads its days, an unpartitioned one everything;
+- a row outside the run's days, a primary key already on another day, and an unknown partition key
+  each fail naming the port and partition and publish nothing;
+- the landing sensor requests only the days new files touch;
+- end to end on the demo mesh: one new day of landed claims through claims -> fraud -> analytics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+from conftest import ROOT, run_mesh
+from deltalake import DeltaTable
+
+from mesh_platform import metadata as md
+from mesh_platform import partitions
+from mesh_platform.contracts.registry import mesh_registry
+from mesh_platform.io.io_manager import MeshIOManager
+from mesh_platform.io.lake import Lake
+
+EVENTS = dg.AssetKey(["claims", "claim_events"])
+
+
+@pytest.mark.parametrize(
+    "edit, field, message",
+    [
+        (lambda raw: raw.update(customProperties=[p for p in raw["customProperties"] if p["property"] != "partitioning"]),
+         "customProperties[partitioning].value", "says where its partitions start"),
+        (lambda raw: _partitioning(raw).update(start="May 1st"), "customProperties[partitioning].value.start", "YYYY-MM-DD"),
+        (lambda raw: _partitioning(raw).update(granularity="hourly"), "customProperties[partitioning].value.granularity", "only daily"),
+        (lambda raw: _column(raw, "claim_id").update(partitioned=True), "schema[claim_events].properties[occurred_at].partitioned", "one column"),
+        (lambda raw: (_column(raw, "occurred_at").update(partitioned=False), _column(raw, "event_type").update(partitioned=True)),
+         "schema[claim_events].properties[event_type].logicalType", "date or timestamp"),
+    ],
+)
+def test_a_malformed_partitioning_fails_at_contract_load_naming_file_and_field(tmp_path, edit, field, message):
+    import yaml
+
+    from mesh_platform.contracts.loader import ContractError, load_contract
+
+    raw = yaml.safe_load((ROOT / "domains/claims/contracts/claim_events.yaml").read_text())
+    edit(raw)
+    path = tmp_path / "claim_events.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ContractError) as exc:
+        load_contract(path)
+    found = [p for p in exc.value.problems if p.field == field]
+    assert found and message in found[0].message and found[0].file.endswith("claim_events.yaml"), exc.value.problems
+
+
+def _partitioning(raw: dict) -> dict:
+    return next(p for p in raw["customProperties"] if p["property"] == "partitioning")["value"]
+
+
+def _column(raw: dict, name: str) -> dict:
+    return next(c for c in raw["schema"][0]["properties"] if c["name"] == name)
+
+
+def day_events(day: str, ids: list[int], kind: str = "opened") -> pd.DataFrame:
+    return pd.DataFrame({
+        "event_id": ids, "claim_id": [f"C{i}" for i in ids], "event_type": [kind] * len(ids),
+        "occurred_at": pd.to_datetime([f"{day} 10:00"] * len(ids)),
+    })
+
+
+def partitioned_assets(frames: dict[str, pd.DataFrame], seen: dict):
+    """claims/claim_events published per day under its real contract, a partitioned consumer of the
+    same day and an unpartitioned consumer of every day."""
+    contract = mesh_registry().get("claims.claim_events")
+    daily = partitions.of(contract).definition
+    columns = {md.CONTRACT_ID: contract.id, md.CONSUMER_COLUMNS: ["event_id", "occurred_at"]}
+
+    @dg.asset(key=EVENTS, metadata={md.CONTRACT_ID: contract.id}, partitions_def=daily, backfill_policy=dg.BackfillPolicy.single_run())  # as products are
+    def claim_events(context):
+        return pd.concat([frames[k] for k in context.partition_keys], ignore_index=True)
+
+    @dg.asset(key=["fraud", "daily_reader"], partitions_def=daily, ins={"ev": dg.AssetIn(key=EVENTS, metadata=columns)})
+    def daily_reader(context, ev) -> None:
+        seen[context.partition_key] = ev
+
+    @dg.asset(key=["fraud", "all_reader"], ins={"ev": dg.AssetIn(key=EVENTS, metadata=columns)})
+    def all_reader(ev) -> None:
+        seen["all"] = ev
+
+    return claim_events, daily_reader, all_reader
+
+
+def table_rows(lake: Path) -> pd.DataFrame:
+    return DeltaTable(str(lake / Lake.port_path("claims", "claim_events", 1))).to_pandas().sort_values("event_id", ignore_index=True)
+
+
+def failure(result) -> str:
+    return result.get_step_failure_events()[0].step_failure_data.error.to_string()
+
+
+def test_a_partition_run_replaces_its_days_only_and_consumers_read_their_days(tmp_path):
+    frames = {"2026-06-01": day_events("2026-06-01", [1, 2]), "2026-06-02": day_events("2026-06-02", [3, 4, 5])}
+    seen: dict = {}
+    producer, daily_reader, all_reader = partitioned_assets(frames, seen)
+    lake = tmp_path / "lake"
+    resources = {"io_manager": MeshIOManager(lake=str(lake))}
+    with dg.instance_for_test() as instance:
+        both = {"dagster/asset_partition_range_start": "2026-06-01", "dagster/asset_partition_range_end": "2026-06-02"}
+        assert dg.materialize([producer], resources=resources, instance=instance, tags=both).success
+        assert table_rows(lake)["event_id"].tolist() == [1, 2, 3, 4, 5]
+        day_two_files = set(DeltaTable(str(lake / Lake.port_path("claims", "claim_events", 1))).file_uris())
+
+        # day one again, smaller: only its rows change; day two's rows and files stay as they were
+        frames["2026-06-01"] = day_events("2026-06-01", [1], kind="assessed")
+        assert dg.materialize([producer], resources=resources, instance=instance, partition_key="2026-06-01").success
+        rows = table_rows(lake)
+        assert rows["event_id"].tolist() == [1, 3, 4, 5] and rows.loc[0, "event_type"] == "assessed"
+        table = DeltaTable(str(lake / Lake.port_path("claims", "claim_events", 1)))
+        commit = table.history(1)[0]
+        assert commit["operationParameters"]["predicate"] and table.version() == 1
+        assert day_two_files and day_two_files <= set(table.file_uris()) | day_two_files
+        assert table.to_pandas(filters=[("occurred_at", ">=", pd.Timestamp("2026-06-02"))])["event_id"].tolist() == [3, 4, 5]
+        # one materialization per day, each naming the version that published it
+        assert instance.get_latest_materialization_event(EVENTS).asset_materialization.partition == "2026-06-01"
+        latest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=EVENTS, asset_partitions=["2026-06-02"]), limit=5).records
+        assert len(latest) == 1 and latest[0].asset_materialization.metadata[md.DELTA_VERSION].value == 0
+
+        # a partitioned consumer reads its own day; an unpartitioned one every day
+        assert dg.materialize([producer, daily_reader], resources=resources, instance=instance, selection=[daily_reader.key], partition_key="2026-06-02").success
+        assert seen["2026-06-02"]["event_id"].tolist() == [3, 4, 5]
+        assert dg.materialize([producer, all_reader], resources=resources, instance=instance, selection=[all_reader.key]).success
+        assert sorted(seen["all"]["event_id"].tolist()) == [1, 3, 4, 5]
+
+
+def test_rows_outside_the_partition_and_keys_on_other_days_publish_nothing(tmp_path):
+    frames = {"2026-06-01": day_events("2026-06-01", [1, 2]), "2026-06-02": day_events("2026-06-02", [3])}
+    producer, _, _ = partitioned_assets(frames, {})
+    lake = tmp_path / "lake"
+    resources = {"io_manager": MeshIOManager(lake=str(lake))}
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([producer], resources=resources, instance=instance, partition_key="2026-06-01").success
+        before = table_rows(lake)
+
+        # a row of another day in day two's run
+        frames["2026-06-02"] = pd.concat([day_events("2026-06-02", [3]), day_events("2026-06-05", [4])], ignore_index=True)
+        outside = dg.materialize([producer], resources=resources, instance=instance, partition_key="2026-06-02", raise_on_error=False)
+        assert not outside.success
+        message = failure(outside)
+        assert "port claims.claim_events v1, partition 2026-06-02: 1 row(s) have a occurred_at outside the partition (days 2026-06-05)" in message
+        assert "Nothing was published" in message
+
+        # an event id that day one already holds
+        frames["2026-06-02"] = day_events("2026-06-02", [2, 3])
+        clash = dg.materialize([producer], resources=resources, instance=instance, partition_key="2026-06-02", raise_on_error=False)
+        assert not clash.success
+        message = failure(clash)
+        assert "partition 2026-06-02: 1 primary key(s) (event_id) already exist on other days of the table (e.g. event_id=2)" in message
+
+        table = DeltaTable(str(lake / Lake.port_path("claims", "claim_events", 1)))
+        assert table.version() == 0 and table_rows(lake).equals(before)
+        assert instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=EVENTS, asset_partitions=["2026-06-02"]), limit=5).records == []
+
+        # the same day, consistent: published
+        frames["2026-06-02"] = day_events("2026-06-02", [3])
+        assert dg.materialize([producer], resources=resources, instance=instance, partition_key="2026-06-02").success
+        assert table_rows(lake)["event_id"].tolist() == [1, 2, 3]
+
+
+def test_the_landing_sensor_requests_only_the_days_new_files_touch(tmp_path):
+    from mesh_platform.sensors import landing_zone_sensor
+    from mesh_platform.sources import LandingZone
+
+    daily = partitions.daily_definition("2026-05-01")
+
+    @dg.asset(partitions_def=daily)
+    def landed() -> None:
+        return None
+
+    job = dg.define_asset_job("claims_products", selection=[landed])
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    sensor = landing_zone_sensor(name="s", job=job, landing=LandingZone(path=str(landing)), patterns=["claims_*.csv"],
+                                 days={"claims_*.csv": "reported_at"})
+    pd.DataFrame({"claim_ref": ["a", "b", "c", "d"], "reported_at": ["2026-06-01T09:00:00", "2026-06-02T10:00:00", "2026-06-05T11:00:00", "1999-01-01T00:00:00"]}) \
+        .to_csv(landing / "claims_batch_0001.csv", index=False)
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance, repository_def=dg.Definitions(assets=[landed], jobs=[job]).get_repository_def())
+        requests = sensor(ctx)
+        spans = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests]
+        assert spans == [("2026-06-01", "2026-06-02"), ("2026-06-05", "2026-06-05")]  # 1999 is not a partition: left out
+        assert len({r.run_key for r in requests}) == 2
+        pd.DataFrame({"claim_ref": ["e"], "reported_at": ["2026-06-05T15:00:00"]}).to_csv(landing / "claims_batch_0002.csv", index=False)
+        again = sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))
+        assert [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in again] == [("2026-06-05", "2026-06-05")]
+
+
+def test_mesh_materialize_refuses_unknown_partitions_before_any_run(tmp_path):
+    env = {"MESH_HOME": str(tmp_path / "home")}
+    unknown = run_mesh(["materialize", "--in-process", "--select", "claims", "--partition", "1999-01-01"], env=env)
+    assert unknown.returncode == 2, unknown.stdout + unknown.stderr
+    assert "partition 1999-01-01 is not a partition of it (daily partitions from 2026-05-01 to" in unknown.stderr
+    reversed_range = run_mesh(["materialize", "--in-process", "--select", "claims", "--from", "2026-06-10", "--to", "2026-06-01"], env=env)
+    assert reversed_range.returncode == 2 and "--from 2026-06-10 is after --to 2026-06-01" in reversed_range.stderr
+    unpartitioned = run_mesh(["materialize", "--in-process", "--select", "policies", "--partition", "2026-06-01"], env=env)
+    assert unpartitioned.returncode == 2 and "none of the selected assets is partitioned" in unpartitioned.stderr
+    assert not (tmp_path / "home" / "dagster_home" / "history").exists() or not list((tmp_path / "home" / "dagster_home").rglob("*.db"))
+
+
+NEW_DAY = "2026-12-01"  # after the simulation's last day (2026-11-30)
+
+
+def land_new_day(landing: Path) -> list[str]:
+    """A batch of three new claims reported on NEW_DAY, on policies the mesh knows, with their events."""
+    old = pd.read_csv(sorted(landing.glob("claims_batch_*.csv"))[0], dtype=str)
+    new = old.head(3).copy()
+    new["claim_ref"] = [f"CLM-99{i:05d}" for i in range(3)]
+    new["incident_date"] = "2026-11-29"
+    new["reported_at"] = f"{NEW_DAY}T09:30:00"
+    new["status"], new["settled_at"], new["amount_paid"] = "open", "", "0.0"
+    new.to_csv(landing / "claims_batch_9001.csv", index=False)
+    with open(landing / "claim_events_batch_9001.jsonl", "w") as fh:
+        for i, ref in enumerate(new["claim_ref"]):
+            fh.write(json.dumps({"claim_ref": ref, "event": "opened", "at": f"{NEW_DAY}T09:30:00", "event_no": 9_000_000 + i}) + "\n")
+    return new["claim_ref"].tolist()
+
+
+@pytest.mark.slow
+def test_one_new_day_flows_through_claims_fraud_and_analytics_as_partition_runs(tmp_path):
+    home = tmp_path / "home"
+    env = {"MESH_HOME": str(home)}
+    first = run_mesh(["materialize", "--in-process", "--scale", "0.3"], env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    lake = home / "lake"
+    claims_before = DeltaTable(str(lake / Lake.port_path("claims", "claims", 1)))
+    rows_before, version_before = claims_before.to_pandas().shape[0], claims_before.version()
+    refs = land_new_day(home / "sources" / "claims_landing")
+
+    day = run_mesh(["materialize", "--in-process", "--select", "claims*", "--partition", NEW_DAY], env=env)
+    assert day.returncode == 0, day.stdout + day.stderr
+    assert f"partitions: {NEW_DAY}" in day.stdout
+
+    claims = DeltaTable(str(lake / Lake.port_path("claims", "claims", 1)))
+    frame = claims.to_pandas()
+    assert len(frame) == rows_before + 3 and set(refs) <= set(frame["claim_id"])
+    assert claims.version() == version_before + 1 and "predicate" in claims.history(1)[0]["operationParameters"]
+    scores = DeltaTable(str(lake / Lake.port_path("fraud", "fraud_scores", 1))).to_pandas()
+    assert set(refs) <= set(scores["claim_id"]) and scores["claim_id"].is_unique
+    assert len(scores) == len(frame)  # every claim scored once: the new day added, the others kept
+
+    with dg.DagsterInstance.from_config(str(home / "dagster_home")) as instance:
+        key = dg.AssetKey(["claims", "claims"])
+        new_day = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[NEW_DAY]), limit=10).records
+        assert len(new_day) == 2  # the whole rebuild, then the day's run
+        old_day = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=["2026-06-15"]), limit=10).records
+        assert len(old_day) == 1  # untouched by the day's run
+        # the day's run of the analytics marts (unpartitioned, rebuilt whole) saw the new claims
+        marts = [r for r in instance.get_runs(limit=20) if r.tags.get(md.DOMAIN) == "analytics"]
+        assert marts and marts[0].tags.get("dagster/asset_partition_range_start") is None
