@@ -29,9 +29,6 @@ if TYPE_CHECKING:
     from mesh_platform.plan import ProductPlan
 
 MAX_KINDS = 3  # Dagster shows at most three kinds per asset
-# single-run backfills of a range of days are how partitioned products run (mesh_platform.partitions);
-# Dagster marks the parameter beta, which would warn once per partitioned asset at every load
-warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
 
 
 def _code_fingerprint(code) -> bytes:
@@ -123,6 +120,15 @@ def build_asset(plan: "ProductPlan", settings: MeshSettings) -> dg.AssetsDefinit
         else:
             ins[param] = dg.AssetIn(key=dg.AssetKey([plan.domain, source]))
     spec = plan.spec
+    with warnings.catch_warnings():
+        # single-run backfills of a range of days are how partitioned products run
+        # (mesh_platform.partitions); Dagster marks the parameter beta and would warn per asset
+        warnings.filterwarnings("ignore", message=".*backfill_policy.*", category=dg.BetaWarning)
+        return _asset(plan, settings, ins, spec)
+
+
+def _asset(plan: "ProductPlan", settings: MeshSettings, ins: dict, spec) -> dg.AssetsDefinition:
+    decl = plan.declaration
     return dg.asset(
         key=plan.key,
         ins=ins,

@@ -56,7 +56,7 @@ def test_hostile_reads_are_refused_audited_and_contained(snoop_project):
     assert result.returncode == 1, out
     # the other domains ran and published (claims' private landed rows are in the lake, unread by snoop)
     assert "policies: materializing" in out and "claims: materializing" in out
-    assert (Path(env["MESH_LAKE"]) / "claims" / "_private" / "landed_claims" / "data.parquet").exists()
+    assert (Path(env["MESH_LAKE"]) / "claims" / "_private" / "landed_claims" / "delta" / "_delta_log").is_dir()  # a partitioned private table
     assert (Path(env["MESH_LAKE"]) / "claims" / "claims" / "v1" / "_delta_log").is_dir()
     for asset, (_, words) in ATTEMPTS.items():
         assert words in out, f"{asset}: refusal not shown\n{out}"
