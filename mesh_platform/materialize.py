@@ -47,14 +47,12 @@ def partition_tags(mesh: Mesh, domain: str, keys: list[dg.AssetKey], days: tuple
     if len(definitions) > 1:
         raise SelectionError(f"{domain}: the selected assets are partitioned differently ({', '.join(map(str, definitions))}); select them separately")
     definition = definitions.pop()
-    if days is None:
-        first, last = definition.get_first_partition_key(), definition.get_last_partition_key()
-    else:
-        from mesh_platform.partitions import check_keys
+    from mesh_platform.partitions import check_keys, range_tags
 
-        check_keys(definition, days, f"{domain}: {', '.join(k.to_user_string() for k in keys if graph.get(k).partitions_def is not None)}")
-        first, last = days
-    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+    if days is None:
+        return range_tags(definition)
+    check_keys(definition, days, f"{domain}: {', '.join(k.to_user_string() for k in keys if graph.get(k).partitions_def is not None)}")
+    return range_tags(definition, *days)
 
 
 def check_days(mesh: Mesh, keys: set[dg.AssetKey], days: tuple[str, str]) -> None:

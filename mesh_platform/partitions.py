@@ -238,6 +238,14 @@ def check_keys(definition, keys: Iterable[str], what: str) -> None:
         )
 
 
+def range_tags(definition, first: str | None = None, last: str | None = None) -> dict[str, str]:
+    """Run tags that materialize days ``first``..``last`` (every day by default) in one run."""
+    return {
+        "dagster/asset_partition_range_start": first or definition.get_first_partition_key(),
+        "dagster/asset_partition_range_end": last or definition.get_last_partition_key(),
+    }
+
+
 def run_keys(context) -> list[str] | None:
     """The partition keys a step materializes, or None when it is not partitioned."""
     if not getattr(context, "has_partition_key", False) and not getattr(context, "has_partition_key_range", False):
@@ -262,5 +270,5 @@ def within(frame, column: str, keys: Iterable[str]):
 
 __all__ = [
     "ALL", "PROPERTY", "PartitionError", "Partitioning", "Window", "check_keys", "check_rows", "daily_definition", "day",
-    "days_of", "describe_keys", "of", "on_run_days", "partitioning_problems", "predicate", "ranges", "run_keys", "within",
+    "days_of", "describe_keys", "of", "on_run_days", "partitioning_problems", "predicate", "range_tags", "ranges", "run_keys", "within",
 ]

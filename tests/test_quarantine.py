@@ -20,6 +20,7 @@ from conftest import ROOT, run_mesh
 from mesh_platform.contracts.loader import ContractError, load_contract, load_yaml
 from mesh_platform.governance.audit import audit_records
 from mesh_platform.io.io_manager import MeshIOManager
+from mesh_platform.partitions import range_tags
 from mesh_platform.simulation import SourceLayout, simulate
 from mesh_platform.sources import LandingZone, SqlDatabase
 
@@ -53,7 +54,9 @@ class Mesh:
             "support_chat": LandingZone(path=str(self.layout.chat_export.parent)),
         }
         selection = [f"{domain}/{name}" for name in select] if select else None
-        return dg.materialize(list(defs.assets), resources=resources, instance=self.instance, selection=selection, raise_on_error=False)
+        daily = {a.partitions_def for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.partitions_def is not None}
+        tags = range_tags(daily.pop()) if daily else None  # claims is daily-partitioned: every day in one run
+        return dg.materialize(list(defs.assets), resources=resources, instance=self.instance, selection=selection, raise_on_error=False, tags=tags)
 
     def metadata(self, key: dg.AssetKey) -> dict:
         event = self.instance.get_latest_materialization_event(key)

@@ -67,6 +67,7 @@ def snapshot(defs: dg.Definitions) -> dict:
             "automation": _automation(node.automation_condition),
             "freshness": repr(node.freshness_policy) if getattr(node, "freshness_policy", None) is not None else None,
             "description_start": (node.description or "").split("\n", 1)[0],
+            "partitions": str(node.partitions_def) if node.partitions_def is not None else None,
         }
     return out
 
