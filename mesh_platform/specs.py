@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 
 from mesh_platform import metadata as md
+from mesh_platform import partitions
 from mesh_platform.automation import automation_condition, freshness_policy
 from mesh_platform.contracts.model import Contract
 from mesh_platform.io.lake import Lake
@@ -149,6 +150,9 @@ def product_spec(domain: str, contract: Contract, owners: list[str], policies: l
         metadata[md.CONTRACT_FILE] = dg.MetadataValue.path(str(contract.source))
     if quotas is not None:
         metadata[md.QUOTAS] = dg.MetadataValue.json(quotas.as_metadata())
+    layout = partitions.of(contract)
+    if layout is not None:
+        metadata[md.PARTITIONING] = layout.describe()
     return Spec(
         tags=tags,
         metadata=metadata,

@@ -23,7 +23,7 @@ import pytest
 from mesh_platform.workspace import Mesh
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "specs"
-STABLE_VALUES = ("mesh/contract_id", "mesh/port_major", "mesh/contract_version", "mesh/port_path", "mesh/private", "mesh/policies", "dagster/column_schema")
+STABLE_VALUES = ("mesh/contract_id", "mesh/port_major", "mesh/contract_version", "mesh/port_path", "mesh/private", "mesh/policies", "mesh/partitioning", "dagster/column_schema")
 
 
 def _value(value):
