@@ -182,11 +182,15 @@ def current_version(lake, relpath: str, port: str) -> int | None:
     return None if table is None else table.version()
 
 
-def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata: dict[str, str] | None = None) -> int:
+def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata: dict[str, str] | None = None, *, gate=None) -> int:
     """Overwrite the port with ``table`` in one commit on top of ``base`` (from :func:`snapshot`).
 
     Returns the committed version. Fails with :class:`ConcurrentPublish` when another writer
     committed since ``base`` was taken: the commit is never rebased over theirs.
+
+    ``gate`` (a :class:`mesh_platform.io.gate.CommitGate`): a check still running; the data files
+    are written meanwhile and only the commit waits for it. When it fails nothing is committed and
+    its exception is raised.
     """
     from deltalake import CommitProperties, write_deltalake
     from deltalake.exceptions import CommitFailedError
@@ -196,9 +200,10 @@ def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata:
         lake.fs.create_dir(lake._full(relpath), recursive=True)
     properties = CommitProperties(custom_metadata=commit_metadata or {}, max_commit_retries=0)
     target = base if base is not None else table_uri(lake, relpath)
+    data = table if gate is None else _gated(table, gate)
     try:
         write_deltalake(
-            target, table, mode="overwrite", schema_mode="overwrite", commit_properties=properties,
+            target, data, mode="overwrite", schema_mode="overwrite", commit_properties=properties,
             storage_options=None if base is not None else storage_options(lake),
         )
     except CommitFailedError as exc:
@@ -208,6 +213,8 @@ def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata:
             "the other run finished"
         ) from None
     except Exception as exc:  # noqa: BLE001
+        if gate is not None and gate.error is not None:
+            raise gate.error from None  # the check failed: the stream ended with it, nothing was committed
         _raise_if_denied(port, lake.uri(relpath), str(exc))
         if base is None and "already exists" in str(exc).lower():
             raise ConcurrentPublish(
@@ -215,6 +222,15 @@ def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata:
             ) from None
         raise
     return expected
+
+
+def _gated(table: pa.Table, gate):
+    """What ``write_deltalake`` gets when a gate is given: the stream whose end waits for the check
+    (an empty table has nothing to overlap: the check is waited for first)."""
+    if table.num_rows == 0:
+        gate.wait()
+        return table
+    return gate.stream(table)
 
 
 def read(lake, relpath: str, port: str, columns: list[str] | None = None, version: int | None = None) -> tuple[pa.Table, int]:

@@ -86,8 +86,13 @@ def _published(lake: Lake, relpath: str, rows: int, version: int) -> Published:
     return Published(lake.uri(relpath), rows, delta.version_bytes(lake, relpath, version), version, stored)
 
 
-def publish(lake: Lake, contract: Contract, table: pa.Table) -> list[tuple[str, Published]]:
-    """One Delta commit per variant; fails without committing anything when another writer got there first."""
+def publish(lake: Lake, contract: Contract, table: pa.Table, *, gate=None) -> list[tuple[str, Published]]:
+    """One Delta commit per variant; fails without committing anything when another writer got there first.
+
+    ``gate``: a check still running (:mod:`mesh_platform.io.gate`, the primary key's uniqueness):
+    the full table's data files are written meanwhile and its commit waits for the check; when the
+    check fails nothing is committed, to either variant, and its exception is raised.
+    """
     full_path = Lake.port_path(contract.domain, contract.name, contract.major)
     masked_path = Lake.port_path(contract.domain, contract.name, contract.major, variant="masked")
     sensitive = bool(sensitive_columns(contract))
@@ -96,7 +101,7 @@ def publish(lake: Lake, contract: Contract, table: pa.Table) -> list[tuple[str, 
     masked_base = delta.snapshot(lake, masked_path, port_name(contract, "masked")) if sensitive else None
     previous = None if full_base is None else full_base.version()  # (a write moves the snapshot object on)
     about = {"mesh.contract.id": contract.id, "mesh.contract.version": contract.version}
-    version = delta.write(lake, full_path, table, port_name(contract), full_base, {**about, "mesh.variant": "full"})
+    version = delta.write(lake, full_path, table, port_name(contract), full_base, {**about, "mesh.variant": "full"}, gate=gate)
     written = [("full", _published(lake, full_path, table.num_rows, version))]
     if sensitive:
         masked, _, _ = mask_table(table, contract)
