@@ -469,3 +469,50 @@ def test_the_documented_outside_reads_read_a_port_at_a_version(tmp_path):
     assert duckdb.sql("SELECT status, count(*) FROM claims GROUP BY 1").fetchall() == [("open", 2)]
     # the folder's files are every version's: reading them directly would mix publishes
     assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{path}/*.parquet')").fetchall() == [(5,)]
+
+
+@pytest.mark.parametrize("passes", [False, True])
+def test_a_commit_gate_lets_the_write_run_and_holds_only_the_commit(tmp_path, passes):
+    """The data is handed to delta-rs while the check still runs; the commit waits for the check,
+    and a failed check ends the write without one (the previous version stays, readable)."""
+    import threading
+
+    from mesh_platform.io.gate import CommitGate
+
+    lake = Lake(str(tmp_path))
+    delta.write(lake, "d/p/v1", pa.table({"id": [1, 2], "value": [1, 1]}), "d.p v1", None)
+    rows = 300_000  # several batches
+    table = pa.table({"id": pa.array(range(rows)), "value": pa.array([i % 7 for i in range(rows)])})
+    release = threading.Event()
+
+    def check():
+        assert release.wait(timeout=60), "the test never released the check"
+        if not passes:
+            raise ValueError("2 duplicate key(s) (injected)")
+        return "checked"
+
+    gate = CommitGate(check, "test")
+    outcome: dict = {}
+
+    def publish():
+        try:
+            outcome["version"] = delta.write(lake, "d/p/v1", table, "d.p v1", delta.snapshot(lake, "d/p/v1", "d.p v1"), gate=gate)
+        except Exception as exc:  # noqa: BLE001
+            outcome["error"] = exc
+
+    writer = threading.Thread(target=publish)
+    writer.start()
+    try:
+        assert gate.waited.wait(timeout=60)  # delta-rs took every batch while the check was still running
+        time.sleep(0.2)
+        assert writer.is_alive() and delta.current_version(lake, "d/p/v1", "d.p v1") == 0  # ... and holds its commit
+    finally:
+        release.set()
+        writer.join(timeout=60)
+    assert not writer.is_alive()
+    if passes:
+        assert outcome == {"version": 1} and delta.read(lake, "d/p/v1", "d.p v1")[0].num_rows == rows
+    else:
+        assert isinstance(outcome.get("error"), ValueError) and "injected" in str(outcome["error"])  # the check's own error
+        back, version = delta.read(lake, "d/p/v1", "d.p v1")
+        assert version == 0 and back.column("id").to_pylist() == [1, 2]

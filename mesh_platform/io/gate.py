@@ -42,6 +42,7 @@ class CommitGate:
         self._error: BaseException | None = None
         self._finished = False
         self._lock = threading.Lock()
+        self.waited = threading.Event()  # set once someone waits: for a publish, every batch was handed over
         self._thread = threading.Thread(target=self._run, name=f"mesh-commit-gate-{name}", daemon=True)
         self._thread.start()
 
@@ -53,6 +54,7 @@ class CommitGate:
 
     def wait(self) -> Any:
         """Block until the check is done; its result, or its exception raised again."""
+        self.waited.set()
         self._thread.join()
         with self._lock:
             if not self._finished:
