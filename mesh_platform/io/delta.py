@@ -238,17 +238,46 @@ def read(lake, relpath: str, port: str, columns: list[str] | None = None, versio
     dt = _open(lake, relpath, port, version)
     verify(lake, relpath, port, dt)
     try:
-        table = dt.to_pyarrow_table(columns=columns)
+        table = _read_files(lake, relpath, dt, columns)
+        if table is None:
+            table = dt.to_pyarrow_table(columns=columns)
     except Exception as exc:  # noqa: BLE001
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         _raise_if_denied(port, lake.uri(relpath), str(exc))
-        if "not found" in text.lower() or isinstance(exc, FileNotFoundError):
+        if "not found" in text.lower() or "does not exist" in text.lower() or isinstance(exc, FileNotFoundError):
             raise VersionNotKept(
                 f"port {port}: version {dt.version()} is no longer kept (its data files were vacuumed by the "
                 f"contract's retention, or removed): {text}"
             ) from None
         raise PortTableError(f"port {port}: cannot read version {dt.version()} of {lake.uri(relpath)}: {text}") from None
     return table, dt.version()
+
+
+# reader features a version can be read with straight from its data files (anything else, such as
+# deletion vectors or column mapping, is read through delta-rs)
+PLAIN_READER_FEATURES = {"timestampNtz"}
+
+
+def _read_files(lake, relpath: str, dt, columns: list[str] | None) -> pa.Table | None:
+    """The version ``dt`` is at, read with pyarrow straight from the data files its log names, or
+    None when the table needs delta-rs's reader (partition columns, which live in the log; reader
+    features beyond :data:`PLAIN_READER_FEATURES`).
+
+    The files are the ones :func:`verify` just checked against the version's commit; pyarrow's
+    dataset reader reads them ~25% faster than delta-rs's dataset (which also casts to the log's
+    schema), see ``docs/io.md``.
+    """
+    import pyarrow.dataset as ds
+
+    if dt.metadata().partition_columns or set(dt.protocol().reader_features or []) - PLAIN_READER_FEATURES:
+        return None
+    root = lake._full(relpath)
+    files = [f"{root}/{_relative(u, root)}" for u in dt.file_uris()]
+    schema = dt.schema().to_arrow()
+    schema = pa.schema(schema) if not isinstance(schema, pa.Schema) else schema
+    if not files:
+        return schema.empty_table().select(columns) if columns is not None else schema.empty_table()
+    return ds.dataset(files, format="parquet", filesystem=lake.fs).to_table(columns=columns)
 
 
 def history(lake, relpath: str, port: str) -> list[dict[str, Any]]:
