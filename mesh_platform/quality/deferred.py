@@ -48,7 +48,8 @@ class DeferredRules:
         self.report: QualityReport | None = None  # every rule's result, once the deferred ones finished
         self.metadata: dict[str, Any] = {}  # the quality report's, for the materialization
         product = f"{contract.domain}/{contract.name}"
-        self.gate = CommitGate(lambda: evaluate(table, rules, product), name="primary key", then=self._finish)
+        # one DuckDB thread: the other rules, then the writer, have the other core
+        self.gate = CommitGate(lambda: evaluate(table, rules, product, threads=1), name="primary key", then=self._finish)
 
     def merged(self, pending: QualityReport) -> QualityReport:
         rank = {name: i for i, name in enumerate(self.order)}
