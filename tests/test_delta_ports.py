@@ -516,3 +516,25 @@ def test_a_commit_gate_lets_the_write_run_and_holds_only_the_commit(tmp_path, pa
         assert isinstance(outcome.get("error"), ValueError) and "injected" in str(outcome["error"])  # the check's own error
         back, version = delta.read(lake, "d/p/v1", "d.p v1")
         assert version == 0 and back.column("id").to_pylist() == [1, 2]
+
+
+def test_a_duplicate_key_checked_while_the_write_runs_commits_to_neither_variant(masked_mesh, monkeypatch):
+    """A port published from a plain asset (conform in the IO manager): its key check overlaps the
+    write; a duplicate key fails the run naming the key, and both variants keep their version."""
+    from mesh_platform.io import gate
+
+    monkeypatch.setattr(gate, "OVERLAP_MIN_ROWS", 1)
+    state, seen = {"df": holders(3, "a")}, {}
+    producer, _ = assets(state, seen)
+    resources = {"io_manager": MeshIOManager(lake=str(masked_mesh))}
+    full, masked = masked_mesh / "policies/policyholders/v1", masked_mesh / "policies/policyholders/v1_masked"
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([producer], resources=resources, instance=instance).success
+        state["df"] = holders(3, "b").assign(policyholder_id=["PH-1", "PH-2", "PH-1"])
+        result = dg.materialize([producer], resources=resources, instance=instance, raise_on_error=False)
+        assert not result.success
+        error = result.get_step_failure_events()[0].step_failure_data.error.to_string()
+        assert "ContractViolation" in error and "policyholder_id" in error and "primaryKey: 1 duplicate key(s)" in error and "'PH-1'" in error
+        assert materialization(instance)[md.DELTA_VERSION].value == 0  # nothing recorded
+        assert DeltaTable(str(full)).version() == 0 and DeltaTable(str(masked)).version() == 0  # nothing committed
+        assert DeltaTable(str(full)).to_pandas()["city"].tolist() == ["City a"] * 3

@@ -192,9 +192,12 @@ def test_sla_becomes_freshness_policy_and_automation():
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED  # MESH_AUTOMATION is off in tests
 
 
-def test_a_duplicate_key_found_while_the_write_runs_publishes_nothing(shop):
+def test_a_duplicate_key_found_while_the_write_runs_publishes_nothing(shop, monkeypatch):
     """The primary key's rule runs while the IO manager writes (its commit waits for it): a duplicate
     key alone fails the step with the rule's check recorded, and the port keeps its Delta version."""
+    from mesh_platform.io import gate
+
+    monkeypatch.setattr(gate, "OVERLAP_MIN_ROWS", 1)  # overlap even these 3 rows (as a long table's)
     state, run, instance, lake = shop
     assert run().success
     found = checks(instance, ["shop", "orders"])

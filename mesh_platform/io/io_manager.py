@@ -42,8 +42,7 @@ from mesh_platform.contracts.registry import mesh_registry
 from mesh_platform.governance.access import AccessDenied, authorize_asset
 from mesh_platform.governance.audit import denied_metadata, log_observation, publish_metadata, read_metadata
 from mesh_platform.governance.identity import IdentityError, domain_of_step
-from mesh_platform.io import delta, publishing, versions
-from mesh_platform.io.gate import CommitGate
+from mesh_platform.io import delta, gate, publishing, versions
 from mesh_platform.io.lake import Lake
 from mesh_platform.metadata import AGGREGATE, BYTES, CONSUMER_COLUMNS, CONTRACT_ID, CONTRACT_VERSION, PORT_MAJOR, PRIVATE_CONTRACT, PURPOSE
 from mesh_platform.quality import AuditedTable
@@ -84,10 +83,11 @@ class MeshIOManager(dg.ConfigurableIOManager):
         contract_id = context.definition_metadata.get(CONTRACT_ID)
         if contract_id:  # an asset built around the declarations: its contract from the registry
             contract = publishing.own_contract(mesh_registry().get(contract_id, major=context.definition_metadata.get(PORT_MAJOR)), domain, name)
-            # the primary key's uniqueness is checked while the data files are written; the commit waits for it
-            table = conform(obj, contract, defer_key=True)
-            gate = CommitGate(lambda: check_key(table, contract), "primary key") if contract.primary_key else None
-            self._publish(context, lake, contract, table, gate=gate)
+            # a long table's primary key is checked while the data files are written; the commit waits for it
+            overlap = bool(contract.primary_key) and isinstance(obj, pd.DataFrame) and gate.worth_overlapping(len(obj))
+            table = conform(obj, contract, defer_key=overlap)
+            commit_gate = gate.CommitGate(lambda: check_key(table, contract), "primary key") if overlap else None
+            self._publish(context, lake, contract, table, gate=commit_gate)
             return
         # A private intermediate: stored only as its own private contract allows (mesh_platform.private).
         if isinstance(obj, private.Kept):

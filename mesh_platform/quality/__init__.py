@@ -164,8 +164,8 @@ def audit(
     such as dbt tests) the results go into the output metadata (``mesh/quality``) instead of asset
     check results.
 
-    With ``defer_key=True`` (a product's step; only with ``emit_checks``) the rules over exactly the
-    primary key run in a thread while the IO manager writes the data files, and the commit waits
+    With ``defer_key=True`` (a product's step; only with ``emit_checks``, and for a table of at least
+    :data:`mesh_platform.io.gate.OVERLAP_MIN_ROWS` rows) the rules over exactly the primary key run in a thread while the IO manager writes the data files, and the commit waits
     for them (:mod:`mesh_platform.quality.deferred`): the audited table carries them, the quality
     report is written once they finished, and their check results come after the step's output.
     When another blocking rule already failed they are waited for here, and reported as before.
@@ -201,10 +201,11 @@ def audit(
     rules = rules_for(contract)
     deferred = None
     if defer_key and emit_checks:
+        from mesh_platform.io.gate import worth_overlapping
         from mesh_platform.quality.deferred import DeferredRules, is_key_rule
 
         later = [r for r in rules if is_key_rule(r, contract)]
-        if later and table.num_rows:
+        if later and worth_overlapping(table.num_rows):
             names = {r.name for r in later}
             rules = [r for r in rules if r.name not in names]
             deferred = DeferredRules(context, contract, table, later, [r.name for r in rules_for(contract)], lake, reports)
