@@ -4,9 +4,9 @@ The costliest guarantee of a publish is the primary key's uniqueness (a hash agg
 key). It does not need to finish before the Delta write starts, only before the commit makes the
 new version visible. :class:`CommitGate` runs the check in a thread (DuckDB and pyarrow compute
 release the GIL, so it takes the second core) and :meth:`CommitGate.stream` hands delta-rs the table
-as a ``pyarrow.RecordBatchReader`` whose end waits for the check: the data files are encoded and
-written while the check runs, and the stream ends, which lets delta-rs commit, only when the check
-passed. When it fails the stream ends with its error instead, delta-rs aborts the write before its
+as a ``pyarrow.RecordBatchReader`` whose end waits for the check: the data files are encoded (and,
+past delta-rs's target file size, written) while the check runs, and the stream ends, which lets
+delta-rs commit, only when the check passed. When it fails the stream ends with its error instead, delta-rs aborts the write before its
 commit (the table stays at its last good version; the files already written are named by no
 commit and :func:`mesh_platform.io.delta.vacuum` removes them), and
 :func:`mesh_platform.io.delta.write` raises the check's own exception.
