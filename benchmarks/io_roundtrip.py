@@ -12,19 +12,27 @@ synthetic table (:mod:`benchmarks.synthetic_table`, 11 mixed-type columns):
     raw delta-rs, no platform: ``write_deltalake(mode="overwrite")`` + ``DeltaTable.to_pyarrow_table``
     + ``to_pandas``: what the table format itself costs over plain Parquet.
 ``platform``
-    what ``MeshIOManager`` does, called directly: ``conform(df, contract)``, one Delta commit on top
-    of the port's snapshot (``mesh_platform.io.delta.write``), a read of that version
+    what ``MeshIOManager`` does, called directly: ``conform(df, contract, defer_key=True)``, one
+    Delta commit on top of the port's snapshot (``mesh_platform.io.delta.write``) whose data files
+    are written while the primary key's uniqueness check runs (``mesh_platform.io.gate``; only the
+    commit waits for it), a read of that version
     (``delta.read``, which checks the commit), ``to_pandas``. After the timed round trips this case
     also measures **storage**: bytes of one version, of the table with every version kept (growth per
     version), and after a vacuum keeping one version (``details.storage``, and a note).
+``platform, key check before the write``
+    the same with the primary key's uniqueness checked in ``conform``, before the write (the path
+    before the overlap): what the overlap saves, measured in the same run.
 ``platform MeshIOManager``
     the same through ``MeshIOManager.handle_output`` / ``load_input`` with Dagster-built contexts
     (adds the registry lookup and output metadata).
 ``platform write-audit-publish``
     what a product's materialization really does since the quality gate: ``quality.audit`` in the
-    step (structural conform, every quality rule in DuckDB, the GX report written to the lake),
-    then ``MeshIOManager.handle_output`` of the audited table and ``load_input``. Only when
+    step (structural conform, every quality rule in DuckDB but the primary key's, which run while
+    the write runs, the GX report written to the lake before the commit), then
+    ``MeshIOManager.handle_output`` of the audited table and ``load_input``. Only when
     ``mesh_platform.quality`` exists.
+``platform write-audit-publish, key check before the write``
+    the same with every rule, the key's included, run in the audit before the write.
 ``platform write-audit-publish + quotas``
     the same plus the domain's quota check before publish (rows, bytes, and the storage its lake
     prefix holds, listed on every publish): the cost of quotas on the publish path.
@@ -56,8 +64,10 @@ DESCRIPTION = "contract-enforced write + Delta commit + read of a mixed-type tab
 BASELINE = "pyarrow"
 AUDITED = "platform write-audit-publish"
 QUOTAS = "platform write-audit-publish + quotas"
-METHODS = ["pyarrow", "deltalake", "platform", "platform MeshIOManager", AUDITED, QUOTAS, "dagster FilesystemIOManager", "UPathIOManager parquet"]
-TARGET_RATIO = 1.2
+SEQUENTIAL = "platform, key check before the write"
+AUDITED_SEQUENTIAL = "platform write-audit-publish, key check before the write"
+METHODS = ["pyarrow", "deltalake", "platform", SEQUENTIAL, "platform MeshIOManager", AUDITED, AUDITED_SEQUENTIAL, QUOTAS, "dagster FilesystemIOManager", "UPathIOManager parquet"]
+TARGET_RATIO = 1.1  # the issue "IO at full size": conform, audit, publish, read within 1.1x raw pyarrow
 TARGET_CASES = ("platform", "platform MeshIOManager", AUDITED, QUOTAS)
 
 # rows -> (warm-up calls, timed repeats)
@@ -131,9 +141,11 @@ def _deltalake(work: Path, contract) -> RoundTrip:
     return roundtrip
 
 
-def _platform(work: Path, contract) -> RoundTrip:
+def _platform(work: Path, contract, overlap: bool = True) -> RoundTrip:
     from mesh_platform.contracts import conform
+    from mesh_platform.contracts.enforcement import check_key
     from mesh_platform.io import delta
+    from mesh_platform.io.gate import CommitGate
     from mesh_platform.io.io_manager import to_pandas
     from mesh_platform.io.lake import Lake
 
@@ -143,10 +155,11 @@ def _platform(work: Path, contract) -> RoundTrip:
 
     def roundtrip(df):
         phases = Phases()
-        with phases("conform"):
-            table = conform(df, contract)
+        with phases("conform"):  # every check but the primary key's uniqueness, which overlaps the write
+            table = conform(df, contract, defer_key=overlap)
+            gate = CommitGate(lambda: check_key(table, contract), "primary key") if overlap else None
         with phases("write"):
-            version = delta.write(lake, relpath, table, port, delta.snapshot(lake, relpath, port))
+            version = delta.write(lake, relpath, table, port, delta.snapshot(lake, relpath, port), gate=gate)
         with phases("read"):
             back, _ = delta.read(lake, relpath, port, version=version)
         with phases("to_pandas"):
@@ -214,7 +227,7 @@ def _mesh_io_manager(work: Path, contract) -> RoundTrip:
     return _through_io_manager(MeshIOManager(lake=str(work / "lake")), [contract.domain, contract.name], meta, {**meta, PORT_MAJOR: contract.major})
 
 
-def _write_audit_publish(work: Path, contract, with_quotas: bool = False) -> RoundTrip:
+def _write_audit_publish(work: Path, contract, with_quotas: bool = False, overlap: bool = True) -> RoundTrip:
     from benchmarks.quality import run_audit
     from mesh_platform.io.io_manager import CONTRACT_ID, PORT_MAJOR, MeshIOManager
     from mesh_platform.io.lake import Lake
@@ -224,7 +237,7 @@ def _write_audit_publish(work: Path, contract, with_quotas: bool = False) -> Rou
     quotas = Quotas(contract.domain, dict(BUILT_IN_DEFAULTS))
 
     def before_output(df, phases):
-        audited = run_audit(contract, df, lake)[0]
+        audited = run_audit(contract, df, lake, defer_key=overlap)[0]  # as a product's step: the key's rules overlap the write
         if with_quotas:  # what the product's step adds before publish: rows, bytes, the domain's storage
             started = time.perf_counter()  # part of `audit`, also reported alone
             check_publish(quotas, contract.name, audited.table.num_rows, audited.table.nbytes, lake)
@@ -266,8 +279,10 @@ FACTORIES: dict[str, Callable[[Path, Any], RoundTrip]] = {
     "pyarrow": _pyarrow,
     "deltalake": _deltalake,
     "platform": _platform,
+    SEQUENTIAL: lambda work, contract: _platform(work, contract, overlap=False),
     "platform MeshIOManager": _mesh_io_manager,
     AUDITED: _write_audit_publish,
+    AUDITED_SEQUENTIAL: lambda work, contract: _write_audit_publish(work, contract, overlap=False),
     QUOTAS: lambda work, contract: _write_audit_publish(work, contract, with_quotas=True),
     "dagster FilesystemIOManager": _filesystem_io_manager,
     "UPathIOManager parquet": _upath_parquet_io_manager,
@@ -313,7 +328,7 @@ def measure_case(method: str, rows: int, warmup: int, repeats: int) -> dict[str,
 
 def _phase_note(result: BenchmarkResult, size: str) -> str:
     parts = []
-    for method in ("pyarrow", "platform", AUDITED):
+    for method in ("pyarrow", "deltalake", "platform", SEQUENTIAL, AUDITED, AUDITED_SEQUENTIAL):
         case = result.case(method, size)
         if case:
             phases = ", ".join(f"{k} {v:.3f}" for k, v in case.details["phases_median_s"].items())
@@ -329,7 +344,7 @@ def run(config: RunConfig) -> BenchmarkResult:
     sizes = QUICK_SIZES if config.quick else FULL_SIZES
     if config.sizes:
         sizes = {n: FULL_SIZES.get(n, (1, 3)) for n in config.sizes}
-    methods = METHODS if quality_module_present() else [m for m in METHODS if m != AUDITED]
+    methods = METHODS if quality_module_present() else [m for m in METHODS if m not in (AUDITED, AUDITED_SEQUENTIAL, QUOTAS)]
     for rows, (warmup, repeats) in sizes.items():
         size = rows_label(rows)
         config.log(f"  {NAME}: {', '.join(methods)} @ {size}")

@@ -33,7 +33,7 @@ from benchmarks.whole_mesh import RUN_LINE, mesh_env
 
 NAME = "partitions"
 DESCRIPTION = "one new daily partition through claims -> fraud -> analytics vs a full rebuild of 30 days of history"
-NEW_DAY = "2026-11-29"
+NEW_DAY = "2026-08-31"  # mid-history: claims reported then have their fraud outcomes by the simulation's last day
 HISTORY_DAYS = 30
 TARGET_RATIO = 1 / 20
 FULL = {"scale": 20.0, "repeats": 2}

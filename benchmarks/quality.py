@@ -133,11 +133,13 @@ def evaluate_factory(df, contract) -> Timed:
     return lambda: evaluate(table, rules)
 
 
-def run_audit(contract, df, lake=None):
-    """Drive ``audit`` (a generator of check results) to its return value, as Dagster would."""
+def run_audit(contract, df, lake=None, defer_key: bool = False):
+    """Drive ``audit`` (a generator of check results) to its return value, as Dagster would.
+
+    ``defer_key``: as a product's step audits (the primary key's rules left running for the publish)."""
     from mesh_platform.quality import audit
 
-    steps = audit(None, contract, df, lake=lake, reports=lake is not None)
+    steps = audit(None, contract, df, lake=lake, reports=lake is not None, defer_key=defer_key)
     try:
         while True:
             next(steps)

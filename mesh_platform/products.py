@@ -98,13 +98,16 @@ def _compute_fn(plan: "ProductPlan", settings: MeshSettings):
             verdict = quarantine.judge(f"{plan.domain}/{decl.name}", contract.quarantine_limits, quarantine.rows_of(data), held, upstream)
             yield verdict.result
             lake = step_lake(context, settings)
-            audited, metadata = yield from audit(context, contract, data, policies=plan.policies, lake=lake, reports=settings.quality_reports)
+            # the primary key's rules run while the IO manager writes; its commit waits for them
+            audited, metadata = yield from audit(context, contract, data, policies=plan.policies, lake=lake, reports=settings.quality_reports, defer_key=True)
             if verdict.failed:
                 raise quarantine.QuarantineLimitExceeded(f"{plan.domain}/{decl.name}", verdict.message)
             if plan.quotas is not None:
                 metadata.update((yield from quotas.judge(context, plan.quotas, key, audited.table, lake)))
             metadata.update(quarantine.output_metadata(quarantine.Held(key, verdict.counts, held.uri), "product"))
             yield dg.Output(audited, metadata=metadata)
+            if audited.deferred is not None:  # published: they passed (a failure fails the output)
+                yield from audited.deferred.check_results()
 
     compute.__name__ = decl.name
     return compute

@@ -469,3 +469,72 @@ def test_the_documented_outside_reads_read_a_port_at_a_version(tmp_path):
     assert duckdb.sql("SELECT status, count(*) FROM claims GROUP BY 1").fetchall() == [("open", 2)]
     # the folder's files are every version's: reading them directly would mix publishes
     assert duckdb.sql(f"SELECT count(*) FROM read_parquet('{path}/*.parquet')").fetchall() == [(5,)]
+
+
+@pytest.mark.parametrize("passes", [False, True])
+def test_a_commit_gate_lets_the_write_run_and_holds_only_the_commit(tmp_path, passes):
+    """The data is handed to delta-rs while the check still runs; the commit waits for the check,
+    and a failed check ends the write without one (the previous version stays, readable)."""
+    import threading
+
+    from mesh_platform.io.gate import CommitGate
+
+    lake = Lake(str(tmp_path))
+    delta.write(lake, "d/p/v1", pa.table({"id": [1, 2], "value": [1, 1]}), "d.p v1", None)
+    rows = 300_000  # several batches
+    table = pa.table({"id": pa.array(range(rows)), "value": pa.array([i % 7 for i in range(rows)])})
+    release = threading.Event()
+
+    def check():
+        assert release.wait(timeout=60), "the test never released the check"
+        if not passes:
+            raise ValueError("2 duplicate key(s) (injected)")
+        return "checked"
+
+    gate = CommitGate(check, "test")
+    outcome: dict = {}
+
+    def publish():
+        try:
+            outcome["version"] = delta.write(lake, "d/p/v1", table, "d.p v1", delta.snapshot(lake, "d/p/v1", "d.p v1"), gate=gate)
+        except Exception as exc:  # noqa: BLE001
+            outcome["error"] = exc
+
+    writer = threading.Thread(target=publish)
+    writer.start()
+    try:
+        assert gate.waited.wait(timeout=60)  # delta-rs took every batch while the check was still running
+        time.sleep(0.2)
+        assert writer.is_alive() and delta.current_version(lake, "d/p/v1", "d.p v1") == 0  # ... and holds its commit
+    finally:
+        release.set()
+        writer.join(timeout=60)
+    assert not writer.is_alive()
+    if passes:
+        assert outcome == {"version": 1} and delta.read(lake, "d/p/v1", "d.p v1")[0].num_rows == rows
+    else:
+        assert isinstance(outcome.get("error"), ValueError) and "injected" in str(outcome["error"])  # the check's own error
+        back, version = delta.read(lake, "d/p/v1", "d.p v1")
+        assert version == 0 and back.column("id").to_pylist() == [1, 2]
+
+
+def test_a_duplicate_key_checked_while_the_write_runs_commits_to_neither_variant(masked_mesh, monkeypatch):
+    """A port published from a plain asset (conform in the IO manager): its key check overlaps the
+    write; a duplicate key fails the run naming the key, and both variants keep their version."""
+    from mesh_platform.io import gate
+
+    monkeypatch.setattr(gate, "OVERLAP_MIN_ROWS", 1)
+    state, seen = {"df": holders(3, "a")}, {}
+    producer, _ = assets(state, seen)
+    resources = {"io_manager": MeshIOManager(lake=str(masked_mesh))}
+    full, masked = masked_mesh / "policies/policyholders/v1", masked_mesh / "policies/policyholders/v1_masked"
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([producer], resources=resources, instance=instance).success
+        state["df"] = holders(3, "b").assign(policyholder_id=["PH-1", "PH-2", "PH-1"])
+        result = dg.materialize([producer], resources=resources, instance=instance, raise_on_error=False)
+        assert not result.success
+        error = result.get_step_failure_events()[0].step_failure_data.error.to_string()
+        assert "ContractViolation" in error and "policyholder_id" in error and "primaryKey: 1 duplicate key(s)" in error and "'PH-1'" in error
+        assert materialization(instance)[md.DELTA_VERSION].value == 0  # nothing recorded
+        assert DeltaTable(str(full)).version() == 0 and DeltaTable(str(masked)).version() == 0  # nothing committed
+        assert DeltaTable(str(full)).to_pandas()["city"].tolist() == ["City a"] * 3

@@ -39,3 +39,27 @@ def test_io_manager_publishes_to_s3_and_keeps_last_good_version(s3_lake, sources
         assert not dg.materialize([events], resources=resources, instance=instance, raise_on_error=False).success
     survivor, version = delta.read(Lake(s3_lake), "claims/claim_events/v1", "claims.claim_events v1")
     assert survivor.to_pandas()["event_type"].tolist() == ["opened"] and version == 0
+
+
+def test_a_key_check_overlapping_the_write_on_s3_commits_only_when_it_passes(s3_lake, sources, monkeypatch):
+    """The overlapped key check (mesh_platform.io.gate) on S3: a unique key publishes (the stream
+    ends, delta-rs commits), a duplicate one ends the stream with its error and commits nothing."""
+    from mesh_platform.contracts.registry import mesh_registry
+    from mesh_platform.io import gate
+
+    monkeypatch.setattr(gate, "OVERLAP_MIN_ROWS", 1)
+    contract = mesh_registry().get("claims.claim_events")
+    frame = {"df": pd.DataFrame({"event_id": [1, 2], "claim_id": ["C1", "C1"], "event_type": ["opened", "paid"], "occurred_at": pd.to_datetime(["2025-01-01", "2025-01-02"])})}
+
+    @dg.asset(key=["claims", "claim_events"], metadata={"mesh/contract_id": contract.id})
+    def events():
+        return frame["df"]
+
+    resources = {"io_manager": MeshIOManager(lake=s3_lake)}
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([events], resources=resources, instance=instance).success
+        frame["df"] = frame["df"].assign(event_id=[7, 7], event_type=["x", "y"])
+        failed = dg.materialize([events], resources=resources, instance=instance, raise_on_error=False)
+        assert not failed.success and "primaryKey" in failed.get_step_failure_events()[0].step_failure_data.error.to_string()
+    survivor, version = delta.read(Lake(s3_lake), "claims/claim_events/v1", "claims.claim_events v1")
+    assert survivor.to_pandas()["event_type"].tolist() == ["opened", "paid"] and version == 0

@@ -15,13 +15,13 @@ ROOT = Path(__file__).resolve().parents[1] / "mesh_platform"
 
 LAYERS = [
     # 0: foundations, no platform imports beyond this layer
-    {"problems", "safe_yaml", "settings", "sql", "text", "metadata", "io.lake", "io.delta", "governance.identity", "simulation", "simulation.insurance", "contracts.model", "partitions"},
+    {"problems", "safe_yaml", "settings", "sql", "text", "metadata", "io.lake", "io.delta", "io.gate", "governance.identity", "simulation", "simulation.insurance", "contracts.model", "partitions"},
     # 1: contracts (no Dagster) and SLA-driven automation
     {"contracts", "contracts.loader", "contracts.registry", "contracts.enforcement", "contracts.diff", "contracts.versioning", "automation", "descriptor"},
     # 2: governance decisions
     {"governance", "governance.grants", "governance.access", "governance.masking", "governance.privacy", "governance.policies", "governance.audit"},
     # 3: the read and publish path, quality, private storage, what the UI shows
-    {"ports", "io", "io.publishing", "io.io_manager", "io.versions", "quality", "quality.rules", "quality.evaluate", "quality.gx", "quarantine", "private", "specs", "dbt.contracts", "declarations", "quotas", "reports", "retention"},
+    {"ports", "io", "io.publishing", "io.io_manager", "io.versions", "quality", "quality.rules", "quality.evaluate", "quality.gx", "quality.deferred", "quarantine", "private", "specs", "dbt.contracts", "declarations", "quotas", "reports", "retention"},
     # 4: a domain's plan and its Dagster definitions
     {"plan", "products", "dbt", "dbt.plan", "dbt.project", "dbt.assets", "domain", "", "lineage", "lineage.events", "lineage.emit", "lineage.sensors", "lineage.graph"},
     # 5: the mesh as a whole and the command line

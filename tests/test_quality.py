@@ -190,3 +190,36 @@ def test_sla_becomes_freshness_policy_and_automation():
     schedule = sla_schedule("shop", [c for c, _ in domain.products.values()])
     assert schedule.cron_schedule == "0 * * * *" and schedule.name == "shop_sla_schedule"
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED  # MESH_AUTOMATION is off in tests
+
+
+def test_a_duplicate_key_found_while_the_write_runs_publishes_nothing(shop, monkeypatch):
+    """The primary key's rule runs while the IO manager writes (its commit waits for it): a duplicate
+    key alone fails the step with the rule's check recorded, and the port keeps its Delta version."""
+    from mesh_platform.io import gate
+
+    monkeypatch.setattr(gate, "OVERLAP_MIN_ROWS", 1)  # overlap even these 3 rows (as a long table's)
+    state, run, instance, lake = shop
+    assert run().success
+    found = checks(instance, ["shop", "orders"])
+    assert found["order_id_unique"][0] is True and found["order_id_unique"][2]["unexpected_count"] == 0  # reported after the output
+    mat = instance.get_latest_materialization_event(dg.AssetKey(["shop", "orders"])).asset_materialization
+    assert mat.metadata["mesh/delta_version"].value == 0 and mat.metadata["mesh/quality_checks"].value == 10
+    stats_before = instance.get_latest_materialization_event(dg.AssetKey(["shop", "order_stats"])).run_id
+
+    state["orders"] = GOOD.assign(order_id=["O-1", "O-2", "O-1"])  # every other rule passes
+    result = run()
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    error = failure.step_failure_data.error
+    message = error.message + (error.cause.message if error.cause else "")
+    assert "shop/orders failed 1 blocking quality check(s); nothing was published" in message
+    assert "column 'order_id': order_id_unique" in message and "'O-1'" in message
+    found = checks(instance, ["shop", "orders"])
+    assert found["order_id_unique"][0] is False and found["order_id_unique"][2]["unexpected_count"] == 1
+    assert found["status_invalid_values"][0] is True
+    assert DeltaTable(str(lake / "shop" / "orders" / "v1")).version() == 0  # nothing committed
+    assert instance.get_latest_materialization_event(dg.AssetKey(["shop", "orders"])).asset_materialization.metadata["mesh/delta_version"].value == 0
+    assert DeltaTable(str(lake / "shop" / "orders" / "v1")).to_pandas()["order_id"].tolist() == ["O-1", "O-2", "O-3"]
+    assert instance.get_latest_materialization_event(dg.AssetKey(["shop", "order_stats"])).run_id == stats_before
+    reports = sorted((lake / "shop" / "orders" / "_quality").glob(f"{result.run_id}.json"))
+    assert reports and json.loads(reports[0].read_text())["success"] is False  # the report has the key's result

@@ -106,7 +106,7 @@ def _to_arrow(df: pd.DataFrame, contract: Contract, schema: pa.Schema, violation
     return None
 
 
-def _duplicates(table: pa.Table, columns: list[str]) -> tuple[int, tuple]:
+def _duplicates(table: pa.Table, columns: list[str], threads: int | None = None) -> tuple[int, tuple]:
     """How many rows share a key with an earlier row, and a few such keys (nulls ignored).
 
     Counted by DuckDB over the Arrow columns (no copy): its hash aggregation runs on every core,
@@ -119,7 +119,7 @@ def _duplicates(table: pa.Table, columns: list[str]) -> tuple[int, tuple]:
     keys = ", ".join(q(c) for c in columns)
     not_null = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
     duplicated = f"SELECT {keys}, count(*) AS n FROM key_columns WHERE {not_null} GROUP BY {keys} HAVING count(*) > 1"
-    con = duckdb.connect()
+    con = duckdb.connect(config={"threads": threads} if threads else {})
     try:
         con.register("key_columns", table.select(columns))
         if len(columns) == 1:  # the common case: one distinct count, no grouping result to build
@@ -135,12 +135,38 @@ def _duplicates(table: pa.Table, columns: list[str]) -> tuple[int, tuple]:
     return int(extra), examples
 
 
-def conform(df: pd.DataFrame, contract: Contract, check_values: bool = True) -> pa.Table:
+def key_violation(table: pa.Table, contract: Contract, threads: int | None = None) -> Violation | None:
+    """The primary key's duplicates in ``table`` (None when the key is unique or there is none)."""
+    key = contract.primary_key
+    if not key:
+        return None
+    count, examples = _duplicates(table, key, threads)
+    if not count:
+        return None
+    name = key[0] if len(key) == 1 else "(" + ", ".join(key) + ")"
+    return Violation(name, "primaryKey", f"{count} duplicate key(s)", examples)
+
+
+def check_key(table: pa.Table, contract: Contract, threads: int | None = 1) -> None:
+    """Raise :class:`ContractViolation` when the primary key of ``table`` has duplicates.
+
+    What ``conform(..., defer_key=True)`` leaves out; a publish runs it while it writes the data
+    files (:mod:`mesh_platform.io.gate`), its commit waiting for it. One DuckDB thread by default:
+    the writer has the other core (DuckDB's distinct count barely gains from a second thread).
+    """
+    violation = key_violation(table, contract, threads)
+    if violation is not None:
+        raise ContractViolation(f"{contract.domain}/{contract.name}", [violation])
+
+
+def conform(df: pd.DataFrame, contract: Contract, check_values: bool = True, *, defer_key: bool = False) -> pa.Table:
     """Check ``df`` against ``contract`` and return it as an Arrow table in contract column order.
 
     With ``check_values=False`` only columns and types are enforced; nulls in required columns and
     duplicate keys are then left to the quality rules (:mod:`mesh_platform.quality`), which report
-    them as asset checks before anything is published.
+    them as asset checks before anything is published. With ``defer_key=True`` every check but the
+    primary key's uniqueness runs here; the caller runs :func:`check_key` before it publishes (the
+    IO manager overlaps it with the write, :mod:`mesh_platform.io.gate`).
     """
     product = f"{contract.domain}/{contract.name}"
     if not isinstance(df, pd.DataFrame):
@@ -171,12 +197,9 @@ def conform(df: pd.DataFrame, contract: Contract, check_values: bool = True) -> 
             count, examples = _duplicates(table, [col.name])
             if count:
                 violations.append(Violation(col.name, "unique", f"{count} duplicate value(s)", examples))
-    key = contract.primary_key
-    if key:
-        count, examples = _duplicates(table, key)
-        if count:
-            name = key[0] if len(key) == 1 else "(" + ", ".join(key) + ")"
-            violations.append(Violation(name, "primaryKey", f"{count} duplicate key(s)", examples))
+    duplicated = None if defer_key and not violations else key_violation(table, contract)  # (a refusal names every violation)
+    if duplicated is not None:
+        violations.append(duplicated)
     if violations:
         raise ContractViolation(product, violations)
     return pa.Table.from_arrays(table.columns, schema=schema)

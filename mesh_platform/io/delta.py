@@ -186,7 +186,7 @@ def current_version(lake, relpath: str, port: str) -> int | None:
 
 
 def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata: dict[str, str] | None = None,
-          predicate: str | None = None) -> int:
+          predicate: str | None = None, *, gate=None) -> int:
     """Overwrite the port with ``table`` in one commit on top of ``base`` (from :func:`snapshot`).
 
     With ``predicate`` (SQL over the table's columns, :func:`mesh_platform.partitions.predicate`)
@@ -195,6 +195,10 @@ def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata:
 
     Returns the committed version. Fails with :class:`ConcurrentPublish` when another writer
     committed since ``base`` was taken: the commit is never rebased over theirs.
+
+    ``gate`` (a :class:`mesh_platform.io.gate.CommitGate`): a check still running; the data files
+    are written meanwhile and only the commit waits for it. When it fails nothing is committed and
+    its exception is raised.
     """
     from deltalake import CommitProperties, write_deltalake
     from deltalake.exceptions import CommitFailedError
@@ -204,9 +208,10 @@ def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata:
         lake.fs.create_dir(lake._full(relpath), recursive=True)
     properties = CommitProperties(custom_metadata=commit_metadata or {}, max_commit_retries=0)
     target = base if base is not None else table_uri(lake, relpath)
+    data = table if gate is None else _gated(table, gate)
     try:
         write_deltalake(
-            target, table, mode="overwrite", commit_properties=properties,
+            target, data, mode="overwrite", commit_properties=properties,
             storage_options=None if base is not None else storage_options(lake),
             # a whole overwrite may change the schema (a new minor adds a column); a partition's
             # overwrite merges it, so the days it does not touch keep their rows (new column null)
@@ -219,6 +224,8 @@ def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata:
             "the other run finished"
         ) from None
     except Exception as exc:  # noqa: BLE001
+        if gate is not None and gate.error is not None:
+            raise gate.error from None  # the check failed: the stream ended with it, nothing was committed
         _raise_if_denied(port, lake.uri(relpath), str(exc))
         if base is None and "already exists" in str(exc).lower():
             raise ConcurrentPublish(
@@ -228,6 +235,15 @@ def write(lake, relpath: str, table: pa.Table, port: str, base, commit_metadata:
     return expected
 
 
+def _gated(table: pa.Table, gate):
+    """What ``write_deltalake`` gets when a gate is given: the stream whose end waits for the check
+    (an empty table has nothing to overlap: the check is waited for first)."""
+    if table.num_rows == 0:
+        gate.wait()
+        return table
+    return gate.stream(table)
+
+
 def read(lake, relpath: str, port: str, columns: list[str] | None = None, version: int | None = None,
          filters: list[tuple] | None = None) -> tuple[pa.Table, int]:
     """The port at ``version`` (latest when None) and the version read; ``filters`` (pyarrow DNF,
@@ -235,17 +251,53 @@ def read(lake, relpath: str, port: str, columns: list[str] | None = None, versio
     dt = _open(lake, relpath, port, version)
     verify(lake, relpath, port, dt)
     try:
-        table = dt.to_pyarrow_table(columns=columns, filters=filters or None)
+        table = _read_files(lake, relpath, dt, columns, filters)
+        if table is None:
+            table = dt.to_pyarrow_table(columns=columns, filters=filters or None)
     except Exception as exc:  # noqa: BLE001
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         _raise_if_denied(port, lake.uri(relpath), str(exc))
-        if "not found" in text.lower() or isinstance(exc, FileNotFoundError):
+        if "not found" in text.lower() or "does not exist" in text.lower() or isinstance(exc, FileNotFoundError):
             raise VersionNotKept(
                 f"port {port}: version {dt.version()} is no longer kept (its data files were vacuumed by the "
                 f"contract's retention, or removed): {text}"
             ) from None
         raise PortTableError(f"port {port}: cannot read version {dt.version()} of {lake.uri(relpath)}: {text}") from None
     return table, dt.version()
+
+
+# reader features a version can be read with straight from its data files (anything else, such as
+# deletion vectors or column mapping, is read through delta-rs)
+PLAIN_READER_FEATURES = {"timestampNtz"}
+
+
+def _read_files(lake, relpath: str, dt, columns: list[str] | None, filters: list[tuple] | None = None) -> pa.Table | None:
+    """The version ``dt`` is at, read with pyarrow straight from the data files its log names, or
+    None when the table needs delta-rs's reader (partition columns, which live in the log; reader
+    features beyond :data:`PLAIN_READER_FEATURES`).
+
+    The files are the ones :func:`verify` just checked against the version's commit; pyarrow's
+    dataset reader reads them about as fast as a raw ``pq.read_table`` and 5-25% faster than
+    delta-rs's dataset in our probes (which also casts to the log's schema), see ``docs/io.md``.
+    """
+    import pyarrow.dataset as ds
+
+    if dt.metadata().partition_columns or set(dt.protocol().reader_features or []) - PLAIN_READER_FEATURES:
+        return None
+    root = lake._full(relpath)
+    files = [f"{root}/{_relative(u, root)}" for u in dt.file_uris()]
+    schema = dt.schema().to_arrow()
+    schema = pa.schema(schema) if not isinstance(schema, pa.Schema) else schema
+    if not files:
+        return schema.empty_table().select(columns) if columns is not None else schema.empty_table()
+    # the log's schema, not the first file's: a partition's overwrite may have added a column that
+    # the other days' files lack (read as null, as delta-rs does)
+    expression = None
+    if filters:
+        import pyarrow.parquet as pq
+
+        expression = pq.filters_to_expression(filters)
+    return ds.dataset(files, schema=schema, format="parquet", filesystem=lake.fs).to_table(columns=columns, filter=expression)
 
 
 def history(lake, relpath: str, port: str) -> list[dict[str, Any]]:

@@ -36,12 +36,13 @@ import pyarrow as pa
 from mesh_platform import metadata as md
 from mesh_platform import partitions, private
 from mesh_platform.contracts import conform
+from mesh_platform.contracts.enforcement import check_key
 from mesh_platform.contracts.loader import load_contract
 from mesh_platform.contracts.registry import mesh_registry
 from mesh_platform.governance.access import AccessDenied, authorize_asset
 from mesh_platform.governance.audit import denied_metadata, log_observation, publish_metadata, read_metadata
 from mesh_platform.governance.identity import IdentityError, domain_of_step
-from mesh_platform.io import delta, publishing, versions
+from mesh_platform.io import delta, gate, publishing, versions
 from mesh_platform.io.lake import Lake
 from mesh_platform.metadata import AGGREGATE, BYTES, CONSUMER_COLUMNS, CONTRACT_ID, CONTRACT_VERSION, PORT_MAJOR, PRIVATE_CONTRACT, PURPOSE
 from mesh_platform.quality import AuditedTable
@@ -105,12 +106,16 @@ class MeshIOManager(dg.ConfigurableIOManager):
         if isinstance(obj, AuditedTable):
             # the product's step audited it against the contract of its plan: publish that, no look-up
             contract = publishing.own_contract(obj.contract, domain, name)
-            self._publish(context, lake, contract, obj.table)
+            self._publish(context, lake, contract, obj.table, deferred=obj.deferred)
             return
         contract_id = context.definition_metadata.get(CONTRACT_ID)
         if contract_id:  # an asset built around the declarations: its contract from the registry
-            contract = mesh_registry().get(contract_id, major=context.definition_metadata.get(PORT_MAJOR))
-            self._publish(context, lake, publishing.own_contract(contract, domain, name), conform(obj, contract))
+            contract = publishing.own_contract(mesh_registry().get(contract_id, major=context.definition_metadata.get(PORT_MAJOR)), domain, name)
+            # a long table's primary key is checked while the data files are written; the commit waits for it
+            overlap = bool(contract.primary_key) and isinstance(obj, pd.DataFrame) and gate.worth_overlapping(len(obj))
+            table = conform(obj, contract, defer_key=overlap)
+            commit_gate = gate.CommitGate(lambda: check_key(table, contract), "primary key") if overlap else None
+            self._publish(context, lake, contract, table, gate=commit_gate)
             return
         # A private intermediate: stored only as its own private contract allows (mesh_platform.private).
         if isinstance(obj, private.Kept):
@@ -145,9 +150,17 @@ class MeshIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(metadata)
 
     @staticmethod
-    def _publish(context: dg.OutputContext, lake: Lake, contract, table) -> None:
+    def _publish(context: dg.OutputContext, lake: Lake, contract, table, gate=None, deferred=None) -> None:
+        """Publish ``table``; ``gate`` (or the audit's ``deferred`` rules) is what the commit waits for."""
+        if deferred is not None:
+            gate = deferred.gate
         keys = _partition_keys(context) if partitions.of(contract) is not None else None
-        written = publishing.publish(lake, contract, table, keys)
+        try:
+            written = publishing.publish(lake, contract, table, keys, gate=gate)
+        except BaseException:
+            if deferred is not None:  # the step cannot report them any more: record them on it here
+                deferred.record(context)
+            raise
         full = written[0][1]
         context.add_output_metadata(
             {
@@ -156,6 +169,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
                 BYTES: sum(p.bytes for _, p in written),
                 CONTRACT_VERSION: contract.version,
                 **publishing.delta_metadata(written),
+                **(deferred.metadata if deferred is not None else {}),
                 **publish_metadata(contract.id, f"v{contract.major}", [v for v, _ in written], table.column_names),
             }
         )

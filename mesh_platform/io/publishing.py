@@ -121,12 +121,17 @@ def keys_unique_across(base, contract: Contract, partitioning: partitions.Partit
         )
 
 
-def publish(lake: Lake, contract: Contract, table: pa.Table, partition_keys: list[str] | None = None) -> list[tuple[str, Published]]:
+def publish(lake: Lake, contract: Contract, table: pa.Table, partition_keys: list[str] | None = None, *, gate=None) -> list[tuple[str, Published]]:
     """One Delta commit per variant; fails without committing anything when another writer got there first.
 
     ``partition_keys`` (days, for a partitioned contract): only those days are replaced
     (:mod:`mesh_platform.partitions`); every row must fall in them, and the primary key stays unique
-    across the whole table (:func:`keys_unique_across`)."""
+    across the whole table (:func:`keys_unique_across`).
+
+    ``gate``: a check still running (:mod:`mesh_platform.io.gate`, the primary key's uniqueness):
+    the full table's data files are written meanwhile and its commit waits for the check; when the
+    check fails nothing is committed, to either variant, and its exception is raised.
+    """
     full_path = Lake.port_path(contract.domain, contract.name, contract.major)
     masked_path = Lake.port_path(contract.domain, contract.name, contract.major, variant="masked")
     sensitive = bool(sensitive_columns(contract))
@@ -142,7 +147,7 @@ def publish(lake: Lake, contract: Contract, table: pa.Table, partition_keys: lis
         keys_unique_across(full_base, contract, partitioning, partition_keys, table, port_name(contract))
         predicate = partitions.predicate(partitioning, partition_keys)
         about["mesh.partitions"] = partitions.describe_keys(partition_keys)
-    version = delta.write(lake, full_path, table, port_name(contract), full_base, {**about, "mesh.variant": "full"}, predicate=predicate)
+    version = delta.write(lake, full_path, table, port_name(contract), full_base, {**about, "mesh.variant": "full"}, predicate=predicate, gate=gate)
     written = [("full", _published(lake, full_path, table.num_rows, version))]
     if sensitive:
         masked, _, _ = mask_table(table, contract)

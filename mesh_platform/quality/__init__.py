@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Generator, Iterable
+from typing import Any, Generator, Iterable
 
 import dagster as dg
 
@@ -45,6 +45,9 @@ class AuditedTable:
 
     table: pa.Table
     contract: Contract
+    deferred: Any = None
+    """The primary key's rules still running (:class:`~mesh_platform.quality.deferred.DeferredRules`),
+    when the audit deferred them: the IO manager's commit waits for them."""
 
     @property
     def contract_id(self) -> str:
@@ -148,6 +151,8 @@ def audit(
     policies: Iterable[PolicyResult] | None = None,
     lake=None,
     reports: bool = True,
+    *,
+    defer_key: bool = False,
 ) -> Generator[dg.AssetCheckResult, None, tuple[AuditedTable, dict]]:
     """Yield one check result per rule; return the audited table and output metadata.
 
@@ -158,6 +163,12 @@ def audit(
     blocking check fails. With ``emit_checks=False`` (assets whose checks are declared elsewhere,
     such as dbt tests) the results go into the output metadata (``mesh/quality``) instead of asset
     check results.
+
+    With ``defer_key=True`` (a product's step; only with ``emit_checks``, and for a table of at least
+    :data:`mesh_platform.io.gate.OVERLAP_MIN_ROWS` rows) the rules over exactly the primary key run in a thread while the IO manager writes the data files, and the commit waits
+    for them (:mod:`mesh_platform.quality.deferred`): the audited table carries them, the quality
+    report is written once they finished, and their check results come after the step's output.
+    When another blocking rule already failed they are waited for here, and reported as before.
     """
     collected: dict[str, bool] = {}
 
@@ -187,9 +198,36 @@ def audit(
         ))
         raise
     yield from emit(dg.AssetCheckResult(check_name=SCHEMA_CHECK, passed=True, metadata={"columns": len(table.schema), "rows": table.num_rows}))
-    report = evaluate(table, rules_for(contract), product)
+    rules = rules_for(contract)
+    deferred = None
+    if defer_key and emit_checks:
+        from mesh_platform.io.gate import worth_overlapping
+        from mesh_platform.quality.deferred import DeferredRules, is_key_rule
+
+        later = [r for r in rules if is_key_rule(r, contract)]
+        if later and worth_overlapping(table.num_rows):
+            names = {r.name for r in later}
+            rules = [r for r in rules if r.name not in names]
+            deferred = DeferredRules(context, contract, table, later, [r.name for r in rules_for(contract)], lake, reports)
+    report = evaluate(table, rules, product)
     for result in report.results:
         yield from emit(_check_result(result))
+    if deferred is not None:
+        deferred.done = report
+        if report.blocking_failures:  # failing anyway: every rule reported at once, as without the overlap
+            report = deferred.merged(deferred.gate.check_result())
+            later = {r.name for r in deferred.rules}
+            for result in report.results:
+                if result.rule.name in later:
+                    yield from emit(_check_result(result))
+            deferred = None
+        else:
+            metadata = {
+                md.QUALITY_SECONDS: round(report.seconds, 4),
+                md.QUALITY_CHECKS: len(report.results) + len(deferred.rules) + 1,
+                md.QUALITY_WARNINGS: len(report.warnings),
+            }
+            return AuditedTable(table, contract, deferred), metadata
     if reports and lake is not None:
         report_meta = _write_report(context, contract, report, lake)
     else:
