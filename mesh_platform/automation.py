@@ -42,9 +42,33 @@ def cron_for(hours: float) -> str:
     return "0 2 * * 1"
 
 
-def automation_condition(contract: Contract | None, has_inputs: bool) -> dg.AutomationCondition | None:
-    """``eager`` for a product that consumes others; one fed only by its source follows its domain's schedule."""
-    return _eager() if has_inputs else None
+def automation_condition(contract: Contract | None, has_inputs: bool, partitioned: bool = False, reads_partitioned: bool = False) -> dg.AutomationCondition | None:
+    """``eager`` for a product that consumes others; one fed only by its source follows its domain's schedule.
+
+    Daily partitions change two things (:mod:`mesh_platform.partitions`). Dagster's ``eager`` only
+    looks at the latest day of a partitioned asset, and waits while any upstream partition is
+    missing; but the claims sensor publishes the days that batches touch (often past days), and a
+    day without data is never materialized. So a partitioned product refreshes **the days whose
+    upstream days were updated** (:func:`_days_updated`; Dagster turns the days into runs by the
+    asset's single-run backfill policy), and a product reading a partitioned one refreshes when an
+    upstream day was updated, without waiting for every day (:func:`_any_day_updated`)."""
+    if not has_inputs:
+        return None
+    if partitioned:
+        return _days_updated()
+    return _any_day_updated() if reads_partitioned else _eager()
+
+
+@functools.cache
+def _days_updated() -> dg.AutomationCondition:
+    A = dg.AutomationCondition
+    return (A.any_deps_updated().since_last_handled() & ~A.any_deps_in_progress() & ~A.in_progress()).with_label("eager (every day updated upstream)")
+
+
+@functools.cache
+def _any_day_updated() -> dg.AutomationCondition:
+    A = dg.AutomationCondition
+    return ((A.newly_missing() | A.any_deps_updated()).since_last_handled() & ~A.any_deps_in_progress() & ~A.in_progress()).with_label("eager (any upstream day)")
 
 
 # Automation conditions are immutable: one instance per distinct condition serves every product

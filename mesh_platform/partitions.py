@@ -163,12 +163,13 @@ def day(key: str) -> dt.date:
     return dt.datetime.strptime(key, KEY_FORMAT).date()
 
 
-def ranges(keys: Iterable[str]) -> list[tuple[str, str]]:
-    """Consecutive days as (first, last) pairs, in order."""
+def ranges(keys: Iterable[str], gap: int = 0) -> list[tuple[str, str]]:
+    """Consecutive days as (first, last) pairs, in order; ``gap``: also join ranges at most that
+    many days apart (one run re-publishing a few days in between instead of several runs)."""
     days = sorted({day(k) for k in keys})
     out: list[list[dt.date]] = []
     for d in days:
-        if out and d - out[-1][1] == dt.timedelta(days=1):
+        if out and d - out[-1][1] <= dt.timedelta(days=1 + gap):
             out[-1][1] = d
         else:
             out.append([d, d])

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import dagster as dg
 
-from mesh_platform import private
+from mesh_platform import partitions, private
 from mesh_platform.contracts.loader import load_contract
 from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import VERSIONED, ContractRegistry, contract_files
@@ -253,10 +253,13 @@ def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
             plan.policy_results.extend(results)
             for result in results:
                 plan.problems.extend(result.problems)
+        # reads a daily-partitioned product: another domain's port, or (conservatively) an asset of its own domain
+        reads_partitioned = any(partitions.of(r.contract) is not None for r in (ports or {}).values()) or any(isinstance(s, str) for s in decl.inputs.values())
         if contract is not None:
-            spec = product_spec(domain.name, contract, owners, policy_names, has_inputs=bool(decl.inputs), quotas=plan.quotas)
+            spec = product_spec(domain.name, contract, owners, policy_names, has_inputs=bool(decl.inputs), quotas=plan.quotas, reads_partitioned=reads_partitioned)
         else:
-            spec = intermediate_spec(domain.name, decl.description or (decl.fn.__doc__ or "").strip() or None, owners, private_contract, has_inputs=bool(decl.inputs))
+            spec = intermediate_spec(domain.name, decl.description or (decl.fn.__doc__ or "").strip() or None, owners, private_contract,
+                                     has_inputs=bool(decl.inputs), reads_partitioned=reads_partitioned)
         plan.products.append(ProductPlan(domain.name, decl, contract, private_contract, ports or {}, results, spec, plan.quotas))
         if contract is not None:
             _previous_majors(domain, decl, contract, registry, owners, plan)

@@ -26,6 +26,9 @@ from mesh_platform.sources import LandedFile, LandingZone
 
 LANDED_FILES = md.LANDED_FILES  # materialization metadata: the landed files a run read
 _MAX_CURSOR_FILES = 100_000
+RUN_GAP_DAYS = 7
+"""Touched days at most this far apart go into one run: the days in between are published again from
+the files they already had (the same rows), which costs less than a run more."""
 
 
 def record_landed(context, files: Sequence[LandedFile]) -> None:
@@ -73,7 +76,7 @@ def landing_zone_sensor(
 
     ``days`` (for a daily-partitioned job): per pattern, the column that gives a row's day. The
     sensor then reads that column of each new file and requests only the days the new files touch:
-    one run per run of consecutive days (a partition range, one run each), never the whole history.
+    one run per range of days (ranges less than :data:`RUN_GAP_DAYS` apart joined), never the whole history.
     Days the job's partitions do not have (before their start, or in the future) are left out and
     logged."""
     upstream = [dg.AssetKey(list(k)) for k in waits_for]
@@ -136,7 +139,7 @@ def _partition_requests(context, job, landing: LandingZone, new: list[str], days
     if outside:
         context.log.warning(f"rows on {len(outside)} day(s) outside the partitions of {job.name} ({', '.join(outside[:5])}): not requested")
     requests = []
-    for first, last in ranges(touched & known):
+    for first, last in ranges(touched & known, gap=RUN_GAP_DAYS):
         range_tags = {**tags, "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
         requests.append(dg.RunRequest(run_key=f"{run_key}-{first}-{last}", tags=range_tags))
     return requests

@@ -184,13 +184,14 @@ def test_the_landing_sensor_requests_only_the_days_new_files_touch(tmp_path):
     landing.mkdir()
     sensor = landing_zone_sensor(name="s", job=job, landing=LandingZone(path=str(landing)), patterns=["claims_*.csv"],
                                  days={"claims_*.csv": "reported_at"})
-    pd.DataFrame({"claim_ref": ["a", "b", "c", "d"], "reported_at": ["2026-06-01T09:00:00", "2026-06-02T10:00:00", "2026-06-05T11:00:00", "1999-01-01T00:00:00"]}) \
+    pd.DataFrame({"claim_ref": ["a", "b", "c", "d", "f"], "reported_at": ["2026-06-01T09:00:00", "2026-06-02T10:00:00", "2026-06-05T11:00:00", "1999-01-01T00:00:00", "2026-06-20T08:00:00"]}) \
         .to_csv(landing / "claims_batch_0001.csv", index=False)
     with dg.instance_for_test() as instance:
         ctx = dg.build_sensor_context(instance=instance, repository_def=dg.Definitions(assets=[landed], jobs=[job]).get_repository_def())
         requests = sensor(ctx)
         spans = [(r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]) for r in requests]
-        assert spans == [("2026-06-01", "2026-06-02"), ("2026-06-05", "2026-06-05")]  # 1999 is not a partition: left out
+        # 1999 is not a partition: left out; days up to a week apart share one run, farther ones do not
+        assert spans == [("2026-06-01", "2026-06-05"), ("2026-06-20", "2026-06-20")]
         assert len({r.run_key for r in requests}) == 2
         pd.DataFrame({"claim_ref": ["e"], "reported_at": ["2026-06-05T15:00:00"]}).to_csv(landing / "claims_batch_0002.csv", index=False)
         again = sensor(dg.build_sensor_context(instance=instance, cursor=ctx.cursor))

@@ -31,6 +31,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_
 
 from mesh_platform import metadata as md
 from mesh_platform import quotas
+from mesh_platform import partitions
 from mesh_platform.dbt.plan import DbtPlan
 from mesh_platform.dbt.project import NO_TRACKING, DbtDomainProject
 from mesh_platform.governance.access import AccessDenied
@@ -52,7 +53,9 @@ class MeshDbtTranslator(DagsterDbtTranslator):
         super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=False))
         self.domain, self.plan = domain, plan
         self.contracts, self.ports, self.owners = plan.contracts, plan.ports, plan.owners
-        self.specs = {name: product_spec(domain, contract, plan.owners, plan.policy_names, has_inputs=True, quotas=plan.quotas) for name, contract in plan.contracts.items()}
+        reads_partitioned = any(partitions.of(port.contract) is not None for port in plan.ports.values())
+        self.specs = {name: product_spec(domain, contract, plan.owners, plan.policy_names, has_inputs=True, quotas=plan.quotas, reads_partitioned=reads_partitioned)
+                      for name, contract in plan.contracts.items()}
 
     def _spec(self, props: Mapping[str, Any]):
         return self.specs.get(props["name"]) if props["resource_type"] == "model" else None
