@@ -12,7 +12,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from conftest import TEST_SCALE, run_mesh
+from conftest import ROOT, TEST_SCALE, run_mesh
+
+from mesh_platform.contracts.loader import load_contract
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +60,8 @@ def test_every_product_is_published_and_recorded(materialized_mesh, settings):
         meta = event.asset_materialization.metadata
         assert meta["dagster/row_count"].value == len(df)
         assert meta["dagster/uri"].value.endswith(f"{key}/v1")
-        assert meta["mesh/contract_version"].value == "1.0.0"
+        domain, name = key.split("/")
+        assert meta["mesh/contract_version"].value == load_contract(ROOT / "domains" / domain / "contracts" / f"{name}.yaml").version
     runs = instance.get_run_records(dg.RunsFilter(tags={"mesh/launched_by": "mesh-materialize"}))
     assert {r.dagster_run.tags["mesh/domain"] for r in runs} == {"policies", "claims", "customer_care", "fraud", "analytics"}
 
@@ -176,7 +179,7 @@ def test_catalog_lists_every_product_with_lineage(materialized_mesh):
     # fraud_scores depends on claim_features through the private model: lineage sees through it
     assert products["fraud/fraud_scores"]["upstream"] == ["fraud/claim_features"]
     text = run_mesh(["catalog"]).stdout
-    assert "fraud/fraud_scores  v1.0.0" in text and "last materialized:" in text
+    assert "fraud/fraud_scores  v1.1.0" in text and "last materialized:" in text
 
 
 def test_selection_materializes_downstream_only(materialized_mesh, settings):

@@ -151,13 +151,22 @@ def audit_records(
 ) -> list[AuditRecord]:
     """Every audited publish, read, denied read and quarantine of the given assets, oldest first, optionally filtered."""
     records: list[AuditRecord] = []
+    published: set[tuple] = set()
     for key in keys:
         kinds = (("publish", instance.fetch_materializations), ("read", instance.fetch_observations))  # observations: reads, denials, quarantines
         for kind, fetch in kinds:
             for event_record in fetch(key, limit=limit).records:
                 record = _record(kind, event_record, key)
-                if record is not None:
-                    records.append(record)
+                if record is None:
+                    continue
+                if record.kind == "publish":
+                    # a run publishing several days of a daily-partitioned product makes one commit,
+                    # recorded on each day's materialization: one publish in the audit log
+                    commit = (record.run_id, record.asset_key, record.version)
+                    if commit in published:
+                        continue
+                    published.add(commit)
+                records.append(record)
     if product:
         records = [r for r in records if product in (r.product, r.asset_key)]
     if consumer:
