@@ -51,7 +51,8 @@ def automation_condition(contract: Contract | None, has_inputs: bool, partitione
     day without data is never materialized. So a partitioned product refreshes **the days whose
     upstream days were updated** (:func:`_days_updated`; Dagster turns the days into runs by the
     asset's single-run backfill policy), and a product reading a partitioned one refreshes when an
-    upstream day was updated, without waiting for every day (:func:`_any_day_updated`)."""
+    upstream day was updated, without waiting for every day (:func:`_any_day_updated`); both wait
+    until every upstream asset has been published at least once (:func:`_published`)."""
     if not has_inputs:
         return None
     if partitioned:
@@ -62,13 +63,19 @@ def automation_condition(contract: Contract | None, has_inputs: bool, partitione
 @functools.cache
 def _days_updated() -> dg.AutomationCondition:
     A = dg.AutomationCondition
-    return (A.any_deps_updated().since_last_handled() & ~A.any_deps_in_progress() & ~A.in_progress()).with_label("eager (every day updated upstream)")
+    return (A.any_deps_updated().since_last_handled() & _published() & ~A.any_deps_in_progress() & ~A.in_progress()).with_label("eager (every day updated upstream)")
 
 
 @functools.cache
 def _any_day_updated() -> dg.AutomationCondition:
     A = dg.AutomationCondition
-    return ((A.newly_missing() | A.any_deps_updated()).since_last_handled() & ~A.any_deps_in_progress() & ~A.in_progress()).with_label("eager (any upstream day)")
+    return ((A.newly_missing() | A.any_deps_updated()).since_last_handled() & _published() & ~A.any_deps_in_progress() & ~A.in_progress()).with_label("eager (any upstream day)")
+
+
+def _published() -> dg.AutomationCondition:
+    """Every upstream asset has been published, a partitioned one on at least one of the days read
+    (Dagster's ``all_deps_match``: some partition of each dependency matches)."""
+    return dg.AutomationCondition.all_deps_match(~dg.AutomationCondition.missing())
 
 
 # Automation conditions are immutable: one instance per distinct condition serves every product

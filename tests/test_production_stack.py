@@ -105,6 +105,13 @@ def new_claims_batch(sources: Path) -> tuple[bytes, int]:
     return ("\n".join([header, *(row.replace("CLM-", "CLM-9", 1) for row in rows)]) + "\n").encode(), len(rows)
 
 
+def assert_disjoint_day_ranges(runs: list[dict]) -> None:
+    """Sensor runs of the daily-partitioned claims job: each a range of days, no day in two runs."""
+    spans = sorted((r["tags"]["dagster/asset_partition_range_start"], r["tags"]["dagster/asset_partition_range_end"]) for r in runs)
+    assert all(a <= b for a, b in spans), spans
+    assert all(prev[1] < nxt[0] for prev, nxt in zip(spans, spans[1:])), spans
+
+
 def test_the_stack_runs_the_mesh_like_production(production):
     env, state = production
     web = state["webserver"]
@@ -132,7 +139,9 @@ def test_the_stack_runs_the_mesh_like_production(production):
     first = wait_for("the whole mesh to be built by the daemon", bootstrapped)
     assert all(r["status"] == "SUCCESS" for r in first), [(r["location"], r["status"]) for r in first]
     sensor_runs = [r for r in first if r["tags"].get("dagster/sensor_name") == SENSOR]
-    assert len(sensor_runs) == 1 and sensor_runs[0]["location"] == "claims"
+    # the landed batches' days, one run per range of days (claims is daily-partitioned), each day once
+    assert sensor_runs and all(r["location"] == "claims" for r in sensor_runs)
+    assert_disjoint_day_ranges(sensor_runs)
     queued = [r for r in first if r["tags"].get("mesh/launched_by") == "mesh-materialize-queued"]
     assert [r["location"] for r in queued] == ["policies"], [(r["location"], r["tags"]) for r in first]
 
@@ -168,7 +177,8 @@ def test_the_stack_runs_the_mesh_like_production(production):
         return (after, claims_runs, later) if {"fraud", "analytics"} <= {r["location"] for r in later} else None
 
     after, claims_runs, downstream = wait_for("the sensor's claims run, then automation's fraud and analytics runs", refreshed)
-    assert len(claims_runs) == 1, claims_runs
+    assert claims_runs and all(r["location"] == "claims" for r in claims_runs), claims_runs
+    assert_disjoint_day_ranges(claims_runs)
     assert all(r["status"] == "SUCCESS" for r in after), [(r["location"], r["jobName"], r["status"]) for r in after]
     for run in after:  # each run is attached to its code location and launched by the daemon
         assert run["location"] in DOMAINS
