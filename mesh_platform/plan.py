@@ -237,6 +237,7 @@ def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
 
     _orphan_contracts(domain, {d.name for d in domain.declarations.values() if d.is_product} | dbt_models, plan.problems)
 
+    contracts: dict[str, tuple[Contract | None, Contract | None]] = {}
     for decl in domain.declarations.values():
         contract = private_contract = None
         if decl.is_product:
@@ -246,6 +247,12 @@ def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
                 private_contract = private.load(domain.root, domain.name, decl.name)
             except ContractError as exc:
                 plan.problems.extend(exc.problems)
+        contracts[decl.name] = (contract, private_contract)
+    # the domain's own daily-partitioned assets (a product's or a private contract declares the days)
+    own_partitioned = {name for name, pair in contracts.items() if any(partitions.of(c) is not None for c in pair)}
+
+    for decl in domain.declarations.values():
+        contract, private_contract = contracts[decl.name]
         ports = _resolve_inputs(domain, decl, registry, plan)
         results: tuple[PolicyResult, ...] = ()
         if contract is not None and ports is not None:
@@ -253,8 +260,9 @@ def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
             plan.policy_results.extend(results)
             for result in results:
                 plan.problems.extend(result.problems)
-        # reads a daily-partitioned product: another domain's port, or (conservatively) an asset of its own domain
-        reads_partitioned = any(partitions.of(r.contract) is not None for r in (ports or {}).values()) or any(isinstance(s, str) for s in decl.inputs.values())
+        # reads a daily-partitioned asset directly: another domain's port or one of its own domain
+        reads_partitioned = (any(partitions.of(r.contract) is not None for r in (ports or {}).values())
+                             or any(isinstance(s, str) and s in own_partitioned for s in decl.inputs.values()))
         if contract is not None:
             spec = product_spec(domain.name, contract, owners, policy_names, has_inputs=bool(decl.inputs), quotas=plan.quotas, reads_partitioned=reads_partitioned)
         else:
