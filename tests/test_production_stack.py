@@ -207,7 +207,12 @@ def test_the_stack_runs_the_mesh_like_production(production):
     claims_port = DeltaTable(f"s3://{stack.LAKE_BUCKET}/lake/claims/claims/v1", storage_options=options).to_pyarrow_table()
     assert sum(str(c).startswith("CLM-9") for c in claims_port.column("claim_id").to_pylist()) == new_claims
     for key in ("lake/fraud/fraud_scores/v1", "lake/analytics/claims_weekly/v1"):
-        assert DeltaTable(f"s3://{stack.LAKE_BUCKET}/{key}", storage_options=options).to_pyarrow_table().num_rows > 0
+        try:
+            assert DeltaTable(f"s3://{stack.LAKE_BUCKET}/{key}", storage_options=options).to_pyarrow_table().num_rows > 0
+        except Exception as exc:
+            listed = s3.list_objects_v2(Bucket=stack.LAKE_BUCKET, Prefix=f"{key}/_delta_log/")
+            runs = [(r["location"], r["jobName"], r["status"], r["tags"].get("dagster/sensor_name")) for r in stack.runs(web)]
+            raise AssertionError(f"{key}: {exc}; log objects: {[o['Key'] for o in listed.get('Contents', [])]}; runs: {runs}") from exc
     logs = s3.list_objects_v2(Bucket=stack.LOGS_BUCKET, Prefix="compute-logs/")
     assert logs.get("KeyCount", 0) > 0  # compute logs went to S3 too
 
