@@ -32,6 +32,9 @@ SENSOR = "claims_landing_sensor"
 BOUND = 600  # seconds, for each wait below (a loaded 2-core machine needs most of it)
 
 
+READ_AFTER_REFRESH = ("fraud/fraud_scores", "analytics/claims_weekly")  # ports read from the lake bucket once refreshed
+
+
 def wait_for(what: str, check, timeout: float = BOUND, every: float = 3.0):
     deadline = time.monotonic() + timeout
     last = None
@@ -173,10 +176,14 @@ def test_the_stack_runs_the_mesh_like_production(production):
             return None
         claims_end = max(r["endTime"] for r in claims_runs)
         later = [r for r in after if r["startTime"] > claims_end and r["status"] == "SUCCESS"]
-        # automation's refresh of both downstream domains (see docs/production.md on their ordering)
-        return (after, claims_runs, later) if {"fraud", "analytics"} <= {r["location"] for r in later} else None
+        # automation's refresh of both downstream domains (see docs/production.md on their ordering),
+        # down to the ports read below: the fraud scores come after the features and the model
+        refreshed_assets = {a for r in later for a in r["assets"]}
+        if not {"fraud", "analytics"} <= {r["location"] for r in later} or not set(READ_AFTER_REFRESH) <= refreshed_assets:
+            return None
+        return after, claims_runs, later
 
-    after, claims_runs, downstream = wait_for("the sensor's claims run, then automation's fraud and analytics runs", refreshed)
+    after, claims_runs, downstream = wait_for("the sensor's claims run, then automation's runs refreshing " + ", ".join(READ_AFTER_REFRESH), refreshed)
     assert claims_runs and all(r["location"] == "claims" for r in claims_runs), claims_runs
     assert_disjoint_day_ranges(claims_runs)
     assert all(r["status"] == "SUCCESS" for r in after), [(r["location"], r["jobName"], r["status"]) for r in after]
@@ -206,7 +213,7 @@ def test_the_stack_runs_the_mesh_like_production(production):
                "AWS_ACCESS_KEY_ID": env["AWS_ACCESS_KEY_ID"], "AWS_SECRET_ACCESS_KEY": env["AWS_SECRET_ACCESS_KEY"]}
     claims_port = DeltaTable(f"s3://{stack.LAKE_BUCKET}/lake/claims/claims/v1", storage_options=options).to_pyarrow_table()
     assert sum(str(c).startswith("CLM-9") for c in claims_port.column("claim_id").to_pylist()) == new_claims
-    for key in ("lake/fraud/fraud_scores/v1", "lake/analytics/claims_weekly/v1"):
+    for key in (f"lake/{asset}/v1" for asset in READ_AFTER_REFRESH):
         try:
             assert DeltaTable(f"s3://{stack.LAKE_BUCKET}/{key}", storage_options=options).to_pyarrow_table().num_rows > 0
         except Exception as exc:
