@@ -86,10 +86,12 @@ def product_usage(instance: dg.DagsterInstance, lake, domain: str, product: str,
     for record in records:
         meta = record.asset_materialization.metadata if record.asset_materialization else {}
         rows = meta["dagster/row_count"].value if "dagster/row_count" in meta else 0
-        usage.rows_published += int(rows or 0)
         if usage.rows_latest is None:
             usage.rows_latest = int(rows or 0)
         if record.run_id not in runs:
+            # a run over several days of a partitioned product records one materialization per
+            # day, each with the rows that run published: its rows count once
+            usage.rows_published += int(rows or 0)
             runs.add(record.run_id)
             step = record.event_log_entry.dagster_event.step_key if record.event_log_entry.dagster_event else None
             usage.compute_seconds += _step_seconds(instance, record.run_id, step) if step else 0.0

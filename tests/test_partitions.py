@@ -25,6 +25,7 @@ from mesh_platform import partitions
 from mesh_platform.contracts.registry import mesh_registry
 from mesh_platform.io.io_manager import MeshIOManager
 from mesh_platform.io.lake import Lake
+from mesh_platform.usage import DEFAULT_PRICES, product_usage
 
 EVENTS = dg.AssetKey(["claims", "claim_events"])
 
@@ -127,6 +128,9 @@ def test_a_partition_run_replaces_its_days_only_and_consumers_read_their_days(tm
         assert instance.get_latest_materialization_event(EVENTS).asset_materialization.partition == "2026-06-01"
         latest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=EVENTS, asset_partitions=["2026-06-02"]), limit=5).records
         assert len(latest) == 1 and latest[0].asset_materialization.metadata[md.DELTA_VERSION].value == 0
+        # usage counts a run's rows once, not once per day it materialized: 5 rows, then 1
+        use = product_usage(instance, Lake(str(lake)), "claims", "claim_events", 0.0, DEFAULT_PRICES, 3600.0)
+        assert (use.runs, use.rows_published, use.rows_latest) == (2, 6, 1)
 
         # a partitioned consumer reads its own day; an unpartitioned one every day
         assert dg.materialize([producer, daily_reader], resources=resources, instance=instance, selection=[daily_reader.key], partition_key="2026-06-02").success
