@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 import dagster as dg
 
+from mesh_platform import metadata as md
 from mesh_platform.io.lake import Lake
 from mesh_platform.settings import MeshSettings
 from mesh_platform.workspace import Mesh, parents_in, walk
@@ -92,7 +93,9 @@ def build_catalog(mesh: Mesh, settings: MeshSettings, instance: dg.DagsterInstan
                 continue
             entry.last_materialized = _iso(event.timestamp)
             entry.last_run_id = event.run_id
-            rows = event.asset_materialization.metadata.get("dagster/row_count") if event.asset_materialization else None
+            meta = event.asset_materialization.metadata if event.asset_materialization else {}
+            # a partitioned port's latest materialization is one run's days: the table's rows are recorded apart
+            rows = meta.get(md.TABLE_ROWS) or meta.get("dagster/row_count")
             entry.row_count = int(rows.value) if rows is not None else None
     return sorted(entries.values(), key=lambda e: e.key)
 

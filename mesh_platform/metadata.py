@@ -49,6 +49,7 @@ BYTES = "mesh/bytes"
 DELTA_VERSION = "mesh/delta_version"  # the Delta version a publish committed (full variant), or a read read
 MASKED_VERSION = "mesh/masked_version"  # the version of the masked variant committed by the same publish
 STORED_BYTES = "mesh/stored_bytes"  # bytes a port keeps in the lake, every kept version and the log included
+TABLE_ROWS = "mesh/table_rows"  # rows of the whole port version a partition publish committed (dagster/row_count: the run's days)
 PARTITIONING = "mesh/partitioning"  # definition: how a product is partitioned ("daily by reported_at, from 2026-05-01")
 RETENTION = "mesh/retention"  # the retention a publish or maintenance run applies ({versions, days})
 VACUUMED_FILES = "mesh/vacuumed_files"

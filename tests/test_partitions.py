@@ -128,6 +128,10 @@ def test_a_partition_run_replaces_its_days_only_and_consumers_read_their_days(tm
         assert instance.get_latest_materialization_event(EVENTS).asset_materialization.partition == "2026-06-01"
         latest = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=EVENTS, asset_partitions=["2026-06-02"]), limit=5).records
         assert len(latest) == 1 and latest[0].asset_materialization.metadata[md.DELTA_VERSION].value == 0
+        # the run's rows, and the rows of the whole table it left (the catalog shows the latter)
+        newest = instance.get_latest_materialization_event(EVENTS).asset_materialization.metadata
+        assert (newest["dagster/row_count"].value, newest[md.TABLE_ROWS].value) == (1, 4)
+        assert latest[0].asset_materialization.metadata[md.TABLE_ROWS].value == 5
         # usage counts a run's rows once, not once per day it materialized: 5 rows, then 1
         use = product_usage(instance, Lake(str(lake)), "claims", "claim_events", 0.0, DEFAULT_PRICES, 3600.0)
         assert (use.runs, use.rows_published, use.rows_latest) == (2, 6, 1)

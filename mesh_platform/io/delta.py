@@ -379,6 +379,16 @@ def vacuum(lake, relpath: str, port: str, versions: int | None, days: float | No
     return sorted(removed)
 
 
+def version_rows(lake, relpath: str, version: int) -> int | None:
+    """Rows of one version, from the record counts its commits logged (None when a file has none)."""
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    dt = DeltaTable(table_uri(lake, relpath), version=version, storage_options=storage_options(lake))
+    counts = pa.table(dt.get_add_actions(flatten=True)).column("num_records")
+    return None if counts.null_count else int(pc.sum(counts).as_py() or 0)
+
+
 def version_bytes(lake, relpath: str, version: int) -> int:
     """Bytes of the data files one version reads."""
     from deltalake import DeltaTable

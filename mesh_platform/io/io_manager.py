@@ -169,6 +169,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
                 BYTES: sum(p.bytes for _, p in written),
                 CONTRACT_VERSION: contract.version,
                 **publishing.delta_metadata(written),
+                **({md.TABLE_ROWS: full.table_rows} if full.table_rows is not None else {}),
                 **(deferred.metadata if deferred is not None else {}),
                 **publish_metadata(contract.id, f"v{contract.major}", [v for v, _ in written], table.column_names),
             }

@@ -48,6 +48,7 @@ class Published:
     bytes: int
     version: int | None = None  # the Delta version a port publish committed
     stored: int | None = None  # bytes the port keeps after it, every kept version included
+    table_rows: int | None = None  # a partition publish: rows of the whole version it committed
 
 
 def _s3_filesystem(parsed) -> pafs.S3FileSystem:

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dagster as dg
 import pyarrow as pa
@@ -149,6 +149,8 @@ def publish(lake: Lake, contract: Contract, table: pa.Table, partition_keys: lis
         about["mesh.partitions"] = partitions.describe_keys(partition_keys)
     version = delta.write(lake, full_path, table, port_name(contract), full_base, {**about, "mesh.variant": "full"}, predicate=predicate, gate=gate)
     written = [("full", _published(lake, full_path, table.num_rows, version))]
+    if partitioning is not None:  # the run's rows are some days' only: say how many the table holds
+        written[0] = ("full", replace(written[0][1], table_rows=delta.version_rows(lake, full_path, version)))
     if sensitive:
         masked, _, _ = mask_table(table, contract)
         try:
