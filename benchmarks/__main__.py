@@ -18,7 +18,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     run.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME", help=f"run only these ({', '.join(BENCHMARKS)})")
     run.add_argument("--out", type=Path, default=RunConfig.out_dir, help="folder for latest.json / latest.md (default: %(default)s)")
     run.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    run.add_argument("--sizes", nargs="+", type=int, default=(), metavar="N", help="only these sizes (products for definitions_load, rows for io_roundtrip)")
+    run.add_argument("--sizes", nargs="+", type=int, default=(), metavar="N", help="only these sizes (products for definitions_load, rows for io_roundtrip, simulation scales for partitions)")
     profile = commands.add_parser("profile", help="cProfile the platform's hot paths, write profile_<name>.txt")
     profile.add_argument("--quick", action="store_true", help="tiny sizes")
     profile.add_argument("--out", type=Path, default=RunConfig.out_dir, help="output folder (default: %(default)s)")

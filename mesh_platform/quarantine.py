@@ -42,6 +42,7 @@ from typing import Any, Iterable, Mapping
 import dagster as dg
 
 from mesh_platform import metadata as md
+import numpy as np
 import pandas as pd
 
 from mesh_platform.contracts.model import Contract, QuarantineLimits
@@ -108,8 +109,7 @@ class Rejects:
 
     def unresolved(self, frame: pd.DataFrame, column: str, known: Iterable, reason: str = UNRESOLVED_REFERENCE, references: str | None = None) -> pd.DataFrame:
         """Rows whose ``column`` (a foreign key, null included) is not among ``known``."""
-        known_values = known if isinstance(known, (pd.Series, pd.Index)) else pd.Index(list(known))
-        bad = ~frame[column].isin(known_values) | frame[column].isna()
+        bad = pd.Series(~_is_in(frame[column], known), index=frame.index) | frame[column].isna()
         examples = _examples(frame.loc[bad, column])
         return self.split(frame, bad, reason, column=column, references=references, examples=examples)
 
@@ -375,3 +375,24 @@ __all__ = [
     "judge",
     "store",
 ]
+
+
+def _is_in(values: pd.Series, known: Iterable) -> np.ndarray:
+    """``values.isin(known)`` through Arrow's hash kernel.
+
+    pandas' ``isin`` on Arrow-backed strings builds one Python scalar per known value: 11 s for a
+    day's claims against 1.5M policy ids, where ``pyarrow.compute.is_in`` takes milliseconds. Values
+    Arrow cannot type alike (mixed objects) fall back to pandas.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    known_values = known if isinstance(known, (pd.Series, pd.Index)) else pd.Index(list(known))
+    try:
+        array = pa.array(values, from_pandas=True)
+        value_set = pa.array(known_values, from_pandas=True)
+        if value_set.type != array.type:
+            value_set = value_set.cast(array.type)
+        return pc.is_in(array, value_set=value_set, skip_nulls=True).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return values.isin(known_values).to_numpy()

@@ -170,6 +170,26 @@ def test_dp_release_is_noisy_per_public_group_and_bounded():
     assert sorted(counts)[2] < 30  # person 'a' contributes at most 5 rows (true bounded count 8), not 50
 
 
+def test_dp_release_counts_a_row_with_a_missing_group_value_in_no_group():
+    from mesh_platform.governance.privacy import _group_key, compute
+
+    contract = registry().get("customer_care.conversations")
+    df = pd.DataFrame(
+        {
+            "policyholder_id": [f"p{i}" for i in range(400)],
+            "topic": pd.Series(["billing"] * 200 + [None] * 200, dtype="str"),
+            "age_band": ["30-44"] * 400,
+            "satisfaction": [4] * 400,
+        }
+    )
+    keys = _group_key(df, ["topic", "age_band"])
+    assert keys.iloc[0] == "billing\x1f30-44" and "\x1e" in keys.iloc[399]  # no public label matches the missing topic
+    out = compute(df, contract, Aggregate(["topic", "age_band"], [count()], 50.0), "policyholder_id", 1)
+    billing = out[(out["topic"] == "billing") & (out["age_band"] == "30-44")].iloc[0]["dp_count"]
+    assert 180 <= billing <= 220  # the 200 rows with a topic (noise scale 1/50), not 400
+    assert out["dp_count"].sum() < 300
+
+
 @pytest.mark.slow
 def test_audit_holds_every_read_and_publish_of_a_full_run(materialized_mesh):
     from mesh_platform.workspace import Mesh

@@ -261,13 +261,29 @@ def _noisy_sums(sums: list[float], sensitivity: float, epsilon: float) -> list[f
     return [float(v) for v in meas([float(x) for x in sums])]
 
 
+def _group_key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """Each row's group as one string (the values joined by U+001F, like the public labels).
+
+    Built column by column with vectorized string concatenation: a row-wise ``agg`` takes about a
+    minute at 650k rows. A missing group value becomes U+001E, which matches no public label, so
+    the row is counted in no group (it is outside the declared domain).
+    """
+    if not len(frame):
+        return pd.Series([], dtype=str)
+    parts = [frame[c].astype(str).fillna("\x1e") for c in columns]
+    key = parts[0]
+    for part in parts[1:]:
+        key = key + "\x1f" + part
+    return key
+
+
 def compute(df: pd.DataFrame, contract: Contract, aggregate: Aggregate, unit: str, max_contributions: int) -> pd.DataFrame:
     """The differentially private release of ``aggregate`` over ``df`` (one row per public group)."""
     bounded = _bounded(df, unit, max_contributions)
     domains = [group_values(contract, c) for c in aggregate.group_by]
     groups = list(itertools.product(*domains))
     labels = ["\x1f".join(map(str, g)) for g in groups]
-    key = bounded[list(aggregate.group_by)].astype(str).agg("\x1f".join, axis=1) if len(bounded) else pd.Series([], dtype=str)
+    key = _group_key(bounded, list(aggregate.group_by))
     share = aggregate.epsilon / sum(m.measurements for m in aggregate.measures)
     out = pd.DataFrame(groups, columns=list(aggregate.group_by))
     for m in aggregate.measures:
