@@ -4,7 +4,9 @@ The demo mesh in a fresh ``MESH_HOME``: the sources are simulated at ``scale``, 
 landing zone is rewritten as one batch file per day (claims and their events) for the 30 days
 before :data:`NEW_DAY`, and everything is materialized once over the days with data (setup). Then the
 file of :data:`NEW_DAY` lands, and each timed case is one ``mesh materialize --in-process --select
-"claims,fraud,analytics"`` in a fresh process (claims, fraud, analytics):
+"claims*"`` in a fresh process: claims and everything downstream of it (fraud, and the analytics
+marts that read claims or fraud; not contact_topics, which reads only customer_care and which
+neither a landing nor automation would refresh for a new day of claims):
 
 ``full rebuild`` (the baseline)
     ``--from <first day> --to LAST_DAY``: every day with data again: the 31 days of claims, and
@@ -40,7 +42,7 @@ NEW_DAY = "2026-08-31"  # mid-history: claims reported then have their fraud out
 LAST_DAY = "2026-11-30"  # the simulation's last day: the claims' later events (assessments, outcomes) fall up to it
 HISTORY_DAYS = 30
 TARGET_RATIO = 1 / 20
-FULL = {"scale": 20.0, "repeats": 2}
+FULL = {"scale": 1000.0, "repeats": 2}  # ~2,400 claims a day, ~72k over the 30 days; policies 1.5M rows
 QUICK = {"scale": 6.0, "repeats": 1}  # below ~5, 30 days hold too few labelled claims to train the fraud model
 
 
@@ -118,7 +120,7 @@ def _one_scale(config: RunConfig, result: BenchmarkResult, scale: float, repeats
             land(landing, d)
         _mesh(["materialize", "--in-process", "--from", days[0], "--to", LAST_DAY], home)
         land(landing, NEW_DAY)
-        select = ["materialize", "--in-process", "--select", "claims,fraud,analytics"]
+        select = ["materialize", "--in-process", "--select", "claims*"]
         for i in range(repeats):
             config.log(f"  {NAME}: scale {scale:g}, round {i + 1}/{repeats}")
             samples["new day"].append(_mesh([*select, "--partition", NEW_DAY], home))
@@ -148,12 +150,13 @@ def _one_scale(config: RunConfig, result: BenchmarkResult, scale: float, repeats
     if part["full"]:
         result.targets.append(Target(f"new day / full rebuild, the partitioned steps (claims, fraud features and scores; {at})", TARGET_RATIO, "x",
                                      round(part["new"] / part["full"], 3)))
-        result.notes.append(f"{at}: partitioned steps: new day {part['new']:.1f} s vs full rebuild {part['full']:.1f} s; each step's process start "
-                            "and Dagster's per-run bookkeeping are a floor that one day of data does not go below")
+        result.notes.append(f"{at}: partitioned steps: new day {part['new']:.1f} s vs full rebuild {part['full']:.1f} s; each step's fixed work "
+                            "(its checks, report and events) and the run's first Great Expectations report, which imports GX (about 3 s, in "
+                            "claim_events), are a floor that one day of data does not go below")
     result.notes.append(
         f"{at}: inside the runs: new day {new.details['in_runs_s_median']:.1f} s vs full rebuild {full.details['in_runs_s_median']:.1f} s "
         f"({in_runs:.3f}x); wall {new.seconds:.1f} s vs {full.seconds:.1f} s ({wall:.3f}x): loading the mesh in a fresh "
-        "process, and the unpartitioned fraud model and analytics marts rebuilt whole, are the same in both"
+        "process, the fraud model and the dbt marts rebuilt whole (dbt's own start included), are about the same in both"
     )
 
 
