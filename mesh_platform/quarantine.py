@@ -151,6 +151,27 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+def _is_in(values: pd.Series, known: Iterable) -> np.ndarray:
+    """``values.isin(known)`` through Arrow's hash kernel.
+
+    pandas' ``isin`` on Arrow-backed strings builds one Python scalar per known value: 11 s for a
+    day's claims against 1.5M policy ids, where ``pyarrow.compute.is_in`` takes milliseconds. Values
+    Arrow cannot type alike (mixed objects) fall back to pandas.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    known_values = known if isinstance(known, (pd.Series, pd.Index)) else pd.Index(list(known))
+    try:
+        array = pa.array(values, from_pandas=True)
+        value_set = pa.array(known_values, from_pandas=True)
+        if value_set.type != array.type:
+            value_set = value_set.cast(array.type)
+        return pc.is_in(array, value_set=value_set, skip_nulls=True).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return values.isin(known_values).to_numpy()
+
+
 def _examples(values: pd.Series) -> list:
     return [_plain(v) for v in values.drop_duplicates().head(EXAMPLES)]
 
@@ -375,24 +396,3 @@ __all__ = [
     "judge",
     "store",
 ]
-
-
-def _is_in(values: pd.Series, known: Iterable) -> np.ndarray:
-    """``values.isin(known)`` through Arrow's hash kernel.
-
-    pandas' ``isin`` on Arrow-backed strings builds one Python scalar per known value: 11 s for a
-    day's claims against 1.5M policy ids, where ``pyarrow.compute.is_in`` takes milliseconds. Values
-    Arrow cannot type alike (mixed objects) fall back to pandas.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    known_values = known if isinstance(known, (pd.Series, pd.Index)) else pd.Index(list(known))
-    try:
-        array = pa.array(values, from_pandas=True)
-        value_set = pa.array(known_values, from_pandas=True)
-        if value_set.type != array.type:
-            value_set = value_set.cast(array.type)
-        return pc.is_in(array, value_set=value_set, skip_nulls=True).to_numpy(zero_copy_only=False)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return values.isin(known_values).to_numpy()

@@ -297,3 +297,20 @@ def test_a_reason_to_frame_mapping_is_enough_and_no_limits_means_warn_never_bloc
     error = failure.step_failure_data.error
     assert "a quarantine reason must be snake_case" in error.message + (error.cause.message if error.cause else "")
     assert len(list((tmp_path / "lake" / "shop" / "_quarantine" / "orders").iterdir())) == 1  # nothing half-written
+
+
+@pytest.mark.parametrize(
+    "values, known, bad",
+    [
+        (pd.Series(["P1", "P9", None, "P2"], dtype="str"), pd.Series(["P1", "P2", None], dtype="str"), [False, True, True, False]),
+        (pd.Series([1, 2, None], dtype="Int64"), [1, 3], [False, True, True]),
+        (pd.Series(["1", "2"], dtype="str"), [1, "2"], [True, False]),  # mixed types: pandas' own comparison
+        (pd.Series([], dtype="str"), pd.Series(["P1"], dtype="str"), []),
+    ],
+)
+def test_unresolved_references_match_pandas_semantics(values, known, bad):
+    from mesh_platform.quarantine import Rejects
+
+    frame = pd.DataFrame({"ref": values.set_axis(range(10, 10 + len(values)))})  # a non-default index is kept
+    kept = Rejects().unresolved(frame, "ref", known)
+    assert list(kept.index) == [i for i, b in zip(frame.index, bad) if not b]
