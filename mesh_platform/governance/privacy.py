@@ -261,19 +261,27 @@ def _noisy_sums(sums: list[float], sensitivity: float, epsilon: float) -> list[f
     return [float(v) for v in meas([float(x) for x in sums])]
 
 
+GROUP_SEPARATOR = "\x1f"  # joins a group's values into one key, in the public labels and in each row's key
+MISSING_GROUP_VALUE = "\x1e"  # a row's missing group value: matches no public label
+
+
+def _group_label(values) -> str:
+    return GROUP_SEPARATOR.join(map(str, values))
+
+
 def _group_key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
-    """Each row's group as one string (the values joined by U+001F, like the public labels).
+    """Each row's group as one string, in the form of :func:`_group_label`.
 
     Built column by column with vectorized string concatenation: a row-wise ``agg`` takes about a
-    minute at 650k rows. A missing group value becomes U+001E, which matches no public label, so
-    the row is counted in no group (it is outside the declared domain).
+    minute at 650k rows. A missing group value becomes :data:`MISSING_GROUP_VALUE`, so the row is
+    counted in no group (it is outside the declared domain).
     """
     if not len(frame):
         return pd.Series([], dtype=str)
-    parts = [frame[c].astype(str).fillna("\x1e") for c in columns]
+    parts = [frame[c].astype(str).fillna(MISSING_GROUP_VALUE) for c in columns]
     key = parts[0]
     for part in parts[1:]:
-        key = key + "\x1f" + part
+        key = key + GROUP_SEPARATOR + part
     return key
 
 
@@ -282,7 +290,7 @@ def compute(df: pd.DataFrame, contract: Contract, aggregate: Aggregate, unit: st
     bounded = _bounded(df, unit, max_contributions)
     domains = [group_values(contract, c) for c in aggregate.group_by]
     groups = list(itertools.product(*domains))
-    labels = ["\x1f".join(map(str, g)) for g in groups]
+    labels = [_group_label(g) for g in groups]
     key = _group_key(bounded, list(aggregate.group_by))
     share = aggregate.epsilon / sum(m.measurements for m in aggregate.measures)
     out = pd.DataFrame(groups, columns=list(aggregate.group_by))
