@@ -13,7 +13,9 @@ of IAM users (inline and attached, also through groups) and of assumed roles; ``
 ``Action``/``NotAction`` and ``Resource`` with ``*`` wildcards; an explicit Deny wins. It ignores
 ``Condition`` operators other than ``StringEquals`` on the few keys it fills in, so an
 ``s3:prefix`` ``StringLike`` condition on ``s3:ListBucket`` is not evaluated: the listing is
-allowed for any prefix. Bucket policies and ACLs are not part of the decision.
+allowed for any prefix. Bucket policies and ACLs are not part of the decision. moto 5.2.6 started authorizing requests by
+their API operation's name instead of S3's IAM action (see ``_check_s3_action_names``), which is why
+the lock holds moto below it.
 
 The server runs in its own process group and is killed with it; the start-up wait is bounded.
 """
@@ -131,6 +133,45 @@ class S3Server:
         else:
             self.stop()
             raise RuntimeError("moto server accepted an unknown access key: IAM enforcement is off")
+        self._check_s3_action_names()
+
+    def _check_s3_action_names(self) -> None:
+        """Refuse to test against a server that authorizes S3 requests by anything but S3's IAM actions.
+
+        S3 authorizes ``ListObjectsV2`` as ``s3:ListBucket`` and every step of a multipart upload
+        (``CreateMultipartUpload``, ``UploadPart``, ``CompleteMultipartUpload``) as ``s3:PutObject``
+        (AWS Service Authorization Reference, "Actions defined by Amazon S3"). moto 5.2.6 checks the
+        API operation's name instead (``s3:ListObjectsV2``, ``s3:CreateMultipartUpload``: no such IAM
+        actions), which refuses correct policies. An identity holding exactly the IAM actions must get
+        both through; otherwise the failure names the cause instead of surfacing as grant mismatches.
+        """
+        from botocore.exceptions import ClientError
+
+        import moto
+
+        bucket = "s3-server-action-names"
+        self.client().create_bucket(Bucket=bucket)
+        policy = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{bucket}"]},
+                {"Effect": "Allow", "Action": ["s3:PutObject", "s3:AbortMultipartUpload"], "Resource": [f"arn:aws:s3:::{bucket}/*"]},
+            ],
+        }
+        client = self.client("s3", self.create_identity("s3-server-action-names", policy))
+        for operation, action, call in [
+            ("ListObjectsV2", "s3:ListBucket", lambda: client.list_objects_v2(Bucket=bucket, Prefix="p/")),
+            ("CreateMultipartUpload", "s3:PutObject", lambda: client.create_multipart_upload(Bucket=bucket, Key="p/k")),
+        ]:
+            try:
+                call()
+            except ClientError as e:
+                self.stop()
+                raise RuntimeError(
+                    f"moto {moto.__version__} refused {operation} to an identity allowed {action}, the IAM action S3 "
+                    f"authorizes it by ({e.response['Error']['Code']}): this moto does not evaluate policies as S3 "
+                    "does; install the locked set (requirements-lock.txt), see docs/production.md"
+                ) from e
 
     def stop(self) -> None:
         if self._proc is None:
