@@ -20,6 +20,7 @@ a test keeps the two in agreement and the committed ``infra/helm/values.yaml`` u
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,14 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mesh_platform import run_pods
 from mesh_platform.contracts.loader import ContractError, Problem, display_path, load_yaml
 
 SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE|_KEY$|^KEY$|_KEY_)", re.IGNORECASE)
 K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 GRPC_PORT = 3030
+RELEASE_NAMESPACE = "dagster"  # where the chart runs the webserver, daemon and code servers
+LAUNCHER_SERVICE_ACCOUNT = "dagster"  # the chart's service account of the daemon and webserver (release "dagster")
 
 # what a domain gets unless its domain.yaml says otherwise, by kind
 def quota_resources(domain: str, domain_root: Path) -> dict[str, dict[str, str]]:
@@ -91,6 +95,8 @@ def values(
     logs_bucket: str,
     postgres_host: str = "dagster-postgres.data.svc.cluster.local",
     region: str = "eu-west-1",
+    role_arn_template: str = run_pods.DEFAULT_ROLE_ARN,
+    release_namespace: str = RELEASE_NAMESPACE,
 ) -> dict[str, Any]:
     """The chart's values for the mesh of ``workspace``."""
     from mesh_platform.workspace import read_workspace
@@ -118,19 +124,29 @@ def values(
                 env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": value.secret, "key": value.key}}})
             else:
                 env.append({"name": name, "value": value})
+        resources = quota_resources(domain, domain_yaml.parent)
+        # every run of this location, whoever launches it: its namespace, service account, resources, secrets
+        context = run_pods.container_context(domain, env=env, extra_secrets=spec.secrets, resources=resources, pull_policy="IfNotPresent")
         deployments.append({
-            "name": f"mesh-{domain.replace('_', '-')}",
+            "name": f"mesh-{run_pods.slug(domain)}",
             "image": {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"},
             "codeServerArgs": ["-m", entry.module, "--location-name", domain],
             "port": GRPC_PORT,
-            "includeConfigInLaunchedRuns": {"enabled": True},
-            # the domain's own S3 identity (infra/iam/<domain>.json) and the masking key
-            "envSecrets": [{"name": f"mesh-{domain.replace('_', '-')}-aws"}, {"name": "mesh-masking-key"}]
-            + [{"name": s} for s in spec.secrets],
-            "env": env,
+            # off: the chart's context would give runs the chart-wide service account and namespace;
+            # DAGSTER_CONTAINER_CONTEXT below is the domain's own (mesh_platform/run_pods.py)
+            "includeConfigInLaunchedRuns": {"enabled": False},
+            # the code server's own identity: the domain's service account and IAM role
+            "serviceAccount": {
+                "create": True,
+                "name": run_pods.service_account(domain),
+                "annotations": {run_pods.ROLE_ANNOTATION: run_pods.role_arn(domain, role_arn_template)},
+            },
+            # the domain's own S3 identity (infra/iam/<domain>.json), the masking key, its own secrets
+            "envSecrets": [{"name": s} for s in run_pods.secrets(domain, spec.secrets)],
+            "env": [*env, {"name": run_pods.CONTAINER_CONTEXT_ENV, "value": json.dumps(context, sort_keys=True)}],
             "labels": {"mesh/domain": domain, "mesh/kind": kind},
-            "resources": quota_resources(domain, domain_yaml.parent),
-            "podSecurityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
+            "resources": resources,
+            "podSecurityContext": dict(run_pods.POD_SECURITY_CONTEXT),
         })
     if problems:
         raise ContractError(problems)
@@ -155,7 +171,9 @@ def values(
             "type": "S3ComputeLogManager",
             "config": {"s3ComputeLogManager": {"bucket": logs_bucket, "prefix": compute.get("prefix", "compute-logs"), "region": region}},
         },
-        "runLauncher": {"type": "K8sRunLauncher", "config": {"k8sRunLauncher": {"envSecrets": [{"name": "mesh-masking-key"}]}}},
+        # each run's namespace, service account, resources and secrets come from its location's container
+        # context (mesh_platform/run_pods.py), none from the launcher: nothing here is shared by all domains
+        "runLauncher": {"type": "K8sRunLauncher", "config": {"k8sRunLauncher": {"jobNamespace": release_namespace}}},
         # runs over a range of days record one planned event per asset (see mesh_platform/__init__.py)
         "dagsterWebserver": {"env": [{"name": "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "value": "true"}]},
         "dagsterDaemon": {
@@ -185,6 +203,18 @@ HEADER = """\
 # change those files and run `mesh helm` again (a test fails when this file is out of date).
 # Secrets are referenced by name only: dagster-postgresql-secret (the instance's database password),
 # mesh-<domain>-aws (the domain's S3 identity, bound to infra/iam/<domain>.json), mesh-masking-key.
+# Each domain's runs start in its own namespace mesh-<domain> under its own service account
+# (run-namespaces.yaml beside this file; docs/production.md, "Each domain's runs on Kubernetes").
+"""
+
+NAMESPACES_HEADER = """\
+# Per domain: the namespace its runs start in, its runs' service account (annotated with its IAM
+# role, bound to infra/iam/<domain>.json), a LimitRange at its CPU and memory quotas, and the right
+# of Dagster's daemon and webserver to manage run Jobs there. Generated by `mesh helm` with
+# values.yaml: apply before installing the chart. Create in each domain's namespace its own secrets
+# (mesh-<domain>-aws, mesh-masking-key, those its domain.yaml names) and the one thing every run pod
+# takes from the release: the instance database's secret (dagster-postgresql-secret). Nothing of
+# another domain belongs there.
 """
 
 
@@ -192,10 +222,26 @@ def render(data: dict) -> str:
     return HEADER + yaml.safe_dump(data, sort_keys=False, width=120)
 
 
-def write(workspace: Path, out: Path, **options) -> Path:
-    text = render(values(workspace, **options))  # raises before anything is written
+def render_namespaces(data: dict, *, role_arn_template: str = run_pods.DEFAULT_ROLE_ARN, release_namespace: str = RELEASE_NAMESPACE) -> str:
+    resources = {d["labels"]["mesh/domain"]: d["resources"] for d in data["dagster-user-deployments"]["deployments"]}
+    documents = run_pods.namespace_manifests(resources, role_arn_template=role_arn_template, release_namespace=release_namespace, launcher_service_account=LAUNCHER_SERVICE_ACCOUNT)
+    return NAMESPACES_HEADER + yaml.safe_dump_all(documents, sort_keys=False, width=120)
+
+
+def namespaces_path(values_path: Path) -> Path:
+    return values_path.with_name("run-namespaces.yaml")
+
+
+def write(workspace: Path, out: Path, **options) -> list[Path]:
+    """Write the values to ``out`` and the domains' run namespaces beside it (``run-namespaces.yaml``)."""
+    data = values(workspace, **options)  # raises before anything is written
+    texts = {
+        out: render(data),
+        namespaces_path(out): render_namespaces(data, **{k: v for k, v in options.items() if k in ("role_arn_template", "release_namespace")}),
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
-    return out
+    for path, text in texts.items():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return list(texts)

@@ -30,6 +30,8 @@ def test_helm_values_are_generated_from_the_workspace_and_up_to_date(tmp_path):
     result = run_mesh(["helm", "--out", str(out)])
     assert result.returncode == 0, result.stdout + result.stderr
     assert out.read_text() == (ROOT / "infra" / "helm" / "values.yaml").read_text(), "run `mesh helm` (infra/helm/values.yaml is out of date)"
+    namespaces = tmp_path / "run-namespaces.yaml"
+    assert namespaces.read_text() == (ROOT / "infra" / "helm" / "run-namespaces.yaml").read_text(), "run `mesh helm` (infra/helm/run-namespaces.yaml is out of date)"
 
 
 def test_helm_values_have_one_deployment_per_domain_and_agree_with_the_instance():
