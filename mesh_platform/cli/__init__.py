@@ -55,6 +55,7 @@ def _load_mesh(workspace: Path | None, report: bool = False):
     from mesh_platform.problems import ContractError
     from mesh_platform.workspace import Mesh
 
+    _prepare_dbt(workspace)  # a dbt domain loads from its manifest: a fresh clone has none yet
     try:
         mesh = Mesh.load(workspace)
     except ContractError as exc:
@@ -154,7 +155,6 @@ def materialize(selection: str | None, scale: float | None, workspace: Path | No
 
     settings = _settings()
     _ensure_sources(settings, scale)
-    _prepare_dbt()
     mesh = _load_mesh(workspace, report=True)
     try:
         keys = select(mesh, selection)
@@ -518,18 +518,20 @@ def dbt_sync(check: bool) -> None:
         sys.exit(1)
 
 
-def _dbt_projects():
+def _dbt_projects(workspace: Path | None = None):
     from mesh_platform.dbt.project import DbtDomainProject
     from mesh_platform.workspace import find_workspace
 
-    root = find_workspace().parent / "dbt"
+    root = (Path(workspace).resolve() if workspace else find_workspace()).parent / "dbt"
     return [DbtDomainProject(p.parent) for p in sorted(root.glob("*/dbt_project.yml"))]
 
 
-def _prepare_dbt() -> None:
+def _prepare_dbt(workspace: Path | None = None) -> None:
+    """Parse each dbt domain's manifest when it is missing or stale (its files changed). Progress and
+    problems go to stderr, so that a command's output (``--json`` included) stays its own."""
     from mesh_platform.problems import ContractError
 
-    for project in _dbt_projects():
+    for project in _dbt_projects(workspace):
         if project.is_stale():
             try:
                 project.prepare()
@@ -537,7 +539,7 @@ def _prepare_dbt() -> None:
                 for problem in exc.problems:
                     click.echo(f"error: {problem}", err=True)
                 continue
-            click.echo(f"prepared dbt manifest {project.manifest_path}")
+            click.echo(f"prepared dbt manifest {project.manifest_path}", err=True)
 
 
 @main.group()
