@@ -22,10 +22,11 @@ child process from interpreter start to exit. Two ways of loading are measured:
                  code server (median over the sample of each domain's median).
 
 The warm-up is ``compileall`` of the generated modules (bytecode cached as in production, see
-:mod:`benchmarks.harness`) and, for the platform, one load that fills its cache of parsed
-contracts under ``MESH_HOME``: that first load is reported too, as *platform, cold contract cache*
-(what a code server pays when its ``MESH_HOME`` is new, e.g. a fresh container). Every measured
-process is fresh.
+:mod:`benchmarks.harness`) and one platform load before the measured rounds: that first load is
+reported too, as *platform, cold contract cache* (what a code server pays in a fresh container, the
+operating system's file cache cold). Parsed contracts are no longer cached on disk (a file every
+domain could write; see ``mesh_platform.contracts.loader``), so every measured process parses its
+contracts. Every measured process is fresh.
 """
 
 from __future__ import annotations

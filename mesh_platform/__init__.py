@@ -9,6 +9,10 @@ whole), ``cli`` (the ``mesh`` command).
 
 import os
 
+# First of all: the environment as the process was started (identity, quota ceilings, masking key),
+# before any domain module can change it (mesh_platform.launch_env).
+from mesh_platform import launch_env  # noqa: E402, F401
+
 # A run over a range of days (a partitioned product's backfill, mesh_platform.partitions) records one
 # "materialization planned" event per asset instead of one per asset and day: on the SQLite instance,
 # which writes events one by one, 200 days of 6 assets cost ~30 s of bookkeeping before the first step.

@@ -153,7 +153,12 @@ class MeshQuotas:
 
 
 def mesh_quotas_path(domains_root: Path) -> Path:
-    configured = os.environ.get("MESH_QUOTAS")
+    """``quotas.yaml`` beside the workspace, or ``MESH_QUOTAS`` as the process was started with it: a
+    domain's module that points ``MESH_QUOTAS`` at a file of its own after start is ignored (the
+    ceilings are the mesh's, not a domain's; :mod:`mesh_platform.launch_env`)."""
+    from mesh_platform.launch_env import started_with
+
+    configured = started_with("MESH_QUOTAS")
     return Path(configured) if configured else Path(domains_root).parent / FILE
 
 

@@ -18,6 +18,7 @@ import dagster as dg
 from mesh_platform import safe_yaml
 from mesh_platform.problems import ContractError, Problem, display_path, exception_problem
 from mesh_platform.domain import Domain, DomainDefinitionError
+from mesh_platform.io.io_manager import mesh_key
 
 
 @dataclass(frozen=True)
@@ -107,8 +108,18 @@ def load_domain(entry: LocationEntry, root: Path) -> LoadedDomain:
     if loaded.domain.name != entry.location:
         loaded.problems = [Problem(display_path(where), "location_name", f"code location {entry.location!r} must be named after its domain {loaded.domain.name!r}")]
         return loaded
+    graph = defs.resolve_asset_graph()
+    malformed = []
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        try:
+            mesh_key(key, "declare")
+        except ValueError as exc:
+            malformed.append(str(exc).removeprefix("cannot declare "))
+    if malformed:  # `..`, `/` or empty parts would name a lake path outside the key's domain
+        loaded.problems = [Problem(display_path(where), "defs", f"asset key {m}") for m in malformed]
+        return loaded
     foreign = sorted(
-        k.to_user_string() for k in defs.resolve_asset_graph().materializable_asset_keys if k.path[0] != loaded.domain.name
+        k.to_user_string() for k in graph.materializable_asset_keys if k.path[0] != loaded.domain.name
     )
     if foreign:  # a location computes only its own domain's assets: its runs run as that domain
         loaded.problems = [Problem(display_path(where), "defs", f"domain {loaded.domain.name!r} defines assets of other domains: {', '.join(foreign)}")]

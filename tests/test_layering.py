@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1] / "mesh_platform"
 
 LAYERS = [
     # 0: foundations, no platform imports beyond this layer
-    {"problems", "safe_yaml", "settings", "sql", "text", "metadata", "io.lake", "io.delta", "io.gate", "governance.identity", "simulation", "simulation.insurance", "contracts.model", "partitions"},
+    {"problems", "launch_env", "safe_yaml", "settings", "sql", "text", "metadata", "io.lake", "io.delta", "io.gate", "governance.identity", "simulation", "simulation.insurance", "contracts.model", "partitions"},
     # 1: contracts (no Dagster) and SLA-driven automation
     {"contracts", "contracts.loader", "contracts.registry", "contracts.enforcement", "contracts.diff", "contracts.versioning", "automation", "descriptor"},
     # 2: governance decisions
@@ -28,7 +28,7 @@ LAYERS = [
     {"workspace", "materialize", "submission", "catalog", "iam", "validation", "instance", "sources", "sensors", "cli", "cli.__main__", "search", "devserver", "usage", "scaffold", "cli.selfserve", "helm", "run_pods", "stack", "cli.helm", "cli.stack", "io.s3"},
 ]
 NO_DAGSTER = {"contracts", "contracts.loader", "contracts.registry", "contracts.enforcement", "contracts.diff", "contracts.versioning", "contracts.model",
-              "governance.grants", "governance.access", "governance.masking", "governance.privacy", "governance.policies", "private", "problems", "safe_yaml", "text"}
+              "governance.grants", "governance.access", "governance.masking", "governance.privacy", "governance.policies", "private", "problems", "launch_env", "safe_yaml", "text"}
 
 
 def _module(path: Path) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -70,47 +69,17 @@ def parse_contract(raw: Any, file: str) -> Contract:
 
 
 _cache: dict[tuple[str, int, int], Contract] = {}
-CACHE_VERSION = "3"  # bumped when validation changes, so no contract skips a new rule
-
-
-def _disk_cache_dir() -> Path | None:
-    """Parsed contracts are kept across processes (code servers, runs) under ``$MESH_HOME/cache``."""
-    if os.environ.get("MESH_CONTRACT_CACHE", "1") == "0":
-        return None
-    from mesh_platform.settings import MeshSettings
-
-    return Path(MeshSettings.from_env().home) / "cache" / "contracts"
-
-
-def _from_disk(folder: Path | None, digest: str) -> Contract | None:
-    if folder is None:
-        return None
-    try:
-        with open(folder / f"{digest}.pickle", "rb") as fh:
-            return pickle.load(fh)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, TypeError, ValueError):
-        return None
-
-
-def _to_disk(folder: Path | None, digest: str, contract: Contract) -> None:
-    if folder is None:
-        return
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{digest}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            pickle.dump(contract, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, folder / f"{digest}.pickle")
-    except OSError:
-        pass  # a cache, never a reason to fail
 
 
 def load_contract(path: str | os.PathLike) -> Contract:
     """Parse one contract file.
 
-    Cached in memory on path, size and modification time, and on disk on the file's content hash
-    (YAML and validation cost milliseconds per contract, which adds up over thousands of products
-    and many processes). A changed file always gets a new hash, so the cache cannot go stale.
+    Cached in this process's memory on path, size and modification time, never on disk: a parsed
+    contract kept in a file that every domain's code can write (``$MESH_HOME`` is shared by the
+    code servers of one machine) would let one domain decide what another domain's process reads
+    as a contract, or, as a pickle, run code in it. Parsing and validating costs 0.9 ms per contract
+    on this project's machine (measured over the demo's 16 contracts), under 0.1 s for a code
+    server of 100 products.
     """
     path = Path(path)
     try:
@@ -123,15 +92,10 @@ def load_contract(path: str | os.PathLike) -> Contract:
     shown = display_path(path)
     real = os.path.realpath(path)
     data = safe_yaml.read_bytes(path, shown, "contract file")
-    digest = hashlib.sha256(CACHE_VERSION.encode() + real.encode() + b"\0" + data).hexdigest()
-    folder = _disk_cache_dir()
-    contract = _from_disk(folder, digest)
-    if contract is None:
-        raw = safe_yaml.parse(safe_yaml.decode(data, shown), shown)
-        contract = parse_contract(raw, shown)
-        contract._source = Path(real)
-        _to_disk(folder, digest, contract)
-    contract._digest = digest
+    raw = safe_yaml.parse(safe_yaml.decode(data, shown), shown)
+    contract = parse_contract(raw, shown)
+    contract._source = Path(real)
+    contract._digest = hashlib.sha256(real.encode() + b"\0" + data).hexdigest()
     _cache[key] = contract
     return contract
 

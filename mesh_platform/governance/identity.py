@@ -3,7 +3,8 @@
 A domain's identity is where its code runs, not anything its code says. The platform binds it from,
 in order of authority:
 
-1. **The deployment.** ``MESH_DOMAIN`` in the process environment. In production each domain's
+1. **The deployment.** ``MESH_DOMAIN`` in the environment the process was started with (not as
+   domain code may have changed it since: :mod:`mesh_platform.launch_env`). In production each domain's
    user-code deployment (and the run workers it launches) sets it, next to that domain's own S3
    credentials, so storage enforces the same identity (``mesh iam``, ``docs/governance.md``).
 2. **The run's code location.** Dagster records the code location a run was launched from (the
@@ -25,7 +26,7 @@ credentials stop hostile *code* (``tests/test_storage_grants_s3.py`` shows the s
 
 from __future__ import annotations
 
-import os
+from mesh_platform.launch_env import started_with
 
 DEPLOYMENT_ENV = "MESH_DOMAIN"
 
@@ -40,8 +41,11 @@ class IdentityError(PermissionError):
 
 
 def deployed_domain() -> str | None:
-    """The domain this process was deployed as (``MESH_DOMAIN``), if any."""
-    return os.environ.get(DEPLOYMENT_ENV) or None
+    """The domain this process was deployed as (``MESH_DOMAIN`` as the process was *started*), if any.
+
+    Never ``os.environ`` as it is now: a domain's module that sets ``MESH_DOMAIN`` after start changes
+    nothing, for itself or for the other domains loaded in the same process (:mod:`mesh_platform.launch_env`)."""
+    return started_with(DEPLOYMENT_ENV)
 
 
 def run_location(dagster_run) -> str | None:

@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mesh_platform.contracts.model import Contract, SchemaProperty
+from mesh_platform.launch_env import started_with
 from mesh_platform.settings import MeshSettings
 
 SENSITIVE = ("pii", "restricted")
@@ -38,10 +39,12 @@ class MaskingKeyMissing(RuntimeError):
 
 
 def masking_key() -> bytes:
-    configured = os.environ.get("MESH_MASKING_KEY")
+    # as the process was started: a key a domain's code sets later would make every pseudonym the
+    # process writes computable by that domain (a dictionary of names or emails under a known key)
+    configured = started_with("MESH_MASKING_KEY")
     if configured:
         return configured.encode()
-    if os.environ.get("MESH_ENV", "").lower() == "production":
+    if (started_with("MESH_ENV") or "").lower() == "production":  # not as domain code may have set it since
         raise MaskingKeyMissing("MESH_MASKING_KEY must be set in production (the pseudonymization key)")
     path = Path(MeshSettings.from_env().home) / "masking.key"
     if not path.exists():

@@ -43,7 +43,7 @@ from mesh_platform.governance.access import AccessDenied, authorize_asset
 from mesh_platform.governance.audit import denied_metadata, log_observation, publish_metadata, read_metadata
 from mesh_platform.governance.identity import IdentityError, domain_of_step
 from mesh_platform.io import delta, gate, publishing, versions
-from mesh_platform.io.lake import Lake
+from mesh_platform.io.lake import Lake, name_part
 from mesh_platform.metadata import AGGREGATE, BYTES, CONSUMER_COLUMNS, CONTRACT_ID, CONTRACT_VERSION, PORT_MAJOR, PRIVATE_CONTRACT, PURPOSE
 from mesh_platform.quality import AuditedTable
 from mesh_platform.settings import MeshSettings
@@ -82,6 +82,17 @@ def to_pandas(table) -> pd.DataFrame:
     return table.to_pandas(date_as_object=False)
 
 
+def mesh_key(key: dg.AssetKey, action: str) -> tuple[str, str]:
+    """(domain, asset) of a mesh asset key: exactly two plain names. Anything else (``..``, ``/``, an
+    empty part, more parts) could name a path outside the domain's folder, and is refused."""
+    if len(key.path) != 2:
+        raise ValueError(f"cannot {action} {key.to_user_string()!r}: a mesh asset key is <domain>/<asset>, two parts")
+    try:
+        return name_part(key.path[0], "domain"), name_part(key.path[1], "asset")
+    except ValueError as exc:
+        raise ValueError(f"cannot {action} {key.to_user_string()!r}: {exc}") from None
+
+
 class MeshIOManager(dg.ConfigurableIOManager):
     """Stores products as contract-checked Parquet output ports, intermediates privately."""
 
@@ -99,7 +110,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
-        domain, name = context.asset_key.path[0], context.asset_key.path[-1]
+        domain, name = mesh_key(context.asset_key, "write")
         if context._step_context is not None:  # a step writes only its own domain's assets
             domain_of_step(context.step_context, self.domain)
         lake = self._lake()
@@ -205,7 +216,10 @@ class MeshIOManager(dg.ConfigurableIOManager):
 
     def _load(self, context: dg.InputContext, consumer: str) -> Any:
         key = context.asset_key
-        producer, name = key.path[0], key.path[-1]
+        try:
+            producer, name = mesh_key(key, "read")
+        except ValueError as exc:
+            raise AccessDenied(consumer, key.to_user_string(), str(exc)) from None
         meta = context.definition_metadata or {}
         upstream_meta = (context.upstream_output.definition_metadata if context.upstream_output else None) or {}
         columns = meta.get(CONSUMER_COLUMNS)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import socket
 import time
 import uuid
@@ -106,6 +107,19 @@ def sweep_staging(folder: str, now: float | None = None) -> list[str]:
     return removed
 
 
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9_-]+$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def name_part(value: object, what: str) -> str:
+    """``value`` if it is a plain name (letters, digits, ``_``; not starting with a digit), the only
+    kind of domain, product or asset name a lake path is built from; :class:`ValueError` otherwise."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValueError(f"{what} {value!r} is not a name (letters, digits and _, not starting with a digit): no lake path is built from it")
+    return value
+
+
 class Lake:
     """A root URI plus the filesystem that serves it."""
 
@@ -127,11 +141,14 @@ class Lake:
         return f"Lake({self.root!r})"
 
     # -- layout ---------------------------------------------------------------------------------
+    # Every path is built from names checked by `name_part`: a domain, product or asset called
+    # `..`, `a/b` or `` would otherwise reach out of its folder into another domain's.
 
     @staticmethod
     def port_path(domain: str, product: str, major: int, variant: str = "full") -> str:
         """The folder of a port's Delta table: ``full`` is the port itself; another variant
         (``masked``) is a sibling table ``v<major>_<variant>``, never inside the full one."""
+        name_part(domain, "domain"), name_part(product, "product"), name_part(variant, "port variant")
         if variant == "full":
             return f"{domain}/{product}/v{major}"
         return f"{domain}/{product}/v{major}_{variant}"
@@ -139,15 +156,20 @@ class Lake:
     @staticmethod
     def private_table_path(domain: str, asset: str) -> str:
         """The Delta table of a partitioned private intermediate (each run replaces its own days)."""
+        name_part(domain, "domain"), name_part(asset, "asset")
         return f"{domain}/{PRIVATE}/{asset}/delta"
 
     @staticmethod
     def private_path(domain: str, asset: str, table: bool = True) -> str:
+        name_part(domain, "domain"), name_part(asset, "asset")
         return f"{domain}/{PRIVATE}/{asset}/{DATA_FILE if table else PICKLE_FILE}"
 
     @staticmethod
     def quarantine_path(domain: str, asset: str, run_id: str, name: str = "") -> str:
         """Where one run of ``asset`` keeps what it rejected (one folder per run: the history)."""
+        name_part(domain, "domain"), name_part(asset, "asset")
+        if not _RUN_ID.match(run_id) or (name and not _FILE_NAME.match(name)):
+            raise ValueError(f"quarantine of {domain}/{asset}: run id {run_id!r} or file {name!r} is not a plain name")
         folder = f"{domain}/{QUARANTINE}/{asset}/{run_id}"
         return f"{folder}/{name}" if name else folder
 
