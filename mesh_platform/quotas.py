@@ -103,6 +103,8 @@ def parse_size(value: Any) -> int:
         number, unit = float(match.group(1).replace("_", "")), match.group(2).lower()
         if unit not in _UNITS:
             raise ValueError(f"{value!r}: unknown unit {match.group(2)!r} (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"{value!r} is not a finite size")
     if number < 0:
         raise ValueError(f"{value!r} is negative")
     return int(number * _UNITS[unit])
@@ -118,8 +120,8 @@ def _parse(key: str, value: Any) -> Any:
     if key in SIZES:
         return parse_size(value)
     if key in NUMBERS:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise ValueError(f"must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"must be a finite number, got {value!r}")
         if value <= 0:
             raise ValueError(f"must be positive, got {value}")
         return float(value)

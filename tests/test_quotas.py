@@ -67,6 +67,17 @@ def test_a_quota_block_that_breaks_the_rules_fails_its_domain_naming_file_and_fi
     assert "Kubernetes memory quantity" in problems[("domain.yaml", "quotas.memory_limit")]
 
 
+def test_infinite_or_nan_quotas_fail_their_domain_naming_file_and_field(project):
+    domains, descriptor = project
+    _with_quotas(descriptor, {"storage_bytes": float("inf"), "bytes_per_publish": float("-inf"), "privacy_epsilon": float("nan")})
+    with pytest.raises(DomainDefinitionError) as info:  # not an OverflowError from inside the platform
+        _shop(domains, {})
+    problems = {(Path(p.file).name, p.field): p.message for p in info.value.problems}
+    assert "not a finite size" in problems[("domain.yaml", "quotas.storage_bytes")]
+    assert "not a finite size" in problems[("domain.yaml", "quotas.bytes_per_publish")]
+    assert "must be a finite number" in problems[("domain.yaml", "quotas.privacy_epsilon")]
+
+
 def test_a_malformed_mesh_quota_file_names_its_field(project):
     domains, _ = project
     (domains.parent / "quotas.yaml").write_text("defaults:\n  concurrent_runs: 9\nceilings:\n  concurrent_runs: 4\n  rows: 3\n")
