@@ -15,7 +15,9 @@ The platform then, in the same Dagster step (:func:`hold`, called by :mod:`mesh_
    ``<lake>/<domain>/_quarantine/<asset>/<run id>/<reason>.parquet`` plus ``summary.json``: one
    folder per run, so the history stays. Each row keeps its original columns plus ``_reason`` and
    ``_detail`` (JSON: the file and its unexpected/missing columns, the unresolved column, the key
-   in conflict). Nothing else reads there: no input port can name it, and the storage policy of
+   in conflict). Email addresses and phone numbers in any text value are redacted first
+   (:func:`redact_contact_details_in`): rejects come from sources, before a domain's own redaction.
+   Nothing else reads there: no input port can name it, and the storage policy of
    every other domain (``mesh iam``) covers only the ports it was granted;
 2. puts the count per reason in the step's output metadata (``mesh/quarantine``);
 3. records an audit event (an asset observation with ``mesh/audit: quarantine``) that
@@ -221,6 +223,29 @@ def _arrow(frame: pd.DataFrame):
         return pa.Table.from_pandas(frame.assign(**mixed), preserve_index=False)
 
 
+def redact_contact_details_in(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every text value of ``frame`` holding an email address or a phone number, with those redacted.
+
+    Rejected rows come straight from a source, before any of the domain's own redaction, so the
+    platform redacts contact details in every text column before they are stored (the detector of
+    :mod:`mesh_platform.private`); the rest of a value (a reference, a file name) stays for whoever
+    fixes the row. Names cannot be found without knowing the person: a domain whose rejects may
+    hold free text redacts or withholds it before it hands the rows over (customer_care does).
+    """
+    from mesh_platform.text import holds_contact_details, redact_contact_details
+
+    redacted = {}
+    for column in frame.columns:
+        values = frame[column]
+        if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+            continue
+        text = values.map(lambda v: v if isinstance(v, str) else None)
+        flagged = holds_contact_details(text)
+        if flagged.any():
+            redacted[column] = values.where(~flagged, redact_contact_details(text.where(flagged)))
+    return frame.assign(**redacted) if redacted else frame
+
+
 def store(lake: Lake, key: dg.AssetKey, run_id: str, rejections: list[Rejection]) -> Held:
     """Write one step's rejections to the owning domain's quarantine (one folder per run)."""
     domain, asset = key.path[0], key.path[-1]
@@ -236,6 +261,7 @@ def store(lake: Lake, key: dg.AssetKey, run_id: str, rejections: list[Rejection]
             [r.rows.assign(_reason=reason, _detail=json.dumps(r.detail, default=str, sort_keys=True)) for r in group],
             ignore_index=True,
         )
+        frame = redact_contact_details_in(frame)
         lake.write_table(Lake.quarantine_path(domain, asset, run_id, f"{reason}.parquet"), _arrow(frame))
     summary = {
         "asset": key.to_user_string(),

@@ -124,6 +124,30 @@ def test_each_rejection_lands_in_the_domains_quarantine_with_its_reason(warned):
 
     care = mesh.quarantined("conversations", "unknown_policy", domain="customer_care")
     assert care["conv_id"].tolist() == ["CNV-99000001"] and care["policy_no"].tolist() == ["POL-9999999"]
+    # whose name to redact is unknown: the transcript is withheld, never stored raw (the export keeps it)
+    assert care["transcript"].tolist() == ["[withheld: conversation about an unknown policy; the export keeps it]"]
+
+
+def test_contact_details_in_rejected_rows_are_redacted_before_they_are_stored(tmp_path):
+    """Rejects come straight from a source: the platform redacts emails and phone numbers in every
+    text value before the quarantine stores them, and keeps the rest of the row as it was."""
+    import dagster as dg
+
+    from mesh_platform import quarantine
+    from mesh_platform.io.lake import Lake
+
+    rows = pd.DataFrame({
+        "claim_ref": ["CLM-0000001", "CLM-0000002"],
+        "policy_no": ["POL-1234567", "POL-7654321"],
+        "note": ["call me on 07700 900123 or mail jo.smith@example.com", "see attached photos"],
+        "amount": [12.5, 99.0],
+    })
+    lake = Lake(str(tmp_path / "lake"))
+    held = quarantine.store(lake, dg.AssetKey(["claims", "claims"]), "run-1", [quarantine.Rejection("unknown_policy", rows, {"column": "policy_no"})])
+    assert held.counts == {"unknown_policy": 2}
+    stored = pd.read_parquet(tmp_path / "lake" / "claims" / "_quarantine" / "claims" / "run-1" / "unknown_policy.parquet")
+    assert stored["note"].tolist() == ["call me on [phone] or mail [email]", "see attached photos"]
+    assert stored["claim_ref"].tolist() == rows["claim_ref"].tolist() and stored["policy_no"].tolist() == rows["policy_no"].tolist()
 
 
 def test_counts_per_reason_are_run_metadata(warned):

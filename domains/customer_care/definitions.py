@@ -10,6 +10,7 @@ from mesh_platform.text import redact_contact_details
 domain = Domain.load(__file__)
 
 PHONE_REGION = "GB"  # customers write UK numbers without +44
+TRANSCRIPT_WITHHELD = "[withheld: conversation about an unknown policy; the export keeps it]"
 AGE_BANDS = [(0, 29, "18-29"), (30, 44, "30-44"), (45, 59, "45-59"), (60, 200, "60+")]
 
 
@@ -39,8 +40,12 @@ def age_band(birth: pd.Series, at: pd.Series) -> pd.Series:
     },
 )
 def conversations(context, policies: pd.DataFrame, holders: pd.DataFrame) -> Screened:
-    """Read and redacted in one step: the raw export is never stored, not even privately."""
+    """Read and redacted in one step: the raw export is never stored, not even privately or in the
+    quarantine. A conversation about an unknown policy is quarantined without its transcript: whose
+    name to redact cannot be known, and the export (the system of record) still holds it."""
     raw = read_chat_export(context.resources.support_chat)
+    known = raw["policy_no"].isin(policies["policy_id"])
+    raw = raw.assign(transcript=raw["transcript"].where(known, TRANSCRIPT_WITHHELD))
     rejects = Rejects()
     raw = rejects.unresolved(raw, "policy_no", policies["policy_id"], reason="unknown_policy", references="policies.policies")
     df = raw.merge(policies, left_on="policy_no", right_on="policy_id", how="inner").merge(holders, on="policyholder_id", how="left")
