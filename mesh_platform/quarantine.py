@@ -62,6 +62,9 @@ EXAMPLES = 5  # offending values named in a rejection's detail
 UNEXPECTED_COLUMNS = "unexpected_columns"
 UNRESOLVED_REFERENCE = "unresolved_reference"
 CONFLICTING_STATES = "conflicting_states"
+MALFORMED_LINE = "malformed_line"
+UNPARSEABLE_VALUE = "unparseable_value"
+NO_PARTITION_DAY = "no_partition_day"
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,74 @@ class Rejects:
         bad = pd.MultiIndex.from_frame(frame[group]).isin(pd.MultiIndex.from_frame(conflicted))
         examples = _examples(conflicted[keys[0]] if len(keys) == 1 else conflicted[keys].apply(tuple, axis=1))
         return self.split(frame, pd.Series(bad, index=frame.index), reason, key=keys, within=within, states=states, examples=examples)
+
+    def read_csv(self, source: Any, file: str | Path, reason: str = MALFORMED_LINE, **options: Any) -> pd.DataFrame:
+        """A landed CSV file, its well-formed lines as a frame; a line with more fields than the header
+        is quarantined (its fields kept, as a JSON list) instead of failing the whole file.
+
+        Read with pandas' fast parser; only a file that has such a line is read again with the
+        tolerant one (``source`` is opened twice then: pass a path or a callable returning a stream)."""
+        import io
+
+        opener = source if callable(source) else (lambda: source)
+        raw = opener().read()
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+        try:
+            return pd.read_csv(io.StringIO(text), **options)
+        except pd.errors.ParserError:
+            bad: list[list[str]] = []
+            frame = pd.read_csv(io.StringIO(text), engine="python", on_bad_lines=lambda fields: bad.append(fields) or None, **options)
+            rows = pd.DataFrame({"fields": [json.dumps(f) for f in bad]})
+            self.reject(rows, reason, file=Path(file).name, expected_fields=len(frame.columns), examples=_examples(rows["fields"]))
+            return frame
+
+    def read_jsonl(self, source: Any, file: str | Path, reason: str = MALFORMED_LINE, **options: Any) -> pd.DataFrame:
+        """A landed JSON-lines file, its valid lines as a frame; a line that is not a JSON object is
+        quarantined (as text) instead of failing the whole file."""
+        import io
+
+        opener = source if callable(source) else (lambda: source)
+        raw = opener().read()
+        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+        try:
+            return pd.read_json(io.StringIO(text), lines=True, **options)
+        except ValueError:
+            good, bad = [], []
+            for line in text.splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    value = json.loads(line)
+                except ValueError:
+                    value = None
+                (good if isinstance(value, dict) else bad).append(line if not isinstance(value, dict) else value)
+            rows = pd.DataFrame({"line": bad})
+            self.reject(rows, reason, file=Path(file).name, examples=_examples(rows["line"]))
+            return pd.read_json(io.StringIO("\n".join(json.dumps(g) for g in good)), lines=True, **options) if good else pd.DataFrame()
+
+    def unparseable(self, frame: pd.DataFrame, columns: Mapping[str, str], reason: str = UNPARSEABLE_VALUE, convert: bool = True) -> pd.DataFrame:
+        """Rows where a value of ``columns`` ({column: "datetime" | "date" | "number"}) is present but
+        cannot be read as that type (``2026-13-45``, ``twelve``) are quarantined; the rest come back
+        with those columns converted (``convert=False``: as they were, e.g. dates kept as exported
+        text). A missing value stays missing: the contract judges nulls."""
+        converted: dict[str, pd.Series] = {}
+        bad = pd.Series(False, index=frame.index)
+        failed: dict[str, list] = {}
+        for column, kind in columns.items():
+            values = frame[column]
+            if kind in ("datetime", "date"):
+                parsed = pd.to_datetime(values, errors="coerce", format="mixed")
+            elif kind == "number":
+                parsed = pd.to_numeric(values, errors="coerce")
+            else:
+                raise ValueError(f"unparseable(): {column!r} has kind {kind!r}; expected datetime, date or number")
+            wrong = parsed.isna() & values.notna() & (values.astype("str").str.strip() != "")
+            if wrong.any():
+                failed[column] = _examples(values[wrong])
+            bad |= wrong
+            converted[column] = parsed.dt.date if kind == "date" else parsed
+        kept = self.split(frame, bad, reason, columns={c: k for c, k in columns.items()}, examples=failed) if bad.any() else frame
+        return kept.assign(**{c: v.loc[kept.index] for c, v in converted.items()}) if convert else kept
 
     def screened(self, data: Any) -> "Screened":
         return Screened(data, self)

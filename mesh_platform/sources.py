@@ -125,11 +125,23 @@ def days_in_file(file: LandedFile, column: str) -> set[str]:
     from mesh_platform.partitions import KEY_FORMAT
 
     if file.name.endswith((".jsonl", ".json")):
-        values = pd.read_json(file.open(), lines=True, dtype=False)
-        values = values[column] if column in values.columns else pd.Series([], dtype=object)
+        import json
+
+        try:
+            values = pd.read_json(file.open(), lines=True, dtype=False)
+            values = values[column] if column in values.columns else pd.Series([], dtype=object)
+        except ValueError:  # a broken line: the days of the others (the asset quarantines that line)
+            rows = []
+            for line in file.open().read().decode("utf-8", errors="replace").splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue
+            values = pd.Series([r.get(column) for r in rows if isinstance(r, dict)], dtype=object)
     else:
         head = pd.read_csv(file.open(), nrows=0)
-        values = pd.read_csv(file.open(), usecols=[column], dtype=str)[column] if column in head.columns else pd.Series([], dtype=object)
+        # a line with too many fields is skipped here; the asset reading the file quarantines it
+        values = pd.read_csv(file.open(), usecols=[column], dtype=str, on_bad_lines="skip", engine="python")[column] if column in head.columns else pd.Series([], dtype=object)
     days = pd.to_datetime(values, errors="coerce", format="mixed").dropna().dt.strftime(KEY_FORMAT)
     return set(days.unique())
 
@@ -142,19 +154,41 @@ class LandedRun:
     in the domain's private area of the lake (``<domain>/_private/_landing_index/``), keyed by the
     file's name and etag (size and modification time locally): a changed file is read again. The
     index only saves reading; a file missing from it is read. ``days`` is None for an unpartitioned run
-    (every file, every row)."""
+    (every file, every row).
+
+    A row on no day of the partitions (its day unreadable, before the first day, in a year not yet
+    begun) belongs to no run's days. So that it is not lost, one run per file quarantines such rows:
+    the run of the file's first day that is a partition, or of the latest partition when the file
+    has none (``owners``: the files whose orphan rows this run holds)."""
 
     files: list[LandedFile]
     column: str
     days: list[str] | None
+    owners: set[str] | None = None  # None: every file (an unpartitioned run)
+    partition_days: set[str] | None = None  # every day of the partitions (None: unpartitioned)
 
-    def rows_in_run(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """The rows of ``frame`` on the run's days (all rows for an unpartitioned run)."""
-        if self.days is None:
-            return frame
-        from mesh_platform.partitions import within
+    def rows_in_run(self, frame: pd.DataFrame, rejects=None, file_column: str | None = None) -> pd.DataFrame:
+        """The rows of ``frame`` on the run's days (all rows for an unpartitioned run), ``column``
+        read as a time. With ``rejects``, rows on no partition day are quarantined by their file's
+        owning run (``file_column`` names each row's file stem) instead of being left out."""
+        from mesh_platform.partitions import KEY_FORMAT
+        from mesh_platform.quarantine import NO_PARTITION_DAY, _examples
 
-        return within(frame, self.column, self.days).reset_index(drop=True)
+        if frame.empty:
+            return frame.assign(**{self.column: pd.to_datetime(frame[self.column])}).reset_index(drop=True)
+        when = pd.to_datetime(frame[self.column], errors="coerce", format="mixed")
+        if rejects is None and when.isna().any() and frame[self.column].notna().any():
+            when = pd.to_datetime(frame[self.column])  # no quarantine to hand it to: fail as before, loudly
+        day = when.dt.strftime(KEY_FORMAT)
+        orphan = when.isna() | (~day.isin(self.partition_days) if self.partition_days is not None else False)
+        frame = frame.assign(**{self.column: when})
+        if rejects is not None and orphan.any():
+            owned = orphan if self.owners is None or file_column is None else orphan & frame[file_column].isin(self.owners)
+            if owned.any():
+                rejects.reject(frame[owned], NO_PARTITION_DAY, column=self.column, examples=_examples(frame.loc[owned, self.column].astype("str")),
+                               partitions=f"{min(self.partition_days)}..{max(self.partition_days)}" if self.partition_days else None)
+        keep = ~orphan if self.days is None else day.isin(set(self.days)) & ~orphan
+        return frame[keep].reset_index(drop=True)
 
 
 def landed_for_run(context, landing: LandingZone, pattern: str, day_column: str) -> LandedRun:
@@ -177,16 +211,23 @@ def landed_for_run(context, landing: LandingZone, pattern: str, day_column: str)
     except (ValueError, OSError):
         index = {}  # an unreadable index is rebuilt: it only saves reading
     wanted, changed = set(keys), False
-    chosen = []
+    partitions_def = context.assets_def.partitions_def if context.assets_def is not None else None
+    every_day = set(partitions_def.get_partition_keys(dynamic_partitions_store=context.instance)) if partitions_def is not None else set(keys)
+    latest = max(every_day) if every_day else None
+    chosen, owners = [], set()
     for f in files:
         entry = index.get(f.name)
         if not entry or entry.get("etag") != f.etag or not f.etag:
             entry = {"etag": f.etag, "days": sorted(days_in_file(f, day_column))}
             index[f.name], changed = entry, True
-        if wanted & set(entry["days"]):
+        in_partitions = sorted(set(entry["days"]) & every_day)
+        owner_day = in_partitions[0] if in_partitions else latest  # who quarantines its rows on no partition day
+        if owner_day in wanted:
+            owners.add(PurePosixPath(f.name).stem)
+        if wanted & set(in_partitions) or owner_day in wanted:
             chosen.append(f)
     index = {name: entry for name, entry in index.items() if name in {f.name for f in files}}
     if changed:
         lake.write_bytes(where, json.dumps(index, sort_keys=True).encode())
     context.log.info(f"{len(chosen)} of {len(files)} landed file(s) have rows on the run's {len(keys)} day(s)")
-    return LandedRun(chosen, day_column, keys)
+    return LandedRun(chosen, day_column, keys, owners, every_day)

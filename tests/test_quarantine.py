@@ -338,3 +338,46 @@ def test_unresolved_references_match_pandas_semantics(values, known, bad):
     frame = pd.DataFrame({"ref": values.set_axis(range(10, 10 + len(values)))})  # a non-default index is kept
     kept = Rejects().unresolved(frame, "ref", known)
     assert list(kept.index) == [i for i, b in zip(frame.index, bad) if not b]
+
+
+def test_one_bad_value_or_line_is_quarantined_and_the_good_rows_are_published(tmp_path, monkeypatch):
+    """A landed batch with a line of too many fields, unreadable dates and amounts, a claim reported
+    before the partitions begin and a broken JSON line: each of those rows is quarantined with its
+    reason, the good rows of the same files are published, and no raw library error reaches the user."""
+    mesh = Mesh(tmp_path, monkeypatch)
+    mesh.simulate(scale=0.25, rejects=False)
+    batch = sorted(mesh.layout.claims_landing.glob("claims_*.csv"))[-1]
+    good = pd.read_csv(batch).iloc[0]
+    header = "claim_ref,policy_no,claim_type,incident_date,reported_at,amount_claimed,status,settled_at,amount_paid"
+
+    def row(ref, incident=good.incident_date, reported=good.reported_at, amount="100.0", extra=""):
+        return f"{ref},{good.policy_no},theft,{incident},{reported},{amount},open,,0.0{extra}"
+
+    (mesh.layout.claims_landing / "claims_batch_0009.csv").write_text("\n".join([
+        header,
+        row("CLM-9100001"),                                   # good: published
+        row("CLM-9100002", extra=",surplus"),                  # a line of ten fields
+        row("CLM-9100003", reported="2026-13-45T10:00:00"),     # a reporting day that does not exist
+        row("CLM-9100004", reported="1999-01-04T10:00:00"),     # before the first partition day
+        row("CLM-9100005", incident="2026-13-45"),              # an incident date that does not exist
+        row("CLM-9100006", amount="twelve"),                    # an amount that is not a number
+    ]) + "\n")
+    (mesh.layout.claims_landing / "claim_events_batch_0009.jsonl").write_text(
+        json.dumps({"claim_ref": "CLM-9100001", "event": "opened", "at": good.reported_at, "event_no": 990001}) + "\n{not json\n"
+    )
+    assert mesh.materialize("policies").success
+    result = mesh.materialize("claims")
+    assert result.success, [e.message for e in result.get_step_failure_events()]
+    published = mesh.published(CLAIMS)
+    assert "CLM-9100001" in set(published["claim_id"])
+    assert not set(published["claim_id"]) & {f"CLM-910000{i}" for i in range(2, 7)}
+    malformed = mesh.quarantined("landed_claims", "malformed_line")
+    assert len(malformed) == 1 and "CLM-9100002" in malformed["fields"].iloc[0] and json.loads(malformed["_detail"].iloc[0])["file"] == "claims_batch_0009.csv"
+    orphans = mesh.quarantined("landed_claims", "no_partition_day")
+    assert sorted(orphans["claim_ref"]) == ["CLM-9100003", "CLM-9100004"]
+    unparseable = mesh.quarantined("landed_claims", "unparseable_value")
+    assert sorted(unparseable["claim_ref"]) == ["CLM-9100005", "CLM-9100006"]
+    detail = json.loads(unparseable["_detail"].iloc[0])
+    assert detail["examples"] == {"incident_date": ["2026-13-45"], "amount_claimed": ["twelve"]}
+    assert len(mesh.quarantined("landed_claim_events", "malformed_line")) == 1
+    assert 990001 in set(mesh.published(dg.AssetKey(["claims", "claim_events"]))["event_id"])

@@ -24,23 +24,28 @@ def landed_claims(context) -> Screened:
         raise FileNotFoundError(f"no claims files in the landing zone {context.resources.landing.path}")
     rejects = Rejects()
     frames = [
-        rejects.layout(pd.read_csv(f.open(), dtype={"claim_ref": str, "policy_no": str}), CLAIM_COLUMNS, file=f.name).assign(batch=f.stem)
+        rejects.layout(rejects.read_csv(f.open, f.name, dtype={"claim_ref": str, "policy_no": str}), CLAIM_COLUMNS, file=f.name).assign(batch=f.stem)
         for f in landed.files
     ]
     record_landed(context, landed.files)
     context.log.info(f"read {len(landed.files)} landed batch(es)")
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*CLAIM_COLUMNS, "batch"])
-    return rejects.screened(landed.rows_in_run(rows.assign(reported_at=pd.to_datetime(rows["reported_at"]))))
+    # a row whose reporting day is unreadable or on no partition day, or with a date or amount that
+    # cannot be read, is quarantined with its reason; the batch's other rows go on
+    rows = landed.rows_in_run(rows, rejects, file_column="batch")
+    rows = rejects.unparseable(rows, {"incident_date": "date", "settled_at": "datetime", "amount_claimed": "number", "amount_paid": "number"}, convert=False)
+    return rejects.screened(rows.assign(amount_claimed=pd.to_numeric(rows["amount_claimed"]), amount_paid=pd.to_numeric(rows["amount_paid"])))
 
 
 @domain.asset("landed_claim_events", kinds=["json"], resources=["landing"])
-def landed_claim_events(context) -> pd.DataFrame:
+def landed_claim_events(context) -> Screened:
     """The claim events of the run's days from every landed batch that has some."""
     landed = landed_for_run(context, context.resources.landing, "claim_events_*.jsonl", day_column="at")
     record_landed(context, landed.files)
-    frames = [pd.read_json(f.open(), lines=True, dtype={"claim_ref": str}) for f in landed.files]
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"claim_ref": [], "event": [], "at": pd.Series([], dtype="datetime64[us]"), "event_no": []})
-    return landed.rows_in_run(rows.assign(at=pd.to_datetime(rows["at"])))
+    rejects = Rejects()
+    frames = [rejects.read_jsonl(f.open, f.name, dtype={"claim_ref": str}).assign(batch=f.stem) for f in landed.files]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"claim_ref": [], "event": [], "at": pd.Series([], dtype="datetime64[us]"), "event_no": [], "batch": []})
+    return rejects.screened(landed.rows_in_run(rows, rejects, file_column="batch").drop(columns="batch"))
 
 
 @domain.product(
