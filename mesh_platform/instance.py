@@ -8,6 +8,8 @@ records in the run's event log, on this machine).
 
 from __future__ import annotations
 
+import logging
+
 import os
 from pathlib import Path
 
@@ -164,6 +166,11 @@ def local_instance(settings: MeshSettings | None = None) -> dg.DagsterInstance:
     settings.export()
     instance = dg.DagsterInstance.get()
     set_pool_slots(instance, quotas)
+    # runs a killed `mesh materialize --in-process` left behind: failed, their pool slots freed
+    from mesh_platform.run_cleanup import reap_dead_runs
+
+    for run_id in reap_dead_runs(instance):
+        logging.getLogger("mesh").warning("run %s: its process died; marked failed and its pool slots freed", run_id)
     return instance
 
 

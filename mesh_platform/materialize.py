@@ -203,6 +203,12 @@ def rows_of(materializations) -> dict[str, int]:
     return rows
 
 
+def process_tags() -> dict[str, str]:
+    from mesh_platform.run_cleanup import process_tags as tags
+
+    return tags()
+
+
 class InProcessRunner:
     """Each run executes in this process (``execute_in_process``), one at a time."""
 
@@ -220,7 +226,7 @@ class InProcessRunner:
             asset_selection=keys,
             raise_on_error=False,
             run_config={"loggers": {"console": {"config": {"log_level": self.log_level}}}},
-            tags={**tags, md.LAUNCHED_BY: "mesh-materialize"},
+            tags={**tags, md.LAUNCHED_BY: "mesh-materialize", **process_tags()},
         )
         materializations = result.get_asset_materialization_events()
         outcome = RunOutcome(domain, keys, result.success, result.run_id, time.perf_counter() - started,
@@ -243,12 +249,14 @@ def materialize(
     log_level: str = "WARNING",
     runner: Runner | None = None,
     days: tuple[str, str] | None = None,
+    stop=None,
 ) -> MaterializeReport:
     """Run ``keys`` across the mesh's code locations in dependency order (in this process by default).
 
     ``days`` (first, last partition keys): the partitioned assets materialize those days only
     (a backfill); the unpartitioned ones in the same runs are rebuilt whole. Without it, the
-    partitioned assets materialize every day."""
+    partitioned assets materialize every day. ``stop`` (a ``threading.Event``): once set, no
+    further run starts (the CLI sets it on SIGTERM/SIGINT)."""
     runner = runner or InProcessRunner(mesh, instance, log_level, progress)
     graph = mesh.asset_graph()
     order = [d.entry.location for d in mesh.domains if d.ok]
@@ -274,6 +282,11 @@ def materialize(
         batches = ready_batches(graph, pending, order, running, busy)
         if not runner.parallel and in_flight:
             batches = []
+        if stop is not None and stop.is_set():
+            batches = []
+            if not in_flight:
+                report.skipped.extend(sorted(pending, key=str))
+                break
         for domain, batch in batches[: None if runner.parallel else 1]:
             ordered = sorted(batch, key=lambda k: k.to_user_string())
             started += len(batch)

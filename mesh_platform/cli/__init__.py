@@ -47,6 +47,62 @@ def _signal_group(pgid: int, sig: int) -> None:
         pass
 
 
+def _interrupt_when_dagster_captured(stop, received: list[int], main_thread: int) -> None:
+    """While a run executes in this process, Dagster replaces the SIGINT/SIGTERM handlers with one that
+    only sets a flag, which its in-process executor never reads while it waits for a pool slot (the
+    run would wait for ever). This thread watches that flag and raises KeyboardInterrupt in the main
+    thread, which ends the run; the command then cancels it and frees its slots."""
+    import ctypes
+
+    from dagster._utils.interrupts import check_captured_interrupt
+
+    while not stop.wait(0.2):  # ends with the command (daemon thread) or once stopping
+        if check_captured_interrupt():
+            received.append(signal.SIGTERM)  # Dagster maps both to one handler; which one is not kept
+            stop.set()
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(main_thread), ctypes.py_object(KeyboardInterrupt))
+            return
+
+
+def _run_stoppably(execute, instance):
+    """Run ``execute(stop)`` so that SIGTERM and SIGINT stop it: the run in progress is interrupted,
+    nothing further starts, this process's unfinished runs are marked canceled with their pool
+    slots freed (:mod:`mesh_platform.run_cleanup`), and the command exits 130 (SIGINT) or 143 (SIGTERM)."""
+    import threading
+
+    from mesh_platform.run_cleanup import release_own_runs
+
+    stop = threading.Event()
+    received: list[int] = []
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        stop.set()
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    watchdog = threading.Thread(target=_interrupt_when_dagster_captured, args=(stop, received, threading.main_thread().ident), daemon=True)
+    watchdog.start()
+    try:
+        result = execute(stop)
+    except KeyboardInterrupt:
+        stop.set()
+        if not received:
+            received.append(signal.SIGINT)
+        result = None
+    finally:
+        stop_watching = not stop.is_set()
+        stop.set()  # ends the watchdog
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not stop_watching:
+        name = signal.Signals(received[0]).name if received else "a signal"
+        released = release_own_runs(instance, name)
+        click.echo(f"stopped by {name}: {len(released)} unfinished run(s) marked canceled, their pool slots freed", err=True)
+        raise SystemExit(128 + (received[0] if received else signal.SIGINT))
+    return result
+
+
 def _load_mesh(workspace: Path | None, report: bool = False):
     """The mesh of ``workspace`` (default: nearest); an unreadable workspace file is a clean error naming it.
 
@@ -167,7 +223,7 @@ def materialize(selection: str | None, scale: float | None, workspace: Path | No
         click.echo(f"partitions: {days[0]}" + (f" to {days[1]}" if days[1] != days[0] else ""))
     if in_process:
         click.echo(f"materializing {len(keys)} asset(s) in this process into the Dagster instance at {settings.dagster_home}")
-        report = run(mesh, keys, instance, progress=click.echo, days=days)
+        report = _run_stoppably(lambda stop: run(mesh, keys, instance, progress=click.echo, days=days, stop=stop), instance)
     else:
         from mesh_platform.submission import QueuedRunner, SubmissionError, check_daemon, workspace_file
 
