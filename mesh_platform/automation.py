@@ -104,16 +104,52 @@ def automation_sensor(domain: str, running: bool = False, run_tags: dict[str, st
 
 
 def sla_schedule(domain: str, contracts: list[Contract], running: bool = False, run_tags: dict[str, str] | None = None) -> dg.ScheduleDefinition | None:
-    """A source-aligned domain's schedule: its whole job, at the highest frequency its contracts promise."""
+    """A source-aligned domain's schedule: its whole job, at the highest frequency its contracts promise.
+
+    A domain of daily-partitioned products gets, at each tick, one run over the days the interval
+    since the previous tick touched (usually today; just after midnight yesterday and today), within
+    the partitions: a run with no day would fail every step that reads its day."""
+    from mesh_platform import partitions
+
     hours = [h for h in (c.sla_hours("frequency") for c in contracts) if h]
     if not hours:
         return None
-    cron = cron_for(min(hours))
-    return dg.ScheduleDefinition(
-        name=f"{domain}_sla_schedule",
-        cron_schedule=cron,
-        target=dg.AssetSelection.groups(domain),
-        tags={**(run_tags or {"mesh/domain": domain}), "mesh/trigger": "sla_schedule"},
-        default_status=dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED,
-        description=f"Refreshes the {domain} domain from its sources every {min(hours):g} h (the shortest refresh frequency in its contracts' SLAs).",
-    )
+    every = min(hours)
+    cron = cron_for(every)
+    tags = {**(run_tags or {"mesh/domain": domain}), "mesh/trigger": "sla_schedule"}
+    name = f"{domain}_sla_schedule"
+    status = dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
+    description = f"Refreshes the {domain} domain from its sources every {every:g} h (the shortest refresh frequency in its contracts' SLAs)."
+    layouts = [layout for layout in (partitions.of(c) for c in contracts) if layout is not None]
+    if not layouts:
+        return dg.ScheduleDefinition(name=name, cron_schedule=cron, target=dg.AssetSelection.groups(domain), tags=tags,
+                                     default_status=status, description=description)
+    definition = layouts[0].definition
+
+    @dg.schedule(name=name, cron_schedule=cron, target=dg.AssetSelection.groups(domain), default_status=status,
+                 description=description + " Each tick is one run over the days since the previous tick.")
+    def _tick(context: dg.ScheduleEvaluationContext):
+        import datetime as dt
+
+        now = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+        first, last = sla_days(definition, now, every)
+        if first is None:
+            return dg.SkipReason(f"no partition day between {now - dt.timedelta(hours=every):%Y-%m-%d %H:%M} and {now:%Y-%m-%d %H:%M}")
+        return dg.RunRequest(run_key=f"{first}..{last}@{now.isoformat()}", tags={**tags, **partitions.range_tags(definition, first, last)})
+
+    return _tick
+
+
+def sla_days(definition, now, every_hours: float) -> tuple[str | None, str | None]:
+    """The partition days an SLA tick at ``now`` refreshes: from the day of the previous tick to
+    today, clamped to the partitions that exist at ``now``."""
+    import datetime as dt
+
+    from mesh_platform.partitions import KEY_FORMAT
+
+    keys = definition.get_partition_keys(current_time=now)
+    if not keys:
+        return None, None
+    first = max((now - dt.timedelta(hours=every_hours)).strftime(KEY_FORMAT), keys[0])
+    last = min(now.strftime(KEY_FORMAT), keys[-1])
+    return (first, last) if first <= last else (None, None)

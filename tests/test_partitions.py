@@ -268,3 +268,63 @@ def test_one_new_day_flows_through_claims_fraud_and_analytics_as_partition_runs(
         # the day's run of the analytics marts (unpartitioned, rebuilt whole) saw the new claims
         marts = [r for r in instance.get_runs(limit=20) if r.tags.get(md.DOMAIN) == "analytics"]
         assert marts and marts[0].tags.get("dagster/asset_partition_range_start") is None
+
+
+@pytest.fixture(scope="module")
+def claims_home(tmp_path_factory):
+    """policies and claims materialized whole (every day) in a home of their own."""
+    home = tmp_path_factory.mktemp("claims_home") / "home"
+    env = {"MESH_HOME": str(home)}
+    first = run_mesh(["materialize", "--in-process", "--scale", "0.3", "--select", "policies,claims"], env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return home, env
+
+
+TICK = """
+import datetime as dt, importlib, json, sys
+import dagster as dg
+defs = importlib.import_module("domains.claims.definitions").defs
+schedule = defs.resolve_schedule_def("claims_sla_schedule")
+with dg.build_schedule_context(scheduled_execution_time=dt.datetime.fromisoformat(sys.argv[1])) as context:
+    request = schedule.evaluate_tick(context).run_requests[0]
+job = defs.resolve_implicit_global_asset_job_def()
+keys = [k for k in job.asset_layer.asset_graph.get_all_asset_keys() if k.path[0] == "claims" and job.asset_layer.asset_graph.get(k).is_materializable]
+with dg.DagsterInstance.get() as instance:
+    result = job.execute_in_process(instance=instance, asset_selection=keys, tags=request.tags, raise_on_error=False)
+print(json.dumps({"tags": request.tags, "success": result.success,
+                  "errors": [str(e.event_specific_data.error.message)[:300] for e in result.get_step_failure_events()]}))
+"""
+
+
+def test_an_sla_tick_of_a_partitioned_domain_runs_the_days_since_the_previous_tick(claims_home):
+    """Every tick used to fail: "Cannot access partition_key for a non-partitioned run"."""
+    import subprocess
+    import sys
+
+    home, env = claims_home
+    full_env = {**__import__("os").environ, **env, "DAGSTER_HOME": str(home / "dagster_home"), "MESH_LAKE": str(home / "lake"),
+                "MESH_SOURCES": str(home / "sources")}
+    result = subprocess.run([sys.executable, "-c", TICK, "2026-11-21T00:00:00+00:00"], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["tags"]["dagster/asset_partition_range_start"] == "2026-11-20"  # the previous hour's day
+    assert outcome["tags"]["dagster/asset_partition_range_end"] == "2026-11-21"
+    assert outcome["success"], outcome["errors"]
+
+
+def test_a_day_without_claims_publishes_an_empty_partition(claims_home):
+    """rowCount > 0 is a rule about the table: judged on the table with the day applied, not on the day alone."""
+    home, env = claims_home
+    lake = home / "lake"
+    before = DeltaTable(str(lake / Lake.port_path("claims", "claims", 1))).to_pandas()
+    quiet = "2026-05-02"  # a partition long before the first simulated claim
+    assert not (pd.to_datetime(before["reported_at"]).dt.strftime("%Y-%m-%d") == quiet).any()
+    day = run_mesh(["materialize", "--in-process", "--select", "claims", "--partition", quiet], env=env)
+    assert day.returncode == 0, day.stdout + day.stderr
+    after = DeltaTable(str(lake / Lake.port_path("claims", "claims", 1)))
+    assert len(after.to_pandas()) == len(before)
+    with dg.DagsterInstance.from_config(str(home / "dagster_home")) as instance:
+        key = dg.AssetKey(["claims", "claims"])
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[quiet]), limit=5).records
+        assert len(records) == 2  # the whole rebuild, then the quiet day's own run
+        assert records[0].asset_materialization.metadata["dagster/row_count"].value == 0

@@ -87,6 +87,21 @@ def _published(lake: Lake, relpath: str, rows: int, version: int) -> Published:
     return Published(lake.uri(relpath), rows, delta.version_bytes(lake, relpath, version), version, stored)
 
 
+def rows_outside(lake: Lake, contract: Contract, keys: list[str]) -> int:
+    """Rows the published port keeps on days other than ``keys``: what a partition publish of those
+    days leaves in place (0 before the first publish). Reads only the partition column."""
+    import pyarrow.compute as pc
+
+    layout = partitions.of(contract)
+    if layout is None:
+        return 0
+    base = delta.snapshot(lake, Lake.port_path(contract.domain, contract.name, contract.major), port_name(contract))
+    if base is None or layout.column not in {f.name for f in base.schema().fields}:
+        return 0
+    days = partitions.days_of(base.to_pyarrow_table(columns=[layout.column])[layout.column])
+    return int(pc.sum(pc.invert(pc.is_in(days, value_set=pa.array(sorted(set(keys)))))).as_py() or 0)
+
+
 def keys_unique_across(base, contract: Contract, partitioning: partitions.Partitioning, keys: list[str], table: pa.Table, port: str) -> None:
     """Primary-key uniqueness across the whole table when only some days are replaced.
 

@@ -143,6 +143,20 @@ def _write_report(context, contract: Contract, report: QualityReport, lake) -> d
     }
 
 
+def _kept_rows(context, contract: Contract, rules: list[Rule], lake) -> int:
+    """Rows a partition publish leaves on the port's other days (0 unless a table-level count needs them)."""
+    from mesh_platform import partitions
+
+    if lake is None or context is None or not any(r.kind == "row_count" for r in rules) or partitions.of(contract) is None:
+        return 0
+    keys = partitions.run_keys(context)
+    if not keys:
+        return 0
+    from mesh_platform.io.publishing import rows_outside
+
+    return rows_outside(lake, contract, keys)
+
+
 def audit(
     context,
     contract: Contract,
@@ -209,7 +223,7 @@ def audit(
             names = {r.name for r in later}
             rules = [r for r in rules if r.name not in names]
             deferred = DeferredRules(context, contract, table, later, [r.name for r in rules_for(contract)], lake, reports)
-    report = evaluate(table, rules, product)
+    report = evaluate(table, rules, product, kept_rows=_kept_rows(context, contract, rules, lake))
     for result in report.results:
         yield from emit(_check_result(result))
     if deferred is not None:
