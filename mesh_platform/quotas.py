@@ -79,9 +79,18 @@ class QuotaExceeded(Exception):
         )
 
 
+def show(quota: str, value: Any) -> str:
+    """A quota's limit or use as a person reads it: sizes in KiB..TiB, counts with separators."""
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value  # CPU and memory quantities, as Kubernetes writes them
+    return _show(quota, value)
+
+
 def _show(quota: str, value: float) -> str:
     if quota in SIZES:
-        for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
             if value >= size:
                 return f"{value / size:.1f} {unit}"
         return f"{int(value)} B"
@@ -343,6 +352,21 @@ def judge(context, quotas: Quotas, key, table, lake):
     return {md.QUOTAS: dg.MetadataValue.json({"limits": quotas.as_metadata(), "use": use, "percent": {q: round(100 * r, 2) for q, r in ratios.items()}})}
 
 
+def _run_use(instance, domain: str) -> dict[str, int]:
+    """Runs of the domain in progress now (queued ones wait for this limit) and its pool's claimed slots."""
+    import dagster as dg
+
+    from mesh_platform import metadata as md
+
+    running = instance.get_runs_count(filters=dg.RunsFilter(
+        statuses=[dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING], tags={md.DOMAIN: domain}))
+    use = {"concurrent_runs": running}
+    storage = instance.event_log_storage
+    if getattr(storage, "supports_global_concurrency_limits", False):
+        use["pool_slots"] = len(storage.get_concurrency_info(domain).claimed_slots)
+    return use
+
+
 def report(mesh, lake, instance) -> list[dict[str, Any]]:
     """``mesh quotas``: per domain, each quota with its use and percentage; per product, its last publish."""
     import dagster as dg
@@ -369,7 +393,7 @@ def report(mesh, lake, instance) -> list[dict[str, Any]]:
             largest_rows, largest_bytes = max(largest_rows, rows or 0), max(largest_bytes, nbytes or 0)
             products.append({"product": name, "rows": rows, "bytes": nbytes, "stored_bytes": lake.size_under(f"{domain.name}/{name}")})
         use = {"rows_per_publish": largest_rows, "bytes_per_publish": largest_bytes, "storage_bytes": storage_used(lake, domain.name),
-               "privacy_epsilon": ledger.spent_by(domain.name)}
+               "privacy_epsilon": ledger.spent_by(domain.name), **_run_use(instance, domain.name)}
         listed = []
         for key in KEYS:
             limit = quotas.get(key)

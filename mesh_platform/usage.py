@@ -40,6 +40,7 @@ class ProductUsage:
     bytes_stored: int = 0
     reads: dict[str, int] = field(default_factory=dict)
     cost: float = 0.0
+    run_ids: set = field(default_factory=set, repr=False, compare=False)
 
 
 def load_prices(domains_root: Path) -> dict[str, float]:
@@ -96,6 +97,7 @@ def product_usage(instance: dg.DagsterInstance, lake, domain: str, product: str,
             step = record.event_log_entry.dagster_event.step_key if record.event_log_entry.dagster_event else None
             usage.compute_seconds += _step_seconds(instance, record.run_id, step) if step else 0.0
     usage.runs = len(runs)
+    usage.run_ids = runs  # the domain counts each run once, however many of its products it published
     usage.bytes_stored = lake.size_under(f"{domain}/{product}")
     for read in audit_records(instance, [key]):
         if read.kind == "read" and read.consumer and read.consumer != domain and _epoch(read.time) >= since:
@@ -131,13 +133,13 @@ def mesh_usage(mesh, lake, instance: dg.DagsterInstance, since_days: float = 30.
         other = lake.size_under(f"{name}/_private") + lake.size_under(f"{name}/_quarantine")
         domain = {
             "domain": name,
-            "runs": sum(p.runs for p in products),  # a run publishing two products counts for each
+            "runs": len(set().union(*(p.run_ids for p in products))),  # a run publishing two products counts once
             "compute_seconds": round(sum(p.compute_seconds for p in products), 3),
             "rows_published": sum(p.rows_published for p in products),
             "bytes_stored": sum(p.bytes_stored for p in products) + other,
             "reads": sum(sum(p.reads.values()) for p in products),
             "cost": round(sum(p.cost for p in products) + cost(0, other, prices, window), 6),
-            "products": [asdict(p) for p in products],
+            "products": [{k: v for k, v in asdict(p).items() if k != "run_ids"} for p in products],
         }
         domains.append(domain)
     return {"since_days": since_days, "prices": prices, "currency": "USD", "domains": domains}

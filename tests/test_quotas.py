@@ -268,6 +268,20 @@ def test_mesh_quotas_and_usage_report_the_materialized_mesh(materialized_mesh, s
     assert claims_port["cost"] > 0
     fraud = next(d for d in report["domains"] if d["domain"] == "fraud")
     assert fraud["bytes_stored"] >= sum(p["bytes_stored"] for p in fraud["products"])  # + its private model
+    # a domain's runs are its distinct runs: one run publishing both policies products counts once
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(settings.dagster_home) as instance:
+        runs = {r.run_id for name in ("policies", "policyholders")
+                for r in instance.fetch_materializations(dg.AssetKey(["policies", name]), limit=1000).records}
+    policies = next(d for d in report["domains"] if d["domain"] == "policies")
+    assert policies["runs"] == len(runs) < sum(p["runs"] for p in policies["products"])
+
+    text = run_mesh(["quotas"]).stdout  # as a person reads it: sizes in units, run limits with their use
+    assert "bytes_per_publish  limit 8.0 GiB" in text and "8589934592" not in text
+    assert "concurrent_runs    limit 2              use 0" in text
+    audit = [line for line in run_mesh(["audit"]).stdout.splitlines() if line[:4].isdigit()]
+    assert len(audit) > 2 and audit[0][:23] >= audit[-1][:23]  # newest first: `mesh audit | head` shows the latest
 
 
 def test_the_privacy_quota_bounds_a_domains_epsilon_over_every_product(tmp_path):

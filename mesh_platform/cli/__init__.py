@@ -318,12 +318,13 @@ def search(text: tuple[str, ...], as_json: bool, kinds: tuple[str, ...], limit: 
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable records.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable records, oldest first (as they happened).")
 @click.option("--product", default=None, help="Only this product (contract id or domain/product).")
 @click.option("--consumer", default=None, help="Only reads by this domain.")
+@click.option("--oldest-first", is_flag=True, help="List the oldest record first (default: the newest, so `| head` shows the latest).")
 @click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
-def audit(as_json: bool, product: str | None, consumer: str | None, workspace: Path | None) -> None:
-    """The audit log: every publish, read and quarantine of a product (from the Dagster instance)."""
+def audit(as_json: bool, product: str | None, consumer: str | None, oldest_first: bool, workspace: Path | None) -> None:
+    """The audit log: every publish, read and quarantine of a product (from the Dagster instance), newest first."""
     import dagster as dg
 
     from mesh_platform.governance.audit import audit_records
@@ -339,7 +340,7 @@ def audit(as_json: bool, product: str | None, consumer: str | None, workspace: P
     if as_json:
         click.echo(json.dumps({"records": [r.as_dict() for r in records]}, indent=2))
         return
-    for r in records:
+    for r in (records if oldest_first else reversed(records)):
         who = {"read": f"{r.consumer} read", "denied": f"{r.consumer} DENIED", "quarantine": "quarantined"}.get(r.kind, "published")
         extra = f" masked={','.join(r.masked)}" if r.masked else ""
         extra += " " + ",".join(f"{reason}={n}" for reason, n in r.reasons.items()) if r.reasons else ""
@@ -359,7 +360,7 @@ def audit(as_json: bool, product: str | None, consumer: str | None, workspace: P
 def quotas(as_json: bool, workspace: Path | None) -> None:
     """Each domain's quotas with their use and percentage; per product, its last publish."""
     from mesh_platform.io.lake import Lake
-    from mesh_platform.quotas import report
+    from mesh_platform.quotas import report, show
 
     settings = _settings()
     mesh = _load_mesh(workspace, report=True)
@@ -373,9 +374,10 @@ def quotas(as_json: bool, workspace: Path | None) -> None:
         click.echo(f"{d['domain']}")
         for q in d["quotas"]:
             pct = f"{q['percent']:5.1f}%" if q["percent"] is not None else "     -"
-            click.echo(f"    {q['quota']:<18} limit {q['limit']!s:<14} use {q['use'] if q['use'] is not None else '-'!s:<14} {pct}")
+            click.echo(f"    {q['quota']:<18} limit {show(q['quota'], q['limit']):<14} use {show(q['quota'], q['use']):<14} {pct}")
         for p in d["products"]:
-            click.echo(f"    {p['product']}: last publish {p['rows'] if p['rows'] is not None else '-'} rows, {p['bytes'] if p['bytes'] is not None else '-'} bytes; stored {p['stored_bytes']} bytes")
+            rows = f"{p['rows']:,}" if p["rows"] is not None else "-"
+            click.echo(f"    {p['product']}: last publish {rows} rows, {show('storage_bytes', p['bytes'])}; stored {show('storage_bytes', p['stored_bytes'])}")
     if mesh.problems:
         sys.exit(1)
 
