@@ -47,7 +47,7 @@ def code_version(decl: Declaration, contract) -> str:
 
 def _kinds(decl: Declaration) -> set[str]:
     kinds = ["pandas"] + [k for k in decl.kinds if k != "pandas"]
-    kinds = kinds[: MAX_KINDS - 1] + ["parquet"] if decl.is_product else kinds[:MAX_KINDS]
+    kinds = kinds[: MAX_KINDS - 1] + ["deltalake"] if decl.is_product else kinds[:MAX_KINDS]  # ports are Delta tables
     return set(kinds)
 
 

@@ -326,3 +326,13 @@ def test_mesh_materialize_emits_every_run_with_its_input_ports(materialized_mesh
     claims = inputs["claims/claims"]
     assert claims["facets"]["schema"]["fields"][0]["name"] == "claim_id"
     assert claims["facets"]["symlinks"]["identifiers"][0]["name"] == "claims.claims"
+
+
+def test_lineage_export_writes_under_mesh_home_by_default_not_into_the_project(tmp_path, monkeypatch):
+    monkeypatch.setenv("MESH_HOME", str(tmp_path / "home"))
+    before = set(ROOT.glob("mesh-lineage.*"))
+    result = mesh_cli(["lineage", "export"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "home" / "lineage" / "mesh-lineage.json").exists()
+    assert (tmp_path / "home" / "lineage" / "mesh-lineage.graphml").exists()
+    assert set(ROOT.glob("mesh-lineage.*")) == before

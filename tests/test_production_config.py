@@ -185,3 +185,17 @@ def test_an_unreachable_postgres_is_named_and_nothing_starts(tmp_path):
     assert "s3cret" not in result.stdout + result.stderr
     state = tmp_path / "home" / "stack" / "stack.json"
     assert not state.exists() or not json.loads(state.read_text())["processes"]
+
+
+def test_the_stack_suggests_a_mesh_command_that_works_without_an_activated_environment(monkeypatch):
+    """`mesh stack up` ends with `eval "$(... stack env)"`: with the environment not activated, plain
+    `mesh` is not on PATH, so the suggestion names this environment's `mesh` by its path."""
+    import sys
+
+    from mesh_platform.cli.stack import mesh_command
+
+    here = Path(sys.executable).parent / "mesh"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert mesh_command() == (str(here) if here.exists() else f"{sys.executable} -m mesh_platform.cli")
+    monkeypatch.setenv("PATH", f"{here.parent}:/usr/bin:/bin")
+    assert mesh_command() == ("mesh" if here.exists() else f"{sys.executable} -m mesh_platform.cli")

@@ -23,7 +23,7 @@ def test_product_asset_metadata_is_derived_from_the_contract():
     assert spec.owners == ["team:claims-operations", "claims-data@acme-insurance.example"]
     assert spec.description.startswith("Every insurance claim")
     assert "Contract `claims.claims` v1.0.0 (active)" in spec.description
-    assert spec.kinds == {"pandas", "parquet"}
+    assert spec.kinds == {"pandas", "deltalake"}
     assert {k: v for k, v in spec.tags.items() if not k.startswith("dagster/kind/")} == {
         "mesh/domain": "claims",
         "mesh/type": "product",

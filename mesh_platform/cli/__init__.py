@@ -500,14 +500,15 @@ def lineage() -> None:
 
 
 @lineage.command("export")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True, help="Folder to write into.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Folder to write into (default: $MESH_HOME/lineage, not the project folder).")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["json", "graphml"]), help="Only this format (repeatable; default both).")
 @click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
-def lineage_export(out: Path, formats: tuple[str, ...], workspace: Path | None) -> None:
+def lineage_export(out: Path | None, formats: tuple[str, ...], workspace: Path | None) -> None:
     """Write the mesh (domains, products, columns, consumers, grants) as mesh-lineage.json and mesh-lineage.graphml."""
     from mesh_platform.lineage.graph import export, mesh_graph
 
-    _settings()
+    settings = _settings()
+    out = out if out is not None else Path(settings.home) / "lineage"
     mesh = _load_mesh(workspace)
     graph = mesh_graph(mesh)
     for problem in graph["problems"]:

@@ -41,7 +41,7 @@ def stack_up(webserver_port: int, postgres_url: str | None, automation: bool, sc
     for s in statuses:
         click.echo(f"  {s.describe()}", err=not s.loaded)
     click.echo(f"stack up: {state.webserver}  ({len(statuses) - len(failed)} of {len(statuses)} domain(s) loaded); stop it with `mesh stack down`")
-    click.echo("commands against it (`mesh materialize`, `mesh audit`, ...): eval \"$(mesh stack env)\" first")
+    click.echo(f"commands against it (`mesh materialize`, `mesh audit`, ...): eval \"$({mesh_command()} stack env)\" first")
     if failed:
         names = ", ".join(s.name for s in failed)
         click.echo(f"the other domains run; fix {names} and `mesh stack restart {failed[0].name}`", err=True)
@@ -114,3 +114,17 @@ def stack_env() -> None:
         raise click.ClickException(f"no stack started from {layout.root}: `mesh stack up` first")
     for name, value in sorted(state.env.items()):
         click.echo(f"export {name}={shlex.quote(value)}")
+
+
+def mesh_command() -> str:
+    """How to call this `mesh` from any shell: plain `mesh` when that is the one on PATH, else its full
+    path (a virtual environment that is not activated), else through this Python."""
+    import shutil
+
+    here = Path(sys.executable).parent / "mesh"
+    found = shutil.which("mesh")
+    if found and here.exists() and Path(found).resolve() == here.resolve():
+        return "mesh"
+    if here.exists():
+        return str(here)
+    return f"{sys.executable} -m mesh_platform.cli"
