@@ -662,12 +662,33 @@ def down(settings: MeshSettings, progress: Progress = print) -> list[str]:
     return stopped
 
 
+def grpc_serving(port: int, host: str = "127.0.0.1", timeout: float = 2.0) -> bool:
+    """Whether a Dagster code server answers its gRPC health check on ``port`` within ``timeout``."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"{host}:{port}") as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="DagsterApi"), timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def status(settings: MeshSettings) -> dict:
+    """Each process of the stack and each domain's location, as they are now: a code server is up only
+    when it answers a gRPC health check (a killed one is DOWN within the check's 2 s, whatever the
+    webserver still remembers), and its location is reported failing with it."""
     layout = StackLayout.of(settings)
     state = StackState.load(layout)
     if state is None:
         return {"running": False, "processes": [], "locations": []}
-    procs = [{"name": p["name"], "pid": p["pid"], "port": p.get("port"), "alive": group_alive(p["pid"]), "log": p["log"]} for p in state.processes]
+    procs = []
+    for p in state.processes:
+        alive = group_alive(p["pid"])
+        if alive and p["name"].startswith("code-server:") and p.get("port"):
+            alive = grpc_serving(p["port"])
+        procs.append({"name": p["name"], "pid": p["pid"], "port": p.get("port"), "alive": alive, "log": p["log"]})
     pg = state.postgres
     if pg.get("pgdata"):
         procs.insert(0, {"name": "postgres", "pid": None, "port": pg.get("port"), "alive": (Path(pg["pgdata"]) / "postmaster.pid").exists(), "log": str(layout.logs / "postgres.log")})
@@ -675,6 +696,10 @@ def status(settings: MeshSettings) -> dict:
     if state.webserver and _http_ok(f"{state.webserver}/server_info"):
         project = Path(next(iter(state.locations.values()))["cwd"]) if state.locations else None
         found = [s.__dict__ for s in locations(state.webserver, project)]
+    down = {p["name"].split(":", 1)[1]: p["port"] for p in procs if p["name"].startswith("code-server:") and not p["alive"]}
+    for loc in found:
+        if loc["name"] in down:
+            loc.update(loaded=False, error=f"its code server does not answer on port {down[loc['name']]} (`mesh stack restart {loc['name']}`)")
     return {"running": any(p["alive"] for p in procs), "webserver": state.webserver, "processes": procs, "locations": found, "env": {k: v for k, v in state.env.items() if "SECRET" not in k}}
 
 

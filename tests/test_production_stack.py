@@ -152,6 +152,14 @@ def test_the_stack_runs_the_mesh_like_production(production):
     victim = "customer_care"
     server = next(p for p in state["processes"] if p["name"] == f"code-server:{victim}")
     os.killpg(server["pid"], signal.SIGKILL)
+    killed = time.monotonic()
+    told = run_mesh(["stack", "status", "--json"], env=env, timeout=60)
+    assert time.monotonic() - killed < 10  # a bounded check, not the webserver's memory (was "up, ok" for a minute)
+    assert told.returncode == 1, told.stdout + told.stderr
+    report = json.loads(told.stdout)
+    assert not next(p for p in report["processes"] if p["name"] == f"code-server:{victim}")["alive"]
+    assert not next(loc for loc in report["locations"] if loc["name"] == victim)["loaded"]
+    assert all(loc["loaded"] for loc in report["locations"] if loc["name"] != victim)
     wait_for("the killed code server to be gone", lambda: not stack.port_open(server["port"]), timeout=30, every=0.5)
     statuses = {s.name: s for s in stack.locations(web, project, reload=victim)}
     assert not statuses[victim].loaded and statuses[victim].error, statuses[victim]

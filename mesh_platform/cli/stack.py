@@ -77,14 +77,15 @@ def stack_restart(domain: str) -> None:
 @stack.command("status")
 @click.option("--json", "as_json", is_flag=True)
 def stack_status(as_json: bool) -> None:
-    """Which processes of the stack run, and whether each domain's code location loads."""
+    """Which processes of the stack run, and whether each domain's code location loads; exits 1 while anything is down."""
     from mesh_platform.cli import _settings
     from mesh_platform.stack import status
 
     report = status(_settings())
+    down = any(not p["alive"] for p in report["processes"]) or any(not loc["loaded"] for loc in report["locations"])
     if as_json:
         click.echo(json.dumps(report, indent=2))
-        return
+        sys.exit(1 if down else 0)
     if not report["processes"]:
         click.echo("no stack started here")
         return
@@ -94,6 +95,8 @@ def stack_status(as_json: bool) -> None:
         click.echo(f"{'ok  ' if loc['loaded'] else 'FAIL'}  location {loc['name']}" + (f": {loc['error']}" if loc["error"] else ""))
     if report.get("webserver"):
         click.echo(f"webserver: {report['webserver']}")
+    if down:
+        sys.exit(1)  # something is down: scripts and health checks see it
 
 
 @stack.command("env")
