@@ -147,8 +147,8 @@ class Rejects:
         """A landed CSV file, its well-formed lines as a frame; a line with more fields than the header
         is quarantined (its fields kept, as a JSON list) instead of failing the whole file.
 
-        Read with pandas' fast parser; only a file that has such a line is read again with the
-        tolerant one (``source`` is opened twice then: pass a path or a callable returning a stream)."""
+        Read once (``source``: a stream, or a callable returning one), parsed with pandas' fast
+        parser; only a file that has such a line is parsed again with the tolerant one."""
         import io
 
         opener = source if callable(source) else (lambda: source)
