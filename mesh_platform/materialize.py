@@ -274,7 +274,7 @@ def materialize(
         if stale:
             progress(f"    skipped: {', '.join(k.to_user_string() for k in sorted(stale, key=str))}")
     total = len(pending)
-    started = 0
+    started = launched = 0
     in_flight: dict[str, tuple[str, set[dg.AssetKey]]] = {}  # run id -> (domain, keys)
     while pending or in_flight:
         running = set().union(*(keys for _, keys in in_flight.values()))
@@ -290,7 +290,8 @@ def materialize(
         for domain, batch in batches[: None if runner.parallel else 1]:
             ordered = sorted(batch, key=lambda k: k.to_user_string())
             started += len(batch)
-            progress(f"[{started}/{total}] {domain}: materializing {', '.join(k.path[-1] for k in ordered)}")
+            launched += 1
+            progress(f"[run {launched}] {domain}: materializing {', '.join(k.path[-1] for k in ordered)} ({started} of {total} assets)")
             pending -= batch
             run_id = runner.start(domain, ordered, {**mesh.get(domain).domain.run_tags(), **partition_tags(mesh, domain, ordered, days)})
             in_flight[run_id] = (domain, batch)
