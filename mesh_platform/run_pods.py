@@ -10,7 +10,7 @@ runs:
   ``mesh-<domain>``, annotated with the domain's IAM role (bound to ``infra/iam/<domain>.json``);
 - with the CPU and memory of the domain's quotas (``docs/quotas.md``);
 - with only the domain's own secrets: ``mesh-<domain>-aws`` (its S3 identity), ``mesh-masking-key``
-  and whatever its ``domain.yaml`` references.
+  only when the domain pseudonymizes something itself, and whatever its ``domain.yaml`` references.
 
 Why a namespace per domain: a run's tags may carry ``dagster-k8s/config``, and a domain's own code
 chooses the tags of the runs its sensors and schedules request. The launcher cannot tell those tags
@@ -62,19 +62,21 @@ def role_arn(domain: str, template: str = DEFAULT_ROLE_ARN) -> str:
     return template.format(domain=slug(domain))
 
 
-def secrets(domain: str, extra: Sequence[str] = ()) -> list[str]:
-    """Every secret a domain's pods see, and no other: its own identity, the masking key, its own extras."""
-    return [aws_secret(domain), MASKING_KEY_SECRET, *extra]
+def secrets(domain: str, extra: Sequence[str] = (), masking_key: bool = True) -> list[str]:
+    """Every secret a domain's pods see, and no other: its own identity, the masking key when it
+    pseudonymizes anything (:func:`mesh_platform.governance.masking.needs_key`), its own extras."""
+    return [aws_secret(domain), *([MASKING_KEY_SECRET] if masking_key else []), *extra]
 
 
-def container_context(domain: str, *, env: Sequence[Mapping[str, Any]], extra_secrets: Sequence[str], resources: Mapping[str, Any], pull_policy: str) -> dict:
+def container_context(domain: str, *, env: Sequence[Mapping[str, Any]], extra_secrets: Sequence[str], resources: Mapping[str, Any], pull_policy: str,
+                      masking_key: bool = True) -> dict:
     """The ``k8s`` container context of the domain's code location: what every one of its runs gets."""
     return {
         "k8s": {
             "namespace": namespace(domain),
             "service_account_name": service_account(domain),
             "image_pull_policy": pull_policy,
-            "env_secrets": secrets(domain, extra_secrets),
+            "env_secrets": secrets(domain, extra_secrets, masking_key),
             "env": [dict(v) for v in env],
             "labels": {"mesh/domain": domain},
             "resources": dict(resources),

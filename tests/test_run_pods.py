@@ -27,6 +27,7 @@ VALUES = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
 NAMESPACES = [d for d in yaml.safe_load_all((ROOT / "infra" / "helm" / "run-namespaces.yaml").read_text()) if d]
 DOMAINS = [entry.location for entry in read_workspace(ROOT / "workspace.yaml")]
 EXTRA_SECRETS = {"policies": {"mesh-policy-admin-db"}}  # what domains/policies/domain.yaml references (one key, by env)
+PSEUDONYMIZES = {"policies"}  # policyholders' pii: the only domain that needs the masking key
 
 
 def _names_of(domain: str) -> set[str]:
@@ -49,7 +50,8 @@ def test_a_domains_run_is_its_own_pod(jobs, domain):
     assert summary["namespace"] == f"mesh-{domain.replace('_', '-')}"
     assert summary["service_account"] == f"mesh-{domain.replace('_', '-')}"
     assert summary["resources"] == quota_resources(domain, ROOT / "domains" / domain)
-    assert set(summary["secrets"]) == {f"mesh-{domain.replace('_', '-')}-aws", "mesh-masking-key", "dagster-postgresql-secret"} | EXTRA_SECRETS.get(domain, set())
+    masking = {"mesh-masking-key"} if domain in PSEUDONYMIZES else set()
+    assert set(summary["secrets"]) == {f"mesh-{domain.replace('_', '-')}-aws", "dagster-postgresql-secret"} | masking | EXTRA_SECRETS.get(domain, set())
     assert summary["labels"]["mesh/domain"] == domain
     pod = job["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
@@ -76,10 +78,32 @@ def test_the_deployment_runs_the_code_server_as_the_domains_own_service_account_
         assert account["annotations"][run_pods.ROLE_ANNOTATION].endswith(f":role/mesh-{domain.replace('_', '-')}")
         assert (ROOT / "infra" / "iam" / f"{domain}.json").exists()  # the policy that role is bound to
         spec = helm.deployment_of(ROOT / "domains" / domain / "domain.yaml")[1]
-        assert [s["name"] for s in deployment["envSecrets"]] == run_pods.secrets(domain, spec.secrets)
+        assert [s["name"] for s in deployment["envSecrets"]] == run_pods.secrets(domain, spec.secrets, domain in PSEUDONYMIZES)
         # the chart's own context would hand runs the chart-wide service account: it is off
         assert deployment["includeConfigInLaunchedRuns"] == {"enabled": False}
     assert "envSecrets" not in VALUES["runLauncher"]["config"]["k8sRunLauncher"]  # nothing every domain's runs share
+
+
+def test_only_a_domain_that_pseudonymizes_holds_the_masking_key(tmp_path):
+    """A domain holding the key could hash a list of names or emails and undo the pseudonyms others
+    publish: consumers of masked ports never get it; a producer of pii gets it once it has a contract
+    that pseudonymizes (here: fraud declaring a pii column)."""
+    import shutil
+
+    from mesh_platform.governance.masking import needs_key
+
+    assert {d for d in DOMAINS if "mesh-masking-key" in run_pods.deployment_container_context(run_pods.deployment_of(VALUES, d))["k8s"]["env_secrets"]} == PSEUDONYMIZES
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "domains", project / "domains", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "workspace.yaml", project / "workspace.yaml")
+    contract = project / "domains" / "fraud" / "contracts" / "fraud_scores.yaml"
+    text = contract.read_text()
+    assert "classification: confidential" in text or "classification: internal" in text
+    contract.write_text(text.replace("classification: internal", "classification: pii", 1))
+    from mesh_platform.contracts.loader import load_contract
+
+    assert needs_key([load_contract(contract)])
+    assert helm._pseudonymizes(project / "domains" / "fraud") and not helm._pseudonymizes(ROOT / "domains" / "fraud")
 
 
 def test_run_namespaces_hold_each_domains_account_in_its_own_namespace_only():
@@ -119,4 +143,4 @@ def test_mesh_helm_show_runs_prints_each_domains_run_pod():
     assert result.returncode == 0, result.stdout + result.stderr
     for domain in DOMAINS:
         assert f"{domain}:\n  namespace        mesh-{domain.replace('_', '-')}" in result.stdout
-    assert "service account  mesh-fraud" in result.stdout and "secrets          dagster-postgresql-secret, mesh-fraud-aws, mesh-masking-key" in result.stdout
+    assert "service account  mesh-fraud" in result.stdout and "secrets          dagster-postgresql-secret, mesh-fraud-aws\n" in result.stdout

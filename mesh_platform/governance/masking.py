@@ -66,6 +66,13 @@ def treatment(col: SchemaProperty) -> str | None:
     return chosen
 
 
+def needs_key(contracts) -> bool:
+    """Whether a domain with these contracts (products and private ones) pseudonymizes anything, and so
+    needs the masking key. Only such a domain's deployment gets it: a domain holding the key could hash
+    a list of names or emails and so undo the pseudonyms other domains publish."""
+    return any(treatment(col) == "pseudonymize" for contract in contracts for col in contract.columns)
+
+
 def sensitive_columns(contract: Contract) -> dict[str, str]:
     return {c.name: c.classification for c in contract.columns if c.classification in SENSITIVE}
 
