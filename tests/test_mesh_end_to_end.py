@@ -46,8 +46,11 @@ def port(settings, key: str) -> pd.DataFrame:
 
 def test_materialize_reports_progress_per_domain(materialized_mesh):
     out = materialized_mesh.stdout
-    order = [line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("[")]
+    lines = [line for line in out.splitlines() if line.startswith("[run ")]
+    order = [line.split("] ", 1)[1].split(":", 1)[0] for line in lines]
     assert order == ["policies", "claims", "customer_care", "fraud", "analytics"]
+    assert [line.split("]", 1)[0] for line in lines] == [f"[run {n}" for n in range(1, 6)]  # runs counted, not assets
+    assert lines[-1].endswith("(16 of 16 assets)")
     assert "done: 5 run(s), 0 failed, 0 asset(s) skipped" in out
 
 

@@ -57,6 +57,30 @@ def settled(webserver: str):
     return found
 
 
+def failures(state: dict, runs: list[dict]) -> list[str]:
+    """Why each failed run failed, from the instance's event log (Postgres): what an assertion on the
+    runs' status should say, so that a failure in CI names its cause."""
+    import psycopg2
+
+    failed = [r["runId"] for r in runs if r["status"] != "SUCCESS"]
+    if not failed:
+        return []
+    con = psycopg2.connect(stack.libpq_url(state["env"]["DAGSTER_POSTGRES_URL"]))
+    try:
+        with con.cursor() as cur:
+            cur.execute("select run_id, step_key, event from event_logs where run_id = any(%s) and dagster_event_type in "
+                        "('STEP_FAILURE', 'PIPELINE_FAILURE') order by id", (failed,))
+            rows = cur.fetchall()
+    finally:
+        con.close()
+    found = []
+    for run_id, step, event in rows:
+        text = str(event)
+        at = text.find('"message": "')
+        found.append(f"{run_id[:8]} {step or 'run'}: {text[at + 12:at + 600] if at >= 0 else text[:600]}")
+    return found
+
+
 def stack_home() -> Path:
     """A MESH_HOME outside pytest's temp root: pytest resets that root to 0700 whenever a pytest
     starts on the machine, which would lock out the unprivileged user Postgres runs as (as root)."""
@@ -140,7 +164,7 @@ def test_the_stack_runs_the_mesh_like_production(production):
         return found if set(DOMAINS) <= done else None
 
     first = wait_for("the whole mesh to be built by the daemon", bootstrapped)
-    assert all(r["status"] == "SUCCESS" for r in first), [(r["location"], r["status"]) for r in first]
+    assert all(r["status"] == "SUCCESS" for r in first), ([(r["location"], r["status"]) for r in first], failures(state, first))
     sensor_runs = [r for r in first if r["tags"].get("dagster/sensor_name") == SENSOR]
     # the landed batches' days, one run per range of days (claims is daily-partitioned), each day once
     assert sensor_runs and all(r["location"] == "claims" for r in sensor_runs)
@@ -194,7 +218,7 @@ def test_the_stack_runs_the_mesh_like_production(production):
     after, claims_runs, downstream = wait_for("the sensor's claims run, then automation's runs refreshing " + ", ".join(READ_AFTER_REFRESH), refreshed)
     assert claims_runs and all(r["location"] == "claims" for r in claims_runs), claims_runs
     assert_disjoint_day_ranges(claims_runs)
-    assert all(r["status"] == "SUCCESS" for r in after), [(r["location"], r["jobName"], r["status"]) for r in after]
+    assert all(r["status"] == "SUCCESS" for r in after), ([(r["location"], r["jobName"], r["status"]) for r in after], failures(state, after))
     for run in after:  # each run is attached to its code location and launched by the daemon
         assert run["location"] in DOMAINS
         assert run["tags"].get("dagster/sensor_name") in (SENSOR, f"{run['location']}_automation"), run["tags"]
