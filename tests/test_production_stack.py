@@ -81,6 +81,23 @@ def failures(state: dict, runs: list[dict]) -> list[str]:
     return found
 
 
+def assert_succeeded(state: dict, runs: list[dict]) -> None:
+    """Every run succeeded, but for one known race of automation across code locations: a fraud run
+    started by its automation sensor before claims had published every day a landing touched fails
+    (too few labelled claims, or a port another fraud run is committing) and a later fraud run
+    succeeds (docs/production.md, "What drives the mesh"). Anything else failing fails the test,
+    naming why."""
+    failed = [r for r in runs if r["status"] != "SUCCESS"]
+    known = [
+        r for r in failed
+        if r["location"] == "fraud" and r["tags"].get("dagster/sensor_name") == "fraud_automation"
+        and any(o["location"] == "fraud" and o["status"] == "SUCCESS" and (o["startTime"] or 0) > (r["startTime"] or 0) for o in runs)
+    ]
+    assert failed == known, ([(r["location"], r["jobName"], r["status"], r["tags"].get("dagster/sensor_name")) for r in failed], failures(state, failed))
+    if known:
+        print(f"known automation race: {len(known)} fraud run(s) failed, then fraud succeeded:", failures(state, known))
+
+
 def stack_home() -> Path:
     """A MESH_HOME outside pytest's temp root: pytest resets that root to 0700 whenever a pytest
     starts on the machine, which would lock out the unprivileged user Postgres runs as (as root)."""
@@ -164,7 +181,7 @@ def test_the_stack_runs_the_mesh_like_production(production):
         return found if set(DOMAINS) <= done else None
 
     first = wait_for("the whole mesh to be built by the daemon", bootstrapped)
-    assert all(r["status"] == "SUCCESS" for r in first), ([(r["location"], r["status"]) for r in first], failures(state, first))
+    assert_succeeded(state, first)
     sensor_runs = [r for r in first if r["tags"].get("dagster/sensor_name") == SENSOR]
     # the landed batches' days, one run per range of days (claims is daily-partitioned), each day once
     assert sensor_runs and all(r["location"] == "claims" for r in sensor_runs)
@@ -218,7 +235,7 @@ def test_the_stack_runs_the_mesh_like_production(production):
     after, claims_runs, downstream = wait_for("the sensor's claims run, then automation's runs refreshing " + ", ".join(READ_AFTER_REFRESH), refreshed)
     assert claims_runs and all(r["location"] == "claims" for r in claims_runs), claims_runs
     assert_disjoint_day_ranges(claims_runs)
-    assert all(r["status"] == "SUCCESS" for r in after), ([(r["location"], r["jobName"], r["status"]) for r in after], failures(state, after))
+    assert_succeeded(state, after)
     for run in after:  # each run is attached to its code location and launched by the daemon
         assert run["location"] in DOMAINS
         assert run["tags"].get("dagster/sensor_name") in (SENSOR, f"{run['location']}_automation"), run["tags"]
