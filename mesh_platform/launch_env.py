@@ -59,13 +59,3 @@ def started_with(name: str, default: str | None = None) -> str | None:
     value = source.get(name)
     return value if value else default
 
-
-def changed_since_start() -> dict[str, tuple[str | None, str | None]]:
-    """The fixed variables whose value in ``os.environ`` differs from the start: {name: (start, now)}.
-
-    Ignored by the platform; reported so that a deployment sees a domain trying it."""
-    return {
-        name: (started_with(name), os.environ.get(name) or None)
-        for name in FIXED
-        if (os.environ.get(name) or None) != started_with(name)
-    }

@@ -27,6 +27,7 @@ import dagster as dg
 
 from mesh_platform import metadata as md
 
+from mesh_platform.run_cleanup import process_tags
 from mesh_platform.workspace import Mesh, children_in, parents_in, walk
 
 
@@ -201,12 +202,6 @@ def rows_of(materializations) -> dict[str, int]:
         if count is not None:
             rows[event.asset_key.to_user_string()] = int(count.value)
     return rows
-
-
-def process_tags() -> dict[str, str]:
-    from mesh_platform.run_cleanup import process_tags as tags
-
-    return tags()
 
 
 class InProcessRunner:

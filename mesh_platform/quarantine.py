@@ -151,9 +151,7 @@ class Rejects:
         parser; only a file that has such a line is parsed again with the tolerant one."""
         import io
 
-        opener = source if callable(source) else (lambda: source)
-        raw = opener().read()
-        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+        text = _text(source)
         try:
             return pd.read_csv(io.StringIO(text), **options)
         except pd.errors.ParserError:
@@ -168,21 +166,11 @@ class Rejects:
         quarantined (as text) instead of failing the whole file."""
         import io
 
-        opener = source if callable(source) else (lambda: source)
-        raw = opener().read()
-        text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+        text = _text(source)
         try:
             return pd.read_json(io.StringIO(text), lines=True, **options)
         except ValueError:
-            good, bad = [], []
-            for line in text.splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except ValueError:
-                    value = None
-                (good if isinstance(value, dict) else bad).append(line if not isinstance(value, dict) else value)
+            good, bad = json_lines(text)
             rows = pd.DataFrame({"line": bad})
             self.reject(rows, reason, file=Path(file).name, examples=_examples(rows["line"]))
             return pd.read_json(io.StringIO("\n".join(json.dumps(g) for g in good)), lines=True, **options) if good else pd.DataFrame()
@@ -243,6 +231,29 @@ def _is_in(values: pd.Series, known: Iterable) -> np.ndarray:
         return pc.is_in(array, value_set=value_set, skip_nulls=True).to_numpy(zero_copy_only=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return values.isin(known_values).to_numpy()
+
+
+def _text(source: Any) -> str:
+    """A landed file's text: ``source`` is a stream or a callable returning one."""
+    raw = (source() if callable(source) else source).read()
+    return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+
+
+def json_lines(text: str) -> tuple[list[dict], list[str]]:
+    """The JSON objects of a JSON-lines text, and the lines that are not one (blank lines skipped)."""
+    good, bad = [], []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            good.append(value)
+        else:
+            bad.append(line)
+    return good, bad
 
 
 def _examples(values: pd.Series) -> list:

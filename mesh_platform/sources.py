@@ -125,23 +125,23 @@ def days_in_file(file: LandedFile, column: str) -> set[str]:
     from mesh_platform.partitions import KEY_FORMAT
 
     if file.name.endswith((".jsonl", ".json")):
-        import json
-
         try:
             values = pd.read_json(file.open(), lines=True, dtype=False)
             values = values[column] if column in values.columns else pd.Series([], dtype=object)
         except ValueError:  # a broken line: the days of the others (the asset quarantines that line)
-            rows = []
-            for line in file.open().read().decode("utf-8", errors="replace").splitlines():
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    continue
-            values = pd.Series([r.get(column) for r in rows if isinstance(r, dict)], dtype=object)
+            from mesh_platform.quarantine import json_lines
+
+            rows, _ = json_lines(file.open().read().decode("utf-8", errors="replace"))
+            values = pd.Series([r.get(column) for r in rows], dtype=object)
     else:
         head = pd.read_csv(file.open(), nrows=0)
-        # a line with too many fields is skipped here; the asset reading the file quarantines it
-        values = pd.read_csv(file.open(), usecols=[column], dtype=str, on_bad_lines="skip", engine="python")[column] if column in head.columns else pd.Series([], dtype=object)
+        if column not in head.columns:
+            values = pd.Series([], dtype=object)
+        else:
+            try:
+                values = pd.read_csv(file.open(), usecols=[column], dtype=str)[column]
+            except pd.errors.ParserError:  # a line with too many fields: skipped here, quarantined by the asset
+                values = pd.read_csv(file.open(), usecols=[column], dtype=str, on_bad_lines="skip", engine="python")[column]
     days = pd.to_datetime(values, errors="coerce", format="mixed").dropna().dt.strftime(KEY_FORMAT)
     return set(days.unique())
 

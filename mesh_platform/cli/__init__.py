@@ -91,11 +91,11 @@ def _run_stoppably(execute, instance):
             received.append(signal.SIGINT)
         result = None
     finally:
-        stop_watching = not stop.is_set()
+        interrupted = stop.is_set()
         stop.set()  # ends the watchdog
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    if not stop_watching:
+    if interrupted:
         name = signal.Signals(received[0]).name if received else "a signal"
         released = release_own_runs(instance, name)
         click.echo(f"stopped by {name}: {len(released)} unfinished run(s) marked canceled, their pool slots freed", err=True)
