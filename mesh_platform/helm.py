@@ -82,7 +82,7 @@ def deployment_of(domain_yaml: Path) -> tuple[str, Deployment]:
     return str(raw.get("kind", "source-aligned")), deployment
 
 
-def _pseudonymizes(domain_root: Path) -> bool:
+def pseudonymizes(domain_root: Path) -> bool:
     """Whether the domain's contracts (products and private) pseudonymize a column: only then does its
     deployment get the masking key. An unreadable contract counts as yes (the domain fails its load
     anyway, and naming it here would hide that failure behind a missing secret)."""
@@ -140,7 +140,7 @@ def values(
             else:
                 env.append({"name": name, "value": value})
         resources = quota_resources(domain, domain_yaml.parent)
-        masking = _pseudonymizes(domain_yaml.parent)
+        masking = pseudonymizes(domain_yaml.parent)
         # every run of this location, whoever launches it: its namespace, service account, resources, secrets
         context = run_pods.container_context(domain, env=env, extra_secrets=spec.secrets, resources=resources, pull_policy="IfNotPresent",
                                              masking_key=masking)

@@ -5,7 +5,9 @@ What the Helm chart deploys (see ``infra/``), started as local processes on loop
 | production                                   | here                                                        |
 | -------------------------------------------- | ----------------------------------------------------------- |
 | managed Postgres (``DAGSTER_POSTGRES_URL``)  | Debian's PostgreSQL, a cluster in ``$MESH_HOME/stack/postgres`` |
-| S3: lake, landing bucket, compute logs       | moto's S3 server (objects kept in memory)                   |
+| S3: lake, landing bucket, compute logs       | moto's S3 server enforcing IAM, with an access log (objects kept in memory) |
+| one IAM role per domain (``infra/iam``)      | one IAM user per domain holding that policy; its own OS user when started as root |
+| the privacy release service                  | ``python -m mesh_platform.privacy_service`` as ``mesh-privacy`` |
 | one user-code deployment per domain          | one ``dagster code-server`` gRPC process per domain         |
 | daemon, webserver                            | ``dagster-daemon run`` and ``dagster-webserver`` over a gRPC workspace |
 | the instance (``infra/dagster.yaml``)        | the same file, in ``$MESH_HOME/stack/dagster_home``         |
@@ -14,6 +16,11 @@ Every process runs in its own process group; their pids, ports and log files are
 ``$MESH_HOME/stack/stack.json``, which ``mesh stack down`` reads to stop exactly those processes
 (and their children: run workers) and to check that their ports are closed. A failed start stops
 whatever it had started.
+
+Each domain's code server, and every run it launches, holds that domain's keys only, its own
+``MESH_HOME`` and, started as root, its own uid (:mod:`mesh_platform.stack_identities`): storage, not
+the platform's code, is the wall between domains. ``stack.json`` holds every identity's keys and is
+readable by root only.
 
 Each start is fresh: the S3 server keeps objects in memory, so ``up`` recreates the Dagster
 database too (the Postgres cluster itself is kept, to start faster). PostgreSQL refuses to run as
@@ -27,6 +34,7 @@ import glob
 import json
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -44,7 +52,7 @@ import yaml
 
 from mesh_platform.settings import MeshSettings
 
-LAKE_BUCKET = "mesh-lake"
+LAKE_BUCKET = "acme-mesh-lake"  # the bucket infra/iam is written for: the stack applies those files as they are
 LANDING_BUCKET = "mesh-landing"
 LOGS_BUCKET = "mesh-logs"
 LAKE_URI = f"s3://{LAKE_BUCKET}/lake"
@@ -114,6 +122,14 @@ class StackLayout:
         return self.root / "workspace.yaml"
 
     @property
+    def access_log(self) -> Path:
+        return self.root / "s3-access.jsonl"
+
+    @property
+    def homes(self) -> Path:
+        return self.root / "homes"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 
@@ -125,11 +141,17 @@ class StackState:
     env: dict = field(default_factory=dict)
     webserver: str = ""
     locations: dict = field(default_factory=dict)  # domain -> {"port":, "module":}
+    identities: dict = field(default_factory=dict)  # name -> Identity.as_dict(): keys, uid, home, token
+    admin_key: str = ""  # the admin identity's access key id (its secret is in env)
+    masking_key: str = ""  # given only to the domains that pseudonymize
 
     def save(self, layout: StackLayout) -> None:
         layout.root.mkdir(parents=True, exist_ok=True)
         tmp = layout.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__, indent=2))
+        # every identity's keys: the stack's own user only (the domains run as other uids when root)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(self.__dict__, indent=2))
         os.replace(tmp, layout.state_file)
 
     @classmethod
@@ -326,11 +348,12 @@ def stop_postgres(info: dict) -> None:
 # -- processes -------------------------------------------------------------------------------------
 
 
-def _start(layout: StackLayout, state: StackState, name: str, cmd: list[str], env: dict, cwd: Path, port: int | None) -> subprocess.Popen:
+def _start(layout: StackLayout, state: StackState, name: str, cmd: list[str], env: dict, cwd: Path, port: int | None, **user) -> subprocess.Popen:
+    """Start a process of the stack in its own process group; ``user``: ``Popen``'s user/group arguments."""
     layout.logs.mkdir(parents=True, exist_ok=True)
     log = layout.logs / f"{name.replace(':', '-')}.log"
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, **user)
     state.processes.append({"name": name, "pid": proc.pid, "port": port, "log": str(log), "cmd": cmd})
     state.save(layout)
     return proc
@@ -373,10 +396,33 @@ def code_server_cmd(module: str, location: str, port: int) -> list[str]:
     return _dagster("code-server", "start", "-h", "127.0.0.1", "-p", str(port), "-m", module, "--location-name", location)
 
 
+# what no process of a domain inherits from the stack's own environment: the admin's keys, the
+# masking key (given only where it is used), the stack's home
+_NOT_INHERITED = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MESH_MASKING_KEY", "MESH_PRIVACY_TOKEN", "MESH_PRIVACY_LEDGER")
+
+
+def identity_env(state: StackState, name: str, **extra: str) -> dict:
+    """The environment of a process running as identity ``name``: the stack's settings, its own keys and home."""
+    from mesh_platform.stack_identities import Identity
+
+    identity = Identity(**state.identities[name])
+    base = {k: v for k, v in {**os.environ, **state.env}.items() if k not in _NOT_INHERITED}
+    env = {**base, **identity.credentials.env(state.env["AWS_ENDPOINT_URL_S3"]), **extra}
+    if identity.home:
+        env.update(MESH_HOME=identity.home, HOME=identity.home)
+    return env
+
+
 def start_code_server(layout: StackLayout, state: StackState, domain: str) -> subprocess.Popen:
+    from mesh_platform.stack_identities import Identity, popen_user
+
     info = state.locations[domain]
-    env = {**os.environ, **state.env, "MESH_DOMAIN": domain}
-    return _start(layout, state, f"code-server:{domain}", code_server_cmd(info["module"], domain, info["port"]), env, Path(info["cwd"]), info["port"])
+    identity = Identity(**state.identities[domain])
+    extra = {"MESH_DOMAIN": domain, "MESH_PRIVACY_SERVICE": state.env.get("MESH_PRIVACY_SERVICE", ""), "MESH_PRIVACY_TOKEN": identity.token or ""}
+    if info.get("masking_key"):
+        extra["MESH_MASKING_KEY"] = state.masking_key
+    return _start(layout, state, f"code-server:{domain}", code_server_cmd(info["module"], domain, info["port"]),
+                  identity_env(state, domain, **extra), Path(info["cwd"]), info["port"], **popen_user(identity))
 
 
 def grpc_ready(port: int) -> bool:
@@ -536,13 +582,18 @@ def _up(settings, layout: StackLayout, state: StackState, workspace: Path, entri
     project = workspace.parent
     pg_url = options.postgres_url or start_postgres(layout, state, progress)
 
-    # S3: lake, landing bucket, compute logs
-    s3_port = free_port()
-    proc = _start(layout, state, "s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(s3_port)],
-                  {k: v for k, v in os.environ.items() if k != "INITIAL_NO_AUTH_ACTION_COUNT"}, layout.root, s3_port)
-    endpoint = f"http://127.0.0.1:{s3_port}"
-    _wait("the S3 server (moto)", lambda: _http_ok(f"{endpoint}/moto-api/"), proc=proc, log=layout.logs / "s3.log")
-    progress(f"S3 (moto) on {endpoint}: buckets {LAKE_BUCKET}, {LANDING_BUCKET}, {LOGS_BUCKET}")
+    # S3: lake, landing bucket, compute logs; IAM enforced, every request in the access log
+    from mesh_platform import stack_identities
+    from mesh_platform.s3_server import S3Server
+
+    layout.access_log.unlink(missing_ok=True)  # each start is fresh, its log too
+    server = S3Server(iam=True, access_log=layout.access_log)
+    try:
+        server.start(free_port(), spawn=lambda cmd, env, port: _start(layout, state, "s3", cmd, env, layout.root, port))
+    except RuntimeError as exc:
+        raise StackError(f"{exc}{_tail(layout.logs / 's3.log')}") from None
+    endpoint = server.endpoint
+    state.admin_key = server.admin.access_key_id
 
     state.env = {
         "MESH_HOME": settings.home,
@@ -555,15 +606,16 @@ def _up(settings, layout: StackLayout, state: StackState, workspace: Path, entri
         "MESH_AUTOMATION": "on" if options.automation else "off",
         "MESH_ENV": "stack",
         "MESH_EXECUTOR": os.environ.get("MESH_EXECUTOR") or "in_process",
-        "AWS_ACCESS_KEY_ID": "mesh-local",
-        "AWS_SECRET_ACCESS_KEY": "mesh-local",
+        "AWS_ACCESS_KEY_ID": server.admin.access_key_id,  # the operator's shell (`mesh stack env`) is admin
+        "AWS_SECRET_ACCESS_KEY": server.admin.secret_access_key,
         "AWS_REGION": REGION,
         "AWS_ENDPOINT_URL_S3": endpoint,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH", "")])),
     }
-    for passthrough in ("MESH_SENSOR_INTERVAL", "MESH_AUTOMATION_INTERVAL", "MESH_WORKSPACE", "MESH_DOMAINS", "MESH_MASKING_KEY"):
+    for passthrough in ("MESH_SENSOR_INTERVAL", "MESH_AUTOMATION_INTERVAL", "MESH_WORKSPACE", "MESH_DOMAINS", "MESH_QUALITY_REPORTS"):
         if os.environ.get(passthrough):
             state.env[passthrough] = os.environ[passthrough]
+    state.masking_key = os.environ.get("MESH_MASKING_KEY") or secrets.token_hex(32)
     state.save(layout)
     os.environ.update(state.env)  # this process reads the same instance and buckets below
 
@@ -572,8 +624,24 @@ def _up(settings, layout: StackLayout, state: StackState, workspace: Path, entri
     client = s3.client()
     for bucket in (LAKE_BUCKET, LANDING_BUCKET, LOGS_BUCKET):
         client.create_bucket(Bucket=bucket)
+    progress(f"S3 (moto, IAM enforced) on {endpoint}: buckets {LAKE_BUCKET}, {LANDING_BUCKET}, {LOGS_BUCKET}; access log {layout.access_log}")
     landed = _upload_landing(Path(settings.sources))
     progress(f"landed {landed} claims file(s) from {settings.sources} in {CLAIMS_LANDING_URI}/")
+
+    # who each process is: one IAM identity (and, as root, one uid and home) per domain
+    domains = [loc for loc, _ in entries]
+    identities, warnings = stack_identities.create(server, project, domains, LANDING_BUCKET, LOGS_BUCKET, layout.homes)
+    state.identities = {name: identity.as_dict() for name, identity in identities.items()}
+    state.save(layout)
+    for warning in warnings:
+        progress(f"warning: {warning}")
+    if stack_identities.separate_users():
+        stack_identities.make_reachable([project, layout.dagster_home, Path(settings.sources), layout.homes], progress)
+        progress(f"identities: {', '.join(domains)} each with its own keys, uid and home; {stack_identities.PRIVACY} (aggregate-only products); {stack_identities.OPERATOR} (daemon, webserver)")
+    else:
+        progress(f"identities: {', '.join(domains)} each with its own keys and home; not root, so every process shares this user: "
+                 "a domain's code could read another's keys from /proc (as root, or on Kubernetes, each runs as its own user)")
+    _start_privacy_service(layout, state, project, identities[stack_identities.PRIVACY])
 
     # the instance: infra/dagster.yaml as is; its tables are created once, before anything uses them
     layout.dagster_home.mkdir(parents=True, exist_ok=True)
@@ -586,8 +654,11 @@ def _up(settings, layout: StackLayout, state: StackState, workspace: Path, entri
 
     # one code server per domain, then the gRPC workspace the daemon and the webserver read
     procs = {}
+    from mesh_platform.helm import pseudonymizes
+
     for location, module in entries:
-        state.locations[location] = {"port": free_port(), "module": module, "cwd": str(project)}
+        state.locations[location] = {"port": free_port(), "module": module, "cwd": str(project),
+                                     "masking_key": pseudonymizes(_domain_root(project, module))}
         procs[location] = start_code_server(layout, state, location)
     for location, proc in procs.items():
         port = state.locations[location]["port"]
@@ -597,7 +668,7 @@ def _up(settings, layout: StackLayout, state: StackState, workspace: Path, entri
     ]}, sort_keys=False))
     progress(f"{len(entries)} code server(s): " + ", ".join(f"{loc} :{state.locations[loc]['port']}" for loc, _ in entries))
 
-    env = {**os.environ, **state.env}
+    env = identity_env(state, stack_identities.OPERATOR)
     daemon = _start(layout, state, "daemon", [sys.executable, "-m", "dagster._daemon", "run", "-w", str(layout.workspace)], env, layout.root, None)
     web_port = options.webserver_port
     web = _start(layout, state, "webserver", [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(web_port), "-w", str(layout.workspace)], env, layout.root, web_port)
@@ -607,6 +678,30 @@ def _up(settings, layout: StackLayout, state: StackState, workspace: Path, entri
     if daemon.poll() is not None:
         raise StackError(f"dagster-daemon exited with code {daemon.returncode}{_tail(layout.logs / 'daemon.log')}")
     progress(f"dagster-daemon (schedules, sensors, automation {'on' if options.automation else 'off'}, run queue) and dagster-webserver on {state.webserver}")
+
+
+def _domain_root(project: Path, module: str) -> Path:
+    """The folder of a workspace entry's domain: its module's package (``domains.claims.definitions``)."""
+    return project.joinpath(*module.split(".")[:-1])
+
+
+def _start_privacy_service(layout: StackLayout, state: StackState, project: Path, identity) -> None:
+    """The privacy release service, as ``mesh-privacy``: the domains' tokens in its own home, the ledger there too."""
+    from mesh_platform.stack_identities import popen_user
+
+    home = Path(identity.home)
+    tokens = home / "tokens.json"
+    fd = os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({i["token"]: name for name, i in state.identities.items() if i.get("token")}, out)
+    if identity.uid is not None:
+        os.chown(tokens, identity.uid, identity.uid)
+    port = free_port()
+    cmd = [sys.executable, "-m", "mesh_platform.privacy_service", "--port", str(port), "--tokens", str(tokens), "--lake", LAKE_URI]
+    proc = _start(layout, state, "privacy-service", cmd, identity_env(state, identity.name), project, port, **popen_user(identity))
+    _wait("the privacy release service", lambda: port_open(port), proc=proc, log=layout.logs / "privacy-service.log")
+    state.env["MESH_PRIVACY_SERVICE"] = f"http://127.0.0.1:{port}"
+    state.save(layout)
 
 
 def instance_yaml(project: Path) -> Path:

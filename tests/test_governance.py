@@ -130,6 +130,22 @@ def test_raw_sensitive_values_never_reach_an_uncleared_consumer(rows, key):
     assert table.column("email").to_pylist() == emails
 
 
+def test_a_domain_that_only_removes_columns_needs_no_masking_key(monkeypatch):
+    """Its deployment is not given the key (production refuses to run without one where it is used),
+    so masking a product whose sensitive columns are all removed must not ask for it."""
+    from mesh_platform.governance import masking
+
+    def no_key():
+        raise masking.MaskingKeyMissing("MESH_MASKING_KEY must be set in production (the pseudonymization key)")
+
+    monkeypatch.setattr(masking, "masking_key", no_key)
+    table = pa.table({"person_id": ["1"], "notes": ["n"]})
+    masked, pseudonymized, removed = mask_table(table, PII_CONTRACT)
+    assert (pseudonymized, removed, masked.column_names) == ([], ["notes"], ["person_id"])
+    with pytest.raises(masking.MaskingKeyMissing):  # a column to pseudonymize still needs it
+        mask_table(pa.table({"person_id": ["1"], "email": ["a@example.com"]}), PII_CONTRACT)
+
+
 def test_pseudonyms_depend_on_the_key():
     table = pa.table({"person_id": ["1"], "email": ["a@example.com"], "born": [1], "notes": ["n"]})
     a = mask_table(table, PII_CONTRACT, b"k" * 32)[0].column("email")[0].as_py()

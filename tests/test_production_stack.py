@@ -7,6 +7,12 @@ claims landing sensor on the landing bucket, and the automation conditions of th
 domains, evaluated across code locations. Then a new claims batch lands and refreshes the mesh;
 then one domain's code server is killed and the four others keep loading and running; then the
 stack stops and leaves nothing behind.
+
+Storage is the wall between domains: the S3 server enforces IAM, and each code server holds its own
+domain's keys, uid and home. Once the mesh is built, a probe runs with exactly what each code server
+holds (`mesh stack matrix`: hostile code that never calls the platform) and every forbidden read and
+write must be refused by storage and be in its access log (`mesh audit --storage`); the mesh then
+goes on refreshing.
 """
 
 from __future__ import annotations
@@ -189,6 +195,17 @@ def test_the_stack_runs_the_mesh_like_production(production):
     queued = [r for r in first if r["tags"].get("mesh/launched_by") == "mesh-materialize-queued"]
     assert [r["location"] for r in queued] == ["policies"], [(r["location"], r["tags"]) for r in first]
 
+    # hostile code with exactly what each code server holds: storage refuses all it was not granted
+    probed = run_mesh(["stack", "matrix", "--json"], env=env, timeout=600)
+    assert probed.returncode == 0, probed.stdout + probed.stderr
+    assert_matrix_follows_grants(json.loads(probed.stdout), project)
+    told = run_mesh(["audit", "--storage", "--consumer", "fraud", "--json"], env=env, timeout=60)
+    assert told.returncode == 0, told.stdout + told.stderr
+    refused = {(r["method"], r["key"].rsplit("/", 1)[0] + "/") for r in json.loads(told.stdout)["refused"]}
+    for method, where in [("GET", "lake/policies/policyholders/v1/"), ("PUT", "lake/policies/policies/v1/"),
+                          ("GET", "lake/customer_care/conversations/v1/")]:
+        assert any(m == method and k.startswith(where) for m, k in refused), (method, where, sorted(refused)[:20])
+
     # one domain's code server crashes: its location reports the error, the four others load, schedule and run
     victim = "customer_care"
     server = next(p for p in state["processes"] if p["name"] == f"code-server:{victim}")
@@ -293,6 +310,39 @@ def test_the_stack_runs_the_mesh_like_production(production):
     ports = [p["port"] for p in state["processes"] if p.get("port")] + [state["postgres"]["port"]]
     assert not [port for port in ports if stack.port_open(port)]
     assert not (Path(state["postgres"]["pgdata"]) / "postmaster.pid").exists()
+
+
+def assert_matrix_follows_grants(matrix: dict, project: Path) -> None:
+    """Each domain reads its own prefixes and the ports infra/iam grants it, writes only its own, reads
+    only its own landing prefix, writes step logs it cannot read back; it reaches none of the other
+    identities' keys (as root, where each runs as its own user); only analytics gets a privacy release."""
+    assert sorted(matrix) == sorted(DOMAINS)
+    names = {r["target"] for r in matrix["fraud"]["storage"]}
+    assert {"policies/policyholders/v1", "claims/_private", "customer_care/conversations/v1", "landing/claims", "step logs"} <= names, names
+    for domain, found in matrix.items():
+        policy = json.loads((project / "infra" / "iam" / f"{domain}.json").read_text())
+        granted = {r.split("/lake/", 1)[1].removesuffix("/*") for st in policy["Statement"] if st["Sid"] == "ReadGrantedPorts" for r in st["Resource"]}
+        for r in found["storage"]:
+            target = r["target"]
+            owner = target.split("/")[1] if target.startswith("landing/") else target.split("/")[0]
+            if target == "step logs":
+                expected = (False, True)
+            elif target.startswith("landing/"):
+                expected = (owner == domain, False)
+            else:
+                expected = (owner == domain or target in granted, owner == domain)
+            if r["read_key"] is None:  # nothing there to read: only the write is measured
+                expected, got = expected[1], r["write"]
+            else:
+                got = (r["read"], r["write"])
+            assert got == expected, (domain, r)
+        if os.geteuid() == 0:
+            assert not [f["path"] for f in found["files"] if f["readable"]], (domain, found["files"])
+        released = {p["token"]: p["released"] for p in found["privacy"]}
+        assert released == {"own token": domain == "analytics", "forged token": False}, (domain, found["privacy"])
+    for domain in DOMAINS:  # the aggregate-only product: its producer alone (and the privacy service)
+        row = next(r for r in matrix[domain]["storage"] if r["target"] == "customer_care/conversations/v1")
+        assert row["read"] == (domain == "customer_care"), (domain, row)
 
 
 SCHEDULES_QUERY = """

@@ -103,7 +103,7 @@ def test_only_a_domain_that_pseudonymizes_holds_the_masking_key(tmp_path):
     from mesh_platform.contracts.loader import load_contract
 
     assert needs_key([load_contract(contract)])
-    assert helm._pseudonymizes(project / "domains" / "fraud") and not helm._pseudonymizes(ROOT / "domains" / "fraud")
+    assert helm.pseudonymizes(project / "domains" / "fraud") and not helm.pseudonymizes(ROOT / "domains" / "fraud")
 
 
 def test_run_namespaces_hold_each_domains_account_in_its_own_namespace_only():

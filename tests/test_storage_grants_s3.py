@@ -368,3 +368,25 @@ def test_the_generator_refuses_a_full_object_with_columns_the_reader_is_not_clea
     with pytest.raises(StorageGrantError, match=r"'customer_care' reads policies\.policyholders unmasked .*national_id \(restricted\)") as refused:
         policies_for(mesh, "s3://acme-mesh-lake/lake")
     assert "policies/grants.yaml" in str(refused.value), str(refused.value)
+
+
+def test_the_access_log_names_who_storage_refused(tmp_path):
+    """The server, not the caller, records each request: a refusal of code that never calls the
+    platform is in the log with the identity whose key signed it (``mesh audit --storage``)."""
+    from mesh_platform.s3_server import read_access_log
+
+    log = tmp_path / "access.jsonl"
+    with S3Server(iam=True, access_log=log) as server:
+        server.client().create_bucket(Bucket="lake")
+        server.client().put_object(Bucket="lake", Key="policies/policyholders/v1/part-0.parquet", Body=b"rows")
+        nobody = server.create_identity("fraud", {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::lake/fraud/*"]}]})
+        with pytest.raises(ClientError):
+            server.client("s3", nobody).get_object(Bucket="lake", Key="policies/policyholders/v1/part-0.parquet")
+        with pytest.raises(ClientError):
+            server.client("s3", nobody).put_object(Bucket="lake", Key="policies/policyholders/v1/_delta_log/9.json", Body=b"{}")
+        records = read_access_log(log, {nobody.access_key_id: "fraud", server.admin.access_key_id: "admin"})
+    refused = [(r["identity"], r["method"], r["key"]) for r in records if r["status"] == 403]
+    assert ("fraud", "GET", "policies/policyholders/v1/part-0.parquet") in refused
+    assert ("fraud", "PUT", "policies/policyholders/v1/_delta_log/9.json") in refused
+    assert ("admin", "PUT", "policies/policyholders/v1/part-0.parquet") in [(r["identity"], r["method"], r["key"]) for r in records if r["status"] == 200]

@@ -322,9 +322,15 @@ def search(text: tuple[str, ...], as_json: bool, kinds: tuple[str, ...], limit: 
 @click.option("--product", default=None, help="Only this product (contract id or domain/product).")
 @click.option("--consumer", default=None, help="Only reads by this domain.")
 @click.option("--oldest-first", is_flag=True, help="List the oldest record first (default: the newest, so `| head` shows the latest).")
+@click.option("--storage", is_flag=True, help="Requests the stack's S3 server refused (its access log), with the identity that asked.")
 @click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
-def audit(as_json: bool, product: str | None, consumer: str | None, oldest_first: bool, workspace: Path | None) -> None:
-    """The audit log: every publish, read and quarantine of a product (from the Dagster instance), newest first."""
+def audit(as_json: bool, product: str | None, consumer: str | None, oldest_first: bool, storage: bool, workspace: Path | None) -> None:
+    """The audit log: every publish, read and quarantine of a product (from the Dagster instance), newest first.
+
+    With --storage: what storage itself refused, whoever asked and however (code that never calls the
+    platform included), from the access log of the stack's S3 server."""
+    if storage:
+        return _storage_audit(as_json, consumer, oldest_first)
     import dagster as dg
 
     from mesh_platform.governance.audit import audit_records
@@ -352,6 +358,25 @@ def audit(as_json: bool, product: str | None, consumer: str | None, oldest_first
             continue
         click.echo(f"{r.time}  {who:>22}  {r.product} {r.port}{at}  {r.rows if r.rows is not None else '?'} rows{extra}  run {r.run_id[:8]}")
     click.echo(f"{len(records)} record(s)")
+
+
+def _storage_audit(as_json: bool, identity: str | None, oldest_first: bool) -> None:
+    from mesh_platform.s3_server import read_access_log
+    from mesh_platform.stack import StackLayout, StackState
+    from mesh_platform.stack_identities import names_by_key
+
+    layout = StackLayout.of(_settings())
+    state = StackState.load(layout)
+    if state is None:
+        raise click.ClickException(f"no stack started from {layout.root}: storage refusals are kept by the stack's S3 server")
+    refused = [r for r in read_access_log(layout.access_log, names_by_key(state.identities, state.admin_key))
+               if r["status"] == 403 and (identity is None or r["identity"] == identity)]
+    if as_json:
+        click.echo(json.dumps({"refused": refused}, indent=2))
+        return
+    for r in (refused if oldest_first else reversed(refused)):
+        click.echo(f"{r['time']}  {r['identity']:>14} REFUSED  {r['method']:<6} s3://{r['bucket']}/{r['key']}")
+    click.echo(f"{len(refused)} request(s) refused by storage ({layout.access_log})")
 
 
 @main.command()

@@ -119,6 +119,32 @@ def stack_env() -> None:
         click.echo(f"export {name}={shlex.quote(value)}")
 
 
+@stack.command("matrix")
+@click.option("--json", "as_json", is_flag=True, help="Every finding, as JSON.")
+def stack_matrix(as_json: bool) -> None:
+    """Measure what each domain's code server can read and write in the stack's storage (with its own
+    keys and uid), and whether it reaches the others' keys: the identity matrix of docs/governance.md."""
+    from mesh_platform.cli import _settings
+    from mesh_platform.stack import StackLayout, StackState
+    from mesh_platform.storage_probe import markdown, measure
+
+    layout = StackLayout.of(_settings())
+    state = StackState.load(layout)
+    if state is None or not state.identities:
+        raise click.ClickException(f"no stack started from {layout.root}: `mesh stack up` first")
+    matrix = measure(state, layout)
+    if as_json:
+        click.echo(json.dumps(matrix, indent=2))
+        return
+    click.echo("storage (R: read, W: write), each domain with its own code server's keys:")
+    click.echo(markdown(matrix))
+    for domain, found in matrix.items():
+        reached = [f["path"] for f in found["files"] if f["readable"]]
+        released = [f"{p['token']}: {'released' if p['released'] else 'refused'}" for p in found["privacy"]]
+        click.echo(f"{domain}: other identities' environments, homes and keys reached: {', '.join(reached) or 'none'}; "
+                   f"privacy release: {'; '.join(released) or 'no service'}")
+
+
 def mesh_command() -> str:
     """How to call this `mesh` from any shell: plain `mesh` when that is the one on PATH, else its full
     path (a virtual environment that is not activated), else through this Python."""

@@ -89,8 +89,10 @@ def pseudonymize(values: pa.ChunkedArray | pa.Array, key: bytes) -> pa.Array:
 
 
 def mask_table(table: pa.Table, contract: Contract, key: bytes | None = None) -> tuple[pa.Table, list[str], list[str]]:
-    """The masked variant of a product's table: (table, pseudonymized columns, removed columns)."""
-    key = key or masking_key()
+    """The masked variant of a product's table: (table, pseudonymized columns, removed columns).
+
+    The key is read only when a column is pseudonymized: a domain that only removes columns is not
+    given the key by its deployment (:func:`needs_key`), and must not need one."""
     pseudonymized, removed = [], []
     for col in contract.columns:
         how = treatment(col)
@@ -100,6 +102,7 @@ def mask_table(table: pa.Table, contract: Contract, key: bytes | None = None) ->
             table = table.drop_columns([col.name])
             removed.append(col.name)
         else:
+            key = key or masking_key()
             index = table.column_names.index(col.name)
             table = table.set_column(index, pa.field(col.name, pa.string()), pseudonymize(table.column(col.name), key))
             pseudonymized.append(col.name)

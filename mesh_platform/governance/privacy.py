@@ -311,3 +311,36 @@ def compute(df: pd.DataFrame, contract: Contract, aggregate: Aggregate, unit: st
                 None if n < 1 else min(m.upper, max(m.lower, s / n)) for s, n in zip(noisy_sum, noisy_n)
             ]
     return out
+
+
+# -- the release service's client ------------------------------------------------------------------
+
+
+class ReleaseRefused(PermissionError):
+    """The privacy release service refused a release; the message is its reason."""
+
+
+def request_release(url: str, token: str, product: str, major: int, query: dict, run_id: str | None, version: int | None, timeout: float = 300):
+    """Ask the service at ``url`` for a release: (frame, epsilon, remaining), or :class:`ReleaseRefused`."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    import pyarrow as pa
+
+    body = json.dumps({"product": product, "major": major, "query": query, "run_id": run_id, "version": version}).encode()
+    request = urllib.request.Request(f"{url.rstrip('/')}/release", data=body, method="POST",
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            table = pa.ipc.open_stream(response.read()).read_all()
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read()).get("error", "")
+        except ValueError:
+            reason = ""
+        raise ReleaseRefused(f"the privacy release service refused {product}: {reason or exc}") from None
+    except urllib.error.URLError as exc:
+        raise ReleaseRefused(f"the privacy release service at {url} does not answer: {exc.reason}") from None
+    meta = table.schema.metadata or {}
+    return table.to_pandas(), float(meta.get(b"mesh/epsilon", 0)), float(meta.get(b"mesh/remaining", 0))

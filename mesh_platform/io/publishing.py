@@ -24,7 +24,7 @@ from mesh_platform import partitions
 from mesh_platform.contracts.model import Contract
 from mesh_platform.governance.access import AccessDecision, AccessDenied, authorize
 from mesh_platform.governance.masking import mask_table, sensitive_columns
-from mesh_platform.governance.privacy import Aggregate, PrivacyLedger, Release, compute
+from mesh_platform.governance.privacy import Aggregate, PrivacyLedger, Release, compute, request_release
 from mesh_platform.io import delta
 from mesh_platform.io.lake import Lake, Published
 from mesh_platform.ports import port_asset_key
@@ -200,7 +200,27 @@ def delta_metadata(written: list[tuple[str, Published]]) -> dict:
 
 
 def read_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, run_id: str | None = None, version: int | None = None) -> Release:
-    """A differentially private release for an aggregate-only grant; the budget is debited first."""
+    """A differentially private release for an aggregate-only grant; the budget is debited first.
+
+    Where the deployment runs a privacy release service (``MESH_PRIVACY_SERVICE`` and this domain's
+    ``MESH_PRIVACY_TOKEN``: ``mesh stack up``), the release is computed there, by the only identity
+    whose storage keys may read the product (:mod:`mesh_platform.privacy_service`); the service knows
+    the consumer by its token, whatever ``consumer`` says. Otherwise (``mesh dev``, one local lake)
+    it is computed here.
+    """
+    import os
+
+    service, token = os.environ.get("MESH_PRIVACY_SERVICE"), os.environ.get("MESH_PRIVACY_TOKEN")
+    if service and token:
+        aggregate = Aggregate.from_metadata(query)
+        decision = authorize(consumer, contract, aggregate=True)  # refused here first, with the grant's reason
+        frame, epsilon, remaining = request_release(service, token, contract.id, contract.major, query, run_id, version)
+        return Release(frame, epsilon, remaining, aggregate.columns(decision.grant.privacy.unit))
+    return release_aggregate(lake, consumer, contract, query, run_id, version)
+
+
+def release_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, run_id: str | None = None, version: int | None = None) -> Release:
+    """The release computed in this process, reading the product with this process's storage keys."""
     import json
 
     aggregate = Aggregate.from_metadata(query)
