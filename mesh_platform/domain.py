@@ -29,6 +29,8 @@ from mesh_platform.problems import Problem
 from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry, mesh_registry
 from mesh_platform.io.io_manager import MeshIOManager
+from mesh_platform.io.lake import Lake
+from mesh_platform.io.publishing import LastPublished
 from mesh_platform.declarations import Declaration
 from mesh_platform.descriptor import DESCRIPTOR, DomainDescriptor, load_descriptor
 from mesh_platform.lineage.sensors import lineage_sensors
@@ -172,16 +174,30 @@ class Domain:
 
     def build_assets(self, registry: ContractRegistry | None = None, settings: MeshSettings | None = None) -> tuple[list[dg.AssetsDefinition], list[dg.AssetSpec]]:
         """The domain's assets and the external specs of the products it consumes."""
-        plan = self.plan(registry)
+        settings = settings or MeshSettings.from_env()
+        fallback = LastPublished(registry if registry is not None else mesh_registry(), Lake(settings.lake))
+        plan = self.plan(fallback)
         if plan.problems:
             raise DomainDefinitionError(self.name, plan.problems)
-        settings = settings or MeshSettings.from_env()
+        self._say_last_published(plan, fallback.used)
         assets = [build_asset(p, settings) for p in plan.products]
         if plan.dbt is not None:
             from mesh_platform.dbt.assets import dbt_domain_assets
 
             assets.insert(0, dbt_domain_assets(self.name, plan.dbt, settings))
         return assets, list(plan.externals.values())
+
+    def _say_last_published(self, plan: DomainPlan, used: dict[str, str]) -> None:
+        """A producer whose contract file is broken: this domain loads against what it last published,
+        and says so (a warning at load, ``mesh validate``, and the port's page in the UI)."""
+        import logging
+
+        for contract_id, why in used.items():
+            plan.warnings.append(f"{self.name}: input port {contract_id}: {why}")
+            logging.getLogger("mesh_platform").warning("%s", plan.warnings[-1])
+            for key, spec in list(plan.externals.items()):
+                if key.path[0] == contract_id.split(".", 1)[0] and spec.metadata.get(md.CONTRACT_ID, contract_id) == contract_id:
+                    plan.externals[key] = spec.merge_attributes(metadata={md.CONTRACT_SOURCE: why})
 
     def definitions(
         self,

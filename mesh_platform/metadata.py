@@ -22,6 +22,7 @@ CONTRACT_ID = "mesh/contract_id"
 PORT_MAJOR = "mesh/port_major"
 CONTRACT_VERSION = "mesh/contract_version"  # also recorded on each publish
 CONTRACT_FILE = "mesh/contract_file"
+CONTRACT_SOURCE = "mesh/contract_source"  # an input port loaded against its producer's last published contract: why
 PORT_PATH = "mesh/port_path"
 POLICIES = "mesh/policies"  # the policies a product passed at load
 PRIVATE = "mesh/private"

@@ -87,6 +87,7 @@ class DomainPlan:
     policy_results: list[PolicyResult] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     quotas: Quotas | None = None
+    warnings: list[str] = field(default_factory=list)  # loaded, but not as declared (a producer's contract from the lake)
 
     @property
     def ports_by_product(self) -> dict[str, tuple[Contract, list[InputPort]]]:

@@ -26,6 +26,7 @@ class ValidationReport:
     input_ports: int = 0
     contracts: int = 0
     pending: list[str] = field(default_factory=list)  # grant requests awaiting their producer's approval (not problems)
+    warnings: list[str] = field(default_factory=list)  # loaded, but not as declared (see DomainPlan.warnings)
 
     @property
     def ok(self) -> bool:
@@ -52,6 +53,7 @@ def validate_mesh(workspace: Path | None = None) -> ValidationReport:
     for loaded in mesh.domains:
         problems.extend(loaded.problems)
         if loaded.ok:
+            report.warnings.extend(loaded.domain.last_plan.warnings if loaded.domain.last_plan else [])
             report.domains += 1
             report.products += len(loaded.domain.product_names)
             report.input_ports += len(input_ports(loaded.domain))

@@ -192,15 +192,17 @@ from mesh_platform.validation import validate_mesh
 mesh = Mesh.load()
 domains = {d.entry.location: [str(p) for p in d.problems] for d in mesh.domains}
 loaded = [d.entry.location for d in mesh.domains if d.ok]
-validation = [str(p) for p in validate_mesh().problems]
-print(json.dumps({"domains": domains, "loaded": loaded, "validation": validation, "seconds": time.perf_counter() - started}))
+report = validate_mesh()
+validation = [str(p) for p in report.problems]
+print(json.dumps({"domains": domains, "loaded": loaded, "validation": validation, "warnings": report.warnings, "seconds": time.perf_counter() - started}))
 """
 
 
-def load_mesh(project: Path) -> dict:
-    """``Mesh.load`` and ``validate_mesh`` of the copy, in a fresh process (as a code server would)."""
+def load_mesh(project: Path, lake: Path | str | None = None) -> dict:
+    """``Mesh.load`` and ``validate_mesh`` of the copy, in a fresh process (as a code server would);
+    its lake is an empty one of its own unless ``lake`` is given."""
     result = subprocess.run(
-        [sys.executable, "-c", LOAD], cwd=project, env={**os.environ, **copy_env(project)},
+        [sys.executable, "-c", LOAD], cwd=project, env={**os.environ, **copy_env(project), "MESH_LAKE": str(lake or project / "lake")},
         capture_output=True, text=True, timeout=180,
     )
     assert result.returncode == 0, result.stderr
@@ -224,7 +226,8 @@ CASES = {
         "not_utf8_contract.yaml", "fraud/contracts/fraud_scores.yaml",
         {
             "fraud": "domains/fraud/contracts/fraud_scores.yaml: line 12, byte 340: not UTF-8 text: byte 0xfc at byte offset 340",
-            "analytics": "(domains/fraud/contracts/fraud_scores.yaml) cannot be read; fix it first",
+            # nothing of fraud_scores published in this lake: nothing to load against instead
+            "analytics": "(domains/fraud/contracts/fraud_scores.yaml) cannot be read; fix it first (and nothing of it is published",
         },
         "domains/fraud/contracts/fraud_scores.yaml: line 12, byte 340: not UTF-8 text",
     ),
@@ -278,6 +281,27 @@ def test_a_hostile_file_fails_only_what_reads_it(domains_copy, case):
     assert report["loaded"] == [d for d in DOMAINS if d not in failing], report["domains"]
     assert any(reported in p for p in report["validation"]), report["validation"]
     assert not any("Traceback" in p or "policy raised" in p for ps in report["domains"].values() for p in ps)
+
+
+def test_consumers_load_against_what_a_broken_producer_last_published(domains_copy, materialized_mesh, settings):
+    """A damaged contract file fails its own domain's load, naming the file; its consumer loads against
+    the contract the producer last published (kept with each Delta commit) and says so."""
+    plant(domains_copy, "not_utf8_contract.yaml", "fraud/contracts/fraud_scores.yaml")
+    report = load_mesh(domains_copy, lake=settings.lake)
+    assert any("domains/fraud/contracts/fraud_scores.yaml: line 12, byte 340: not UTF-8 text" in p for p in report["domains"]["fraud"])
+    assert report["loaded"] == [d for d in DOMAINS if d != "fraud"], report["domains"]
+    assert any(w.startswith("analytics: input port fraud.fraud_scores: domains/fraud/contracts/fraud_scores.yaml cannot be read: "
+                            "loaded against the contract fraud last published (fraud.fraud_scores 1.") for w in report["warnings"]), report["warnings"]
+
+    from mesh_platform.contracts.registry import mesh_registry
+    from mesh_platform.io.lake import Lake
+    from mesh_platform.io.publishing import LastPublished, last_published_contract
+
+    contract, version, variant = last_published_contract(Lake(settings.lake), "fraud", "fraud_scores")
+    assert contract.id == "fraud.fraud_scores" and version >= 0 and variant == "full"
+    assert contract.column_names == mesh_registry().get("fraud.fraud_scores").column_names
+    broken = LastPublished(mesh_registry(domains_copy / "domains"), Lake(settings.lake))
+    assert broken.get("fraud.fraud_scores").column_names == contract.column_names and "fraud.fraud_scores" in broken.used
 
 
 def test_dangling_grants_name_field(domains_copy):

@@ -148,12 +148,14 @@ def validate(contracts: tuple[Path, ...], workspace: Path | None, as_json: bool)
     except ContractError as exc:  # the workspace file itself
         raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems], "pending": report.pending}, indent=2))
+        click.echo(json.dumps({"ok": report.ok, "problems": [p.__dict__ for p in report.problems], "pending": report.pending, "warnings": report.warnings}, indent=2))
     else:
         for problem in report.problems:
             click.echo(f"error: {problem}", err=True)
         for pending in report.pending:
             click.echo(f"pending: {pending}", err=True)
+        for warning in report.warnings:
+            click.echo(f"warning: {warning}", err=True)
         if contracts:
             summary = f"{report.contracts} of {len(contracts)} contract file(s) valid"
         else:

@@ -42,6 +42,14 @@ def contract_files(domain_dir: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml")) if folder.is_dir() else []
 
 
+class ContractUnreadable(LookupError):
+    """A product's contract file exists but cannot be read (its problems are reported with the producer)."""
+
+    def __init__(self, domain: str, name: str, file: str, also: str = ""):
+        self.domain, self.name, self.file = domain, name, file
+        super().__init__(f"the contract of {domain}.{name} ({file}) cannot be read; fix it first" + (f" ({also})" if also else ""))
+
+
 class MajorNotServed(LookupError):
     """A pinned major that the producer does not (or no longer) serve."""
 
@@ -143,7 +151,7 @@ class ContractRegistry:
         for sep in ("/", "."):
             domain, _, name = ref.partition(sep)
             if (domain, name) in self.broken:
-                raise LookupError(f"the contract of {ref!r} ({self.broken[(domain, name)]}) cannot be read; fix it first")
+                raise ContractUnreadable(domain, name, self.broken[(domain, name)])
         known = sorted(self._by_id) + sorted(f"{d}/{n}" for d, n in self._by_key)
         hint = difflib.get_close_matches(ref, known, n=1)
         message = f"no data product {ref!r} in the mesh"
@@ -196,7 +204,7 @@ class LazyRegistry:
             try:
                 contract = load_contract(path)
             except ContractError:
-                raise LookupError(f"the contract of {ref!r} ({display_path(path)}) cannot be read; fix it first") from None
+                raise ContractUnreadable(domain, name, display_path(path)) from None
             if (contract.domain, contract.name) == (domain, name) and ref in (contract.id, f"{domain}/{name}"):
                 return contract
         return None

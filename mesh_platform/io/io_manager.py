@@ -225,7 +225,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
         columns = meta.get(CONSUMER_COLUMNS)
         lake = self._lake()
         contract = publishing.port_contract(
-            mesh_registry(), consumer, producer, name,
+            publishing.LastPublished(mesh_registry(), lake), consumer, producer, name,
             meta.get(CONTRACT_ID) or upstream_meta.get(CONTRACT_ID),
             meta.get(PORT_MAJOR) or upstream_meta.get(PORT_MAJOR),
         )

@@ -69,6 +69,95 @@ def port_contract(registry, consumer: str, producer: str, name: str, contract_id
     return registry.get(current.id, major=major) if major not in (None, current.major) else current
 
 
+CONTRACT_SNAPSHOT = "mesh.contract"
+
+
+def contract_snapshot(contract: Contract) -> str:
+    """The contract as published with a commit (JSON of its ODCS document)."""
+    import json
+
+    return json.dumps(contract.model_dump(mode="json", by_alias=True, exclude_none=True), sort_keys=True)
+
+
+def last_published_contract(lake: Lake, domain: str, name: str, major: int | None = None) -> tuple[Contract, int, str] | None:
+    """(contract, version, variant) of the latest commit of ``domain/name`` that carries its contract:
+    the major asked for, else the highest published; None when nothing readable was published."""
+    import json
+
+    from mesh_platform.contracts import parse_contract
+    from mesh_platform.problems import ContractError
+
+    if major is not None:
+        majors = [major]
+    else:
+        try:
+            majors = sorted((int(n[1:]) for n in lake.list(f"{domain}/{name}") if re.fullmatch(r"v[0-9]+", n)), reverse=True)
+        except OSError:  # storage may refuse listing above the granted tables
+            majors = []
+    for m in majors:
+        for variant in ("full", "masked"):  # a consumer's keys may reach only the masked variant
+            try:
+                commits = delta.history(lake, Lake.port_path(domain, name, m, variant=variant), f"{domain}.{name}")
+            except Exception:  # noqa: BLE001 - not there, damaged or not readable with these keys: the next one
+                continue
+            for commit in commits:
+                snapshot = commit.get(CONTRACT_SNAPSHOT)
+                if not snapshot:
+                    continue
+                try:
+                    contract = parse_contract(json.loads(snapshot), f"{lake.uri(Lake.port_path(domain, name, m, variant=variant))} version {commit.get('version')}")
+                except (ContractError, ValueError):
+                    continue
+                return contract, int(commit.get("version", -1)), variant
+    return None
+
+
+class LastPublished:
+    """The registry as a consumer's definitions see it: the mesh's contracts, and where a producer's
+    contract file cannot be read, the contract it last published (from the lake), said so.
+
+    A damaged file in one domain fails that domain's load (naming file and field); its consumers go
+    on against what it last published, and each use is recorded in :attr:`used` for the load to
+    report. Nothing published (or nothing readable): the original error, with that reason added.
+    """
+
+    def __init__(self, registry, lake: Lake):
+        self._registry = registry
+        self._lake = lake
+        self.used: dict[str, str] = {}  # contract id -> what was used instead, and why
+
+    def get(self, ref: str, major: int | None = None, today=None) -> Contract:
+        from mesh_platform.contracts.registry import ContractUnreadable
+
+        try:
+            return self._registry.get(ref, major, today)
+        except ContractUnreadable as exc:
+            found = last_published_contract(self._lake, exc.domain, exc.name, major)
+            if found is None:
+                raise ContractUnreadable(exc.domain, exc.name, exc.file, "and nothing of it is published to load against instead") from None
+            contract, version, variant = found
+            self.used[contract.id] = (f"{exc.file} cannot be read: loaded against the contract {contract.domain} last published "
+                                      f"({contract.id} {contract.version}, {variant} table version {version})")
+            return contract
+
+    def previous_majors(self, contract_id: str, *args, **kwargs) -> list[Contract]:
+        from mesh_platform.contracts.registry import ContractUnreadable
+
+        try:
+            return self._registry.previous_majors(contract_id, *args, **kwargs)
+        except ContractUnreadable:
+            return []
+
+    def __getattr__(self, name):
+        return getattr(self._registry, name)
+
+    def __iter__(self):
+        return iter(self._registry)
+
+    def __len__(self) -> int:
+        return len(self._registry)
+
+
 def own_contract(contract: Contract, domain: str, name: str) -> Contract:
     """``contract`` if it is the port of the asset ``domain/name`` (its product, or a kept previous
     major ``<product>_v<N>``); a step never publishes under another product's contract."""
@@ -154,7 +243,9 @@ def publish(lake: Lake, contract: Contract, table: pa.Table, partition_keys: lis
     full_base = delta.snapshot(lake, full_path, port_name(contract))
     masked_base = delta.snapshot(lake, masked_path, port_name(contract, "masked")) if sensitive else None
     previous = None if full_base is None else full_base.version()  # (a write moves the snapshot object on)
-    about = {"mesh.contract.id": contract.id, "mesh.contract.version": contract.version}
+    # the contract itself travels with every commit: a consumer can load against it when the
+    # producer's contract file is broken later (:class:`LastPublished`)
+    about = {"mesh.contract.id": contract.id, "mesh.contract.version": contract.version, CONTRACT_SNAPSHOT: contract_snapshot(contract)}
     predicate = None
     partitioning = partitions.of(contract) if partition_keys is not None else None
     if partitioning is not None:
