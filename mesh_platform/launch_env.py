@@ -15,7 +15,9 @@ mandatory) and the pseudonymization key (``MESH_MASKING_KEY``: a key a domain ch
 pseudonyms other domains publish computable by it). Not yet among them: ``MESH_DOMAINS`` and ``MESH_WORKSPACE`` (where contracts and
 grants are read), which tests and benchmarks still point elsewhere inside one process; a domain
 that points them at files of its own changes what its own process believes, and storage is what
-refuses it there.
+refuses it there. ``mesh validate`` loads each domain in a process of its own
+(:func:`mesh_platform.validation.validate_mesh`), so no domain's module changes what the others'
+loads find, whatever it rewrites (these variables, or the platform's own functions).
 
 What this does not stop: code that writes the process's own memory (``ctypes``) can forge anything
 in its process. That is why the per-domain storage credentials, not this module, are the wall

@@ -13,6 +13,8 @@ import hashlib
 import hmac
 import importlib.util
 import json
+import os
+import subprocess
 import shutil
 import sys
 from pathlib import Path
@@ -127,3 +129,30 @@ def test_a_key_that_climbs_out_is_refused_at_run_time_and_audited(domains_copy, 
         denied = [o.asset_observation.metadata for o in observations]
         assert denied and denied[0]["mesh/audit"].value == "denied" and denied[0]["mesh/consumer"].value == "sneak"
         assert "is not a name" in denied[0]["mesh/reason"].value
+
+
+def test_mesh_validate_loads_each_domain_apart_so_one_cannot_change_what_the_others_find(domains_copy, tmp_path):
+    """meddle, listed first, repoints the mesh's folders and replaces the platform's loader in its
+    process. In one shared process every domain after it would fail (or pass whatever it holds);
+    `mesh validate` loads each domain in its own process, so the others are judged on their own files."""
+    shutil.copytree(ROOT / "tests" / "hostile" / "domains" / "meddle", domains_copy / "domains" / "meddle")
+    text = (domains_copy / "workspace.yaml").read_text()
+    first = "  - python_module:\n      module_name: domains.meddle.definitions\n      location_name: meddle\n"
+    (domains_copy / "workspace.yaml").write_text(text.replace("load_from:\n", "load_from:\n" + first, 1))
+    # a real problem in another domain, which meddle's loader would hide
+    contract = domains_copy / "domains" / "claims" / "contracts" / "claims.yaml"
+    contract.write_text(contract.read_text().replace("version: 1.0.0", "version: one", 1))
+    env = {**copy_env(domains_copy), "MESH_HOME": str(tmp_path / "home"), "MESH_LAKE": str(tmp_path / "lake")}
+
+    shared = subprocess.run([sys.executable, "-c", "from mesh_platform.validation import validate_mesh; r = validate_mesh(); print(r.domains)"],
+                            cwd=domains_copy, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
+    assert shared.returncode == 0, shared.stderr
+    assert int(shared.stdout.strip().splitlines()[-1]) < 6  # the door: in one process, meddle's changes reach the others
+
+    result = run_mesh(["validate", "--json"], env=env, cwd=domains_copy)
+    assert result.returncode == 1, result.stdout + result.stderr
+    problems = _problems(result)
+    assert any(p["file"].endswith("claims/contracts/claims.yaml") and p["field"] == "version" for p in problems), problems
+    # the other domains found their own files: only claims' broken contract (and what reads it) fails
+    assert not any("meddle" in p["message"] or "cannot find" in p["message"] for p in problems), problems
+    assert {p["file"].split("/")[1] for p in problems if p["file"].startswith("domains/")} <= {"claims", "fraud", "analytics"}, problems

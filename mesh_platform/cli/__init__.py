@@ -144,7 +144,7 @@ def validate(contracts: tuple[Path, ...], workspace: Path | None, as_json: bool)
     from mesh_platform.problems import ContractError
 
     try:
-        report = validate_files(list(contracts)) if contracts else validate_mesh(workspace)
+        report = validate_files(list(contracts)) if contracts else validate_mesh(workspace, apart=True)
     except ContractError as exc:  # the workspace file itself
         raise click.ClickException(str(exc)) from None
     if as_json:
