@@ -22,5 +22,6 @@ os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
 
 from mesh_platform.domain import Domain, DomainDefinitionError  # noqa: E402
 from mesh_platform.ports import InputPort  # noqa: E402
+from mesh_platform.declarations import NotYet  # noqa: E402
 
-__all__ = ["Domain", "DomainDefinitionError", "InputPort"]
+__all__ = ["Domain", "DomainDefinitionError", "InputPort", "NotYet"]

@@ -42,7 +42,8 @@ def cron_for(hours: float) -> str:
     return "0 2 * * 1"
 
 
-def automation_condition(contract: Contract | None, has_inputs: bool, partitioned: bool = False, reads_partitioned: bool = False) -> dg.AutomationCondition | None:
+def automation_condition(contract: Contract | None, has_inputs: bool, partitioned: bool = False, reads_partitioned: bool = False,
+                         read_whole: frozenset[dg.AssetKey] = frozenset(), refresh: str | None = None) -> dg.AutomationCondition | None:
     """``eager`` for a product that consumes others; one fed only by its source follows its domain's schedule.
 
     Daily partitions change two things (:mod:`mesh_platform.partitions`). Dagster's ``eager`` only
@@ -52,24 +53,59 @@ def automation_condition(contract: Contract | None, has_inputs: bool, partitione
     upstream days were updated** (:func:`_days_updated`; Dagster turns the days into runs by the
     asset's single-run backfill policy), and a product reading a partitioned one refreshes when an
     upstream day was updated, without waiting for every day (:func:`_any_day_updated`); both wait
-    until every upstream asset has been published at least once (:func:`_published`)."""
+    until every upstream asset has been published at least once (:func:`_published`).
+
+    ``read_whole``: the unpartitioned input ports (other domains' products) of a partitioned product
+    (``policies`` for claims). A day is built from them as they are when the day is built; their
+    updates do not rebuild every day (with Dagster's default mapping, one new ``policies`` marked all
+    212 days of ``claims`` and of fraud's features for a refresh). A correction to them reaches a day
+    when that day is next built. An unpartitioned upstream of the product's own domain (fraud's
+    model for its scores) does rebuild every day, in one run: the domain decides how often it
+    changes (``docs/automation.md``).
+    """
     if not has_inputs:
         return None
+    if refresh is not None and not partitioned:
+        return _on_refresh(refresh)
     if partitioned:
-        return _days_updated()
+        return _days_updated(frozenset(read_whole))
     return _any_day_updated() if reads_partitioned else _eager()
 
 
 @functools.cache
-def _days_updated() -> dg.AutomationCondition:
+def _days_updated(read_whole: frozenset[dg.AssetKey] = frozenset()) -> dg.AutomationCondition:
     A = dg.AutomationCondition
-    return (A.any_deps_updated().since_last_handled() & _published() & ~A.any_deps_in_progress() & ~A.in_progress()).with_label("eager (every day updated upstream)")
+    updated = A.any_deps_updated()
+    label = "eager (every day updated upstream)"
+    if read_whole:
+        updated = updated.ignore(dg.AssetSelection.assets(*sorted(read_whole, key=lambda k: k.to_user_string())))
+        label = "eager (every day updated upstream; " + ", ".join(sorted(k.to_user_string() for k in read_whole)) + " read as they are)"
+    return (updated.since_last_handled() & _ready()).with_label(label)
 
 
 @functools.cache
 def _any_day_updated() -> dg.AutomationCondition:
     A = dg.AutomationCondition
-    return ((A.newly_missing() | A.any_deps_updated()).since_last_handled() & _published() & ~A.any_deps_in_progress() & ~A.in_progress()).with_label("eager (any upstream day)")
+    return ((A.newly_missing() | A.any_deps_updated()).since_last_handled() & _ready()).with_label("eager (any upstream day)")
+
+
+@functools.cache
+def _on_refresh(cron: str) -> dg.AutomationCondition:
+    """Rebuilt at each tick of ``cron`` when an input was updated since the previous tick (a model
+    retrained weekly on the week's new labels), and, while it was never built, whenever an input is
+    updated (its first build; a transform that returns ``NotYet`` leaves it unbuilt, to try again)."""
+    A = dg.AutomationCondition
+    updated = A.any_deps_updated().since_last_handled()  # an input changed since its last build (or request)
+    on_tick = A.cron_tick_passed(cron).since_last_handled() & updated
+    first = A.missing() & updated
+    return ((on_tick | first) & _ready()).with_label(f"refresh on {cron} (when an input changed)")
+
+
+def _ready() -> dg.AutomationCondition:
+    """Nothing runs on an upstream that is unpublished, being rebuilt, or whose latest build failed
+    (it would read the last good version while a new one is due), nor while it is itself running."""
+    A = dg.AutomationCondition
+    return _published() & ~A.any_deps_in_progress() & ~A.any_deps_match(A.execution_failed()) & ~A.in_progress()
 
 
 def _published() -> dg.AutomationCondition:
@@ -82,7 +118,8 @@ def _published() -> dg.AutomationCondition:
 # (building ``eager()`` costs ~0.3 ms, which a mesh of thousands of products pays at every load).
 @functools.cache
 def _eager() -> dg.AutomationCondition:
-    return dg.AutomationCondition.eager()
+    A = dg.AutomationCondition
+    return (A.eager() & ~A.any_deps_match(A.execution_failed())).with_label("eager")
 
 
 @functools.cache

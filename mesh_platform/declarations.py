@@ -22,6 +22,7 @@ class Declaration:
     description: str | None = None
     declared_in: str | None = None
     is_shim: bool = False  # serves a previous major of a product from its current data
+    refresh: str | None = None  # a cron: rebuilt on it (when its inputs changed), not on every input update
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
@@ -31,4 +32,13 @@ class Declaration:
         return "context" in inspect.signature(self.fn).parameters
 
 
-__all__ = ["Declaration"]
+@dataclass(frozen=True)
+class NotYet:
+    """What a private intermediate's transform returns when its inputs do not allow a build yet (a
+    model with too few labels): the step succeeds and stores nothing; the reason is logged. The last
+    stored version, if any, stays; what reads it waits for one."""
+
+    reason: str
+
+
+__all__ = ["Declaration", "NotYet"]

@@ -84,7 +84,13 @@ class Domain:
 
     # -- declaring ------------------------------------------------------------------------------
 
-    def _declare(self, name: str | None, is_product: bool, inputs, kinds, resources, description) -> Callable:
+    def _declare(self, name: str | None, is_product: bool, inputs, kinds, resources, description, refresh: str | None = None) -> Callable:
+        if refresh is not None:
+            from dagster._utils.schedules import is_valid_cron_string
+
+            if not is_valid_cron_string(refresh):
+                raise ValueError(f"{self.name}: {name or 'asset'}: refresh must be a cron expression (e.g. '0 3 * * 1'), got {refresh!r}")
+
         def decorator(fn: Callable) -> Declaration:
             decl = Declaration(
                 name=name or fn.__name__,
@@ -95,6 +101,7 @@ class Domain:
                 is_product=is_product,
                 description=description,
                 declared_in=inspect.getsourcefile(fn),
+                refresh=refresh,
             )
             if decl.name in self.declarations:
                 raise ValueError(f"{self.name}: {decl.name!r} is declared twice")
@@ -110,14 +117,17 @@ class Domain:
         inputs: dict[str, InputPort | str] | None = None,
         kinds: Iterable[str] = (),
         resources: Iterable[str] = (),
+        refresh: str | None = None,
     ) -> Callable:
         """Declare a data product; its contract is ``contracts/<name>.yaml`` in this domain.
 
         ``inputs`` maps each parameter of the transform to an :class:`InputPort` (another
         domain's product) or to the name of an asset of this domain. A parameter named
-        ``context`` receives the Dagster execution context.
+        ``context`` receives the Dagster execution context. ``refresh`` (a cron): the product is
+        rebuilt at those times when an input changed since, instead of at every input's update
+        (``docs/automation.md``).
         """
-        return self._declare(name, True, inputs, kinds, resources, None)
+        return self._declare(name, True, inputs, kinds, resources, None, refresh)
 
     def asset(
         self,
@@ -127,9 +137,15 @@ class Domain:
         kinds: Iterable[str] = (),
         resources: Iterable[str] = (),
         description: str | None = None,
+        refresh: str | None = None,
     ) -> Callable:
-        """Declare a private intermediate: stored in the lake, never published as a port."""
-        return self._declare(name, False, inputs, kinds, resources, description)
+        """Declare a private intermediate: stored in the lake, never published as a port.
+
+        ``refresh`` (a cron), as for :meth:`product`: a model retrained weekly rather than on every
+        new day of data. Its transform may return :class:`mesh_platform.NotYet` when its inputs do not
+        allow a build yet (too few labels): the step then succeeds without storing anything, and
+        what reads it waits (``docs/automation.md``)."""
+        return self._declare(name, False, inputs, kinds, resources, description, refresh)
 
     def downgrade(self, product: str, major: int) -> Callable:
         """Serve a previous major of ``product`` from the current data until its deprecation date.

@@ -264,11 +264,15 @@ def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
         # reads a daily-partitioned asset directly: another domain's port or one of its own domain
         reads_partitioned = (any(partitions.of(r.contract) is not None for r in (ports or {}).values())
                              or any(isinstance(s, str) and s in own_partitioned for s in decl.inputs.values()))
+        # a partitioned asset's unpartitioned upstreams of other domains: read as they are when a day
+        # is built (their updates rebuild no day); its own domain's (a model) rebuild every day
+        read_whole = frozenset(r.key for r in (ports or {}).values() if partitions.of(r.contract) is None)
         if contract is not None:
-            spec = product_spec(domain.name, contract, owners, policy_names, has_inputs=bool(decl.inputs), quotas=plan.quotas, reads_partitioned=reads_partitioned)
+            spec = product_spec(domain.name, contract, owners, policy_names, has_inputs=bool(decl.inputs), quotas=plan.quotas,
+                                reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=decl.refresh)
         else:
             spec = intermediate_spec(domain.name, decl.description or (decl.fn.__doc__ or "").strip() or None, owners, private_contract,
-                                     has_inputs=bool(decl.inputs), reads_partitioned=reads_partitioned)
+                                     has_inputs=bool(decl.inputs), reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=decl.refresh)
         plan.products.append(ProductPlan(domain.name, decl, contract, private_contract, ports or {}, results, spec, plan.quotas))
         if contract is not None:
             _previous_majors(domain, decl, contract, registry, owners, plan)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from mesh_platform import quarantine, quotas
-from mesh_platform.declarations import Declaration
+from mesh_platform.declarations import Declaration, NotYet
 from mesh_platform.io.io_manager import MeshIOManager
 from mesh_platform.io.lake import Lake
 from mesh_platform.ports import InputPort
@@ -81,6 +81,9 @@ def _compute_fn(plan: "ProductPlan", settings: MeshSettings):
 
         def compute(context, **inputs):
             data = fn(context, **inputs) if wants_context else fn(**inputs)
+            if isinstance(data, NotYet):  # nothing to store yet: the step succeeds, what reads it waits
+                context.log.info(f"{key.to_user_string()}: not built yet: {data.reason}")
+                return
             data, held, screened = screen(context, data)
             if held.total:
                 yield quarantine.audit_event(held, key.to_user_string())
@@ -147,6 +150,8 @@ def _asset(plan: "ProductPlan", settings: MeshSettings, ins: dict, spec) -> dg.A
         pool=plan.domain,  # the domain's concurrency pool (quota pool_slots)
         freshness_policy=spec.freshness_policy,
         automation_condition=spec.automation_condition,
+        # a private intermediate may return NotYet (no output); a product always publishes
+        output_required=plan.contract is not None,
         # daily partitions from the contract; a range of days is one run (mesh materialize --from/--to)
         partitions_def=layout.definition if (layout := plan.partitioning) is not None else None,
         backfill_policy=dg.BackfillPolicy.single_run() if layout is not None else None,

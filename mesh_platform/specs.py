@@ -127,7 +127,7 @@ def code_version(contract: Contract | None, code: bytes) -> str:
 
 
 def product_spec(domain: str, contract: Contract, owners: list[str], policies: list[str] | None, has_inputs: bool, quotas=None,
-                 reads_partitioned: bool = False) -> Spec:
+                 reads_partitioned: bool = False, read_whole: frozenset = frozenset(), refresh: str | None = None) -> Spec:
     """The spec of a published product (a port): from its contract, the domain's owners, the policies
     it passed and the domain's quotas (:class:`mesh_platform.quotas.Quotas`)."""
     tags = {md.DOMAIN: domain, md.TYPE: "product", md.STATUS: contract.status}
@@ -160,12 +160,12 @@ def product_spec(domain: str, contract: Contract, owners: list[str], policies: l
         description=product_description(contract) + "\n\n" + how_to_consume(contract, owners),
         owners=contract.owners or owners,
         freshness_policy=freshness_policy(contract),
-        automation_condition=automation_condition(contract, has_inputs, partitioned=layout is not None, reads_partitioned=reads_partitioned),
+        automation_condition=automation_condition(contract, has_inputs, partitioned=layout is not None, reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=refresh),
     )
 
 
 def intermediate_spec(domain: str, description: str | None, owners: list[str], private_contract: Contract | None, has_inputs: bool,
-                      reads_partitioned: bool = False) -> Spec:
+                      reads_partitioned: bool = False, read_whole: frozenset = frozenset(), refresh: str | None = None) -> Spec:
     """The spec of a private intermediate, classified by its private contract."""
     from mesh_platform import private
 
@@ -180,7 +180,7 @@ def intermediate_spec(domain: str, description: str | None, owners: list[str], p
         if classification:
             tags[md.CLASSIFICATION] = classification
     text = (description or f"Private intermediate of the {domain} domain.") + "\n\nPrivate to its domain: not an output port, not readable by other domains."
-    return Spec(tags=tags, metadata=metadata, description=text, owners=owners, automation_condition=automation_condition(None, has_inputs, partitioned=partitions.of(private_contract) is not None, reads_partitioned=reads_partitioned))
+    return Spec(tags=tags, metadata=metadata, description=text, owners=owners, automation_condition=automation_condition(None, has_inputs, partitioned=partitions.of(private_contract) is not None, reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=refresh))
 
 
 __all__ = ["CLASSIFICATION_ORDER", "Spec", "code_version", "column_schema", "intermediate_spec", "most_sensitive", "how_to_consume", "product_description", "product_spec"]

@@ -5,7 +5,7 @@ scikit-learn is imported inside the transforms, never at definitions load.
 
 import pandas as pd
 
-from mesh_platform import Domain, InputPort
+from mesh_platform import Domain, InputPort, NotYet
 from mesh_platform.partitions import ALL, Window, on_run_days
 
 domain = Domain.load(__file__)
@@ -21,6 +21,11 @@ FEATURES = [
 ]
 HIGH_RISK = 0.5
 MEDIUM_RISK = 0.2
+# The retrain policy: weekly (Monday 03:00 UTC) when new features arrived since the last model, and
+# as soon as there are enough labels for the first one. New days are scored with the current model;
+# a new model rescores every day, in one run.
+RETRAIN = "0 3 * * 1"
+MIN_LABELS = 20
 
 
 # Partitioned like claims (by the day a claim was reported), and incremental: a day's features need
@@ -71,7 +76,7 @@ def _features(claims: pd.DataFrame, events: pd.DataFrame, policies: pd.DataFrame
     ).sort_values("claim_id", ignore_index=True)
 
 
-@domain.asset("fraud_model", kinds=["scikit-learn"], inputs={"features": "claim_features"})
+@domain.asset("fraud_model", kinds=["scikit-learn"], inputs={"features": "claim_features"}, refresh=RETRAIN)
 def fraud_model(context, features: pd.DataFrame) -> dict:
     """Gradient-boosted classifier trained on investigated claims (kept private to the domain)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -80,8 +85,8 @@ def fraud_model(context, features: pd.DataFrame) -> dict:
 
     labelled = features.dropna(subset=["confirmed_fraud"])
     y = labelled["confirmed_fraud"].astype(int).to_numpy()
-    if len(labelled) < 20 or y.min() == y.max():
-        raise ValueError(f"not enough labelled claims to train on ({len(labelled)} rows, classes {sorted(set(y))})")
+    if len(labelled) < MIN_LABELS or y.min() == y.max():  # the previous model (if any) stays
+        return NotYet(f"not enough labelled claims to train on ({len(labelled)} rows, classes {sorted(int(c) for c in set(y))}; {MIN_LABELS} of both needed)")
     X = labelled[FEATURES].to_numpy(dtype=float)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
     # Shallow, regularized trees: few labels, and a model that memorizes them would look perfect in-sample.

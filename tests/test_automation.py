@@ -1,0 +1,148 @@
+"""What the daemon's automation would request, evaluated by Dagster on the real domains' definitions.
+
+``dg.evaluate_automation_conditions`` runs the same evaluation the daemon's automation sensors run,
+against a real (temporary) instance where upstream updates are reported as materializations. Each
+test states what one event must cause, and nothing more (docs/automation.md):
+
+- a new ``policies`` (read whole by claims) rebuilds no day of ``claims``; a new landed day
+  rebuilds exactly that day;
+- a new day of fraud's features is scored with the current model, without retraining it;
+- a new model (its retrain policy) rescores every day, as one run (single-run backfill);
+- a model with too few labels is not built (no failed run), and is tried again on the next update.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+
+FEATURES = dg.AssetKey(["fraud", "claim_features"])
+MODEL = dg.AssetKey(["fraud", "fraud_model"])
+SCORES = dg.AssetKey(["fraud", "fraud_scores"])
+
+
+def _defs(domain: str) -> dg.Definitions:
+    import importlib
+
+    return importlib.import_module(f"domains.{domain}.definitions").defs
+
+
+def _publish(instance, key: dg.AssetKey, partitions: list[str] | None = None) -> None:
+    for partition in partitions or [None]:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=partition))
+
+
+class Daemon:
+    """Successive automation ticks over ``defs``, as the daemon evaluates them (one cursor)."""
+
+    def __init__(self, defs, instance, selection):
+        self.defs, self.instance, self.selection, self.cursor = defs, instance, selection, None
+        self.now = dt.datetime.now(dt.timezone.utc)
+
+    def tick(self, minutes: float = 1.0):
+        self.now += dt.timedelta(minutes=minutes)
+        result = dg.evaluate_automation_conditions(self.defs, self.instance, asset_selection=self.selection, evaluation_time=self.now, cursor=self.cursor)
+        self.cursor = result.cursor
+        return result
+
+
+def _days(defs, key) -> list[str]:
+    return defs.resolve_asset_graph().get(key).partitions_def.get_partition_keys()
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def test_a_new_policies_rebuilds_no_day_of_claims_and_a_landed_day_rebuilds_that_day(instance):
+    defs = _defs("claims")
+    claims, landed = dg.AssetKey(["claims", "claims"]), dg.AssetKey(["claims", "landed_claims"])
+    days = _days(defs, claims)
+    daemon = Daemon(defs, instance, dg.AssetSelection.assets(claims))
+    _publish(instance, dg.AssetKey(["policies", "policies"]))
+    _publish(instance, landed, days)
+    _publish(instance, claims, days)
+    daemon.tick()  # the history, as built by the landing sensor's runs
+
+    _publish(instance, dg.AssetKey(["policies", "policies"]))
+    assert daemon.tick().get_requested_partitions(claims) == set()  # was every day (212 at scale 1)
+
+    _publish(instance, landed, [days[-3]])
+    assert daemon.tick().get_requested_partitions(claims) == {days[-3]}
+
+
+def test_a_new_day_is_scored_with_the_current_model_and_a_new_model_rescores_every_day_in_one_run(instance):
+    defs = _defs("fraud")
+    days = _days(defs, SCORES)
+    daemon = Daemon(defs, instance, dg.AssetSelection.assets(MODEL, SCORES))
+    _publish(instance, FEATURES, days)
+    _publish(instance, MODEL)
+    _publish(instance, SCORES, days)
+    daemon.tick()
+
+    _publish(instance, FEATURES, [days[-1]])  # one new day of claims reached the features
+    result = daemon.tick()
+    assert result.get_num_requested(MODEL) == 0  # no retrain for a day of data (was: every new day)
+    assert result.get_requested_partitions(SCORES) == {days[-1]}  # scored with the current model
+    _publish(instance, SCORES, [days[-1]])  # (its run)
+    assert daemon.tick().total_requested == 0
+
+    _publish(instance, MODEL)  # the retrain policy produced a new model
+    result = daemon.tick()
+    assert result.get_requested_partitions(SCORES) == set(days)  # every day rescored ...
+    policy = defs.resolve_asset_graph().get(SCORES).backfill_policy
+    assert policy is not None and policy.max_partitions_per_run is None  # ... in one run
+
+
+def test_the_model_retrains_on_its_schedule_when_features_changed(instance):
+    defs = _defs("fraud")
+    days = _days(defs, FEATURES)
+    daemon = Daemon(defs, instance, dg.AssetSelection.assets(MODEL))
+    daemon.now = dt.datetime(2026, 12, 7, 2, 0, tzinfo=dt.timezone.utc)  # a Monday, before the 03:00 retrain
+    _publish(instance, FEATURES, days)
+    _publish(instance, MODEL)
+    daemon.tick()
+    _publish(instance, FEATURES, [days[-1]])
+    assert daemon.tick(minutes=30).get_num_requested(MODEL) == 0  # 02:31: not yet
+    assert daemon.tick(minutes=40).get_num_requested(MODEL) == 1  # 03:11: the tick passed, features changed
+    assert daemon.tick(minutes=10).get_num_requested(MODEL) == 0  # handled
+
+
+def test_a_first_model_is_tried_on_each_update_until_it_can_be_built(instance):
+    defs = _defs("fraud")
+    days = _days(defs, FEATURES)
+    daemon = Daemon(defs, instance, dg.AssetSelection.assets(MODEL))
+    daemon.tick()
+    _publish(instance, FEATURES, days[:3])
+    assert daemon.tick().get_num_requested(MODEL) == 1  # never built: as soon as features exist
+    # its run returned NotYet (too few labels): the step succeeded, nothing was stored
+    assert daemon.tick().get_num_requested(MODEL) == 0  # not again on the same inputs
+    _publish(instance, FEATURES, days[3:6])
+    assert daemon.tick().get_num_requested(MODEL) == 1  # more data: tried again
+
+
+def test_a_model_with_too_few_labels_is_not_built_and_the_run_succeeds(tmp_path):
+    import pandas as pd
+
+    from domains.fraud import definitions as fraud
+
+    few = pd.DataFrame({**{c: [1.0] * 5 for c in fraud.FEATURES}, "confirmed_fraud": [True, False, True, False, True]})
+    result = dg.materialize([dg.AssetSpec(FEATURES), *[a for a in fraud.defs.assets if isinstance(a, dg.AssetsDefinition) and MODEL in a.keys]],
+                            selection=[MODEL], resources={"io_manager": _Given({FEATURES: few})})
+    assert result.success
+    assert not result.asset_materializations_for_node("fraud__fraud_model")
+
+
+class _Given(dg.IOManager):
+    def __init__(self, inputs):
+        self.inputs = inputs
+
+    def load_input(self, context):
+        return self.inputs[context.asset_key]
+
+    def handle_output(self, context, obj):
+        raise AssertionError("nothing may be stored")
