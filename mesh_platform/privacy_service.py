@@ -18,7 +18,9 @@ decides and debits exactly as for a local read), 400 for a malformed request.
 
 The Dagster side is :func:`mesh_platform.io.publishing.read_aggregate`: with ``MESH_PRIVACY_SERVICE``
 and ``MESH_PRIVACY_TOKEN`` set (``mesh stack up`` sets them), it asks this service instead of reading
-the product itself. Loopback only; one thread per request.
+the product itself. Loopback by default (``--host``); one thread per request. On Kubernetes it runs
+as its own Deployment in namespace ``mesh-privacy`` under the ``mesh-privacy`` role, reachable only
+from the mesh's pods (``infra/helm/privacy-service.yaml``, written by ``mesh helm``).
 """
 
 from __future__ import annotations
@@ -91,8 +93,8 @@ class _Handler(BaseHTTPRequestHandler):
 class PrivacyService(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, tokens: dict[str, str], lake_uri: str, log):
-        super().__init__(("127.0.0.1", port), _Handler)
+    def __init__(self, port: int, tokens: dict[str, str], lake_uri: str, log, host: str = "127.0.0.1"):
+        super().__init__((host, port), _Handler)
         self.tokens = tokens
         self.lake_uri = lake_uri
         self.log = log
@@ -113,13 +115,14 @@ def main(argv: list[str] | None = None) -> None:
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m mesh_platform.privacy_service")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback unless the deployment's network policy guards it")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tokens", type=Path, required=True, help="JSON {token: domain}")
     parser.add_argument("--lake", required=True)
     args = parser.parse_args(argv)
     tokens = json.loads(args.tokens.read_text())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with PrivacyService(args.port, tokens, args.lake, sys.stderr) as service:
+    with PrivacyService(args.port, tokens, args.lake, sys.stderr, host=args.host) as service:
         service.serve_forever()
 
 

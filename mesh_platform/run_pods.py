@@ -62,10 +62,67 @@ def role_arn(domain: str, template: str = DEFAULT_ROLE_ARN) -> str:
     return template.format(domain=slug(domain))
 
 
+def privacy_token_secret(domain: str) -> str:
+    """The domain's token for the privacy release service (key ``MESH_PRIVACY_TOKEN``): who it is there."""
+    return f"mesh-{slug(domain)}-privacy-token"
+
+
 def secrets(domain: str, extra: Sequence[str] = (), masking_key: bool = True) -> list[str]:
-    """Every secret a domain's pods see, and no other: its own identity, the masking key when it
-    pseudonymizes anything (:func:`mesh_platform.governance.masking.needs_key`), its own extras."""
-    return [aws_secret(domain), *([MASKING_KEY_SECRET] if masking_key else []), *extra]
+    """Every secret a domain's pods see, and no other: its own identity (S3, and its token for the
+    privacy release service), the masking key when it pseudonymizes anything
+    (:func:`mesh_platform.governance.masking.needs_key`), its own extras."""
+    return [aws_secret(domain), privacy_token_secret(domain), *([MASKING_KEY_SECRET] if masking_key else []), *extra]
+
+
+# -- the privacy release service (mesh_platform/privacy_service.py) ------------------------------------------
+
+PRIVACY = "mesh-privacy"
+PRIVACY_PORT = 8080
+
+
+def privacy_service_url(namespace_: str = PRIVACY) -> str:
+    return f"http://{PRIVACY}.{namespace_}.svc.cluster.local:{PRIVACY_PORT}"
+
+
+def privacy_manifests(*, image: dict, lake: str, region: str, role_arn_template: str, release_namespace: str) -> list[dict]:
+    """The privacy release service: its namespace, service account (the ``mesh-privacy`` IAM role,
+    ``infra/iam/mesh-privacy.json``), Deployment, Service, and a NetworkPolicy letting in only the
+    mesh's pods (the domains' code servers and runs). Its secrets, created by the operator in its
+    namespace: ``mesh-privacy-tokens`` (``tokens.json``: each domain's token -> the domain) and
+    ``mesh-privacy-ledger`` (``MESH_PRIVACY_LEDGER``: the ledger's database URL)."""
+    labels = {"app.kubernetes.io/name": PRIVACY, "app.kubernetes.io/part-of": "mesh"}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PRIVACY, "labels": labels}},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": PRIVACY, "namespace": PRIVACY, "labels": labels, "annotations": {ROLE_ANNOTATION: role_arn_template.format(domain=PRIVACY.removeprefix("mesh-"))}},
+         "automountServiceAccountToken": False},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": PRIVACY, "namespace": PRIVACY, "labels": labels},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+             "serviceAccountName": PRIVACY,
+             "automountServiceAccountToken": False,
+             "securityContext": dict(POD_SECURITY_CONTEXT),
+             "containers": [{
+                 "name": "privacy-service",
+                 "image": f"{image['repository']}:{image['tag']}",
+                 "imagePullPolicy": image.get("pullPolicy", "IfNotPresent"),
+                 "command": ["python", "-m", "mesh_platform.privacy_service", "--host", "0.0.0.0", "--port", str(PRIVACY_PORT),
+                             "--tokens", "/var/run/mesh/tokens.json", "--lake", lake],
+                 "env": [{"name": "MESH_ENV", "value": "production"}, {"name": "AWS_REGION", "value": region}],
+                 "envFrom": [{"secretRef": {"name": "mesh-privacy-ledger"}}],
+                 "ports": [{"containerPort": PRIVACY_PORT, "name": "http"}],
+                 "readinessProbe": {"tcpSocket": {"port": PRIVACY_PORT}},
+                 "volumeMounts": [{"name": "tokens", "mountPath": "/var/run/mesh", "readOnly": True}],
+             }],
+             "volumes": [{"name": "tokens", "secret": {"secretName": "mesh-privacy-tokens"}}],
+         }}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": PRIVACY, "namespace": PRIVACY, "labels": labels},
+         "spec": {"selector": labels, "ports": [{"port": PRIVACY_PORT, "targetPort": PRIVACY_PORT, "name": "http"}]}},
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": PRIVACY, "namespace": PRIVACY, "labels": labels},
+         "spec": {"podSelector": {"matchLabels": labels}, "policyTypes": ["Ingress"], "ingress": [{"from": [
+             {"namespaceSelector": {"matchLabels": {"app.kubernetes.io/part-of": "mesh"}}},  # the domains' run namespaces
+             {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": release_namespace}}},  # their code servers
+         ]}]}},
+    ]
 
 
 def container_context(domain: str, *, env: Sequence[Mapping[str, Any]], extra_secrets: Sequence[str], resources: Mapping[str, Any], pull_policy: str,

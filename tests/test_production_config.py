@@ -32,6 +32,33 @@ def test_helm_values_are_generated_from_the_workspace_and_up_to_date(tmp_path):
     assert out.read_text() == (ROOT / "infra" / "helm" / "values.yaml").read_text(), "run `mesh helm` (infra/helm/values.yaml is out of date)"
     namespaces = tmp_path / "run-namespaces.yaml"
     assert namespaces.read_text() == (ROOT / "infra" / "helm" / "run-namespaces.yaml").read_text(), "run `mesh helm` (infra/helm/run-namespaces.yaml is out of date)"
+    privacy = tmp_path / "privacy-service.yaml"
+    assert privacy.read_text() == (ROOT / "infra" / "helm" / "privacy-service.yaml").read_text(), "run `mesh helm` (infra/helm/privacy-service.yaml is out of date)"
+
+
+def test_the_privacy_service_runs_as_its_own_identity_reachable_only_from_the_mesh():
+    """Aggregate-only products are read by the privacy service alone, on Kubernetes too: its own
+    namespace and IAM role, its tokens and ledger from its own secrets, in-cluster callers of the
+    mesh only; every domain's pods and runs know where it is and hold their own token only."""
+    documents = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "infra" / "helm" / "privacy-service.yaml").read_text())}
+    account = documents["ServiceAccount"]
+    assert account["metadata"]["namespace"] == "mesh-privacy"
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/mesh-privacy")
+    pod = documents["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "mesh-privacy" and pod["securityContext"]["runAsNonRoot"]
+    container = pod["containers"][0]
+    assert container["command"][:3] == ["python", "-m", "mesh_platform.privacy_service"]
+    assert {"secretRef": {"name": "mesh-privacy-ledger"}} in container["envFrom"]
+    assert pod["volumes"] == [{"name": "tokens", "secret": {"secretName": "mesh-privacy-tokens"}}]
+    allowed = documents["NetworkPolicy"]["spec"]["ingress"][0]["from"]
+    assert {"namespaceSelector": {"matchLabels": {"app.kubernetes.io/part-of": "mesh"}}} in allowed
+    values = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
+    for deployment in values["dagster-user-deployments"]["deployments"]:
+        domain = deployment["labels"]["mesh/domain"]
+        env = {e["name"]: e.get("value") for e in deployment["env"]}
+        assert env["MESH_PRIVACY_SERVICE"] == "http://mesh-privacy.mesh-privacy.svc.cluster.local:8080"
+        tokens = [s["name"] for s in deployment["envSecrets"] if s["name"].endswith("-privacy-token")]
+        assert tokens == [f"mesh-{domain.replace('_', '-')}-privacy-token"], tokens
 
 
 def test_helm_values_have_one_deployment_per_domain_and_agree_with_the_instance():

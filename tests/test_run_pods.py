@@ -32,7 +32,7 @@ PSEUDONYMIZES = {"policies"}  # policyholders' pii: the only domain that needs t
 
 def _names_of(domain: str) -> set[str]:
     """Every Kubernetes name that belongs to ``domain`` alone."""
-    return {run_pods.aws_secret(domain), run_pods.service_account(domain), run_pods.namespace(domain), run_pods.role_arn(domain)}
+    return {run_pods.aws_secret(domain), run_pods.privacy_token_secret(domain), run_pods.service_account(domain), run_pods.namespace(domain), run_pods.role_arn(domain)}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_a_domains_run_is_its_own_pod(jobs, domain):
     assert summary["service_account"] == f"mesh-{domain.replace('_', '-')}"
     assert summary["resources"] == quota_resources(domain, ROOT / "domains" / domain)
     masking = {"mesh-masking-key"} if domain in PSEUDONYMIZES else set()
-    assert set(summary["secrets"]) == {f"mesh-{domain.replace('_', '-')}-aws", "dagster-postgresql-secret"} | masking | EXTRA_SECRETS.get(domain, set())
+    assert set(summary["secrets"]) == {f"mesh-{domain.replace('_', '-')}-aws", f"mesh-{domain.replace('_', '-')}-privacy-token", "dagster-postgresql-secret"} | masking | EXTRA_SECRETS.get(domain, set())
     assert summary["labels"]["mesh/domain"] == domain
     pod = job["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
@@ -143,4 +143,4 @@ def test_mesh_helm_show_runs_prints_each_domains_run_pod():
     assert result.returncode == 0, result.stdout + result.stderr
     for domain in DOMAINS:
         assert f"{domain}:\n  namespace        mesh-{domain.replace('_', '-')}" in result.stdout
-    assert "service account  mesh-fraud" in result.stdout and "secrets          dagster-postgresql-secret, mesh-fraud-aws\n" in result.stdout
+    assert "service account  mesh-fraud" in result.stdout and "secrets          dagster-postgresql-secret, mesh-fraud-aws, mesh-fraud-privacy-token\n" in result.stdout
