@@ -99,3 +99,23 @@ def test_runs_use_the_prepared_manifest_and_fall_back_to_parsing_on_a_bad_state(
     project.state_path.write_bytes(b"not a dbt state")
     os.utime(project.manifest_path)  # the manifest itself stays current
     assert DbtDomainProject(copy).dbt_manifest() is None  # dbt will parse: slower, never wrong
+
+
+def test_a_run_without_the_models_checks_yields_none_of_them(materialized_mesh, settings):
+    """Automation (and the UI) may launch a dbt model without its checks; dbt still runs the tests on
+    it (they decide whether it publishes) but only the checks the run selected are reported, not
+    "AssetCheckResult ... was yielded which is not selected" warnings."""
+    import dagster as dg
+
+    from domains.analytics.definitions import defs
+    from mesh_platform.instance import local_instance
+
+    key = dg.AssetKey(["analytics", "loss_ratio"])
+    without_checks = dg.define_asset_job("loss_ratio_without_checks", selection=dg.AssetSelection.assets(key).without_checks())
+    job = dg.Definitions.merge(defs, dg.Definitions(jobs=[without_checks])).resolve_job_def("loss_ratio_without_checks")
+    with local_instance(settings) as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert result.success
+    messages = [e.message or "" for e in result.all_events]
+    assert not [m for m in messages if "which is not selected" in m], [m for m in messages if "not selected" in m]
+    assert not result.get_asset_check_evaluations()

@@ -31,7 +31,7 @@ def _emit(context, domain: str) -> dg.SkipReason | None:
         return dg.SkipReason(f"lineage of run {run.run_id} not sent: {exc}")
     if not events:
         return dg.SkipReason("lineage is disabled (MESH_LINEAGE=off or OPENLINEAGE_DISABLED=true)")
-    context.log.info(f"sent {len(events)} OpenLineage event(s) for run {run.run_id}")
+    context.log.debug(f"sent {len(events)} OpenLineage event(s) for run {run.run_id}")  # debug: `mesh dev` runs at warning level
     return None
 
 
