@@ -8,7 +8,9 @@ from conftest import copy_env, run_mesh
 
 
 def validate(project, *args):
-    return run_mesh(["validate", *args], env=copy_env(project), cwd=project)
+    # a lake of its own (empty): a consumer of a broken contract would otherwise load against what the
+    # session's lake last published (tests/test_hostile_files.py covers that)
+    return run_mesh(["validate", *args], env={**copy_env(project), "MESH_LAKE": str(project / "lake")}, cwd=project)
 
 
 def test_mistyped_logical_type_is_refused_naming_the_file(domains_copy):

@@ -47,7 +47,7 @@ class ContractUnreadable(LookupError):
 
     def __init__(self, domain: str, name: str, file: str, also: str = ""):
         self.domain, self.name, self.file = domain, name, file
-        super().__init__(f"the contract of {domain}.{name} ({file}) cannot be read; fix it first" + (f" ({also})" if also else ""))
+        super().__init__(f"the contract of {f'{domain}.{name}'!r} ({file}) cannot be read; fix it first" + (f" ({also})" if also else ""))
 
 
 class MajorNotServed(LookupError):
