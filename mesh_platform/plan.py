@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import dagster as dg
 
+from mesh_platform import column_lineage
 from mesh_platform import partitions, private
 from mesh_platform.contracts.loader import load_contract
 from mesh_platform.contracts.model import Contract
@@ -56,6 +57,7 @@ class ProductPlan:
     policies: tuple[PolicyResult, ...]  # evaluated at load; reported by every publish
     spec: Spec
     quotas: Quotas | None = None
+    column_lineage: dg.TableColumnLineage | None = None  # from the contract's transformSourceObjects
 
     @property
     def name(self) -> str:
@@ -273,7 +275,13 @@ def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
         else:
             spec = intermediate_spec(domain.name, decl.description or (decl.fn.__doc__ or "").strip() or None, owners, private_contract,
                                      has_inputs=bool(decl.inputs), reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=decl.refresh)
-        plan.products.append(ProductPlan(domain.name, decl, contract, private_contract, ports or {}, results, spec, plan.quotas))
+        lineage = None
+        if contract is not None and ports is not None:
+            own = {f"{domain.name}/{s}": next((c for c in contracts.get(s, (None, None)) if c is not None), None) for s in decl.inputs.values() if isinstance(s, str)}
+            found = column_lineage.problems(contract, ports, own)
+            plan.problems.extend(found)
+            lineage = None if found else column_lineage.lineage(contract, ports, own)
+        plan.products.append(ProductPlan(domain.name, decl, contract, private_contract, ports or {}, results, spec, plan.quotas, lineage))
         if contract is not None:
             _previous_majors(domain, decl, contract, registry, owners, plan)
     return plan

@@ -108,6 +108,8 @@ def _compute_fn(plan: "ProductPlan", settings: MeshSettings):
             if plan.quotas is not None:
                 metadata.update((yield from quotas.judge(context, plan.quotas, key, audited.table, lake)))
             metadata.update(quarantine.output_metadata(quarantine.Held(key, verdict.counts, held.uri), "product"))
+            if plan.column_lineage is not None:  # the UI's column lineage (docs/lineage.md)
+                metadata["dagster/column_lineage"] = plan.column_lineage
             yield dg.Output(audited, metadata=metadata)
             if audited.deferred is not None:  # published: they passed (a failure fails the output)
                 yield from audited.deferred.check_results()

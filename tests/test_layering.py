@@ -21,7 +21,7 @@ LAYERS = [
     # 2: governance decisions
     {"governance", "governance.grants", "governance.access", "governance.masking", "governance.privacy", "governance.policies", "governance.audit"},
     # 3: the read and publish path, quality, private storage, what the UI shows
-    {"ports", "io", "io.publishing", "io.io_manager", "io.versions", "quality", "quality.rules", "quality.evaluate", "quality.gx", "quality.deferred", "quarantine", "private", "specs", "dbt.contracts", "declarations", "quotas", "reports", "retention"},
+    {"ports", "io", "io.publishing", "io.io_manager", "io.versions", "quality", "quality.rules", "quality.evaluate", "quality.gx", "quality.deferred", "quarantine", "private", "specs", "dbt.contracts", "declarations", "quotas", "reports", "retention", "column_lineage"},
     # 4: a domain's plan and its Dagster definitions
     {"plan", "products", "dbt", "dbt.plan", "dbt.project", "dbt.assets", "domain", "", "lineage", "lineage.events", "lineage.emit", "lineage.sensors", "lineage.graph"},
     # 5: the mesh as a whole and the command line

@@ -1,0 +1,32 @@
+"""Column lineage declared in contracts (``transformSourceObjects``): checked at load, published to Dagster."""
+
+from __future__ import annotations
+
+import dagster as dg
+from conftest import copy_env, run_mesh
+
+
+def test_a_publish_carries_the_declared_column_lineage(materialized_mesh, settings):
+    from mesh_platform.instance import local_instance
+
+    key = dg.AssetKey(["fraud", "claim_features"])
+    with local_instance(settings) as instance:
+        event = instance.get_latest_materialization_event(key)
+    lineage = event.asset_materialization.metadata["dagster/column_lineage"].value
+    deps = {column: sorted((d.asset_key.to_user_string(), d.column_name) for d in found) for column, found in lineage.deps_by_column.items()}
+    assert deps["claim_to_sum_insured"] == [("claims/claims", "amount_claimed"), ("policies/policies", "sum_insured")]
+    assert deps["contacts"] == [("customer_care/claim_contacts", "contacts")]
+    assert "claim_id" not in deps  # declared for some columns only
+
+
+def test_a_source_the_product_does_not_read_fails_the_load_naming_file_and_field(domains_copy, tmp_path):
+    path = domains_copy / "domains/fraud/contracts/claim_features.yaml"
+    text = path.read_text()
+    text = text.replace("transformSourceObjects: [claims.claims.product_line]", "transformSourceObjects: [claims.claims.amount_paid]")
+    text = text.replace("transformSourceObjects: [policies.policies.annual_premium]", "transformSourceObjects: [marketing.campaigns.premium]")
+    path.write_text(text)
+    result = run_mesh(["validate"], env={**copy_env(domains_copy), "MESH_LAKE": str(tmp_path / "lake")}, cwd=domains_copy)
+    assert result.returncode == 1
+    where = "domains/fraud/contracts/claim_features.yaml: schema[claim_features].properties"
+    assert f"{where}[product_line].transformSourceObjects[0]: 'claims.claims.amount_paid': claims.claims has no column 'amount_paid' that this product reads" in result.stderr
+    assert f"{where}[annual_premium].transformSourceObjects[0]: 'marketing.campaigns.premium' is not a column of an input of this product" in result.stderr
