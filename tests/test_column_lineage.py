@@ -30,3 +30,20 @@ def test_a_source_the_product_does_not_read_fails_the_load_naming_file_and_field
     where = "domains/fraud/contracts/claim_features.yaml: schema[claim_features].properties"
     assert f"{where}[product_line].transformSourceObjects[0]: 'claims.claims.amount_paid': claims.claims has no column 'amount_paid' that this product reads" in result.stderr
     assert f"{where}[annual_premium].transformSourceObjects[0]: 'marketing.campaigns.premium' is not a column of an input of this product" in result.stderr
+
+
+def test_openlineage_output_datasets_carry_the_column_lineage_facet(materialized_mesh, settings):
+    from mesh_platform.instance import local_instance
+    from mesh_platform.lineage.events import run_events
+
+    key = dg.AssetKey(["fraud", "claim_features"])
+    with local_instance(settings) as instance:
+        run_id = instance.get_latest_materialization_event(key).run_id
+        events = run_events(instance, run_id)
+    complete = [e for e in events if e.eventType.value == "COMPLETE"][0]
+    output = next(o for o in complete.outputs if "claim_features" in o.name)
+    fields = output.facets["columnLineage"].fields
+    assert [(f.name.rsplit("/", 3)[-3:], f.field) for f in fields["contacts"].inputFields][0][1] == "contacts"
+    assert "claim_contacts" in fields["contacts"].inputFields[0].name
+    assert fields["claim_to_sum_insured"].transformationDescription == "amount_claimed / sum_insured of the claim's policy"
+    assert sorted(f.field for f in fields["claim_to_sum_insured"].inputFields) == ["amount_claimed", "sum_insured"]

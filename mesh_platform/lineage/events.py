@@ -51,6 +51,7 @@ from openlineage.client.facet_v2 import (
     InputDatasetFacet,
     RunFacet,
     set_producer,
+    column_lineage_dataset,
     data_quality_assertions_dataset,
     dataset_version_dataset,
     documentation_dataset,
@@ -389,6 +390,19 @@ def _assertions(key: dg.AssetKey, checks: list, contract: Contract | None) -> tu
     return assertions, tests
 
 
+def _column_lineage(lake: Lake, lineage: dg.TableColumnLineage, contract: Contract | None, registry) -> column_lineage_dataset.ColumnLineageDatasetFacet:
+    """OpenLineage's ``columnLineage`` facet from a publish's ``dagster/column_lineage`` (declared in its contract)."""
+    logic = {c.name: c.transform_logic for c in contract.columns} if contract is not None else {}
+    fields = {}
+    for column, deps in lineage.deps_by_column.items():
+        inputs = []
+        for dep in deps:
+            ns, name = dataset_name(lake, dep.asset_key, _contract(dep.asset_key, None, None, registry))
+            inputs.append(column_lineage_dataset.InputField(namespace=ns, name=name, field=dep.column_name))
+        fields[column] = column_lineage_dataset.Fields(inputFields=inputs, transformationDescription=logic.get(column))
+    return column_lineage_dataset.ColumnLineageDatasetFacet(fields=fields)
+
+
 def run_events(instance: dg.DagsterInstance, run_id: str, registry=None, lake: Lake | None = None) -> list[RunEvent]:
     """The OpenLineage events of a Dagster run: START, and COMPLETE, FAIL or ABORT once it ended."""
     from mesh_platform.contracts.registry import mesh_registry
@@ -420,6 +434,9 @@ def run_events(instance: dg.DagsterInstance, run_id: str, registry=None, lake: L
         else:  # audited and refused: nothing written, but the failed assertions belong to this dataset
             facets = _dataset_facets(lake, key, contract, None, None, None, None)
             output_facets = {}
+        declared = _value(written.metadata, "dagster/column_lineage") if written is not None else None
+        if declared is not None:
+            facets["columnLineage"] = _column_lineage(lake, declared, contract, registry)
         assertions, run_tests = _assertions(key, checked.get(key, []), contract)
         tests.extend(run_tests)
         if assertions:
