@@ -72,4 +72,34 @@ def lineage(contract: Contract, ports: Mapping, own: Mapping[str, Contract | Non
     return dg.TableColumnLineage(deps_by_column=deps) if deps else None
 
 
-__all__ = ["lineage", "problems"]
+def column_graph(contracts) -> dict[str, set[str]]:
+    """``domain.product.column`` -> the columns it is computed from, over every contract given."""
+    graph: dict[str, set[str]] = {}
+    for contract in contracts:
+        for _, column, _, product, source_column, _ in _sources(contract):
+            graph.setdefault(f"{contract.id}.{column}", set()).add(f"{product}.{source_column}")
+    return graph
+
+
+def trace(graph: dict[str, set[str]], column: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """(upstream, downstream) of ``column``: (distance, ``domain.product.column``), nearest first."""
+
+    def walk(edges: dict[str, set[str]]) -> list[tuple[int, str]]:
+        seen, frontier, found = {column}, [column], []
+        depth = 0
+        while frontier:
+            depth += 1
+            nxt = sorted({n for c in frontier for n in edges.get(c, ()) if n not in seen})
+            seen.update(nxt)
+            found += [(depth, n) for n in nxt]
+            frontier = nxt
+        return found
+
+    reverse: dict[str, set[str]] = {}
+    for target, sources in graph.items():
+        for source in sources:
+            reverse.setdefault(source, set()).add(target)
+    return walk(graph), walk(reverse)
+
+
+__all__ = ["column_graph", "lineage", "problems", "trace"]

@@ -47,3 +47,13 @@ def test_openlineage_output_datasets_carry_the_column_lineage_facet(materialized
     assert "claim_contacts" in fields["contacts"].inputFields[0].name
     assert fields["claim_to_sum_insured"].transformationDescription == "amount_claimed / sum_insured of the claim's policy"
     assert sorted(f.field for f in fields["claim_to_sum_insured"].inputFields) == ["amount_claimed", "sum_insured"]
+
+
+def test_mesh_lineage_column_walks_declared_columns_across_domains():
+    upstream = run_mesh(["lineage", "column", "fraud.claim_features.claim_to_sum_insured"])
+    assert upstream.returncode == 0, upstream.stderr
+    assert "upstream (computed from):\n  claims.claims.amount_claimed\n  policies.policies.sum_insured\n" in upstream.stdout
+    downstream = run_mesh(["lineage", "column", "customer_care.claim_contacts.contacts"])
+    assert "downstream (computed from it):\n  fraud.claim_features.contacts\n" in downstream.stdout
+    unknown = run_mesh(["lineage", "column", "policies.policies.nope"])
+    assert unknown.returncode == 1 and "policies.policies has no column 'nope'" in unknown.stderr

@@ -551,6 +551,33 @@ def lineage_export(out: Path | None, formats: tuple[str, ...], workspace: Path |
     click.echo(f"{counts}, {len(graph['edges'])} edge(s): wrote {', '.join(str(p) for p in written)}")
 
 
+@lineage.command("column")
+@click.argument("column")
+def lineage_column(column: str) -> None:
+    """Where COLUMN (domain.product.column) comes from and what is computed from it, across domains,
+    as the contracts declare it (transformSourceObjects; docs/lineage.md)."""
+    from mesh_platform.column_lineage import column_graph, trace
+    from mesh_platform.contracts.registry import mesh_registry
+
+    _settings()
+    registry = mesh_registry()
+    product, _, name = column.rpartition(".")
+    try:
+        contract = registry.get(product)
+    except LookupError as exc:
+        raise click.ClickException(f"{column}: {exc}") from None
+    if name not in contract.column_names:
+        raise click.ClickException(f"{column}: {product} has no column {name!r} (columns: {', '.join(contract.column_names)})")
+    upstream, downstream = trace(column_graph(registry), column)
+    click.echo(column)
+    for title, found in (("upstream (computed from)", upstream), ("downstream (computed from it)", downstream)):
+        click.echo(f"{title}:")
+        for depth, other in found:
+            click.echo(f"  {'  ' * (depth - 1)}{other}")
+        if not found:
+            click.echo("  none declared")
+
+
 @lineage.command("emit")
 @click.argument("run_ids", nargs=-1, required=True)
 def lineage_emit(run_ids: tuple[str, ...]) -> None:
