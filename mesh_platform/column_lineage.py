@@ -81,6 +81,25 @@ def column_graph(contracts) -> dict[str, set[str]]:
     return graph
 
 
+def dbt_column_graph(plans) -> tuple[dict[str, set[str]], list[str]]:
+    """The column graph of dbt models (``mesh_platform.dbt.plan.DbtPlan``), from their SQL where
+    their contracts declare no lineage; and why a model's SQL could not be read, if so."""
+    graph: dict[str, set[str]] = {}
+    notes: list[str] = []
+    for plan in plans:
+        for model, contract in sorted(plan.contracts.items()):
+            if column_graph([contract]):
+                continue  # declared in the contract: column_graph over the contracts has it
+            try:
+                found = plan.model_columns(model).lineage
+            except ValueError as exc:  # SqlNotAnalysable
+                notes.append(str(exc))
+                continue
+            for column, sources in found.items():
+                graph.setdefault(f"{contract.id}.{column}", set()).update(sources)
+    return graph, notes
+
+
 def trace(graph: dict[str, set[str]], column: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
     """(upstream, downstream) of ``column``: (distance, ``domain.product.column``), nearest first."""
 
@@ -102,4 +121,4 @@ def trace(graph: dict[str, set[str]], column: str) -> tuple[list[tuple[int, str]
     return walk(graph), walk(reverse)
 
 
-__all__ = ["column_graph", "lineage", "problems", "trace"]
+__all__ = ["column_graph", "dbt_column_graph", "lineage", "problems", "trace"]

@@ -18,6 +18,7 @@ product, wrong major, unknown column, failed policy) is collected and raised tog
 from __future__ import annotations
 
 import inspect
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -195,6 +196,8 @@ class Domain:
         plan = self.plan(fallback)
         if plan.problems:
             raise DomainDefinitionError(self.name, plan.problems)
+        for warning in plan.warnings:  # a pin to a deprecated major: said at every load until it moves
+            logging.getLogger("mesh_platform").warning("%s", warning)
         self._say_last_published(plan, fallback.used)
         assets = [build_asset(p, settings) for p in plan.products]
         if plan.dbt is not None:
@@ -206,8 +209,6 @@ class Domain:
     def _say_last_published(self, plan: DomainPlan, used: dict[str, str]) -> None:
         """A producer whose contract file is broken: this domain loads against what it last published,
         and says so (a warning at load, ``mesh validate``, and the port's page in the UI)."""
-        import logging
-
         for contract_id, why in used.items():
             plan.warnings.append(f"{self.name}: input port {contract_id}: {why}")
             logging.getLogger("mesh_platform").warning("%s", plan.warnings[-1])

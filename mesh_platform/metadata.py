@@ -56,6 +56,7 @@ RETENTION = "mesh/retention"  # the retention a publish or maintenance run appli
 VACUUMED_FILES = "mesh/vacuumed_files"
 EPSILON = "mesh/epsilon"
 PRIVACY_BUDGET_REMAINING = "mesh/privacy_budget_remaining"
+READ_BY = "mesh/read_by"  # on each publish: who read this port (this major) in the last 30 days, from the audit
 
 DETAILS = "mesh/details"  # quarantine: a few rejected rows per reason
 

@@ -168,6 +168,8 @@ def _resolve_inputs(domain: "Domain", decl: Declaration, registry: ContractRegis
                 complete = False
                 continue
             plan.externals.setdefault(ports[param].key, ports[param].external_spec())
+            if (warning := ports[param].deprecation(f"{domain.name}: {where}")) is not None:
+                plan.warnings.append(warning)
         elif isinstance(source, str):
             if source not in domain.declarations:
                 plan.problems.append(Problem(_where(domain, decl), where, f"no asset {source!r} in domain {domain.name!r} (declared: {', '.join(domain.declarations)})"))

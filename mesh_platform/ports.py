@@ -73,6 +73,15 @@ class ResolvedPort:
     def key(self) -> dg.AssetKey:
         return port_asset_key(self.contract, self.current_major)
 
+    def deprecation(self, where: str) -> str | None:
+        """A warning when this port pins a previous major that goes away (``mesh validate`` shows
+        it; after the date the port no longer resolves and the consumer fails to load)."""
+        if self.contract.major == self.current_major:
+            return None
+        until = f"until {self.contract.deprecation_date}" if self.contract.deprecation_date else "for now, with no date set"
+        return (f"{where} pins major {self.contract.major} of {self.contract.id}, which is deprecated: served {until}; "
+                f"move to major {self.current_major}")
+
     @property
     def columns(self) -> list[str]:
         return list(self.port.columns) if self.port.columns is not None else self.contract.column_names

@@ -16,6 +16,7 @@ import dagster as dg
 
 from mesh_platform import quarantine, quotas
 from mesh_platform.declarations import Declaration, NotYet
+from mesh_platform.governance.audit import read_by
 from mesh_platform.io.io_manager import MeshIOManager
 from mesh_platform.io.lake import Lake
 from mesh_platform.ports import InputPort
@@ -110,6 +111,7 @@ def _compute_fn(plan: "ProductPlan", settings: MeshSettings):
             metadata.update(quarantine.output_metadata(quarantine.Held(key, verdict.counts, held.uri), "product"))
             if plan.column_lineage is not None:  # the UI's column lineage (docs/lineage.md)
                 metadata["dagster/column_lineage"] = plan.column_lineage
+            metadata.update(read_by(context.instance, key))  # who still reads this major (docs/contracts.md)
             yield dg.Output(audited, metadata=metadata)
             if audited.deferred is not None:  # published: they passed (a failure fails the output)
                 yield from audited.deferred.check_results()

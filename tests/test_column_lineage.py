@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+import pytest
 from conftest import copy_env, run_mesh
 
 
@@ -54,6 +55,48 @@ def test_mesh_lineage_column_walks_declared_columns_across_domains():
     assert upstream.returncode == 0, upstream.stderr
     assert "upstream (computed from):\n  claims.claims.amount_claimed\n  policies.policies.sum_insured\n" in upstream.stdout
     downstream = run_mesh(["lineage", "column", "customer_care.claim_contacts.contacts"])
-    assert "downstream (computed from it):\n  fraud.claim_features.contacts\n" in downstream.stdout
+    found = downstream.stdout.split("downstream (computed from it):\n", 1)[1].split()
+    assert set(found) == {"analytics.contact_rate.contacts", "analytics.contact_rate.contacts_per_claim", "fraud.claim_features.contacts"}, downstream.stdout
     unknown = run_mesh(["lineage", "column", "policies.policies.nope"])
     assert unknown.returncode == 1 and "policies.policies has no column 'nope'" in unknown.stderr
+
+
+def test_dbt_models_lineage_comes_from_their_sql():
+    """analytics is dbt: loss_ratio's columns reach the policies and claims columns they are computed from."""
+    result = run_mesh(["lineage", "column", "analytics.loss_ratio.loss_ratio"])
+    assert result.returncode == 0, result.stderr
+    assert "upstream (computed from):\n  claims.claims.amount_paid\n  policies.policies.annual_premium\n" in result.stdout
+    premium = run_mesh(["lineage", "column", "policies.policies.annual_premium"])
+    found = premium.stdout.split("downstream (computed from it):\n", 1)[1].split()
+    assert set(found) == {"analytics.loss_ratio.loss_ratio", "analytics.loss_ratio.premium_written", "fraud.claim_features.annual_premium"}
+
+
+def test_dbt_sql_reads_are_narrower_than_the_declared_source_columns():
+    """What the contract gate counts as read by a dbt model: the columns its SQL uses, joins included."""
+    from mesh_platform.workspace import Mesh
+
+    plan = Mesh.load().get("analytics").domain.last_plan.dbt
+    loss = plan.model_columns("loss_ratio")
+    assert loss.reads == {"claims.claims": ["amount_paid", "product_line"], "policies.policies": ["annual_premium", "product_line"]}
+    assert loss.lineage["premium_written"] == ["policies.policies.annual_premium"]
+    assert "policies" not in loss.lineage  # count(*): rows, not a column
+    lineage = plan.column_lineage("loss_ratio")
+    deps = {c: sorted((d.asset_key.to_user_string(), d.column_name) for d in ds) for c, ds in lineage.deps_by_column.items()}
+    assert deps["loss_ratio"] == [("claims/claims", "amount_paid"), ("policies/policies", "annual_premium")]
+
+
+def test_dbt_sql_with_other_jinja_is_not_guessed(tmp_path):
+    from mesh_platform.dbt.sql_lineage import SqlNotAnalysable, analyse
+
+    class Project:
+        path = tmp_path
+        manifest = {"sources": {}}
+
+        def models(self):
+            return {"model.x.m": {"name": "m", "raw_code": "select {{ var('x') }} as a"}}
+
+        def source_ports(self):
+            return {}
+
+    with pytest.raises(SqlNotAnalysable, match="m: its SQL uses Jinja beyond source"):
+        analyse(Project(), "analytics", "m", ["a"], {})

@@ -53,14 +53,16 @@ def test_changes_are_classified(case, tmp_path):
     assert report.required == level, report.changes
 
 
-def test_cli_removed_required_column_under_minor_bump_fails(tmp_path):
-    new = edited(tmp_path, CASES["removed column"][0], version="1.1.0")
-    result = run_mesh(["contract", "diff", str(CLAIMS), str(new)])
-    assert result.returncode == 1
-    assert "major  schema[claims].properties[claim_type]: required column removed" in result.stdout
-    assert "breaking changes need a major version bump" in result.stdout
-    bumped = edited(tmp_path, CASES["removed column"][0], version="2.0.0", name="bumped.yaml")
-    assert run_mesh(["contract", "diff", str(CLAIMS), str(bumped)]).returncode == 0
+def test_cli_removed_read_column_under_minor_bump_fails(tmp_path):
+    """analytics' dbt models read amount_paid: removing it under a minor bump breaks them (tests/test_contract_gate.py)."""
+    remove = lambda c: c["schema"][0]["properties"].remove(col(c, "amount_paid"))  # noqa: E731
+    new = edited(tmp_path, remove, version="1.1.0")
+    result = run_mesh(["contract", "diff", str(CLAIMS), str(new), "--no-audit"])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "major  schema[claims].properties[amount_paid]: required column removed" in result.stdout
+    assert "FAIL: breaks analytics without a major bump" in result.stdout
+    bumped = edited(tmp_path, remove, version="2.0.0", name="bumped.yaml")
+    assert run_mesh(["contract", "diff", str(CLAIMS), str(bumped), "--no-audit"]).returncode == 0
 
 
 def test_cli_added_optional_column_is_minor(tmp_path):
@@ -70,12 +72,12 @@ def test_cli_added_optional_column_is_minor(tmp_path):
     assert "minor  schema[claims].properties[notes]: optional column added" in result.stdout
 
 
-def test_check_against_git_ref(tmp_path):
+def test_check_against_git_ref_without_a_mesh_degrades_and_says_why(tmp_path):
+    """Contracts alone (no workspace to load): no reader is known, so a removal is possibly breaking."""
     repo = tmp_path / "repo"
     shutil.copytree(ROOT / "domains", repo / "domains", ignore=shutil.ignore_patterns("__pycache__"))
     git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True, text=True)  # noqa: E731
     git("init", "-q")
-    git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qam", "base", "--allow-empty")
     git("add", "-A")
     git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "contracts")
     path = repo / "domains" / "claims" / "contracts" / "claims.yaml"
@@ -83,14 +85,15 @@ def test_check_against_git_ref(tmp_path):
     CASES["removed column"][0](raw)
     raw["version"] = "1.1.0"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    result = run_mesh(["contract", "check", "--against", "HEAD"], cwd=repo)
-    assert result.returncode == 1, result.stdout
-    assert "domains/claims/contracts/claims.yaml: FAIL" in result.stdout
-    raw["version"] = "2.0.0"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    result = run_mesh(["contract", "check", "--against", "HEAD"], cwd=repo)
-    assert result.returncode == 0, result.stdout
+    env = {"MESH_DOMAINS": str(repo / "domains"), "MESH_WORKSPACE": str(repo / "workspace.yaml"), "MESH_HOME": str(tmp_path / "home")}
+    result = run_mesh(["contract", "check", "--against", "HEAD"], env=env, cwd=repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "possibly breaking: no known reader reads claim_type; but the mesh could not be loaded" in result.stdout
     assert "1 contract file(s) changed since HEAD, 0 failing" in result.stdout
+    assert run_mesh(["contract", "check", "--against", "HEAD", "--strict"], env=env, cwd=repo).returncode == 1
+    path.unlink()  # deleting a contract is judged like any product-wide breaking change
+    result = run_mesh(["contract", "check", "--against", "HEAD", "--strict"], env=env, cwd=repo)
+    assert result.returncode == 1 and "file: contract deleted" in result.stdout, result.stdout
 
 
 def test_export_is_valid_against_the_official_odcs_schema(tmp_path):
@@ -146,3 +149,30 @@ def test_pin_to_a_retired_major_gets_a_clear_error(domains_copy):
         "domains/claims/definitions.py: claims.inputs[policies]: pins major version 1 of 'policies.policies', "
         "but its contract is at version 2.0.0 and major 1 was retired on 2020-01-01; pin major 2"
     ) in result.stderr
+
+
+def test_a_pin_to_a_deprecated_major_warns_with_its_date(domains_copy):
+    _bump_policies_to_v2(domains_copy, deprecation="2999-12-31")
+    result = run_mesh(["validate"], env=copy_env(domains_copy), cwd=domains_copy)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert ("claims: claims.inputs[policies] pins major 1 of policies.policies, which is deprecated: "
+            "served until 2999-12-31; move to major 2") in out
+    assert "analytics: dbt source policies.policies pins major 1 of policies.policies, which is deprecated" in out
+
+
+def test_read_by_names_who_still_reads_a_major(tmp_path):
+    """Each publish records who read that port (that major's asset) in the last 30 days, from the audit."""
+    import dagster as dg
+
+    from mesh_platform.governance.audit import read_by, read_metadata
+
+    key = dg.AssetKey(["policies", "policies_v1"])
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        assert read_by(instance, key)["mesh/read_by"].value == {"days": 30, "consumers": {}}
+        for consumer, version in (("claims", 3), ("analytics", 4), ("claims", 5)):
+            instance.report_runless_asset_event(dg.AssetObservation(
+                asset_key=key, metadata=read_metadata(consumer, "policies.policies", "v1", ["policy_id"], [], [], 10, None, version)))
+        found = read_by(instance, key)["mesh/read_by"].value["consumers"]
+    assert list(found) == ["analytics", "claims"]
+    assert found["claims"]["version"] == 5 and found["claims"]["columns"] == ["policy_id"]

@@ -17,17 +17,17 @@ LAYERS = [
     # 0: foundations, no platform imports beyond this layer
     {"problems", "launch_env", "safe_yaml", "settings", "sql", "text", "metadata", "io.lake", "io.delta", "io.gate", "governance.identity", "simulation", "simulation.insurance", "contracts.model", "partitions"},
     # 1: contracts (no Dagster) and SLA-driven automation
-    {"contracts", "contracts.loader", "contracts.registry", "contracts.enforcement", "contracts.diff", "contracts.versioning", "automation", "descriptor"},
+    {"contracts", "contracts.loader", "contracts.registry", "contracts.enforcement", "contracts.diff", "contracts.versioning", "contracts.impact", "automation", "descriptor"},
     # 2: governance decisions
     {"governance", "governance.grants", "governance.access", "governance.masking", "governance.privacy", "governance.policies", "governance.audit"},
     # 3: the read and publish path, quality, private storage, what the UI shows
-    {"ports", "io", "io.publishing", "io.io_manager", "io.versions", "quality", "quality.rules", "quality.evaluate", "quality.gx", "quality.deferred", "quarantine", "private", "specs", "dbt.contracts", "declarations", "quotas", "reports", "retention", "column_lineage"},
+    {"ports", "io", "io.publishing", "io.io_manager", "io.versions", "quality", "quality.rules", "quality.evaluate", "quality.gx", "quality.deferred", "quarantine", "private", "specs", "dbt.contracts", "declarations", "quotas", "reports", "retention", "column_lineage", "dbt.sql_lineage"},
     # 4: a domain's plan and its Dagster definitions
     {"plan", "products", "dbt", "dbt.plan", "dbt.project", "dbt.assets", "domain", "", "lineage", "lineage.events", "lineage.emit", "lineage.sensors", "lineage.graph"},
     # 5: the mesh as a whole and the command line
-    {"workspace", "materialize", "submission", "catalog", "iam", "validation", "instance", "sources", "sensors", "cli", "cli.__main__", "search", "devserver", "usage", "scaffold", "cli.selfserve", "helm", "run_pods", "run_cleanup", "stack", "cli.helm", "cli.stack", "io.s3", "s3_server", "stack_identities", "storage_probe", "privacy_service"},
+    {"workspace", "materialize", "submission", "catalog", "iam", "validation", "instance", "sources", "sensors", "cli", "cli.__main__", "search", "devserver", "usage", "scaffold", "cli.selfserve", "helm", "run_pods", "run_cleanup", "stack", "cli.helm", "cli.stack", "io.s3", "s3_server", "stack_identities", "storage_probe", "privacy_service", "consumers", "cli.contract"},
 ]
-NO_DAGSTER = {"contracts", "contracts.loader", "contracts.registry", "contracts.enforcement", "contracts.diff", "contracts.versioning", "contracts.model",
+NO_DAGSTER = {"contracts", "contracts.loader", "contracts.registry", "contracts.enforcement", "contracts.diff", "contracts.versioning", "contracts.impact", "contracts.model",
               "governance.grants", "governance.access", "governance.masking", "governance.privacy", "governance.policies", "private", "problems", "launch_env", "safe_yaml", "text"}
 
 

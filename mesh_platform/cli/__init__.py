@@ -553,10 +553,12 @@ def lineage_export(out: Path | None, formats: tuple[str, ...], workspace: Path |
 
 @lineage.command("column")
 @click.argument("column")
-def lineage_column(column: str) -> None:
-    """Where COLUMN (domain.product.column) comes from and what is computed from it, across domains,
-    as the contracts declare it (transformSourceObjects; docs/lineage.md)."""
-    from mesh_platform.column_lineage import column_graph, trace
+@click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path), default=None)
+def lineage_column(column: str, workspace: Path | None) -> None:
+    """Where COLUMN (domain.product.column) comes from and what is computed from it, across domains:
+    as the contracts declare it (transformSourceObjects) and, for dbt models, as their SQL says
+    (docs/lineage.md)."""
+    from mesh_platform.column_lineage import column_graph, dbt_column_graph, trace
     from mesh_platform.contracts.registry import mesh_registry
 
     _settings()
@@ -568,14 +570,22 @@ def lineage_column(column: str) -> None:
         raise click.ClickException(f"{column}: {exc}") from None
     if name not in contract.column_names:
         raise click.ClickException(f"{column}: {product} has no column {name!r} (columns: {', '.join(contract.column_names)})")
-    upstream, downstream = trace(column_graph(registry), column)
+    mesh = _load_mesh(workspace)
+    plans = [d.domain.last_plan.dbt for d in mesh.domains if d.domain is not None and d.domain.last_plan is not None and d.domain.last_plan.dbt is not None]
+    graph = column_graph(registry.full)
+    from_sql, notes = dbt_column_graph(plans)
+    for target, sources in from_sql.items():
+        graph.setdefault(target, set()).update(sources)
+    for note in notes:
+        click.echo(f"warning: no column lineage from SQL: {note}", err=True)
+    upstream, downstream = trace(graph, column)
     click.echo(column)
     for title, found in (("upstream (computed from)", upstream), ("downstream (computed from it)", downstream)):
         click.echo(f"{title}:")
         for depth, other in found:
             click.echo(f"  {'  ' * (depth - 1)}{other}")
         if not found:
-            click.echo("  none declared")
+            click.echo("  none known")
 
 
 @lineage.command("emit")
@@ -655,78 +665,6 @@ def _prepare_dbt(workspace: Path | None = None) -> None:
             click.echo(f"prepared dbt manifest {project.manifest_path}", err=True)
 
 
-@main.group()
-def contract() -> None:
-    """Contract versions: diff two versions, check changes since a git ref, export as ODCS."""
-
-
-@contract.command("diff")
-@click.argument("old", type=click.Path(exists=True, path_type=Path))
-@click.argument("new", type=click.Path(exists=True, path_type=Path))
-def contract_diff(old: Path, new: Path) -> None:
-    """Classify the changes from OLD to NEW; exit 1 if breaking changes lack a major bump."""
-    from mesh_platform.contracts import ContractError, load_contract
-    from mesh_platform.contracts.diff import diff
-
-    try:
-        report = diff(load_contract(old), load_contract(new))
-    except ContractError as exc:
-        raise click.ClickException(str(exc)) from None
-    for change in report.changes:
-        click.echo(str(change))
-    if not report.changes:
-        click.echo("no changes")
-    click.echo(report.verdict())
-    sys.exit(0 if report.ok else 1)
-
-
-@contract.command("check")
-@click.option("--against", "ref", required=True, help="Git ref to compare with (e.g. origin/main).")
-def contract_check(ref: str) -> None:
-    """Check every contract changed since REF (for CI): exit 1 on a breaking change without a major bump."""
-    from mesh_platform.contracts.versioning import check_against
-
-    try:
-        checks = check_against(ref)
-    except RuntimeError as exc:
-        raise click.ClickException(str(exc)) from None
-    for check in checks:
-        click.echo(f"{check.path}: {'ok' if check.ok else 'FAIL'}")
-        if check.note:
-            click.echo(f"    {check.note}")
-        if check.report is not None:
-            for change in check.report.changes:
-                click.echo(f"    {change}")
-            click.echo(f"    {check.report.verdict()}")
-        if check.error:
-            click.echo(f"    {check.error}")
-    failed = sum(not c.ok for c in checks)
-    click.echo(f"{len(checks)} contract file(s) changed since {ref}, {failed} failing")
-    sys.exit(1 if failed else 0)
-
-
-@contract.command("export")
-@click.option("--all", "export_all", is_flag=True, help="Every contract of the mesh (current and kept previous majors).")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.argument("ids", nargs=-1)
-def contract_export(export_all: bool, out: Path, ids: tuple[str, ...]) -> None:
-    """Write contracts as standard ODCS v3.1 YAML files, one per product major: <id>.v<major>.odcs.yaml."""
-    from mesh_platform.contracts.loader import dump_contract
-    from mesh_platform.contracts.registry import ContractRegistry
-
-    _settings()
-    registry = ContractRegistry.discover()
-    if not export_all and not ids:
-        raise click.UsageError("name contract ids to export, or --all")
-    chosen = list(registry) + registry.previous if export_all else [registry.get(i) for i in ids]
-    out.mkdir(parents=True, exist_ok=True)
-    for c in chosen:
-        (out / f"{c.id}.v{c.major}.odcs.yaml").write_text(dump_contract(c))
-    click.echo(f"exported {len(chosen)} contract(s) to {out}")
-    for problem in registry.problems:
-        click.echo(f"warning: not exported: {problem}", err=True)
-
-
 def _dev_command(workspace: Path, args: tuple[str, ...]) -> list[str]:
     """`dg dev` over the project's dg workspace (dg.toml next to workspace.yaml, docs/dg.md), in this
     environment; `dagster dev -w workspace.yaml` when there is no dg.toml or dg is not installed."""
@@ -794,9 +732,11 @@ main.add_command(reports)
 
 from mesh_platform.cli.helm import helm  # noqa: E402  (commands kept in their own modules)
 from mesh_platform.cli.stack import stack  # noqa: E402
+from mesh_platform.cli.contract import contract  # noqa: E402
 
 main.add_command(stack)
 main.add_command(helm)
+main.add_command(contract)
 
 
 if __name__ == "__main__":  # pragma: no cover

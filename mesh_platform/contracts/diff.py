@@ -30,6 +30,7 @@ class Change:
     level: str
     field: str
     message: str
+    column: str | None = None  # the column it touches; None for a product-wide change
 
     def __str__(self) -> str:
         return f"{self.level:5}  {self.field}: {self.message}"
@@ -47,47 +48,47 @@ def _bound(col: SchemaProperty, name: str) -> Any:
 def _column_changes(old: SchemaProperty, new: SchemaProperty, where: str) -> list[Change]:
     changes: list[Change] = []
     if old.logical_type != new.logical_type:
-        changes.append(Change(MAJOR, where + ".logicalType", f"type changed from {old.logical_type} to {new.logical_type}"))
+        changes.append(Change(MAJOR, where + ".logicalType", f"type changed from {old.logical_type} to {new.logical_type}", column=old.name))
     elif (old.logical_type_options or {}).get("format") != (new.logical_type_options or {}).get("format"):
-        changes.append(Change(MAJOR, where + ".logicalTypeOptions.format", "physical format changed"))
+        changes.append(Change(MAJOR, where + ".logicalTypeOptions.format", "physical format changed", column=old.name))
     old_req, new_req = old.required or old.primary_key, new.required or new.primary_key
     if old_req != new_req:
         what = "optional to required" if new_req else "required to optional"
-        changes.append(Change(MAJOR, where + ".required", f"changed from {what}"))
+        changes.append(Change(MAJOR, where + ".required", f"changed from {what}", column=old.name))
     if old.unique and not new.unique:
-        changes.append(Change(MAJOR, where + ".unique", "no longer unique"))
+        changes.append(Change(MAJOR, where + ".unique", "no longer unique", column=old.name))
     elif new.unique and not old.unique:
-        changes.append(Change(MINOR, where + ".unique", "now unique"))
+        changes.append(Change(MINOR, where + ".unique", "now unique", column=old.name))
     if old.primary_key != new.primary_key:
-        changes.append(Change(MAJOR, where + ".primaryKey", "primary key changed"))
+        changes.append(Change(MAJOR, where + ".primaryKey", "primary key changed", column=old.name))
     old_rank = CLASSIFICATION_RANK.get(old.classification or "", -1)
     new_rank = CLASSIFICATION_RANK.get(new.classification or "", -1)
     if old.classification != new.classification:
         if new_rank < old_rank:
-            changes.append(Change(MAJOR, where + ".classification", f"loosened from {old.classification} to {new.classification}"))
+            changes.append(Change(MAJOR, where + ".classification", f"loosened from {old.classification} to {new.classification}", column=old.name))
         else:
-            changes.append(Change(MAJOR, where + ".classification", f"tightened from {old.classification} to {new.classification}; consumers may lose access"))
+            changes.append(Change(MAJOR, where + ".classification", f"tightened from {old.classification} to {new.classification}; consumers may lose access", column=old.name))
     old_values, new_values = _valid_values(old), _valid_values(new)
     if old_values is not None and new_values is not None:
         if old_values - new_values:
-            changes.append(Change(MAJOR, where + ".quality.validValues", "allowed values removed: " + ", ".join(sorted(old_values - new_values))))
+            changes.append(Change(MAJOR, where + ".quality.validValues", "allowed values removed: " + ", ".join(sorted(old_values - new_values)), column=old.name))
         if new_values - old_values:
-            changes.append(Change(MINOR, where + ".quality.validValues", "allowed values added: " + ", ".join(sorted(new_values - old_values))))
+            changes.append(Change(MINOR, where + ".quality.validValues", "allowed values added: " + ", ".join(sorted(new_values - old_values)), column=old.name))
     elif old_values is not None:
-        changes.append(Change(MAJOR, where + ".quality.validValues", "allowed-values rule removed"))
+        changes.append(Change(MAJOR, where + ".quality.validValues", "allowed-values rule removed", column=old.name))
     elif new_values is not None:
-        changes.append(Change(MINOR, where + ".quality.validValues", "allowed-values rule added"))
+        changes.append(Change(MINOR, where + ".quality.validValues", "allowed-values rule added", column=old.name))
     for name, wider in (("minimum", lambda a, b: b < a), ("maximum", lambda a, b: b > a)):
         a, b = _bound(old, name), _bound(new, name)
         if a is not None and b is None:
-            changes.append(Change(MAJOR, where + f".logicalTypeOptions.{name}", f"{name} {a} removed"))
+            changes.append(Change(MAJOR, where + f".logicalTypeOptions.{name}", f"{name} {a} removed", column=old.name))
         elif a is not None and b is not None and a != b:
             level = MAJOR if wider(a, b) else MINOR
-            changes.append(Change(level, where + f".logicalTypeOptions.{name}", f"{name} changed from {a} to {b}"))
+            changes.append(Change(level, where + f".logicalTypeOptions.{name}", f"{name} changed from {a} to {b}", column=old.name))
         elif a is None and b is not None:
-            changes.append(Change(MINOR, where + f".logicalTypeOptions.{name}", f"{name} {b} added"))
+            changes.append(Change(MINOR, where + f".logicalTypeOptions.{name}", f"{name} {b} added", column=old.name))
     if (old.description or "") != (new.description or ""):
-        changes.append(Change(PATCH, where + ".description", "description changed"))
+        changes.append(Change(PATCH, where + ".description", "description changed", column=old.name))
     return changes
 
 
@@ -103,13 +104,13 @@ def diff_contracts(old: Contract, new: Contract) -> list[Change]:
         where = f"schema[{table}].properties[{name}]"
         if name not in new_cols:
             kind = "required " if col.required or col.primary_key else ""
-            changes.append(Change(MAJOR, where, f"{kind}column removed"))
+            changes.append(Change(MAJOR, where, f"{kind}column removed", column=name))
         else:
             changes.extend(_column_changes(col, new_cols[name], where))
     for name, col in new_cols.items():
         if name not in old_cols:
             kind = "required" if col.required or col.primary_key else "optional"
-            changes.append(Change(MINOR, f"schema[{table}].properties[{name}]", f"{kind} column added"))
+            changes.append(Change(MINOR, f"schema[{table}].properties[{name}]", f"{kind} column added", column=name))
     for name in ("latency", "frequency"):
         a, b = old.sla_hours(name), new.sla_hours(name)
         if a is not None and b is None:

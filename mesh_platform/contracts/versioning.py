@@ -17,6 +17,7 @@ class FileCheck:
     report: DiffReport | None = None
     error: str | None = None
     note: str | None = None
+    old_text: str | None = None  # the file at the ref
 
     @property
     def ok(self) -> bool:
@@ -45,7 +46,7 @@ def check_against(ref: str, root: Path | None = None) -> list[FileCheck]:
         check = FileCheck(rel)
         path = root / rel
         try:
-            old_text = _git(root, "show", f"{ref}:{rel}")
+            old_text = check.old_text = _git(root, "show", f"{ref}:{rel}")
         except RuntimeError:
             old_text = None
         try:
@@ -61,8 +62,9 @@ def check_against(ref: str, root: Path | None = None) -> list[FileCheck]:
             if VERSIONED.match(Path(rel).stem) and old.retired():
                 check.note = f"retired major {old.major} of {old.id} removed"
             else:
+                # judged like any product-wide breaking change: it fails when the product has readers
                 check.report = DiffReport(old, old, [Change(MAJOR, "file", "contract deleted")])
-                check.error = f"{old.id} {old.version} was deleted: keep it until consumers move, or retire it with a deprecationDate"
+                check.note = f"{old.id} {old.version} was deleted: keep it until consumers move, or retire it with a deprecationDate"
         else:
             check.report = diff(old, new)
         checks.append(check)

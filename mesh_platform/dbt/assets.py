@@ -35,7 +35,7 @@ from mesh_platform import partitions
 from mesh_platform.dbt.plan import DbtPlan
 from mesh_platform.dbt.project import NO_TRACKING, DbtDomainProject
 from mesh_platform.governance.access import AccessDenied
-from mesh_platform.governance.audit import denied_metadata, publish_metadata, quota_metadata, read_metadata
+from mesh_platform.governance.audit import denied_metadata, publish_metadata, quota_metadata, read_by, read_metadata
 from mesh_platform.governance.identity import domain_of_step
 from mesh_platform.io import publishing, versions
 from mesh_platform.io.lake import Lake
@@ -151,6 +151,18 @@ def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, Resol
     return observations
 
 
+def _column_lineage(plan: DbtPlan, name: str, log) -> dg.TableColumnLineage | None:
+    """The model's ``dagster/column_lineage`` (docs/lineage.md); a model whose SQL cannot be
+    analysed publishes without one, and the run's log says why."""
+    from mesh_platform.dbt.sql_lineage import SqlNotAnalysable
+
+    try:
+        return plan.column_lineage(name)
+    except SqlNotAnalysable as exc:
+        log.warning(f"no column lineage for {name}: {exc}")
+        return None
+
+
 def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator: MeshDbtTranslator, lake: Lake, reports: bool = True):
     """The step of a dbt domain: stage governed sources, dbt build, checks, publish."""
     from dagster_dbt.asset_utils import get_asset_check_key_for_test
@@ -250,10 +262,13 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
             written = publishing.publish(lake, contract, audited.table)
             full = written[0][1]
             key = dg.AssetKey([domain, name])
+            lineage = _column_lineage(translator.plan, name, context.log)
             yield dg.Output(
                 None,
                 output_name=context.assets_def.get_output_name_for_asset_key(key),
                 metadata={
+                    **({"dagster/column_lineage": lineage} if lineage is not None else {}),
+                    **read_by(context.instance, key),
                     "dagster/uri": full.uri,
                     "dagster/row_count": full.rows,
                     md.BYTES: sum(p.bytes for _, p in written),

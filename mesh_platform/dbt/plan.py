@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+import dagster as dg
+
+from mesh_platform.column_lineage import column_graph
+from mesh_platform.column_lineage import problems as column_lineage_problems
 from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry
 from mesh_platform.governance.policies import PolicyResult, ProductUnderPolicy
@@ -33,6 +37,33 @@ class DbtPlan:
     model_ports: dict[str, dict[str, ResolvedPort]] = field(default_factory=dict)  # model -> the ports it reads
     policies: dict[str, tuple[PolicyResult, ...]] = field(default_factory=dict)  # model -> results at load
     quotas: object = None  # the domain's mesh_platform.quotas.Quotas
+    domain: str = ""
+
+    def model_columns(self, name: str):
+        """Column lineage and columns read of model ``name``, from its SQL
+        (:func:`mesh_platform.dbt.sql_lineage.analyse`; raises ``SqlNotAnalysable``)."""
+        from mesh_platform.dbt.sql_lineage import analyse
+
+        schemas = {p.contract.id: p.contract.column_names for p in self.ports.values()}
+        schemas.update({f"{self.domain}.{model}": c.column_names for model, c in self.contracts.items()})
+        return analyse(self.project, self.domain, name, self.contracts[name].column_names, schemas)
+
+    def column_lineage(self, name: str) -> dg.TableColumnLineage | None:
+        """Model ``name``'s ``dagster/column_lineage``: what its contract declares
+        (``transformSourceObjects``, checked at load), else what its SQL says; None when neither
+        can tell (the SQL cannot be analysed: logged by the caller)."""
+        keys = {p.contract.id: p.key for p in self.ports.values()}
+        keys.update({f"{self.domain}.{model}": dg.AssetKey([self.domain, model]) for model in self.contracts})
+        declared = column_graph([self.contracts[name]])
+        found = {column.rpartition(".")[2]: sorted(sources) for column, sources in declared.items()}
+        if not found:
+            found = self.model_columns(name).lineage
+        deps = {
+            column: [dg.TableColumnDep(asset_key=keys[ref.rpartition(".")[0]], column_name=ref.rpartition(".")[2]) for ref in refs if ref.rpartition(".")[0] in keys]
+            for column, refs in found.items()
+        }
+        deps = {column: found_deps for column, found_deps in deps.items() if found_deps}
+        return dg.TableColumnLineage(deps_by_column=deps) if deps else None
 
     @property
     def ports_by_product(self) -> dict[str, tuple[Contract, list[InputPort]]]:
@@ -67,7 +98,7 @@ def plan_dbt(domain: "Domain", registry: ContractRegistry, owners: list[str], pl
     except (ManifestNotPrepared, ValueError) as exc:
         plan.problems.append(Problem(display_path(project.path), "manifest", str(exc)))
         return None
-    dbt = DbtPlan(project, owners, [p.name for p in plan.policies], models=set(models), ports=ports, quotas=plan.quotas)
+    dbt = DbtPlan(project, owners, [p.name for p in plan.policies], models=set(models), ports=ports, quotas=plan.quotas, domain=domain.name)
     plan.problems.extend(Problem(display_path(f), fld, msg) for f, fld, msg in port_problems)
     for name, uid in models.items():
         node = project.manifest["nodes"][uid]
@@ -85,8 +116,14 @@ def plan_dbt(domain: "Domain", registry: ContractRegistry, owners: list[str], pl
         plan.policy_results.extend(results)
         for result in results:
             plan.problems.extend(result.problems)
-    for port in ports.values():
+    own = {f"{domain.name}/{model}": contract for model, contract in dbt.contracts.items()}
+    for name, contract in dbt.contracts.items():
+        plan.problems.extend(column_lineage_problems(contract, dbt.model_ports.get(name, {}), own))
+    for uid, port in ports.items():
         plan.externals.setdefault(port.key, port.external_spec())
+        source = project.manifest["sources"][uid]
+        if (warning := port.deprecation(f"{domain.name}: dbt source {source['source_name']}.{source['name']}")) is not None:
+            plan.warnings.append(warning)
     return dbt
 
 

@@ -111,6 +111,29 @@ def _value(metadata, key, default=None):
 
 
 OBSERVED_KINDS = ("read", "denied", "quarantine", "quota")
+READ_BY_DAYS = 30
+
+
+def read_by(instance: dg.DagsterInstance, key: dg.AssetKey, days: int = READ_BY_DAYS, limit: int = 2000) -> dict:
+    """``mesh/read_by`` for a publish of ``key``: each consumer that read this port (this major's
+    asset) in the last ``days``, with its last read, the version it read and its columns. On a
+    previous major's asset it is the list of consumers that still have to move."""
+    since = datetime.now(timezone.utc).timestamp() - days * 86400
+    seen: dict[str, dict] = {}
+    for event_record in instance.fetch_observations(key, limit=limit).records:  # newest first
+        entry = event_record.event_log_entry
+        if entry.timestamp < since:
+            break
+        meta = entry.asset_observation.metadata if entry.asset_observation else {}
+        consumer = _value(meta, md.CONSUMER)
+        if _value(meta, AUDIT) != "read" or consumer is None or consumer in seen:
+            continue
+        seen[consumer] = {
+            "last_read": datetime.fromtimestamp(entry.timestamp, tz=timezone.utc).isoformat(timespec="seconds"),
+            "version": _value(meta, md.DELTA_VERSION),
+            "columns": list(_value(meta, md.COLUMNS_READ) or []),
+        }
+    return {md.READ_BY: dg.MetadataValue.json({"days": days, "consumers": dict(sorted(seen.items()))})}
 
 
 def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
