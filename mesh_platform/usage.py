@@ -2,8 +2,10 @@
 
 For a window (``--since``, default 30 days) and each product of the mesh:
 
-- **runs**: runs that published it; **compute seconds**: the durations of the steps that did
-  (``STEP_SUCCESS`` and ``STEP_FAILURE`` events of those runs, the product's own step);
+- **runs**: the distinct runs that published it (a run over 30 days of a partitioned product is
+  one run, though Dagster records 30 materializations); **compute seconds**: the durations of the
+  steps that did (``STEP_SUCCESS`` and ``STEP_FAILURE`` events of those runs, the product's own step;
+  a step that publishes several products, as a dbt run does, counts in full for each of them);
 - **rows**: rows published (sum over the window) and in the latest version;
 - **bytes stored**: everything under ``<lake>/<domain>/<product>/`` now (ports and quality reports);
 - **reads per consumer**: granted reads in the audit log (``mesh audit``), per consuming domain;
@@ -11,7 +13,11 @@ For a window (``--since``, default 30 days) and each product of the mesh:
   GB-month x the window's share of a month. Prices come from ``quotas.yaml`` (``prices:
   cpu_second``, ``gb_month``) or the built-in list prices below.
 
-A domain's line sums its products, and adds the bytes of its private and quarantine areas.
+A domain's line is not the sum of its products' lines where they share: its **runs** are the
+distinct runs that published any of its products (one run publishing both ``policies`` products
+is one run, not two) and its **compute seconds** count each step once (the dbt step that builds four
+analytics products, once); its cost is computed from those. Rows, reads and bytes stored add up,
+plus the bytes of its private and quarantine areas.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ class ProductUsage:
     reads: dict[str, int] = field(default_factory=dict)
     cost: float = 0.0
     run_ids: set = field(default_factory=set, repr=False, compare=False)
+    steps: dict = field(default_factory=dict, repr=False, compare=False)  # (run id, step key) -> seconds
 
 
 def load_prices(domains_root: Path) -> dict[str, float]:
@@ -95,7 +102,9 @@ def product_usage(instance: dg.DagsterInstance, lake, domain: str, product: str,
             usage.rows_published += int(rows or 0)
             runs.add(record.run_id)
             step = record.event_log_entry.dagster_event.step_key if record.event_log_entry.dagster_event else None
-            usage.compute_seconds += _step_seconds(instance, record.run_id, step) if step else 0.0
+            if step:
+                usage.steps[(record.run_id, step)] = _step_seconds(instance, record.run_id, step)
+    usage.compute_seconds = sum(usage.steps.values())
     usage.runs = len(runs)
     usage.run_ids = runs  # the domain counts each run once, however many of its products it published
     usage.bytes_stored = lake.size_under(f"{domain}/{product}")
@@ -131,15 +140,18 @@ def mesh_usage(mesh, lake, instance: dg.DagsterInstance, since_days: float = 30.
         name = loaded.domain.name
         products = [product_usage(instance, lake, name, p, since, prices, window) for p in loaded.domain.product_names]
         other = lake.size_under(f"{name}/_private") + lake.size_under(f"{name}/_quarantine")
+        steps = {k: v for p in products for k, v in p.steps.items()}  # a step publishing several products, once
+        compute_seconds = sum(steps.values())
+        bytes_stored = sum(p.bytes_stored for p in products) + other
         domain = {
             "domain": name,
             "runs": len(set().union(*(p.run_ids for p in products))),  # a run publishing two products counts once
-            "compute_seconds": round(sum(p.compute_seconds for p in products), 3),
+            "compute_seconds": round(compute_seconds, 3),
             "rows_published": sum(p.rows_published for p in products),
-            "bytes_stored": sum(p.bytes_stored for p in products) + other,
+            "bytes_stored": bytes_stored,
             "reads": sum(sum(p.reads.values()) for p in products),
-            "cost": round(sum(p.cost for p in products) + cost(0, other, prices, window), 6),
-            "products": [{k: v for k, v in asdict(p).items() if k != "run_ids"} for p in products],
+            "cost": cost(compute_seconds, bytes_stored, prices, window),
+            "products": [{k: v for k, v in asdict(p).items() if k not in ("run_ids", "steps")} for p in products],
         }
         domains.append(domain)
     return {"since_days": since_days, "prices": prices, "currency": "USD", "domains": domains}
