@@ -79,10 +79,22 @@ class QuotaExceeded(Exception):
         )
 
 
+#: the quotas ``mesh quotas`` has no current use for, and where each one is held instead
+NOT_MEASURED = {
+    "max_run_seconds": "per run: run monitoring fails a longer run",
+    "cpu_request": "per run pod (Kubernetes)",
+    "cpu_limit": "per run pod (Kubernetes)",
+    "memory_request": "per run pod (Kubernetes)",
+    "memory_limit": "per run pod (Kubernetes)",
+    "pool_slots": "not measured: this instance keeps no pool slots",
+}
+
+
 def show(quota: str, value: Any) -> str:
-    """A quota's limit or use as a person reads it: sizes in KiB..TiB, counts with separators."""
+    """A quota's limit or use as a person reads it: sizes in KiB..TiB, durations in seconds and
+    hours, counts with separators; a quota left unset is ``no limit``."""
     if value is None:
-        return "-"
+        return "no limit"
     if isinstance(value, str):
         return value  # CPU and memory quantities, as Kubernetes writes them
     return _show(quota, value)
@@ -96,6 +108,11 @@ def _show(quota: str, value: float) -> str:
         return f"{int(value)} B"
     if quota in NUMBERS:
         return f"{value:g}"
+    if quota == "max_run_seconds":
+        for unit, size in (("h", 3600), ("min", 60)):
+            if value >= size and value % size == 0:
+                return f"{int(value):,} s ({int(value // size)} {unit})"
+        return f"{int(value):,} s"
     return f"{int(value):,}"
 
 
@@ -404,4 +421,4 @@ def report(mesh, lake, instance) -> list[dict[str, Any]]:
     return out
 
 
-__all__ = ["CHECK", "report", "KEYS", "check_spec", "judge", "MeshQuotas", "QuotaExceeded", "Quotas", "check_publish", "load_mesh_quotas", "parse_size", "resolve", "storage_used", "use_ratios"]
+__all__ = ["CHECK", "NOT_MEASURED", "report", "KEYS", "check_spec", "judge", "MeshQuotas", "QuotaExceeded", "Quotas", "check_publish", "load_mesh_quotas", "parse_size", "resolve", "storage_used", "use_ratios"]

@@ -286,9 +286,24 @@ def test_mesh_quotas_and_usage_report_the_materialized_mesh(materialized_mesh, s
     text = run_mesh(["quotas"]).stdout  # as a person reads it: sizes in units, run limits with their use
     assert "bytes_per_publish  limit 8.0 GiB" in text and "8589934592" not in text
     assert "concurrent_runs    limit 2              use 0" in text
+    assert "max_run_seconds    limit 3,600 s (1 h)  per run: run monitoring fails a longer run" in text  # claims' own
+    assert "cpu_request        limit 500m           per run pod (Kubernetes)" in text
+    assert " - \n" not in text and not any(line.rstrip().endswith(" -") for line in text.splitlines())  # no bare '-'
     audit = [line for line in run_mesh(["audit"]).stdout.splitlines() if line[:4].isdigit()]
     assert len(audit) > 2 and audit[0][:23] >= audit[-1][:23]  # newest first: `mesh audit | head` shows the latest
 
+
+def test_quota_values_read_as_people_read_them():
+    """`mesh quotas` text: sizes in units, run time in seconds and hours, an unset quota is no limit."""
+    from mesh_platform.quotas import show
+
+    assert show("bytes_per_publish", 8 * 1024**3) == "8.0 GiB"
+    assert show("storage_bytes", 512) == "512 B"
+    assert show("max_run_seconds", 4 * 3600) == "14,400 s (4 h)"
+    assert show("max_run_seconds", 90) == "90 s"
+    assert show("rows_per_publish", 5_000_000) == "5,000,000"
+    assert show("concurrent_runs", None) == "no limit"
+    assert show("memory_limit", "4Gi") == "4Gi"
 
 def test_the_privacy_quota_bounds_a_domains_epsilon_over_every_product(tmp_path):
     from mesh_platform.governance.privacy import PrivacyBudgetExhausted, PrivacyLedger

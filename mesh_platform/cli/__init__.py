@@ -387,7 +387,7 @@ def _storage_audit(as_json: bool, identity: str | None, oldest_first: bool) -> N
 def quotas(as_json: bool, workspace: Path | None) -> None:
     """Each domain's quotas with their use and percentage; per product, its last publish."""
     from mesh_platform.io.lake import Lake
-    from mesh_platform.quotas import report, show
+    from mesh_platform.quotas import NOT_MEASURED, report, show
 
     settings = _settings()
     mesh = _load_mesh(workspace, report=True)
@@ -400,11 +400,20 @@ def quotas(as_json: bool, workspace: Path | None) -> None:
     for d in rows:
         click.echo(f"{d['domain']}")
         for q in d["quotas"]:
-            pct = f"{q['percent']:5.1f}%" if q["percent"] is not None else "     -"
-            click.echo(f"    {q['quota']:<18} limit {show(q['quota'], q['limit']):<14} use {show(q['quota'], q['use']):<14} {pct}")
+            limit = show(q["quota"], q["limit"])
+            if q["use"] is None:  # held elsewhere (run monitoring, the run's pod): say where
+                click.echo(f"    {q['quota']:<18} limit {limit:<14} {NOT_MEASURED.get(q['quota'], 'not measured')}")
+                continue
+            pct = f"{q['percent']:5.1f}%" if q["percent"] is not None else ""
+            click.echo(f"    {q['quota']:<18} limit {limit:<14} use {show(q['quota'], q['use']):<14} {pct}".rstrip())
         for p in d["products"]:
-            rows = f"{p['rows']:,}" if p["rows"] is not None else "-"
-            click.echo(f"    {p['product']}: last publish {rows} rows, {show('storage_bytes', p['bytes'])}; stored {show('storage_bytes', p['stored_bytes'])}")
+            stored = show("storage_bytes", p["stored_bytes"])
+            if p["rows"] is None and p["bytes"] is None:
+                click.echo(f"    {p['product']}: never published; stored {stored}")
+                continue
+            rows = f"{p['rows']:,} rows" if p["rows"] is not None else "rows not recorded"
+            size = show("storage_bytes", p["bytes"]) if p["bytes"] is not None else "size not recorded"
+            click.echo(f"    {p['product']}: last publish {rows}, {size}; stored {stored}")
     if mesh.problems:
         sys.exit(1)
 
