@@ -18,6 +18,24 @@ def test_a_publish_carries_the_declared_column_lineage(materialized_mesh, settin
     assert deps["claim_to_sum_insured"] == [("claims/claims", "amount_claimed"), ("policies/policies", "sum_insured")]
     assert deps["contacts"] == [("customer_care/claim_contacts", "contacts")]
     assert "claim_id" not in deps  # declared for some columns only
+    assert "mesh/read_by" in event.asset_materialization.metadata  # who read this port lately (docs/versions.md)
+
+
+def test_a_dbt_publish_carries_the_column_lineage_of_its_sql(materialized_mesh, settings):
+    from mesh_platform.instance import local_instance
+
+    with local_instance(settings) as instance:
+        event = instance.get_latest_materialization_event(dg.AssetKey(["analytics", "loss_ratio"]))
+    metadata = event.asset_materialization.metadata
+    lineage = metadata["dagster/column_lineage"].value
+    deps = {column: sorted((d.asset_key.to_user_string(), d.column_name) for d in found) for column, found in lineage.deps_by_column.items()}
+    assert deps == {
+        "product_line": [("policies/policies", "product_line")],
+        "premium_written": [("policies/policies", "annual_premium")],
+        "claims_paid": [("claims/claims", "amount_paid")],
+        "loss_ratio": [("claims/claims", "amount_paid"), ("policies/policies", "annual_premium")],
+    }
+    assert metadata["mesh/read_by"].value["days"] == 30
 
 
 def test_a_source_the_product_does_not_read_fails_the_load_naming_file_and_field(domains_copy, tmp_path):
