@@ -291,6 +291,9 @@ def test_mesh_quotas_and_usage_report_the_materialized_mesh(materialized_mesh, s
     assert " - \n" not in text and not any(line.rstrip().endswith(" -") for line in text.splitlines())  # no bare '-'
     audit = [line for line in run_mesh(["audit"]).stdout.splitlines() if line[:4].isdigit()]
     assert len(audit) > 2 and audit[0][:23] >= audit[-1][:23]  # newest first: `mesh audit | head` shows the latest
+    assert [line for line in run_mesh(["audit", "--oldest-first"]).stdout.splitlines() if line[:4].isdigit()] == audit[::-1]
+    records = json.loads(run_mesh(["audit", "--json"]).stdout)["records"]  # JSON: in the order they happened
+    assert len(records) == len(audit) and [r["time"] for r in records] == sorted(r["time"] for r in records)
 
 
 def test_quota_values_read_as_people_read_them():
