@@ -60,6 +60,12 @@ READ_BY = "mesh/read_by"  # on each publish: who read this port (this major) in 
 
 DETAILS = "mesh/details"  # quarantine: a few rejected rows per reason
 
+# -- labels for people, on a partition publish (the asset page; never read back by code) --------
+# Dagster's `dagster/row_count` ("Row count" on the asset page) is the rows of one materialization:
+# on a partitioned product, the rows of the run's days, not of the table. Next to it, the page says so.
+TABLE_ROWS_LABEL = "Table rows (all days)"  # = mesh/table_rows
+ROW_COUNT_COVERS = "Row count covers"  # which days `dagster/row_count` counts
+
 # -- checks and quality results -------------------------------------------------------------------
 RULE_KIND = "mesh/rule_kind"
 CONTRACT_FIELD = "mesh/contract_field"  # the contract field a check comes from

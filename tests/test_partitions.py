@@ -132,6 +132,10 @@ def test_a_partition_run_replaces_its_days_only_and_consumers_read_their_days(tm
         newest = instance.get_latest_materialization_event(EVENTS).asset_materialization.metadata
         assert (newest["dagster/row_count"].value, newest[md.TABLE_ROWS].value) == (1, 4)
         assert latest[0].asset_materialization.metadata[md.TABLE_ROWS].value == 5
+        # the asset page shows "Row count 1" for the run's one day: next to it, the whole table, labelled
+        assert newest[md.TABLE_ROWS_LABEL].value == 4
+        assert newest[md.ROW_COUNT_COVERS].value == "this run's 1 day(s) (2026-06-01): 1 row(s); the whole table holds 4 (Table rows (all days))"
+        assert "2 day(s) (2026-06-01..2026-06-02): 5 row(s)" in latest[0].asset_materialization.metadata[md.ROW_COUNT_COVERS].value
         # usage counts a run's rows once, not once per day it materialized: 5 rows, then 1
         use = product_usage(instance, Lake(str(lake)), "claims", "claim_events", 0.0, DEFAULT_PRICES, 3600.0)
         assert (use.runs, use.rows_published, use.rows_latest) == (2, 6, 1)
