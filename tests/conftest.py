@@ -53,8 +53,18 @@ def settings():
 
 @pytest.fixture(scope="session", autouse=True)
 def dbt_manifests():
-    """What `mesh dbt prepare` does at setup: the dbt domains' manifests, parsed once."""
-    result = run_mesh(["dbt", "prepare"])
+    """What `mesh dbt prepare` does at setup: the dbt domains' manifests, parsed once.
+
+    The suite runs in parallel workers (pytest-xdist, pyproject.toml's addopts), each with its own
+    mesh home, but the checkout's dbt project is one: the first worker parses it under a lock and
+    the others find it prepared."""
+    import fcntl
+    import hashlib
+
+    name = f"mesh-dbt-prepare-{hashlib.sha1(str(ROOT).encode()).hexdigest()[:12]}.lock"
+    with open(Path(tempfile.gettempdir()) / name, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        result = run_mesh(["dbt", "prepare"])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
