@@ -6,9 +6,21 @@ startup watcher asks the webserver's GraphQL API, once a second, which locations
 prints each one as it does (or the first line of its error), so a newcomer knows it is working.
 
 ``mesh dev`` also starts ``dagster dev`` with ``--log-level warning`` (unless given another level),
-so the daemon's per-tick sensor messages stay out of the console, and it silences Dagster's notice
-that ``dagster dev`` is superseded by ``dg dev`` (the project is a plain ``workspace.yaml``
-deployment, which ``dagster dev`` is the command for).
+so the webserver, the daemon and the code servers print warnings and errors only (the daemon's
+per-tick sensor messages stay out of the console), and it silences Dagster's notice that ``dagster
+dev`` is superseded by ``dg dev`` (the project is a plain ``workspace.yaml`` deployment, which
+``dagster dev`` is the command for).
+
+That level does not reach the runs: a run's worker prints the run's log on the same console at the
+instance's ``python_log_level``, INFO, because the same level decides what the UI's run log keeps
+(a domain's ``context.log.info`` lines stay visible there). So that the console is at warning level
+all the same, the platform logs nothing at INFO in a run or a sensor: what a step did is metadata
+of its output (``mesh/landed_selection``, ``mesh/landed_files``, the Delta version, rows ...), a
+product that cannot be built yet is a warning (what reads it is skipped), the lineage sensors'
+per-run line and the vacuum's per-table line are debug. What can still print at INFO is a
+domain's own ``context.log.info`` and Dagster's own step messages (e.g. a step skipped because
+its upstream stored nothing). ``tests/test_mesh_end_to_end.py`` checks that the demo mesh's runs
+log nothing at INFO.
 """
 
 from __future__ import annotations

@@ -85,6 +85,7 @@ QUARANTINED_ROWS = "mesh/quarantined_rows"
 # -- run tags -------------------------------------------------------------------------------------
 LAUNCHED_BY = "mesh/launched_by"
 LANDED_FILES = "mesh/landed_files"
+LANDED_SELECTION = "mesh/landed_selection"  # on the output: how many landed files a partitioned run read, of how many, for how many days
 REPLAY_OF = "mesh/replay_of"  # replay: read every port at the version the named run read
 
 LEGACY_COLUMNS_READ = "mesh/columns"

@@ -83,7 +83,8 @@ def _compute_fn(plan: "ProductPlan", settings: MeshSettings):
         def compute(context, **inputs):
             data = fn(context, **inputs) if wants_context else fn(**inputs)
             if isinstance(data, NotYet):  # nothing to store yet: the step succeeds, what reads it waits
-                context.log.info(f"{key.to_user_string()}: not built yet: {data.reason}")
+                # a warning: nothing is stored, so what reads it is skipped (`mesh dev` prints warnings)
+                context.log.warning(f"{key.to_user_string()}: not built yet: {data.reason}")
                 return
             data, held, screened = screen(context, data)
             if held.total:

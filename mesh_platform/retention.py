@@ -94,7 +94,7 @@ def maintenance_job(domain: str, contracts: dict[str, Any], lake_root: str, run_
                     md.RETENTION: dg.MetadataValue.json(report["retention"]),
                 },
             ))
-            context.log.info(f"{report['path']}: {len(report['removed'])} file(s) vacuumed, {report['stored_bytes']} bytes kept")
+            context.log.debug(f"{report['path']}: {len(report['removed'])} file(s) vacuumed, {report['stored_bytes']} bytes kept")  # the observation above says it
 
     @dg.job(name=f"{domain}_lake_maintenance", tags={**(run_tags or {})}, description=f"Vacuums {domain}'s output ports by their contracts' retention.")
     def maintenance():

@@ -196,6 +196,7 @@ def landed_for_run(context, landing: LandingZone, pattern: str, day_column: str)
     import json
 
     from mesh_platform.io.lake import PRIVATE
+    from mesh_platform.metadata import LANDED_SELECTION
     from mesh_platform.partitions import run_keys
     from mesh_platform.products import step_lake
 
@@ -229,5 +230,7 @@ def landed_for_run(context, landing: LandingZone, pattern: str, day_column: str)
     index = {name: entry for name, entry in index.items() if name in {f.name for f in files}}
     if changed:
         lake.write_bytes(where, json.dumps(index, sort_keys=True).encode())
-    context.log.info(f"{len(chosen)} of {len(files)} landed file(s) have rows on the run's {len(keys)} day(s)")
+    # metadata of the output, not an INFO line: a run prints its INFO lines on the console of
+    # `mesh dev`, which runs at warning level (docs: README, mesh_platform.devserver)
+    context.add_output_metadata({LANDED_SELECTION: f"{len(chosen)} of {len(files)} landed file(s) have rows on the run's {len(keys)} day(s)"})
     return LandedRun(chosen, day_column, keys, owners, every_day)

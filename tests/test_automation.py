@@ -14,6 +14,7 @@ test states what one event must cause, and nothing more (docs/automation.md):
 from __future__ import annotations
 
 import datetime as dt
+import logging
 
 import dagster as dg
 import pytest
@@ -131,10 +132,14 @@ def test_a_model_with_too_few_labels_is_not_built_and_the_run_succeeds(tmp_path)
     from domains.fraud import definitions as fraud
 
     few = pd.DataFrame({**{c: [1.0] * 5 for c in fraud.FEATURES}, "confirmed_fraud": [True, False, True, False, True]})
+    instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize([dg.AssetSpec(FEATURES), *[a for a in fraud.defs.assets if isinstance(a, dg.AssetsDefinition) and MODEL in a.keys]],
-                            selection=[MODEL], resources={"io_manager": _Given({FEATURES: few})})
+                            selection=[MODEL], resources={"io_manager": _Given({FEATURES: few})}, instance=instance)
     assert result.success
     assert not result.asset_materializations_for_node("fraud__fraud_model")
+    # said at warning level: what reads the model is skipped, and `mesh dev` prints warnings only
+    said = [(e.level, e.user_message) for e in instance.all_logs(result.run_id) if not e.is_dagster_event and "not built yet" in e.user_message]
+    assert [level for level, _ in said] == [logging.WARNING], said
 
 
 class _Given(dg.IOManager):

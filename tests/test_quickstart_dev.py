@@ -114,6 +114,7 @@ def test_mesh_dev_serves_every_domain(tmp_path):
         assert all(f"{d} loaded" in printed for d in statuses), printed
         assert "dev_command" not in printed and "SupersessionWarning" not in printed
         assert " - DEBUG - " not in printed  # runs print INFO and above; every event is in the UI
+        assert " - INFO - " not in printed, printed  # ... and the platform logs nothing at INFO: warning level it is
     finally:
         try:
             os.killpg(proc.pid, signal.SIGTERM)

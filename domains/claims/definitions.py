@@ -27,8 +27,7 @@ def landed_claims(context) -> Screened:
         rejects.layout(rejects.read_csv(f.open, f.name, dtype={"claim_ref": str, "policy_no": str}), CLAIM_COLUMNS, file=f.name).assign(batch=f.stem)
         for f in landed.files
     ]
-    record_landed(context, landed.files)
-    context.log.info(f"read {len(landed.files)} landed batch(es)")
+    record_landed(context, landed.files)  # which batches it read: the output's metadata
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=[*CLAIM_COLUMNS, "batch"])
     # a row whose reporting day is unreadable or on no partition day, or with a date or amount that
     # cannot be read, is quarantined with its reason; the batch's other rows go on
