@@ -50,8 +50,9 @@ def test_materialize_reports_progress_per_domain(materialized_mesh):
     order = [line.split("] ", 1)[1].split(":", 1)[0] for line in lines]
     assert order == ["policies", "claims", "customer_care", "fraud", "analytics"]
     assert [line.split("]", 1)[0] for line in lines] == [f"[run {n}" for n in range(1, 6)]  # runs counted, not assets
-    assert lines[-1].endswith("(16 of 16 assets)")
-    assert "done: 5 run(s), 0 failed, 0 asset(s) skipped" in out
+    assert lines[-1].endswith("(16 of 16 assets started)")
+    assert "materializing 16 asset(s) of 5 domain(s) in this process, one run at a time" in out
+    assert "done: 5 run(s) of 5 domain(s), 0 failed, 0 asset(s) skipped" in out
 
 
 def test_runs_log_nothing_at_info_so_mesh_dev_at_warning_level_prints_no_info(materialized_mesh):

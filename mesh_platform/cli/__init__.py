@@ -190,13 +190,15 @@ def simulate(scale: float, seed: int, rejects: bool) -> None:
 @click.option("--timeout", type=float, default=3600.0, show_default=True, help="Seconds to wait for each queued run.")
 @click.option("--partition", "partition", default=None, metavar="DAY", help="Materialize this day (YYYY-MM-DD) of the daily-partitioned products.")
 @click.option("--from", "first", default=None, metavar="DAY", help="Backfill the partitioned products from this day ...")
-@click.option("--to", "last", default=None, metavar="DAY", help="... to this day (inclusive), one run per domain.")
+@click.option("--to", "last", default=None, metavar="DAY", help="... to this day (inclusive), in the same runs as one day (not a run per day).")
 def materialize(selection: str | None, scale: float | None, workspace: Path | None, in_process: bool, timeout: float,
                 partition: str | None, first: str | None, last: str | None) -> None:
     """Materialize the mesh (or a selection) across code locations, in dependency order.
 
-    Each domain's run is submitted to the Dagster instance's run queue for its code location and
-    launched by the daemon (start `mesh dev` or `mesh stack up` first); --in-process runs them here.
+    A run is one domain's assets whose upstream domains are done: a domain whose assets wait on
+    different domains takes more than one run. Each run is submitted to the Dagster instance's run
+    queue for its code location and launched by the daemon (start `mesh dev` or `mesh stack up`
+    first), independent domains at the same time; --in-process runs them here, one at a time.
 
     Daily-partitioned products (claims, claim events, fraud features and scores) materialize every
     day unless --partition DAY or --from DAY --to DAY say which; unpartitioned products downstream
@@ -223,8 +225,10 @@ def materialize(selection: str | None, scale: float | None, workspace: Path | No
     instance = local_instance(settings)
     if days is not None:
         click.echo(f"partitions: {days[0]}" + (f" to {days[1]}" if days[1] != days[0] else ""))
+    domains = len({k.path[0] for k in keys})
     if in_process:
-        click.echo(f"materializing {len(keys)} asset(s) in this process into the Dagster instance at {settings.dagster_home}")
+        click.echo(f"materializing {len(keys)} asset(s) of {domains} domain(s) in this process, one run at a time, "
+                   f"into the Dagster instance at {settings.dagster_home}")
         report = _run_stoppably(lambda stop: run(mesh, keys, instance, progress=click.echo, days=days, stop=stop), instance)
     else:
         from mesh_platform.submission import QueuedRunner, SubmissionError, check_daemon, workspace_file
@@ -232,8 +236,9 @@ def materialize(selection: str | None, scale: float | None, workspace: Path | No
         try:
             check_daemon(instance)
             dagster_workspace = workspace_file(settings, mesh.workspace)
-            click.echo(f"materializing {len(keys)} asset(s): one run per domain through the run queue of the "
-                       f"Dagster instance at {settings.dagster_home} (workspace {dagster_workspace})")
+            click.echo(f"materializing {len(keys)} asset(s) of {domains} domain(s) through the run queue of the "
+                       f"Dagster instance at {settings.dagster_home} (workspace {dagster_workspace}): a run is one domain's "
+                       f"assets whose upstream domains are done, so a domain may take more than one run")
             with QueuedRunner(instance, dagster_workspace, progress=click.echo, timeout=timeout) as runner:
                 report = run(mesh, keys, instance, progress=click.echo, runner=runner, days=days)
         except SubmissionError as exc:
@@ -242,7 +247,8 @@ def materialize(selection: str | None, scale: float | None, workspace: Path | No
     runs = len(report.runs)
     failed = sum(not r.success for r in report.runs)
     unloaded = f", {len(report.unloaded)} domain(s) not loaded ({', '.join(report.unloaded)})" if report.unloaded else ""
-    click.echo(f"{'done' if ok else 'FAILED'}: {runs} run(s), {failed} failed, {len(report.skipped)} asset(s) skipped{unloaded}")
+    ran = len({r.domain for r in report.runs})
+    click.echo(f"{'done' if ok else 'FAILED'}: {runs} run(s) of {ran} domain(s), {failed} failed, {len(report.skipped)} asset(s) skipped{unloaded}")
     sys.exit(0 if ok else 1)
 
 
