@@ -560,7 +560,9 @@ def up(settings: MeshSettings, workspace: Path, options: Options, progress: Prog
     if previous is not None:
         running = [p["name"] for p in previous.processes if group_alive(p["pid"])]
         if running or (previous.postgres.get("pgdata") and (Path(previous.postgres["pgdata"]) / "postmaster.pid").exists()):
-            raise StackError(f"a stack is already running from {layout.root} ({', '.join(running) or 'postgres'}): `mesh stack down` first")
+            from mesh_platform.cli.stack import mesh_command
+
+            raise StackError(f"a stack is already running from {layout.root} ({', '.join(running) or 'postgres'}): `{mesh_command()} stack down` first")
     if port_open(options.webserver_port):
         raise StackError(f"port {options.webserver_port} (webserver) is already in use: choose another with --port")
     if options.postgres_url:
@@ -792,9 +794,11 @@ def status(settings: MeshSettings) -> dict:
         project = Path(next(iter(state.locations.values()))["cwd"]) if state.locations else None
         found = [s.__dict__ for s in locations(state.webserver, project)]
     down = {p["name"].split(":", 1)[1]: p["port"] for p in procs if p["name"].startswith("code-server:") and not p["alive"]}
+    from mesh_platform.cli.stack import mesh_command
+
     for loc in found:
         if loc["name"] in down:
-            loc.update(loaded=False, error=f"its code server does not answer on port {down[loc['name']]} (`mesh stack restart {loc['name']}`)")
+            loc.update(loaded=False, error=f"its code server does not answer on port {down[loc['name']]} (`{mesh_command()} stack restart {loc['name']}`)")
     return {"running": any(p["alive"] for p in procs), "webserver": state.webserver, "processes": procs, "locations": found, "env": {k: v for k, v in state.env.items() if "SECRET" not in k}}
 
 

@@ -214,15 +214,30 @@ def test_an_unreachable_postgres_is_named_and_nothing_starts(tmp_path):
     assert not state.exists() or not json.loads(state.read_text())["processes"]
 
 
-def test_the_stack_suggests_a_mesh_command_that_works_without_an_activated_environment(monkeypatch):
+def test_the_stack_suggests_a_mesh_command_that_works_without_an_activated_environment(monkeypatch, tmp_path):
     """`mesh stack up` ends with `eval "$(... stack env)"`: with the environment not activated, plain
     `mesh` is not on PATH, so the suggestion names this environment's `mesh` by its path."""
+    import shlex
     import sys
 
-    from mesh_platform.cli.stack import mesh_command
+    from mesh_platform.cli.stack import mesh_command, up_hints
 
     here = Path(sys.executable).parent / "mesh"
+    monkeypatch.setattr(sys, "argv", ["pytest"])
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     assert mesh_command() == (str(here) if here.exists() else f"{sys.executable} -m mesh_platform.cli")
+    # every command `mesh stack up` suggests names it so
+    said = up_hints("http://127.0.0.1:3000", 5, ["fraud"])
+    expected = mesh_command()
+    assert said[0] == (f"stack up: http://127.0.0.1:3000  (4 of 5 domain(s) loaded); stop it with `{expected} stack down`", False)
+    assert f'eval "$({expected} stack env)"' in said[1][0] and f"`{expected} materialize -s policies`" in said[1][0]
+    assert said[2] == (f"the other domains run; fix fraud and `{expected} stack restart fraud`", True)
     monkeypatch.setenv("PATH", f"{here.parent}:/usr/bin:/bin")
     assert mesh_command() == ("mesh" if here.exists() else f"{sys.executable} -m mesh_platform.cli")
+    assert "stop it with `mesh stack down`" in up_hints("http://127.0.0.1:3000", 5, [])[0][0] or not here.exists()
+    # started as a `mesh` elsewhere (another environment, a path with a space): that one, absolute and quoted
+    other = tmp_path / "my env" / "bin" / "mesh"
+    other.parent.mkdir(parents=True)
+    other.write_text("#!/bin/sh\n")
+    monkeypatch.setattr(sys, "argv", [str(other)])
+    assert mesh_command() == shlex.quote(str(other))

@@ -705,7 +705,9 @@ def dev(scale: float | None, dagster_args: tuple[str, ...]) -> None:
     ensure_dagster_home(settings)
     workspace = find_workspace()
     click.echo(f"Dagster instance: {settings.dagster_home}\nlake: {settings.lake}\nworkspace: {workspace}")
-    click.echo("materialize everything with `mesh materialize` in another shell, or from the UI")
+    from mesh_platform.cli.stack import mesh_command
+
+    click.echo(f"materialize everything with `{mesh_command()} materialize` in another shell, or from the UI")
     try:
         locations = [e.location for e in read_workspace(workspace)]
     except Exception:  # dagster dev reports a broken workspace file itself

@@ -40,12 +40,20 @@ def stack_up(webserver_port: int, postgres_url: str | None, automation: bool, sc
     failed = [s for s in statuses if not s.loaded]
     for s in statuses:
         click.echo(f"  {s.describe()}", err=not s.loaded)
-    click.echo(f"stack up: {state.webserver}  ({len(statuses) - len(failed)} of {len(statuses)} domain(s) loaded); stop it with `mesh stack down`")
-    click.echo(f"commands against it (`mesh materialize`, `mesh audit`, ...): eval \"$({mesh_command()} stack env)\" first")
-    if failed:
-        names = ", ".join(s.name for s in failed)
-        click.echo(f"the other domains run; fix {names} and `mesh stack restart {failed[0].name}`", err=True)
+    for line, to_stderr in up_hints(state.webserver, len(statuses), [s.name for s in failed]):
+        click.echo(line, err=to_stderr)
     sys.exit(1 if failed else 0)
+
+
+def up_hints(webserver: str, domains: int, failed: list[str]) -> list[tuple[str, bool]]:
+    """What `mesh stack up` says last (each line, and whether it goes to stderr): every command it
+    suggests names this `mesh` so that it runs in any shell (:func:`mesh_command`)."""
+    mesh = mesh_command()
+    lines = [(f"stack up: {webserver}  ({domains - len(failed)} of {domains} domain(s) loaded); stop it with `{mesh} stack down`", False),
+             (f"point this shell's mesh commands at it with eval \"$({mesh} stack env)\", then e.g. `{mesh} materialize -s policies`", False)]
+    if failed:
+        lines.append((f"the other domains run; fix {', '.join(failed)} and `{mesh} stack restart {failed[0]}`", True))
+    return lines
 
 
 @stack.command("down")
@@ -114,7 +122,7 @@ def stack_env() -> None:
     layout = StackLayout.of(_settings())
     state = StackState.load(layout)
     if state is None or not state.env:
-        raise click.ClickException(f"no stack started from {layout.root}: `mesh stack up` first")
+        raise click.ClickException(f"no stack started from {layout.root}: `{mesh_command()} stack up` first")
     for name, value in sorted(state.env.items()):
         click.echo(f"export {name}={shlex.quote(value)}")
 
@@ -131,7 +139,7 @@ def stack_matrix(as_json: bool) -> None:
     layout = StackLayout.of(_settings())
     state = StackState.load(layout)
     if state is None or not state.identities:
-        raise click.ClickException(f"no stack started from {layout.root}: `mesh stack up` first")
+        raise click.ClickException(f"no stack started from {layout.root}: `{mesh_command()} stack up` first")
     matrix = measure(state, layout)
     if as_json:
         click.echo(json.dumps(matrix, indent=2))
@@ -146,14 +154,22 @@ def stack_matrix(as_json: bool) -> None:
 
 
 def mesh_command() -> str:
-    """How to call this `mesh` from any shell: plain `mesh` when that is the one on PATH, else its full
-    path (a virtual environment that is not activated), else through this Python."""
+    """How to call this `mesh` from any shell: plain `mesh` when that is the one on PATH, else the
+    absolute path of the `mesh` in use (the one this command was started as, or the one beside this
+    Python: a virtual environment that is not activated), else ``python -m mesh_platform.cli``
+    through this Python. Quoted for a shell."""
+    import shlex
     import shutil
 
-    here = Path(sys.executable).parent / "mesh"
+    candidates = []
+    started_as = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if started_as is not None and started_as.name == "mesh" and started_as.is_file():
+        candidates.append(started_as.absolute())
+    candidates.append(Path(sys.executable).parent / "mesh")
     found = shutil.which("mesh")
-    if found and here.exists() and Path(found).resolve() == here.resolve():
-        return "mesh"
-    if here.exists():
-        return str(here)
-    return f"{sys.executable} -m mesh_platform.cli"
+    for here in candidates:
+        if here.is_file():
+            if found and Path(found).resolve() == here.resolve():
+                return "mesh"
+            return shlex.quote(str(here))
+    return f"{shlex.quote(sys.executable)} -m mesh_platform.cli"
