@@ -336,3 +336,6 @@ def test_lineage_export_writes_under_mesh_home_by_default_not_into_the_project(t
     assert (tmp_path / "home" / "lineage" / "mesh-lineage.json").exists()
     assert (tmp_path / "home" / "lineage" / "mesh-lineage.graphml").exists()
     assert set(ROOT.glob("mesh-lineage.*")) == before
+    # and it says where, by absolute path
+    written = f"wrote {tmp_path / 'home' / 'lineage' / 'mesh-lineage.json'}, {tmp_path / 'home' / 'lineage' / 'mesh-lineage.graphml'}"
+    assert result.output.rstrip().endswith(written), result.output

@@ -563,7 +563,7 @@ def lineage_export(out: Path | None, formats: tuple[str, ...], workspace: Path |
     for node in graph["nodes"]:
         kinds[node["type"]] = kinds.get(node["type"], 0) + 1
     counts = ", ".join(f"{n} {t}(s)" for t, n in kinds.items())
-    click.echo(f"{counts}, {len(graph['edges'])} edge(s): wrote {', '.join(str(p) for p in written)}")
+    click.echo(f"{counts}, {len(graph['edges'])} edge(s): wrote {', '.join(str(Path(p).absolute()) for p in written)}")
 
 
 @lineage.command("column")
