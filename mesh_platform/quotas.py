@@ -23,6 +23,7 @@ negative numbers and unreadable sizes, each naming ``domain.yaml`` and the field
 | ``rows_per_publish``, ``bytes_per_publish`` | the platform, in the product's step before publish |
 | ``storage_bytes`` | the platform: the domain's lake prefix (ports with history, private, quarantine) plus the publish |
 | ``cpu_request`` ... ``memory_limit`` | the production deployment's resources (Helm values) |
+| ``serve_rows_per_response``, ``serve_bytes_per_response``, ``serve_concurrent_requests``, ``serve_query_seconds`` | ``mesh serve``: each response of the domain's consumers (and its people) stops at the limit with a clear error; requests beyond the concurrency are refused; a query running longer is cancelled |
 | ``privacy_epsilon`` | the privacy ledger: the domain's total epsilon as a consumer of differentially private aggregate ports, over every product (each grant's own budget still holds); its ceiling also bounds any one grant's budget |
 
 A refused publish fails the step: nothing is written, the last good version stays, downstream does
@@ -40,8 +41,9 @@ from typing import Any
 from mesh_platform.problems import ContractError, Problem, display_path
 
 FILE = "quotas.yaml"
-INTEGERS = ("concurrent_runs", "pool_slots", "max_run_seconds", "rows_per_publish")
-SIZES = ("bytes_per_publish", "storage_bytes")
+INTEGERS = ("concurrent_runs", "pool_slots", "max_run_seconds", "rows_per_publish",
+            "serve_rows_per_response", "serve_concurrent_requests", "serve_query_seconds")
+SIZES = ("bytes_per_publish", "storage_bytes", "serve_bytes_per_response")
 RESOURCES = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")  # Kubernetes quantities
 NUMBERS = ("privacy_epsilon",)  # positive reals
 KEYS = INTEGERS + SIZES + RESOURCES + NUMBERS
@@ -59,6 +61,10 @@ BUILT_IN_DEFAULTS: dict[str, Any] = {
     "memory_request": "1Gi",
     "memory_limit": "4Gi",
     "privacy_epsilon": 10.0,
+    "serve_rows_per_response": 10_000_000,
+    "serve_bytes_per_response": 2 * 1024**3,
+    "serve_concurrent_requests": 4,
+    "serve_query_seconds": 60,
 }
 
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}

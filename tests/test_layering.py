@@ -25,7 +25,8 @@ LAYERS = [
     # 4: a domain's plan and its Dagster definitions
     {"plan", "products", "dbt", "dbt.plan", "dbt.project", "dbt.assets", "domain", "", "lineage", "lineage.events", "lineage.emit", "lineage.sensors", "lineage.graph"},
     # 5: the mesh as a whole and the command line
-    {"workspace", "materialize", "submission", "catalog", "iam", "validation", "instance", "sources", "sensors", "cli", "cli.__main__", "search", "devserver", "usage", "scaffold", "cli.selfserve", "helm", "run_pods", "run_cleanup", "stack", "cli.helm", "cli.stack", "io.s3", "s3_server", "stack_identities", "storage_probe", "privacy_service", "consumers", "cli.contract"},
+    {"workspace", "materialize", "submission", "catalog", "iam", "validation", "instance", "sources", "sensors", "cli", "cli.__main__", "search", "devserver", "usage", "scaffold", "cli.selfserve", "helm", "run_pods", "run_cleanup", "stack", "cli.helm", "cli.stack", "io.s3", "s3_server", "stack_identities", "storage_probe", "privacy_service", "consumers", "cli.contract",
+     "serving", "serving.tokens", "serving.limits", "serving.audit", "serving.sql", "serving.service", "serving.http", "serving.flight", "serving.client", "serving.run", "cli.serve"},
 ]
 NO_DAGSTER = {"contracts", "contracts.loader", "contracts.registry", "contracts.enforcement", "contracts.diff", "contracts.versioning", "contracts.impact", "contracts.model",
               "governance.grants", "governance.access", "governance.masking", "governance.privacy", "governance.policies", "private", "problems", "launch_env", "safe_yaml", "text"}

@@ -750,10 +750,13 @@ main.add_command(reports)
 from mesh_platform.cli.helm import helm  # noqa: E402  (commands kept in their own modules)
 from mesh_platform.cli.stack import stack  # noqa: E402
 from mesh_platform.cli.contract import contract  # noqa: E402
+from mesh_platform.cli.serve import serve, tokens  # noqa: E402
 
 main.add_command(stack)
 main.add_command(helm)
 main.add_command(contract)
+main.add_command(serve)
+main.add_command(tokens)
 
 
 if __name__ == "__main__":  # pragma: no cover

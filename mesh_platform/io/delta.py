@@ -266,6 +266,36 @@ def read(lake, relpath: str, port: str, columns: list[str] | None = None, versio
     return table, dt.version()
 
 
+def dataset(lake, relpath: str, port: str, columns: list[str] | None = None, version: int | None = None):
+    """The port at ``version`` (latest when None) as a pyarrow Dataset of ``columns`` (all when
+    None), and the version: what a streaming reader scans batch by batch, never the whole table in
+    memory (``mesh serve``). The files are checked against the version's commit first, as
+    :func:`read` does; a version whose files were vacuumed raises :class:`VersionNotKept`."""
+    import pyarrow.dataset as ds
+
+    dt = _open(lake, relpath, port, version)
+    verify(lake, relpath, port, dt)
+    schema = dt.schema().to_arrow()
+    schema = pa.schema(schema) if not isinstance(schema, pa.Schema) else schema
+    if columns is not None:
+        schema = pa.schema([schema.field(c) for c in columns])
+    if dt.metadata().partition_columns or set(dt.protocol().reader_features or []) - PLAIN_READER_FEATURES:
+        table = dt.to_pyarrow_table(columns=columns)  # partition columns live in the log: delta-rs reads them
+        return ds.dataset(table), dt.version()
+    root = lake._full(relpath)
+    files = [f"{root}/{_relative(u, root)}" for u in dt.file_uris()]
+    present = {info.path for info in _files(lake, relpath)}  # one listing, not a request per file
+    missing = [f for f in files if f not in present]
+    if missing:
+        raise VersionNotKept(
+            f"port {port}: version {dt.version()} is no longer kept (its data files were vacuumed by the "
+            f"contract's retention, or removed): {len(missing)} file(s) missing"
+        )
+    if not files:
+        return ds.dataset(schema.empty_table()), dt.version()
+    return ds.dataset(files, schema=schema, format="parquet", filesystem=lake.fs), dt.version()
+
+
 # reader features a version can be read with straight from its data files (anything else, such as
 # deletion vectors or column mapping, is read through delta-rs)
 PLAIN_READER_FEATURES = {"timestampNtz"}
