@@ -8,7 +8,9 @@ files and its ``_delta_log/``: the grant is the table's prefix ``.../v<major>/*`
 ``.../v<major>_masked/*``, a sibling, so a grant on one never covers the other), for GetObject and
 for listing (delta-rs lists the log). Aggregate-only grants give the consumer
 no storage access at all: the platform's privacy role (``mesh-privacy.json``) reads those products
-and releases only noisy aggregates. Generated with ``mesh iam``; ``infra/iam/`` holds the output
+and releases only noisy aggregates. The serving role (``mesh-serve.json``, ``mesh serve``) reads every
+output port, full and masked, and nothing else: it serves each caller what its grant allows, so
+its storage access is the union of what it may serve, read only. Generated with ``mesh iam``; ``infra/iam/`` holds the output
 for the demo lake, and a test keeps it in sync with the grants.
 
 S3 grants whole objects, not columns. A port that reads only some columns of a product may be
@@ -82,7 +84,7 @@ def _split(lake_uri: str) -> tuple[str, str]:
 
 
 def policies_for(mesh: Mesh, lake_uri: str) -> dict[str, dict]:
-    """{file stem: IAM policy document} for every loaded domain, plus the privacy role."""
+    """{file stem: IAM policy document} for every loaded domain, plus the privacy role and the serving role."""
     from mesh_platform.contracts.registry import mesh_registry
 
     bucket, prefix = _split(lake_uri)
@@ -127,6 +129,24 @@ def policies_for(mesh: Mesh, lake_uri: str) -> dict[str, dict]:
             "Statement": [
                 {"Sid": "ReadAggregateOnlyProducts", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, f"{r}/*") for r in privacy_reads)},
                 _list_statement("ListAggregateOnlyProducts", bucket, {f"{r}/*" for r in privacy_reads}),
+            ],
+        }
+    served: set[str] = set()
+    full = registry.full
+    for contract in [*full.contracts, *full.previous]:
+        if contract.retired():
+            continue
+        served.add(key(Lake.port_path(contract.domain, contract.name, contract.major)))
+        if sensitive_columns(contract):
+            served.add(key(Lake.port_path(contract.domain, contract.name, contract.major, variant="masked")))
+    if served:
+        # `mesh serve` (docs/serving.md): reads every output port, full and masked, to serve each
+        # caller what its grant allows; never a private area, quarantine, the landing zone, or a write
+        documents["mesh-serve"] = {
+            "Version": VERSION,
+            "Statement": [
+                {"Sid": "ReadOutputPorts", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, f"{r}/*") for r in served)},
+                _list_statement("ListOutputPorts", bucket, {f"{r}/*" for r in served}),
             ],
         }
     return documents

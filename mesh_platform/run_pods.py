@@ -125,6 +125,59 @@ def privacy_manifests(*, image: dict, lake: str, region: str, role_arn_template:
     ]
 
 
+SERVE = "mesh-serve"
+SERVE_HTTP_PORT, SERVE_FLIGHT_PORT = 8470, 8471
+
+
+def serve_manifests(*, image: dict, lake: str, region: str, role_arn_template: str, logs_bucket: str) -> list[dict]:
+    """``mesh serve`` beside the Dagster deployment (docs/serving.md): its namespace, service account
+    (the ``mesh-serve`` IAM role, ``infra/iam/mesh-serve.json``: read-only on output ports),
+    Deployment, and a Service with HTTP and Arrow Flight. Callers outside Dagster reach it; their
+    tokens are verified against the identity provider's public keys. The operator creates in its
+    namespace: ``mesh-serve-jwks`` (ConfigMap, ``jwks.json``: the public keys), ``mesh-serve-instance``
+    (Secret, ``DAGSTER_POSTGRES_URL``: the instance its audit goes to) and
+    ``mesh-serve-privacy-tokens`` (Secret, ``privacy-tokens.json``: each domain -> its privacy
+    token, with which it asks the privacy service for a caller's aggregates)."""
+    labels = {"app.kubernetes.io/name": SERVE, "app.kubernetes.io/part-of": "mesh"}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SERVE, "labels": labels}},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": SERVE, "namespace": SERVE, "labels": labels, "annotations": {ROLE_ANNOTATION: role_arn_template.format(domain=SERVE.removeprefix("mesh-"))}},
+         "automountServiceAccountToken": False},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": SERVE, "namespace": SERVE, "labels": labels},
+         "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+             "serviceAccountName": SERVE,
+             "automountServiceAccountToken": False,
+             "securityContext": dict(POD_SECURITY_CONTEXT),
+             "containers": [{
+                 "name": "serve",
+                 "image": f"{image['repository']}:{image['tag']}",
+                 "imagePullPolicy": image.get("pullPolicy", "IfNotPresent"),
+                 "command": ["mesh", "serve", "--host", "0.0.0.0", "--http-port", str(SERVE_HTTP_PORT), "--flight-port", str(SERVE_FLIGHT_PORT)],
+                 "env": [
+                     {"name": "MESH_ENV", "value": "production"},
+                     {"name": "AWS_REGION", "value": region},
+                     {"name": "MESH_LAKE", "value": lake},
+                     {"name": "MESH_COMPUTE_LOGS_BUCKET", "value": logs_bucket},
+                     {"name": "MESH_SERVE_JWKS", "value": "/var/run/mesh-jwks/jwks.json"},
+                     {"name": "MESH_PRIVACY_SERVICE", "value": privacy_service_url()},
+                     {"name": "MESH_PRIVACY_TOKENS", "value": "/var/run/mesh/privacy-tokens.json"},
+                 ],
+                 "envFrom": [{"secretRef": {"name": "mesh-serve-instance"}}],
+                 "ports": [{"containerPort": SERVE_HTTP_PORT, "name": "http"}, {"containerPort": SERVE_FLIGHT_PORT, "name": "flight"}],
+                 "readinessProbe": {"tcpSocket": {"port": SERVE_HTTP_PORT}},
+                 "volumeMounts": [{"name": "jwks", "mountPath": "/var/run/mesh-jwks", "readOnly": True},
+                                  {"name": "privacy-tokens", "mountPath": "/var/run/mesh", "readOnly": True}],
+             }],
+             "volumes": [{"name": "jwks", "configMap": {"name": "mesh-serve-jwks"}},
+                         {"name": "privacy-tokens", "secret": {"secretName": "mesh-serve-privacy-tokens"}}],
+         }}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": SERVE, "namespace": SERVE, "labels": labels},
+         "spec": {"selector": labels, "ports": [{"port": SERVE_HTTP_PORT, "targetPort": SERVE_HTTP_PORT, "name": "http"},
+                                                {"port": SERVE_FLIGHT_PORT, "targetPort": SERVE_FLIGHT_PORT, "name": "flight"}]}},
+    ]
+
+
 def container_context(domain: str, *, env: Sequence[Mapping[str, Any]], extra_secrets: Sequence[str], resources: Mapping[str, Any], pull_policy: str,
                       masking_key: bool = True) -> dict:
     """The ``k8s`` container context of the domain's code location: what every one of its runs gets."""

@@ -8,6 +8,7 @@ What the Helm chart deploys (see ``infra/``), started as local processes on loop
 | S3: lake, landing bucket, compute logs       | moto's S3 server enforcing IAM, with an access log (objects kept in memory) |
 | one IAM role per domain (``infra/iam``)      | one IAM user per domain holding that policy; its own OS user when started as root |
 | the privacy release service                  | ``python -m mesh_platform.privacy_service`` as ``mesh-privacy`` |
+| ``mesh serve`` beside the deployment          | ``mesh serve`` as ``mesh-serve`` (read-only on output ports) |
 | one user-code deployment per domain          | one ``dagster code-server`` gRPC process per domain         |
 | daemon, webserver                            | ``dagster-daemon run`` and ``dagster-webserver`` over a gRPC workspace |
 | the instance (``infra/dagster.yaml``)        | the same file, in ``$MESH_HOME/stack/dagster_home``         |
@@ -653,6 +654,9 @@ def _up(settings, layout: StackLayout, state: StackState, workspace: Path, entri
     with dg.DagsterInstance.from_config(str(layout.dagster_home)) as instance:
         instance.get_runs(limit=1)
     progress(f"Dagster instance {layout.dagster_home} (infra/dagster.yaml: Postgres {redact(pg_url)}, compute logs in s3://{LOGS_BUCKET})")
+    _start_serve(layout, state, project, settings, identities[stack_identities.SERVE])
+    progress(f"mesh serve as {stack_identities.SERVE} (read-only on output ports): HTTP {state.env['MESH_SERVE_HTTP']}, "
+             f"Flight {state.env['MESH_SERVE_FLIGHT']}; tokens: `mesh tokens issue CONSUMER`")
 
     # one code server per domain, then the gRPC workspace the daemon and the webserver read
     procs = {}
@@ -703,6 +707,38 @@ def _start_privacy_service(layout: StackLayout, state: StackState, project: Path
     proc = _start(layout, state, "privacy-service", cmd, identity_env(state, identity.name), project, port, **popen_user(identity))
     _wait("the privacy release service", lambda: port_open(port), proc=proc, log=layout.logs / "privacy-service.log")
     state.env["MESH_PRIVACY_SERVICE"] = f"http://127.0.0.1:{port}"
+    state.save(layout)
+
+
+def _start_serve(layout: StackLayout, state: StackState, project: Path, settings, identity) -> None:
+    """``mesh serve`` as ``mesh-serve``: read-only storage keys on the output ports, the stack's
+    Dagster instance for its audit, tokens verified against the JWKS of the home that runs the
+    stack (``mesh tokens issue`` signs with its key), and every domain's privacy token, with which
+    it asks the privacy service for a caller's aggregates (it knows the caller from its JWT)."""
+    from mesh_platform.serving.tokens import _ensure_local_key, jwks_path
+    from mesh_platform.stack_identities import popen_user
+
+    _ensure_local_key(settings.home)
+    jwks = jwks_path(settings.home)
+    os.chmod(jwks, 0o644)  # public keys; the signing key beside it stays the stack user's alone
+    home = Path(identity.home)
+    tokens = home / "privacy-tokens.json"
+    fd = os.open(tokens, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({name: i["token"] for name, i in state.identities.items() if i.get("token")}, out)
+    if identity.uid is not None:
+        os.chown(tokens, identity.uid, identity.uid)
+        from mesh_platform.stack_identities import make_reachable
+
+        make_reachable([jwks.parent], lambda *_: None)
+    http_port, flight_port = free_port(), free_port()
+    cmd = [sys.executable, "-m", "mesh_platform.cli", "serve", "--http-port", str(http_port), "--flight-port", str(flight_port)]
+    env = identity_env(state, identity.name, MESH_SERVE_JWKS=str(jwks), MESH_PRIVACY_TOKENS=str(tokens),
+                       DAGSTER_HOME=str(layout.dagster_home), MESH_PRIVACY_SERVICE=state.env.get("MESH_PRIVACY_SERVICE", ""))
+    proc = _start(layout, state, "serve", cmd, env, project, http_port, **popen_user(identity))
+    _wait("mesh serve", lambda: port_open(http_port) and port_open(flight_port), proc=proc, log=layout.logs / "serve.log")
+    state.env["MESH_SERVE_HTTP"] = f"http://127.0.0.1:{http_port}"
+    state.env["MESH_SERVE_FLIGHT"] = f"grpc://127.0.0.1:{flight_port}"
     state.save(layout)
 
 

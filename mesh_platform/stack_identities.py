@@ -39,6 +39,7 @@ from mesh_platform.s3_server import Credentials, S3Server
 BASE_UID = 64200  # + index: the stack's unprivileged users (no /etc/passwd entry needed)
 PRIVACY = "mesh-privacy"
 OPERATOR = "mesh-operator"
+SERVE = "mesh-serve"
 LOGS_PREFIX = "compute-logs"
 
 
@@ -109,6 +110,10 @@ def create(server: S3Server, project: Path, domains: list[str], landing_bucket: 
         {"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]})
     identities[PRIVACY] = Identity(PRIVACY, privacy.access_key_id, privacy.secret_access_key,
                                    uid=BASE_UID + len(domains) if separate else None, home=str(homes / PRIVACY))
+    serve = server.create_identity(SERVE, reviewed.get(SERVE) or {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]})
+    identities[SERVE] = Identity(SERVE, serve.access_key_id, serve.secret_access_key,
+                                 uid=BASE_UID + len(domains) + 1 if separate else None, home=str(homes / SERVE))
     operator = server.create_identity(OPERATOR, operator_policy(logs_bucket))
     identities[OPERATOR] = Identity(OPERATOR, operator.access_key_id, operator.secret_access_key)
     for identity in identities.values():

@@ -34,6 +34,32 @@ def test_helm_values_are_generated_from_the_workspace_and_up_to_date(tmp_path):
     assert namespaces.read_text() == (ROOT / "infra" / "helm" / "run-namespaces.yaml").read_text(), "run `mesh helm` (infra/helm/run-namespaces.yaml is out of date)"
     privacy = tmp_path / "privacy-service.yaml"
     assert privacy.read_text() == (ROOT / "infra" / "helm" / "privacy-service.yaml").read_text(), "run `mesh helm` (infra/helm/privacy-service.yaml is out of date)"
+    serve = tmp_path / "serve.yaml"
+    assert serve.read_text() == (ROOT / "infra" / "helm" / "serve.yaml").read_text(), "run `mesh helm` (infra/helm/serve.yaml is out of date)"
+
+
+def test_mesh_serve_runs_as_its_own_read_only_identity():
+    """docs/serving.md: `mesh serve` has its own namespace and IAM role, read-only on the output ports
+    and on nothing else; it verifies tokens against mounted public keys and audits into the instance."""
+    import json
+
+    documents = {d["kind"]: d for d in yaml.safe_load_all((ROOT / "infra" / "helm" / "serve.yaml").read_text())}
+    assert documents["ServiceAccount"]["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].endswith(":role/mesh-serve")
+    pod = documents["Deployment"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] and not pod["automountServiceAccountToken"]
+    container = pod["containers"][0]
+    assert container["command"][:2] == ["mesh", "serve"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["MESH_SERVE_JWKS"] == "/var/run/mesh-jwks/jwks.json" and env["MESH_LAKE"].startswith("s3://")
+    assert {"secretRef": {"name": "mesh-serve-instance"}} in container["envFrom"]
+    assert {p["name"] for p in documents["Service"]["spec"]["ports"]} == {"http", "flight"}
+    policy = json.loads((ROOT / "infra" / "iam" / "mesh-serve.json").read_text())
+    actions = {a for statement in policy["Statement"] for a in statement["Action"]}
+    assert actions == {"s3:GetObject", "s3:ListBucket"}  # read only
+    resources = [r for statement in policy["Statement"] if statement["Sid"] == "ReadOutputPorts" for r in statement["Resource"]]
+    assert "arn:aws:s3:::acme-mesh-lake/lake/claims/claims/v1/*" in resources
+    assert "arn:aws:s3:::acme-mesh-lake/lake/policies/policyholders/v1_masked/*" in resources
+    assert not any("_private" in r or "quarantine" in r or "landing" in r for r in resources)
 
 
 def test_the_privacy_service_runs_as_its_own_identity_reachable_only_from_the_mesh():

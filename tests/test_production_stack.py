@@ -104,6 +104,27 @@ def assert_succeeded(state: dict, runs: list[dict]) -> None:
         print(f"known automation race: {len(known)} fraud run(s) failed, then fraud succeeded:", failures(state, known))
 
 
+def assert_serve_answers_like_the_platform(env: dict, state: dict) -> None:
+    from mesh_platform.serving.client import MeshClient, ServeError
+
+    def token(domain):
+        issued = run_mesh(["tokens", "issue", domain], env=env, timeout=60)
+        assert issued.returncode == 0, issued.stderr
+        return issued.stdout.strip().splitlines()[-1]
+
+    fraud = token("fraud")
+    claims = MeshClient(state["env"]["MESH_SERVE_FLIGHT"], fraud).read("claims.claims", columns=["claim_id", "status"])
+    assert len(claims) > 0 and list(claims.columns) == ["claim_id", "status"]
+    with pytest.raises(ServeError, match="aggregates only"):
+        MeshClient(state["env"]["MESH_SERVE_HTTP"], token("analytics")).read("customer_care.conversations")
+    with pytest.raises(ServeError, match="403"):
+        MeshClient(state["env"]["MESH_SERVE_HTTP"], fraud).read("policies.policyholders")
+    # aggregates: through the privacy release service, on analytics' behalf (its token, not serve's keys)
+    topics = MeshClient(state["env"]["MESH_SERVE_HTTP"], token("analytics")).aggregate(
+        "customer_care.conversations", ["topic"], [{"kind": "count"}], epsilon=0.1)
+    assert len(topics) > 0
+
+
 def stack_home() -> Path:
     """A MESH_HOME outside pytest's temp root: pytest resets that root to 0700 whenever a pytest
     starts on the machine, which would lock out the unprivileged user Postgres runs as (as root)."""
@@ -205,6 +226,9 @@ def test_the_stack_runs_the_mesh_like_production(production):
     for method, where in [("GET", "lake/policies/policyholders/v1/"), ("PUT", "lake/policies/policies/v1/"),
                           ("GET", "lake/customer_care/conversations/v1/")]:
         assert any(m == method and k.startswith(where) for m, k in refused), (method, where, sorted(refused)[:20])
+
+    # mesh serve beside the deployment, as its own read-only identity: governed reads for callers outside Dagster
+    assert_serve_answers_like_the_platform(env, state)
 
     # one domain's code server crashes: its location reports the error, the four others load, schedule and run
     victim = "customer_care"

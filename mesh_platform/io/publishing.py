@@ -290,18 +290,20 @@ def delta_metadata(written: list[tuple[str, Published]]) -> dict:
     return out
 
 
-def read_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, run_id: str | None = None, version: int | None = None) -> Release:
+def read_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, run_id: str | None = None, version: int | None = None,
+                   token: str | None = None) -> Release:
     """A differentially private release for an aggregate-only grant; the budget is debited first.
 
     Where the deployment runs a privacy release service (``MESH_PRIVACY_SERVICE`` and this domain's
     ``MESH_PRIVACY_TOKEN``: ``mesh stack up``), the release is computed there, by the only identity
     whose storage keys may read the product (:mod:`mesh_platform.privacy_service`); the service knows
     the consumer by its token, whatever ``consumer`` says. Otherwise (``mesh dev``, one local lake)
-    it is computed here.
+    it is computed here. ``token``: the consumer's, when this process asks on a consumer's behalf
+    (``mesh serve``, which knows the caller from its verified JWT).
     """
     import os
 
-    service, token = os.environ.get("MESH_PRIVACY_SERVICE"), os.environ.get("MESH_PRIVACY_TOKEN")
+    service, token = os.environ.get("MESH_PRIVACY_SERVICE"), token or os.environ.get("MESH_PRIVACY_TOKEN")
     if service and token:
         aggregate = Aggregate.from_metadata(query)
         decision = authorize(consumer, contract, aggregate=True)  # refused here first, with the grant's reason

@@ -313,10 +313,25 @@ class MeshService:
 
     # -- differentially private aggregates ------------------------------------------------------------
 
+    @staticmethod
+    def _privacy_token(domain: str) -> str | None:
+        """The caller domain's token for the privacy release service, where the deployment runs one
+        (``MESH_PRIVACY_TOKENS``: a JSON file of domain -> token, readable by this service alone)."""
+        import json
+        import os
+
+        path = os.environ.get("MESH_PRIVACY_TOKENS")
+        if not path:
+            return None
+        try:
+            return json.loads(Path(path).read_text()).get(domain)
+        except (OSError, ValueError):
+            return None
+
     def aggregate(self, caller: Caller, body: dict, protocol: str = "http") -> pa.Table:
         """A differentially private release of an aggregate-only product (``{"product", "group_by",
         "measures": [{"kind": "count"}, {"kind": "mean", "column", "lower", "upper"}], "epsilon"}``)."""
-        from mesh_platform.governance.privacy import Aggregate, Measure, PrivacyBudgetExhausted, validate
+        from mesh_platform.governance.privacy import Aggregate, Measure, PrivacyBudgetExhausted, ReleaseRefused, validate
 
         if not isinstance(body, dict) or "product" not in body:
             raise Refused(400, 'send {"product": "<domain>.<product>", "group_by": [...], "measures": [...], "epsilon": e}')
@@ -328,8 +343,9 @@ class MeshService:
             raise Refused(400, f"aggregate query: {str(exc).strip(chr(34))}") from None
         try:
             authorize(caller.domain, contract, aggregate=True, root=self.domains_root)
-            release = read_aggregate(self.lake, caller.domain, contract, aggregate.as_metadata(), run_id=f"serve-{uuid.uuid4().hex[:12]}")
-        except (AccessDenied, PrivacyBudgetExhausted) as exc:
+            release = read_aggregate(self.lake, caller.domain, contract, aggregate.as_metadata(), run_id=f"serve-{uuid.uuid4().hex[:12]}",
+                                     token=self._privacy_token(caller.domain))
+        except (AccessDenied, PrivacyBudgetExhausted, ReleaseRefused) as exc:
             reason = getattr(exc, "reason", str(exc))
             self.audit.denied(self._key(contract), caller.domain, contract.id, reason, protocol, None, None, caller.subject)
             raise Refused(403, str(exc)) from None
