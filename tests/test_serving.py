@@ -94,6 +94,8 @@ def test_a_product_in_every_format_over_http_and_flight(served, settings):
         client = MeshClient(url, tok)
         frame = client.read("claims.claims", columns=CLAIMS_COLUMNS, filter=[["status", "=", "open"]])
         assert frame.sort_values("claim_id").reset_index(drop=True).equals(open_claims)
+        ids = client.read("claims.claims", columns=["claim_id"], filter=[["status", "=", "open"]])  # filter on a column not returned
+        assert list(ids.columns) == ["claim_id"] and sorted(ids["claim_id"]) == sorted(open_claims["claim_id"])
 
 
 def test_sql_over_granted_products_matches_duckdb_on_the_table(served, settings):

@@ -70,7 +70,7 @@ def parse_filter(spec, columns: list[str]):
         column, op = condition[0], str(condition[1]).lower()
         value = condition[2] if len(condition) == 3 else None
         if column not in columns:
-            raise Refused(400, f"filter: {column!r} is not a column of this read ({', '.join(columns)})")
+            raise Refused(400, f"filter: {column!r} is not a column you may read ({', '.join(columns)})")
         if op not in OPS:
             raise Refused(400, f"filter: unknown operator {op!r} (one of {', '.join(sorted(OPS))})")
         field_ = pc.field(column)
@@ -236,8 +236,10 @@ class MeshService:
                 raise Refused(400, reason)
         decision = self._decide(caller, contract, columns, protocol)
         wanted = [c for c in (columns or contract.column_names) if c not in decision.removed]
-        expression = parse_filter(filter_spec, wanted)
-        (dataset, read_version), variant = self._dataset(caller, contract, decision, wanted, version, protocol)
+        readable = [c for c in contract.column_names if c not in decision.removed]
+        expression = parse_filter(filter_spec, readable)  # on any column the caller may read, returned or not
+        filtered = [c[0] for c in (filter_spec or []) if c[0] not in wanted]
+        (dataset, read_version), variant = self._dataset(caller, contract, decision, wanted + sorted(set(filtered)), version, protocol)
         scanner = dataset.scanner(columns=wanted, filter=expression, batch_size=BATCH_ROWS)
         key = self._key(contract)
 
