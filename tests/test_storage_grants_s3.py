@@ -54,6 +54,7 @@ from mesh_platform.workspace import Mesh
 
 PREFIX = "lake"
 PRIVACY = "mesh-privacy"
+SERVE = "mesh-serve"  # `mesh serve`: read-only on every output port, full and masked (docs/serving.md)
 GRANT_WITHDRAWN = "    unmasked: [pii]\n"  # policies' grant of policyholders to customer_care
 
 
@@ -116,7 +117,11 @@ def _content(rel: str) -> bytes:
 def _expected_reads(mesh: Mesh) -> dict[str, set[str]]:
     """From the platform's access decisions: which other domains' objects each identity may read."""
     registry = mesh_registry()
-    reads: dict[str, set[str]] = {PRIVACY: set()}
+    reads: dict[str, set[str]] = {PRIVACY: set(), SERVE: set()}
+    for contract in [*registry.full.contracts, *registry.full.previous]:
+        reads[SERVE].add(Lake.port_path(contract.domain, contract.name, contract.major))
+        if sensitive_columns(contract):
+            reads[SERVE].add(Lake.port_path(contract.domain, contract.name, contract.major, variant="masked"))
     for loaded in mesh.domains:
         consumer = loaded.domain.name
         reads[consumer] = set()
@@ -147,7 +152,7 @@ def s3():
 def _scenario(s3: S3Server, mesh: Mesh, name: str) -> Scenario:
     bucket = f"acme-mesh-{name}-{time.time_ns() % 10**9}"
     documents = policies_for(mesh, f"s3://{bucket}/{PREFIX}")
-    assert set(documents) == {d.domain.name for d in mesh.domains} | {PRIVACY}
+    assert set(documents) == {d.domain.name for d in mesh.domains} | {PRIVACY, SERVE}
     admin = s3.client()
     admin.create_bucket(Bucket=bucket)
     seeded = {rel: _content(rel) for rel in _lake_objects(mesh)}
@@ -175,6 +180,7 @@ def demo(s3, mesh) -> Scenario:
     assert "claims/claims/v1" in scenario.expected_reads["fraud"]
     assert not any(k.startswith("customer_care/conversations/") for k in scenario.expected_reads["analytics"])
     assert scenario.expected_reads[PRIVACY] == {"customer_care/conversations/v1"}
+    assert {"claims/claims/v1", "policies/policyholders/v1_masked"} <= scenario.expected_reads[SERVE]
     assert any(rel.startswith("claims/claims/v1/_delta_log/") for rel in scenario.seeded)
     return scenario
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -102,8 +103,13 @@ def _damaged(port: str, uri: str, detail: str) -> PortTableError:
     )
 
 
+# What storage says when it refuses (S3's error code, or the HTTP status object_store reports). Not a
+# bare "403": a path or a file id in a message that has nothing to do with access can contain it.
+_DENIED = re.compile(r"AccessDenied|Access Denied|ACCESS_DENIED|\b403 Forbidden\b|\bForbidden\b|status(?: code)?:? ?403\b")
+
+
 def _raise_if_denied(port: str, uri: str, text: str) -> None:
-    if any(word in text for word in ("AccessDenied", "Access Denied", "ACCESS_DENIED", "403", "Forbidden")):
+    if _DENIED.search(text):
         raise PortTableError(
             f"port {port}: access denied to {uri} (the credentials' IAM policy does not grant this table; see `mesh iam`)"
         ) from None
