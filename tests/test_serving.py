@@ -232,6 +232,11 @@ def limited(materialized_mesh, settings, tmp_path_factory):
     raw = yaml.safe_load(grants.read_text())
     raw["grants"].append({"product": "policyholders", "consumer": "analytics", "purpose": "Test: masked reads.", "expires": "2999-01-01"})
     grants.write_text(yaml.safe_dump(raw, sort_keys=False))
+    care = root / "customer_care" / "grants.yaml"  # policies reads claim_contacts expired, claims a pending request
+    raw = yaml.safe_load(care.read_text())
+    raw["grants"] += [{"product": "claim_contacts", "consumer": "policies", "purpose": "Test: expired.", "expires": "2020-01-01"},
+                      {"product": "claim_contacts", "consumer": "claims", "purpose": "Test: pending.", "status": "pending"}]
+    care.write_text(yaml.safe_dump(raw, sort_keys=False))
     running = start(settings, root)
     yield running
     running.stop()
@@ -244,6 +249,14 @@ def test_masked_columns_for_a_consumer_not_cleared(limited, settings):
     served = pa.ipc.open_stream(result[2]).read_all().to_pandas()
     real = set(lake_table(settings, "policies/policyholders/v1").column("full_name").to_pylist())
     assert len(served) == 5 and not set(served["full_name"]) & real  # pseudonymized, never the names
+
+
+def test_an_expired_or_pending_grant_is_refused(limited, settings):
+    expired = http(limited.http.url, "/products/customer_care/claim_contacts", token(settings, "policies"))
+    assert expired[0] == 403 and "expired on 2020-01-01" in error(expired)
+    pending = http(limited.http.url, "/sql", token(settings, "claims"), {"query": "SELECT count(*) FROM customer_care.claim_contacts"})
+    assert pending[0] == 403, pending
+    assert "pending" in error(pending).lower() or "not approved" in error(pending).lower(), error(pending)
 
 
 def test_limits_stop_a_runaway_query_a_large_answer_and_extra_requests(limited, settings):
