@@ -240,7 +240,9 @@ class MeshService:
         expression = parse_filter(filter_spec, readable)  # on any column the caller may read, returned or not
         filtered = [c[0] for c in (filter_spec or []) if c[0] not in wanted]
         (dataset, read_version), variant = self._dataset(caller, contract, decision, wanted + sorted(set(filtered)), version, protocol)
-        scanner = dataset.scanner(columns=wanted, filter=expression, batch_size=BATCH_ROWS)
+        # little read-ahead: a response holds a few batches, not a file's worth, so that many
+        # concurrent readers stay within a bounded memory (benchmarks/serving.py measures it)
+        scanner = dataset.scanner(columns=wanted, filter=expression, batch_size=BATCH_ROWS, batch_readahead=6, fragment_readahead=1)
         key = self._key(contract)
 
         def finish(counter: Counter, outcome: str) -> None:
