@@ -107,6 +107,20 @@ def reports() -> None:
     """Quality reports (GX Data Docs pages) kept in the lake."""
 
 
+@reports.command("render")
+def reports_render() -> None:
+    """Render the local lake's pending quality reports as GX results and Data Docs pages (a run writes
+    only the report's data; `mesh reports serve` renders a page when it is first asked for)."""
+    from mesh_platform.reports import render_all
+    from mesh_platform.settings import MeshSettings
+
+    settings = MeshSettings.from_env()
+    if settings.lake.startswith("s3://"):
+        raise click.ClickException("the lake is on S3: its runs render their reports themselves")
+    written = render_all(settings.lake)
+    click.echo(f"rendered {len(written) // 2} quality report(s) in {settings.lake}")
+
+
 @reports.command("serve")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on (0.0.0.0: reachable from other machines).")
 @click.option("--port", type=int, default=None, help="Port (default: MESH_REPORTS_PORT or 3001, the port the links name).")

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Generator, Iterable
 
@@ -127,19 +128,27 @@ def _check_result(result: RuleResult) -> dg.AssetCheckResult:
 
 
 def _write_report(context, contract: Contract, report: QualityReport, lake) -> dict:
-    """GX validation result + Data Docs page, stored in the lake next to the product's ports."""
-    from mesh_platform.quality import gx
+    """The quality report, stored in the lake next to the product's ports.
 
-    result = gx.validation_result(report, contract.id)
+    The run writes the report itself (every rule's result, ``<run>.report.json``: no Great
+    Expectations import, milliseconds). Turning it into GX's validation result and Data Docs page
+    (``<run>.json``, ``<run>.html``) costs seconds, most of them importing GX, so for a local lake it
+    happens off the run's critical path: ``mesh reports serve`` renders a page the first time it is
+    asked for, ``mesh reports render`` renders what is pending. An S3 lake without
+    ``MESH_REPORTS_URL`` links the ``s3://`` object itself, which nothing would render later: there
+    the run renders it, as before (:mod:`mesh_platform.reports`)."""
+    from mesh_platform.reports import render_pending, report_url, save_report
+
     base = f"{contract.domain}/{contract.name}/_quality"
     run = context.run.run_id if context is not None else "local"
-    from mesh_platform.reports import report_url
-
-    lake.write_bytes(f"{base}/{run}.html", gx.render_html(result).encode())
-    lake.write_bytes(f"{base}/{run}.json", json.dumps(result.to_json_dict(), default=str).encode())
+    page = f"{base}/{run}.html"
+    save_report(lake, f"{base}/{run}.report.json", report, contract.id)
+    if lake.root.startswith("s3://") and not os.environ.get("MESH_REPORTS_URL"):
+        render_pending(lake, f"{base}/{run}.report.json")
+    expressed = [r for r in report.results if r.rule.kind != "sql"]  # what GX can state (its success percent)
     return {
-        md.QUALITY_REPORT: dg.MetadataValue.url(report_url(lake, f"{base}/{run}.html")),  # HTTP or s3://, never file://
-        md.GX_SUCCESS_PERCENT: result.statistics.get("success_percent"),
+        md.QUALITY_REPORT: dg.MetadataValue.url(report_url(lake, page)),  # HTTP or s3://, never file://
+        md.GX_SUCCESS_PERCENT: 100.0 * sum(r.passed for r in expressed) / len(expressed) if expressed else 100.0,
     }
 
 
