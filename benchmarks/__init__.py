@@ -9,5 +9,5 @@ This package imports nothing heavy at import time: child processes import it bef
 import costs (see :mod:`benchmarks.definitions_load`).
 """
 
-BENCHMARKS = ("io_roundtrip", "quality", "definitions_load", "whole_mesh", "dbt", "production", "partitions", "run_floor", "serving")
+BENCHMARKS = ("io_roundtrip", "quality", "definitions_load", "whole_mesh", "dbt", "production", "partitions", "run_floor", "serving", "freshness")
 """Every benchmark, in the order a run executes them."""

@@ -87,8 +87,12 @@ def _fmt_ratio(case: Case) -> str:
 
 
 def _fmt_target(target: Target) -> str:
-    value = "-" if target.value is None else (f"{target.value:.2f}x" if target.unit == "x" else f"{target.value:.2f} s")
-    limit = f"{target.limit:g}x" if target.unit == "x" else f"{target.limit:g} s"
+    if target.unit in ("x", "s"):
+        value = "-" if target.value is None else (f"{target.value:.2f}x" if target.unit == "x" else f"{target.value:.2f} s")
+        limit = f"{target.limit:g}x" if target.unit == "x" else f"{target.limit:g} s"
+    else:  # a count, e.g. "runs"
+        value = "-" if target.value is None else f"{target.value:g} {target.unit}"
+        limit = f"{target.limit:g} {target.unit}"
     verdict = {True: "met", False: "MISSED", None: "not measured"}[target.met]
     return f"{value} (limit {limit}): {verdict}"
 
