@@ -158,11 +158,15 @@ def mesh_graph() -> dict[str, Any]:
                 os.environ[key] = value
         import dagster as dg
 
+        from mesh_platform.cli import _prepare_dbt
         from mesh_platform.workspace import Mesh
 
         warnings.simplefilter("ignore")
+        _prepare_dbt(ROOT / "workspace.yaml")  # what every mesh command does first (a fresh checkout has no dbt manifest)
         graph: dict[str, Any] = {}
         for loaded in Mesh.load(ROOT / "workspace.yaml").domains:
+            if loaded.defs is None:
+                raise RuntimeError(f"domain {loaded.entry.location} does not load: {'; '.join(map(str, loaded.problems))}")
             asset_graph = loaded.defs.resolve_asset_graph()
             for key in asset_graph.materializable_asset_keys:
                 node = asset_graph.get(key)
