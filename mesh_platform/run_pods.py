@@ -84,18 +84,31 @@ def privacy_service_url(namespace_: str = PRIVACY) -> str:
     return f"http://{PRIVACY}.{namespace_}.svc.cluster.local:{PRIVACY_PORT}"
 
 
+def _service_labels(name: str) -> dict:
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "mesh"}
+
+
+def _namespace_and_account(name: str, role_arn_template: str) -> list[dict]:
+    """A platform service's own namespace and service account, bound to its IAM role (``mesh-<x>``
+    -> the role ``<x>``), with no Kubernetes API token."""
+    labels = _service_labels(name)
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": name, "namespace": name, "labels": labels, "annotations": {ROLE_ANNOTATION: role_arn_template.format(domain=name.removeprefix("mesh-"))}},
+         "automountServiceAccountToken": False},
+    ]
+
+
 def privacy_manifests(*, image: dict, lake: str, region: str, role_arn_template: str, release_namespace: str) -> list[dict]:
     """The privacy release service: its namespace, service account (the ``mesh-privacy`` IAM role,
     ``infra/iam/mesh-privacy.json``), Deployment, Service, and a NetworkPolicy letting in only the
     mesh's pods (the domains' code servers and runs). Its secrets, created by the operator in its
     namespace: ``mesh-privacy-tokens`` (``tokens.json``: each domain's token -> the domain) and
     ``mesh-privacy-ledger`` (``MESH_PRIVACY_LEDGER``: the ledger's database URL)."""
-    labels = {"app.kubernetes.io/name": PRIVACY, "app.kubernetes.io/part-of": "mesh"}
+    labels = _service_labels(PRIVACY)
     return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": PRIVACY, "labels": labels}},
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": PRIVACY, "namespace": PRIVACY, "labels": labels, "annotations": {ROLE_ANNOTATION: role_arn_template.format(domain=PRIVACY.removeprefix("mesh-"))}},
-         "automountServiceAccountToken": False},
+        *_namespace_and_account(PRIVACY, role_arn_template),
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": PRIVACY, "namespace": PRIVACY, "labels": labels},
          "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
              "serviceAccountName": PRIVACY,
@@ -138,12 +151,9 @@ def serve_manifests(*, image: dict, lake: str, region: str, role_arn_template: s
     (Secret, ``DAGSTER_POSTGRES_URL``: the instance its audit goes to) and
     ``mesh-serve-privacy-tokens`` (Secret, ``privacy-tokens.json``: each domain -> its privacy
     token, with which it asks the privacy service for a caller's aggregates)."""
-    labels = {"app.kubernetes.io/name": SERVE, "app.kubernetes.io/part-of": "mesh"}
+    labels = _service_labels(SERVE)
     return [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": SERVE, "labels": labels}},
-        {"apiVersion": "v1", "kind": "ServiceAccount",
-         "metadata": {"name": SERVE, "namespace": SERVE, "labels": labels, "annotations": {ROLE_ANNOTATION: role_arn_template.format(domain=SERVE.removeprefix("mesh-"))}},
-         "automountServiceAccountToken": False},
+        *_namespace_and_account(SERVE, role_arn_template),
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": SERVE, "namespace": SERVE, "labels": labels},
          "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
              "serviceAccountName": SERVE,
