@@ -7,10 +7,11 @@ A domain package looks like::
         contracts/*.yaml     one ODCS contract per data product
         definitions.py       ``domain = Domain.load(__file__)``, the transforms, ``defs = domain.definitions()``
 
-``definitions()`` reads the deployment's settings once, resolves the domain's plan (every contract,
-input port and policy: :func:`mesh_platform.plan.plan_domain`, a pure function), and builds the
-assets from it (:mod:`mesh_platform.products`, :mod:`mesh_platform.dbt.assets`), the external specs of
-upstream products, and the IO manager. Every problem found (missing contract, unknown upstream
+``definitions()`` uses the deployment's settings, read once per domain (:attr:`Domain.settings`),
+resolves the domain's plan (every contract, input port and policy:
+:func:`mesh_platform.plan.plan_domain`, a pure function), and builds the assets from it
+(:mod:`mesh_platform.products`, :mod:`mesh_platform.dbt.assets`), the external specs of upstream
+products, and the IO manager. Every problem found (missing contract, unknown upstream
 product, wrong major, unknown column, failed policy) is collected and raised together in one
 :class:`DomainDefinitionError`, each line naming the file and field to fix.
 """
@@ -56,23 +57,43 @@ class DomainDefinitionError(Exception):
 class Domain:
     """Declare a domain's products; build its code location."""
 
-    def __init__(self, descriptor: DomainDescriptor, root: Path):
+    def __init__(self, descriptor: DomainDescriptor, root: Path, settings: MeshSettings | None = None):
         self.descriptor = descriptor
         self.root = root
+        self._settings = settings
         self.declarations: dict[str, Declaration] = {}
         self.downgrades: dict[tuple[str, int], Callable] = {}
         self.dbt_project = None
         self.last_plan: DomainPlan | None = None
 
     @classmethod
-    def load(cls, module_file: str | Path) -> "Domain":
-        """The domain whose ``domain.yaml`` sits next to ``module_file`` (pass ``__file__``)."""
+    def load(cls, module_file: str | Path, settings: MeshSettings | None = None) -> "Domain":
+        """The domain whose ``domain.yaml`` sits next to ``module_file`` (pass ``__file__``).
+
+        ``settings``: the mesh this domain belongs to; by default the deployment's, read from the
+        environment once, at first use (:attr:`settings`)."""
         root = Path(module_file).resolve().parent
-        return cls(load_descriptor(root / DESCRIPTOR), root)
+        return cls(load_descriptor(root / DESCRIPTOR), root, settings)
 
     @property
     def name(self) -> str:
         return self.descriptor.name
+
+    @property
+    def settings(self) -> MeshSettings:
+        """The deployment's settings for this domain's code location: lake, home, sources, flags.
+
+        Chosen once per domain and passed down from here: to every asset's step, the IO manager (its
+        lake and home), the sensors and schedules, and the source resources the domain's module
+        builds (``SqlDatabase.policy_admin(domain.settings)``).
+        """
+        if self._settings is None:
+            # An entry point: a code location. A code server, a run worker or `mesh` itself imports the
+            # domain's module, and this is where that process reads the deployment's settings for the
+            # domain, once; nothing the domain builds reads them again. Given explicitly
+            # (``Domain.load(file, settings)``), nothing is read: one process can hold two meshes.
+            self._settings = MeshSettings.from_env()
+        return self._settings
 
     def __repr__(self) -> str:
         return f"Domain({self.name!r}, products={self.product_names})"
@@ -190,8 +211,9 @@ class Domain:
         return self.last_plan.policy_results if self.last_plan is not None else []
 
     def build_assets(self, registry: ContractRegistry | None = None, settings: MeshSettings | None = None) -> tuple[list[dg.AssetsDefinition], list[dg.AssetSpec]]:
-        """The domain's assets and the external specs of the products it consumes."""
-        settings = settings or MeshSettings.from_env()
+        """The domain's assets and the external specs of the products it consumes (built with
+        ``settings``, by default the domain's own, :attr:`settings`)."""
+        settings = settings or self.settings
         fallback = LastPublished(registry if registry is not None else mesh_registry(), Lake(settings.lake))
         plan = self.plan(fallback)
         if plan.problems:
@@ -227,10 +249,10 @@ class Domain:
     ) -> dg.Definitions:
         """This domain's code location.
 
-        The deployment's settings (:class:`MeshSettings`: lake, flags) are read here, once, and
-        passed down to every asset's step and to the IO manager.
+        The deployment's settings (:attr:`settings`: lake, home, flags, chosen once per domain) are
+        passed down from here to every asset's step, the IO manager, the sensors and the schedules.
         """
-        settings = MeshSettings.from_env()
+        settings = self.settings
         assets, externals = self.build_assets(registry, settings)
         schedules = list(schedules)
         if self.descriptor.kind == "source-aligned":  # fed by operational systems: refreshed on its SLA
@@ -241,12 +263,12 @@ class Domain:
         if all(s.name != f"{maintenance.name}_daily" for s in schedules):
             schedules.append(maintenance_schedule(maintenance, settings.automation))
         jobs = [*jobs, maintenance]
-        all_resources = {"io_manager": MeshIOManager(domain=self.name, lake=settings.lake)}
+        all_resources = {"io_manager": MeshIOManager(domain=self.name, lake=settings.lake, home=settings.home)}
         all_resources.update(resources or {})
         return dg.Definitions(
             assets=[*assets, *externals],
             resources=all_resources,
-            sensors=[*sensors, automation_sensor(self.name, settings.automation, self.run_tags(), settings.automation_interval), *lineage_sensors(self.name)],
+            sensors=[*sensors, automation_sensor(self.name, settings.automation, self.run_tags(), settings.automation_interval), *lineage_sensors(self.name, settings)],
             schedules=schedules,
             # MESH_EXECUTOR=in_process: a run's steps share its process (`mesh stack up` on one machine)
             executor=dg.in_process_executor if settings.executor == "in_process" else None,

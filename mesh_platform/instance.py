@@ -76,8 +76,8 @@ def instance_yaml(quotas: dict | None = None) -> str:
     return head + "\n".join(rules) + "\n"
 
 
-def ensure_dagster_home(settings: MeshSettings | None = None, quotas: dict | None = None) -> Path:
-    settings = settings or MeshSettings.from_env()
+def ensure_dagster_home(settings: MeshSettings, quotas: dict | None = None) -> Path:
+    """The Dagster home of ``settings`` (the entry point's), with its ``dagster.yaml`` written."""
     home = Path(settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
@@ -157,10 +157,10 @@ class LocalRunLauncher(DefaultRunLauncher):
         return CheckRunHealthResult(WorkerStatus.FAILED, f"run worker pid {pid} is gone (killed or crashed)")
 
 
-def local_instance(settings: MeshSettings | None = None) -> dg.DagsterInstance:
-    """The local instance, configured with every domain's quotas: run-queue limits in ``dagster.yaml``,
-    and each domain's concurrency pool (named after it) set to its ``pool_slots``."""
-    settings = settings or MeshSettings.from_env()
+def local_instance(settings: MeshSettings) -> dg.DagsterInstance:
+    """The local instance of ``settings`` (the entry point's), configured with every domain's quotas:
+    run-queue limits in ``dagster.yaml``, and each domain's concurrency pool (named after it) set to
+    its ``pool_slots``."""
     quotas = domain_quotas()
     ensure_dagster_home(settings, quotas)
     settings.export()

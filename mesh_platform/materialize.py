@@ -233,7 +233,7 @@ class InProcessRunner:
                              rows=rows_of(materializations), materialized={e.asset_key for e in materializations})
         if not result.success:
             outcome.error = first_step_error(result.all_events) or "run failed"
-        _emit_lineage(self.instance, result.run_id, self.progress)
+        _emit_lineage(self.instance, result.run_id, self.progress, self.mesh.get(domain).domain.settings)
         self._done[result.run_id] = outcome
         return result.run_id
 
@@ -316,12 +316,13 @@ def materialize(
     return report
 
 
-def _emit_lineage(instance: dg.DagsterInstance, run_id: str, progress: Callable[[str], None]) -> None:
-    """The run's OpenLineage events (see :mod:`mesh_platform.lineage`); a lineage failure never fails the mesh."""
+def _emit_lineage(instance: dg.DagsterInstance, run_id: str, progress: Callable[[str], None], settings) -> None:
+    """The run's OpenLineage events (see :mod:`mesh_platform.lineage`), with the settings of the code
+    location that ran it; a lineage failure never fails the mesh."""
     from mesh_platform.lineage.emit import emit_run
 
     try:
-        emit_run(instance, run_id)
+        emit_run(instance, run_id, settings)
     except Exception as exc:
         progress(f"    warning: OpenLineage events of run {run_id} not sent: {exc}")
 

@@ -93,11 +93,12 @@ class _Handler(BaseHTTPRequestHandler):
 class PrivacyService(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, port: int, tokens: dict[str, str], lake_uri: str, log, host: str = "127.0.0.1"):
+    def __init__(self, port: int, tokens: dict[str, str], lake_uri: str, log, host: str = "127.0.0.1", ledger: str | None = None):
         super().__init__((host, port), _Handler)
         self.tokens = tokens
         self.lake_uri = lake_uri
         self.log = log
+        self.ledger = ledger  # its own ledger (None: the process's MESH_PRIVACY_LEDGER)
 
     def release(self, consumer: str, product: str, major: int, query: dict, run_id: str | None, version: int | None):
         from mesh_platform.contracts.registry import mesh_registry
@@ -105,7 +106,7 @@ class PrivacyService(ThreadingHTTPServer):
         from mesh_platform.io.lake import Lake
 
         contract = mesh_registry().get(product, major)
-        result = publishing.release_aggregate(Lake(self.lake_uri), consumer, contract, query, run_id, version)
+        result = publishing.release_aggregate(Lake(self.lake_uri), consumer, contract, query, run_id, version, self.ledger)
         return result.frame, result.epsilon, result.remaining
 
 
@@ -120,9 +121,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=Path, required=True, help="JSON {token: domain}")
     parser.add_argument("--lake", required=True)
     args = parser.parse_args(argv)
+    from mesh_platform.governance.privacy import ledger_url
+    from mesh_platform.settings import MeshSettings
+
+    # An entry point: the service's own process (`python -m mesh_platform.privacy_service`, started by
+    # `mesh stack up` or its Kubernetes Deployment). Its settings are read here, once: the ledger is
+    # MESH_PRIVACY_LEDGER or SQLite in the service's own MESH_HOME; the lake is given by --lake.
+    settings = MeshSettings.from_env()
     tokens = json.loads(args.tokens.read_text())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with PrivacyService(args.port, tokens, args.lake, sys.stderr, host=args.host) as service:
+    with PrivacyService(args.port, tokens, args.lake, sys.stderr, host=args.host, ledger=ledger_url(settings.home)) as service:
         service.serve_forever()
 
 

@@ -108,8 +108,9 @@ def checked(contract: Contract, domain: str, asset: str) -> Contract:
     return contract
 
 
-def at_rest(obj: Any, contract: Contract) -> pa.Table | Mapping:
-    """What may be stored of ``obj`` under its private ``contract``; raises :class:`PrivateDataRefused`."""
+def at_rest(obj: Any, contract: Contract, home: str | None = None) -> pa.Table | Mapping:
+    """What may be stored of ``obj`` under its private ``contract``; raises :class:`PrivateDataRefused`.
+    ``home``: the mesh home whose local masking key pseudonymizes pii without ``MESH_MASKING_KEY``."""
     where = display_path(contract.source) if contract.source else contract.id
     asset = f"{contract.domain}/{contract.name}"
     if shape(contract) == OBJECT:
@@ -147,7 +148,7 @@ def at_rest(obj: Any, contract: Contract) -> pa.Table | Mapping:
         if str(col.custom("masking", "pseudonymize")).lower() == "remove":
             table = table.drop_columns([col.name])
             continue
-        key = key or masking_key()
+        key = key or masking_key(home)
         index = table.column_names.index(col.name)
         table = table.set_column(index, pa.field(col.name, pa.string()), pseudonymize(table.column(col.name), key))
     return table

@@ -52,14 +52,26 @@ def _kinds(decl: Declaration) -> set[str]:
     return set(kinds)
 
 
-def step_lake(context, settings: MeshSettings) -> Lake:
+def step_lake(context, settings: MeshSettings | None) -> Lake:
     """The lake a step writes its quarantine and quality reports to: its IO manager's, so that they
     always sit next to the ports it publishes (``Domain.definitions`` configures the IO manager with
-    the deployment's lake; a run that swaps the IO manager's lake moves everything together)."""
+    the deployment's lake; a run that swaps the IO manager's lake moves everything together).
+    Without a mesh IO manager, the lake of ``settings`` (those its asset was built with)."""
     io_manager = getattr(context.resources, "io_manager", None)
     if isinstance(io_manager, MeshIOManager):
         return io_manager._lake()
+    if settings is None:
+        raise ValueError("this step has no mesh IO manager and was given no settings: no lake to write to")
     return Lake(settings.lake)
+
+
+def step_home(context, settings: MeshSettings) -> str:
+    """The mesh home a step's publishes use (the local masking key), beside :func:`step_lake`'s lake:
+    its IO manager's configured home, else the home of the settings its asset was built with."""
+    io_manager = getattr(context.resources, "io_manager", None)
+    if isinstance(io_manager, MeshIOManager) and io_manager.home:
+        return io_manager.home
+    return settings.home
 
 
 def _compute_fn(plan: "ProductPlan", settings: MeshSettings):

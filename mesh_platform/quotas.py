@@ -390,15 +390,16 @@ def _run_use(instance, domain: str) -> dict[str, int]:
     return use
 
 
-def report(mesh, lake, instance) -> list[dict[str, Any]]:
-    """``mesh quotas``: per domain, each quota with its use and percentage; per product, its last publish."""
+def report(mesh, lake, instance, ledger: str | None = None) -> list[dict[str, Any]]:
+    """``mesh quotas``: per domain, each quota with its use and percentage; per product, its last publish.
+    ``ledger``: the mesh's privacy ledger (the epsilon spent; :class:`PrivacyLedger` says the default)."""
     import dagster as dg
 
     from mesh_platform import metadata as md
 
     from mesh_platform.governance.privacy import PrivacyLedger
 
-    ledger = PrivacyLedger()
+    ledger = PrivacyLedger(ledger)
     out = []
     for loaded in mesh.domains:
         if not loaded.ok or loaded.domain.last_plan is None or loaded.domain.last_plan.quotas is None:

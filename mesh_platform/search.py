@@ -1,11 +1,11 @@
 """Mesh-wide search: domains, products and columns, found by any word of their definitions.
 
 The platform keeps a full-text index (SQLite FTS5, in the standard library) at
-``$MESH_HOME/search.sqlite`` (or ``MESH_SEARCH_INDEX``). It is built from the definitions
-themselves, never from a domain's code: every domain's ``domain.yaml`` (name, kind, team, owners,
-description), every contract (id, name, purpose, usage, limitations, tags, owners, classification,
-access level, status) and every column of every contract (name, type, description, tags,
-classification). Importing no domain, it builds in well under a second.
+``search.sqlite`` in the mesh home the ``mesh`` command passes (or ``MESH_SEARCH_INDEX``). It is
+built from the definitions themselves, never from a domain's code: every domain's ``domain.yaml``
+(name, kind, team, owners, description), every contract (id, name, purpose, usage, limitations,
+tags, owners, classification, access level, status) and every column of every contract (name,
+type, description, tags, classification). Importing no domain, it builds in well under a second.
 
 The index is **refreshed when the definitions change**: each search compares a fingerprint of the
 definition files (path, size and modification time of every ``domain.yaml``, ``grants.yaml`` and
@@ -46,11 +46,14 @@ class SearchError(ValueError):
     """A query that cannot be searched (nothing to look for, an unknown kind)."""
 
 
-def index_path() -> Path:
-    from mesh_platform.settings import MeshSettings
-
+def index_path(home: str | Path | None) -> Path:
+    """``MESH_SEARCH_INDEX``, else ``search.sqlite`` in the mesh ``home`` (the command's settings)."""
     configured = os.environ.get("MESH_SEARCH_INDEX")
-    return Path(configured).resolve() if configured else Path(MeshSettings.from_env().home) / "search.sqlite"
+    if configured:
+        return Path(configured).resolve()
+    if home is None:
+        raise SearchError("no search index: give its path, or the mesh home it is kept in")
+    return Path(home) / "search.sqlite"
 
 
 # -- what is indexed --------------------------------------------------------------------------
@@ -205,10 +208,11 @@ class IndexState:
     problems: list[Problem]
 
 
-def ensure_index(root: Path | None = None, path: Path | None = None, force: bool = False) -> IndexState:
-    """The index, rebuilt first when the definitions changed since it was built (or ``force``)."""
+def ensure_index(root: Path | None = None, path: Path | None = None, force: bool = False, home: str | Path | None = None) -> IndexState:
+    """The index, rebuilt first when the definitions changed since it was built (or ``force``).
+    ``path``: the index file; by default :func:`index_path` of the mesh ``home``."""
     root = (Path(root) if root else default_domains_root()).resolve()
-    path = path or index_path()
+    path = path or index_path(home)
     meta = {} if force or not path.exists() else _meta(path)
     rebuilt = meta.get("fingerprint") != fingerprint(root)
     if rebuilt:
@@ -301,10 +305,12 @@ def add_freshness(hits: list[Hit], instance, now: datetime | None = None) -> Non
                 hit.freshness = "fresh" if (now - when).total_seconds() <= latency * 3600 else "stale"
 
 
-def search(text: str, instance=None, limit: int = 20, kinds: tuple[str, ...] = (), root: Path | None = None, path: Path | None = None) -> dict:
-    """Search the mesh (refreshing the index first if the definitions changed)."""
+def search(text: str, instance=None, limit: int = 20, kinds: tuple[str, ...] = (), root: Path | None = None, path: Path | None = None,
+           home: str | Path | None = None) -> dict:
+    """Search the mesh (refreshing the index first if the definitions changed); the index is ``path``,
+    or the one kept in the mesh ``home``."""
     _match_expression(text, False)  # a query with no word is refused before anything is built
-    state = ensure_index(root, path)
+    state = ensure_index(root, path, home=home)
     hits, mode = query(state.path, text, limit, kinds)
     if instance is not None:
         add_freshness(hits, instance)

@@ -13,6 +13,24 @@ Switching from the embedded default to production is configuration, never code:
 
 `MESH_HOME` is made absolute once, so that code servers started by `dagster dev` (which may run
 in another working directory) agree with the `mesh` command line on every path.
+
+Where settings are chosen: once per entry point, never below it.
+
+- the `mesh` command line: `_settings()` in `mesh_platform/cli/`, once per command, pinned for the
+  processes the command starts (`MeshSettings.export`);
+- a code location (a code server or a run worker importing a domain's module): `Domain.settings`,
+  read once per domain and used by `Domain.definitions()` and the domain's source resources;
+- the privacy release service (`python -m mesh_platform.privacy_service`): its `main()`.
+
+Everything below them receives the settings (or the one path it needs: the lake, the home) as an
+argument: `build_asset(plan, settings)`, the IO manager's configured `lake` and `home`, the
+sensors' closures, `local_instance(settings)`, `emit_run(instance, run_id, settings)`,
+`SqlDatabase.policy_admin(settings)`. No platform module reads `MESH_HOME`, `MESH_LAKE`,
+`MESH_SOURCES` or `DAGSTER_HOME` itself, so one process can hold two meshes (two `MeshSettings`
+with different homes, e.g. `MeshSettings.from_env(environ={"MESH_HOME": ...})`).
+Per-process secrets and switches stay in the environment where they are read:
+`MESH_MASKING_KEY`, `MESH_PRIVACY_SERVICE` / `MESH_PRIVACY_TOKEN`, `MESH_PRIVACY_LEDGER`,
+`MESH_SEARCH_INDEX`, `MESH_LINEAGE_FILE`, `OPENLINEAGE_*`.
 """
 
 from __future__ import annotations
@@ -46,7 +64,8 @@ class MeshSettings:
 
     @classmethod
     def from_env(cls, environ: os._Environ | dict | None = None) -> "MeshSettings":
-        """Read once per process entry point (``Domain.definitions``, the ``mesh`` command) and passed down."""
+        """Read once per entry point (the ``mesh`` command, ``Domain.settings`` of a code location, the
+        privacy service) and passed down; ``environ``: a mapping to read instead of the process's."""
         env = os.environ if environ is None else environ
         names = ("MESH_HOME", "MESH_LAKE", "MESH_SOURCES", "DAGSTER_HOME", "MESH_QUALITY_REPORTS", "MESH_AUTOMATION", "MESH_AUTOMATION_INTERVAL", "MESH_EXECUTOR")
         return _settings(tuple(env.get(n) or "" for n in names), os.getcwd())
@@ -57,6 +76,11 @@ class MeshSettings:
         os.environ["MESH_LAKE"] = self.lake
         os.environ["MESH_SOURCES"] = self.sources
         os.environ["DAGSTER_HOME"] = self.dagster_home
+
+
+def home_ledger(home: str) -> str:
+    """The privacy ledger kept in a mesh home (SQLite), unless ``MESH_PRIVACY_LEDGER`` names another."""
+    return f"sqlite:///{Path(home) / 'privacy_ledger.sqlite'}"
 
 
 @lru_cache(maxsize=32)

@@ -1,8 +1,9 @@
 """Resources for source-aligned domains: reading the operational systems the mesh starts from.
 
-The defaults point at the seeded simulators under ``MESH_SOURCES`` (see
-:mod:`mesh_platform.simulation`); production overrides them with environment variables, e.g.
-``POLICY_ADMIN_DB_URL=postgresql://...`` (any SQLAlchemy URL).
+The defaults point at the seeded simulators under the sources folder of the settings the domain
+passes (``domain.settings``, from ``MESH_SOURCES``; see :mod:`mesh_platform.simulation`);
+production overrides them with environment variables, e.g. ``POLICY_ADMIN_DB_URL=postgresql://...``
+(any SQLAlchemy URL).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from mesh_platform.settings import MeshSettings
 from mesh_platform.simulation import SourceLayout
 
 
-def _layout() -> SourceLayout:
-    return SourceLayout(Path(MeshSettings.from_env().sources))
+def _layout(settings: MeshSettings) -> SourceLayout:
+    """The simulators' files under the sources folder of ``settings`` (the domain's, ``domain.settings``)."""
+    return SourceLayout(Path(settings.sources))
 
 
 class SqlDatabase(dg.ConfigurableResource):
@@ -44,8 +46,10 @@ class SqlDatabase(dg.ConfigurableResource):
             engine.dispose()
 
     @classmethod
-    def policy_admin(cls) -> "SqlDatabase":
-        default = "sqlite:///" + str(_layout().policy_db)
+    def policy_admin(cls, settings: MeshSettings) -> "SqlDatabase":
+        """``POLICY_ADMIN_DB_URL``, else the simulated database under the sources of ``settings``
+        (pass the domain's: ``SqlDatabase.policy_admin(domain.settings)``)."""
+        default = "sqlite:///" + str(_layout(settings).policy_db)
         return cls(url=os.environ.get("POLICY_ADMIN_DB_URL", default))
 
 
@@ -98,14 +102,16 @@ class LandingZone(dg.ConfigurableResource):
         return [f for f in list_objects(self.path) if fnmatch.fnmatchcase(f.name, pattern)]
 
     @classmethod
-    def claims(cls) -> "LandingZone":
-        """``CLAIMS_LANDING`` (a folder or ``s3://bucket/prefix``); ``CLAIMS_LANDING_DIR`` is its older name."""
-        default = os.environ.get("CLAIMS_LANDING_DIR") or str(_layout().claims_landing)
+    def claims(cls, settings: MeshSettings) -> "LandingZone":
+        """``CLAIMS_LANDING`` (a folder or ``s3://bucket/prefix``); ``CLAIMS_LANDING_DIR`` is its older
+        name; else the simulated landing folder under the sources of ``settings`` (the domain's)."""
+        default = os.environ.get("CLAIMS_LANDING_DIR") or str(_layout(settings).claims_landing)
         return cls(path=os.environ.get("CLAIMS_LANDING") or default)
 
     @classmethod
-    def support_chat(cls) -> "LandingZone":
-        return cls(path=os.environ.get("SUPPORT_CHAT_EXPORT_DIR", str(_layout().chat_export.parent)))
+    def support_chat(cls, settings: MeshSettings) -> "LandingZone":
+        """``SUPPORT_CHAT_EXPORT_DIR``, else the simulated export under the sources of ``settings``."""
+        return cls(path=os.environ.get("SUPPORT_CHAT_EXPORT_DIR", str(_layout(settings).chat_export.parent)))
 
 
 def _read_bytes(path: Path) -> io.BytesIO:
@@ -191,8 +197,9 @@ class LandedRun:
         return frame[keep].reset_index(drop=True)
 
 
-def landed_for_run(context, landing: LandingZone, pattern: str, day_column: str) -> LandedRun:
-    """The files matching ``pattern`` that a step of a partitioned asset reads (:class:`LandedRun`)."""
+def landed_for_run(context, landing: LandingZone, pattern: str, day_column: str, settings: MeshSettings | None = None) -> LandedRun:
+    """The files matching ``pattern`` that a step of a partitioned asset reads (:class:`LandedRun`).
+    Their index is kept in the step's lake: its IO manager's, or that of ``settings``."""
     import json
 
     from mesh_platform.io.lake import PRIVATE
@@ -204,7 +211,7 @@ def landed_for_run(context, landing: LandingZone, pattern: str, day_column: str)
     keys = run_keys(context)
     if keys is None:
         return LandedRun(files, day_column, None)
-    lake = step_lake(context, MeshSettings.from_env())
+    lake = step_lake(context, settings)
     domain = context.asset_key.path[0]
     where = f"{domain}/{PRIVATE}/_landing_index/{pattern.replace('*', '_').replace('/', '_')}.json"
     try:

@@ -23,6 +23,9 @@ for var in ("MESH_LAKE", "MESH_SOURCES", "MESH_DOMAINS", "MESH_WORKSPACE"):
     os.environ.pop(var, None)
 os.environ["DAGSTER_HOME"] = str(_SESSION_HOME / "dagster_home")
 (_SESSION_HOME / "dagster_home").mkdir(parents=True, exist_ok=True)
+# as the `mesh` command pins it for itself (mesh_platform.cli._settings): what is handed only a lake
+# in this process (`mesh serve`'s service started by a test) debits the session home's ledger
+os.environ["MESH_PRIVACY_LEDGER"] = f"sqlite:///{_SESSION_HOME / 'privacy_ledger.sqlite'}"
 
 TEST_SCALE = 0.5
 
@@ -90,7 +93,7 @@ def run_mesh(args: list[str], env: dict[str, str] | None = None, cwd: Path = ROO
     if env and "MESH_HOME" in env:
         # a mesh home of its own: paths an earlier test pinned (settings.export()) must not point the
         # child back at the session's sources or lake (`--scale` would regenerate the session's sources)
-        for var in ("MESH_LAKE", "MESH_SOURCES", "DAGSTER_HOME"):
+        for var in ("MESH_LAKE", "MESH_SOURCES", "DAGSTER_HOME", "MESH_PRIVACY_LEDGER"):
             if var not in env:
                 full_env.pop(var, None)
     return subprocess.run(

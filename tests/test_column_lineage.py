@@ -53,12 +53,13 @@ def test_a_source_the_product_does_not_read_fails_the_load_naming_file_and_field
 
 def test_openlineage_output_datasets_carry_the_column_lineage_facet(materialized_mesh, settings):
     from mesh_platform.instance import local_instance
+    from mesh_platform.io.lake import Lake
     from mesh_platform.lineage.events import run_events
 
     key = dg.AssetKey(["fraud", "claim_features"])
     with local_instance(settings) as instance:
         run_id = instance.get_latest_materialization_event(key).run_id
-        events = run_events(instance, run_id)
+        events = run_events(instance, run_id, lake=Lake(settings.lake))
     complete = [e for e in events if e.eventType.value == "COMPLETE"][0]
     output = next(o for o in complete.outputs if "claim_features" in o.name)
     fields = output.facets["columnLineage"].fields

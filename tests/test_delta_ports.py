@@ -96,7 +96,7 @@ def reads(instance, run_id: str) -> list[dict]:
 def test_a_publish_commits_each_variant_once_and_a_masked_reader_reads_the_paired_version(masked_mesh):
     state, seen = {"df": holders(3, "a")}, {}
     producer, reader = assets(state, seen)
-    resources = {"io_manager": MeshIOManager(lake=str(masked_mesh))}
+    resources = {"io_manager": MeshIOManager(lake=str(masked_mesh), home=str(masked_mesh.parent / "home"))}
     full, masked = masked_mesh / "policies/policyholders/v1", masked_mesh / "policies/policyholders/v1_masked"
     with dg.instance_for_test() as instance:
         for n, tag in enumerate("ab"):
@@ -127,7 +127,7 @@ def test_a_publish_commits_each_variant_once_and_a_masked_reader_reads_the_paire
 def test_a_failed_masked_commit_leaves_both_variants_at_the_previous_publish(masked_mesh, monkeypatch):
     state, seen = {"df": holders(2, "a")}, {}
     producer, _ = assets(state, seen)
-    resources = {"io_manager": MeshIOManager(lake=str(masked_mesh))}
+    resources = {"io_manager": MeshIOManager(lake=str(masked_mesh), home=str(masked_mesh.parent / "home"))}
     full = str(masked_mesh / "policies/policyholders/v1")
     with dg.instance_for_test() as instance:
         assert dg.materialize([producer], resources=resources, instance=instance).success
@@ -526,7 +526,7 @@ def test_a_duplicate_key_checked_while_the_write_runs_commits_to_neither_variant
     monkeypatch.setattr(gate, "OVERLAP_MIN_ROWS", 1)
     state, seen = {"df": holders(3, "a")}, {}
     producer, _ = assets(state, seen)
-    resources = {"io_manager": MeshIOManager(lake=str(masked_mesh))}
+    resources = {"io_manager": MeshIOManager(lake=str(masked_mesh), home=str(masked_mesh.parent / "home"))}
     full, masked = masked_mesh / "policies/policyholders/v1", masked_mesh / "policies/policyholders/v1_masked"
     with dg.instance_for_test() as instance:
         assert dg.materialize([producer], resources=resources, instance=instance).success

@@ -135,7 +135,7 @@ def test_a_domain_that_only_removes_columns_needs_no_masking_key(monkeypatch):
     so masking a product whose sensitive columns are all removed must not ask for it."""
     from mesh_platform.governance import masking
 
-    def no_key():
+    def no_key(home=None):
         raise masking.MaskingKeyMissing("MESH_MASKING_KEY must be set in production (the pseudonymization key)")
 
     monkeypatch.setattr(masking, "masking_key", no_key)

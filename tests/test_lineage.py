@@ -22,6 +22,14 @@ from test_quality import FIXTURE, GOOD, shop  # noqa: F401  (the fixture domain 
 from mesh_platform.contracts.registry import ContractRegistry
 from mesh_platform.lineage.emit import emit_run, read_events
 from mesh_platform.lineage.sensors import lineage_sensors
+from mesh_platform.settings import MeshSettings
+
+
+def of_lake(lake: Path) -> MeshSettings:
+    """The settings of the mesh whose lake is ``lake`` (the session's home): what a code location passes down."""
+    from dataclasses import replace
+
+    return replace(MeshSettings.from_env(), lake=str(lake))
 
 
 @pytest.fixture
@@ -61,7 +69,7 @@ def test_a_successful_run_emits_start_and_complete_with_its_datasets(shop, event
     state, run, instance, lake = shop
     result = run()
     assert result.success
-    sent = emit_run(instance, result.run_id)
+    sent = emit_run(instance, result.run_id, of_lake(lake))
     events = of_run(read_events(events_file), result.run_id)
     assert [e["eventType"] for e in events] == ["START", "COMPLETE"] == [e.eventType.value for e in sent]
     start, complete = events
@@ -117,7 +125,7 @@ def test_a_run_reading_an_earlier_version_names_it_as_input(shop, events_file): 
     assets, _ = domain.build_assets(ContractRegistry.discover(FIXTURE))
     second = dg.materialize(assets, selection=[dg.AssetKey(["shop", "order_stats"])], instance=instance,
                             resources={"io_manager": MeshIOManager(lake=str(lake))})
-    emit_run(instance, second.run_id)
+    emit_run(instance, second.run_id, of_lake(lake))
     complete = of_run(read_events(events_file), second.run_id)[-1]
     assert set(by_asset(complete["outputs"])) == {"shop/order_stats"}
     inputs = by_asset(complete["inputs"])
@@ -133,7 +141,7 @@ def test_a_failed_run_emits_fail_with_the_error_and_the_failed_checks(shop, even
     state["orders"] = GOOD.assign(status=["open", "lost", "open"])
     result = run()
     assert not result.success
-    emit_run(instance, result.run_id)
+    emit_run(instance, result.run_id, of_lake(lake))
     start, fail = of_run(read_events(events_file), result.run_id)
     assert (start["eventType"], fail["eventType"]) == ("START", "FAIL")
     error = fail["run"]["facets"]["errorMessage"]
@@ -152,7 +160,7 @@ def test_a_failed_run_emits_fail_with_the_error_and_the_failed_checks(shop, even
 
 def test_the_domain_sensors_emit_runs_dagster_launched_and_skip_mesh_materialize(shop, events_file):  # noqa: F811
     state, run, instance, lake = shop
-    complete_sensor, fail_sensor = lineage_sensors("shop")
+    complete_sensor, fail_sensor = lineage_sensors("shop", of_lake(lake))
     assert complete_sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
     ok = run()
@@ -183,13 +191,13 @@ def test_lineage_can_be_switched_off_and_a_broken_transport_never_fails_the_sens
     state, run, instance, lake = shop
     ok = run()
     monkeypatch.setenv("MESH_LINEAGE", "off")
-    assert emit_run(instance, ok.run_id) == []
+    assert emit_run(instance, ok.run_id, of_lake(lake)) == []
     assert not events_file.exists()
     monkeypatch.delenv("MESH_LINEAGE")
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
     monkeypatch.setenv("MESH_LINEAGE_FILE", str(blocker / "events.jsonl"))  # its parent is a file
-    complete_sensor, _ = lineage_sensors("shop")
+    complete_sensor, _ = lineage_sensors("shop", of_lake(lake))
     success_event = instance.all_logs(ok.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[0].dagster_event
     context = dg.build_run_status_sensor_context(sensor_name=complete_sensor.name, dagster_instance=instance,
                                                  dagster_run=instance.get_run_by_id(ok.run_id), dagster_event=success_event)
@@ -219,7 +227,7 @@ def test_openlineage_url_sends_over_http(shop, monkeypatch):  # noqa: F811
         state, run, instance, lake = shop
         ok = run()
         monkeypatch.setenv("OPENLINEAGE_URL", f"http://127.0.0.1:{server.server_port}")
-        emit_run(instance, ok.run_id)
+        emit_run(instance, ok.run_id, of_lake(lake))
     finally:
         server.shutdown()
         server.server_close()
@@ -294,12 +302,12 @@ def test_lineage_export_to_an_unwritable_place_is_a_clear_error_and_writes_nothi
 
 
 @pytest.mark.slow
-def test_mesh_materialize_emits_every_run_with_its_input_ports(materialized_mesh, mesh_home):
+def test_mesh_materialize_emits_every_run_with_its_input_ports(materialized_mesh, mesh_home, settings):
     from mesh_platform.governance.audit import audit_records
     from mesh_platform.instance import local_instance
 
     events = read_events(mesh_home / "lineage" / "events.jsonl")
-    instance = local_instance()
+    instance = local_instance(settings)
     runs = [r for r in instance.get_runs() if r.tags.get("mesh/launched_by") == "mesh-materialize"]
     assert {r.tags["mesh/domain"] for r in runs} >= {"policies", "claims", "customer_care", "fraud", "analytics"}
     for r in runs:

@@ -67,7 +67,7 @@ def test_private_writes_are_held_to_their_contract(careless, tmp_path):
     _declare(domain, state)
     assets, _ = domain.build_assets(registry)
     lake = tmp_path / "lake"
-    resources = {"io_manager": MeshIOManager(lake=str(lake))}
+    resources = {"io_manager": MeshIOManager(lake=str(lake), home=str(tmp_path / "home"))}  # the home keeps the masking key
 
     # the UI shows what a private asset keeps: its classified columns and its contract
     notes_asset = next(a for a in assets if a.key == dg.AssetKey(["careless", "notes"]))

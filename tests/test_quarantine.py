@@ -48,7 +48,7 @@ class Mesh:
 
         defs = importlib.import_module(f"domains.{domain}.definitions").defs
         resources = {
-            "io_manager": MeshIOManager(domain=domain, lake=str(self.lake)),
+            "io_manager": MeshIOManager(domain=domain, lake=str(self.lake), home=str(self.root / "home")),
             "policy_admin": SqlDatabase(url=f"sqlite:///{self.layout.policy_db}"),
             "landing": LandingZone(path=str(self.layout.claims_landing)),
             "support_chat": LandingZone(path=str(self.layout.chat_export.parent)),

@@ -58,7 +58,7 @@ def test_mesh_dev_serves_every_domain(tmp_path):
     """`mesh dev` loads every domain, says so as it happens, and the daemon's runs send OpenLineage events."""
     port = free_port()
     env = {**os.environ, "MESH_HOME": str(tmp_path / "home")}
-    for var in ("DAGSTER_HOME", "MESH_LAKE", "MESH_SOURCES", "MESH_WORKSPACE", "MESH_DOMAINS"):
+    for var in ("DAGSTER_HOME", "MESH_LAKE", "MESH_SOURCES", "MESH_WORKSPACE", "MESH_DOMAINS", "MESH_PRIVACY_LEDGER"):
         env.pop(var, None)  # a new user's shell: everything under MESH_HOME, whatever earlier tests exported
     for var in [k for k in env if k.startswith(("OPENLINEAGE", "MESH_LINEAGE"))]:
         env.pop(var)

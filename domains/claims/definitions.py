@@ -94,15 +94,16 @@ def claim_events(landed: pd.DataFrame) -> pd.DataFrame:
 
 
 claims_job = domain.job()
+landing = LandingZone.claims(domain.settings)
 
 defs = domain.definitions(
-    resources={"landing": LandingZone.claims()},
+    resources={"landing": landing},
     jobs=[claims_job],
     sensors=[
         landing_zone_sensor(
             name="claims_landing_sensor",
             job=claims_job,
-            landing=LandingZone.claims(),
+            landing=landing,
             patterns=["claims_*.csv", "claim_events_*.jsonl"],
             waits_for=[["policies", "policies"]],
             readers=[["claims", "landed_claims"], ["claims", "landed_claim_events"]],

@@ -82,4 +82,4 @@ def claim_contacts(conversations: pd.DataFrame) -> pd.DataFrame:
     ).reset_index()
 
 
-defs = domain.definitions(resources={"support_chat": LandingZone.support_chat()}, jobs=[domain.job()])
+defs = domain.definitions(resources={"support_chat": LandingZone.support_chat(domain.settings)}, jobs=[domain.job()])

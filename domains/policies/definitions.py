@@ -56,6 +56,6 @@ def policies(context) -> pd.DataFrame:
 
 
 defs = domain.definitions(
-    resources={"policy_admin": SqlDatabase.policy_admin()},
+    resources={"policy_admin": SqlDatabase.policy_admin(domain.settings)},
     jobs=[domain.job()],
 )

@@ -1,8 +1,9 @@
 """The ``mesh`` command line: validate, simulate, materialize, catalog, dev.
 
 Every command reads the same environment as the code locations (``MESH_HOME``, ``MESH_LAKE``,
-``MESH_SOURCES``, ``DAGSTER_HOME``; see :mod:`mesh_platform.settings`) and pins it for the child
-processes it starts, so the command line and ``dagster dev`` always agree on where things are.
+``MESH_SOURCES``, ``DAGSTER_HOME``; see :mod:`mesh_platform.settings`) once, in :func:`_settings`,
+passes the settings down, and pins them for the child processes it starts, so the command line and
+``dagster dev`` always agree on where things are.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ from mesh_platform.settings import MeshSettings
 
 
 def _settings() -> MeshSettings:
+    """The command's settings: read once (the command line is an entry point), pinned for its children.
+
+    The privacy ledger is pinned too (``MESH_PRIVACY_LEDGER``, unless the deployment names one): what
+    this process hands a lake alone (``mesh serve``'s aggregates) debits the home's ledger."""
+    from mesh_platform.settings import home_ledger
+
     settings = MeshSettings.from_env()
     settings.export()
+    os.environ.setdefault("MESH_PRIVACY_LEDGER", home_ledger(settings.home))
     return settings
 
 
@@ -296,8 +304,8 @@ def search(text: tuple[str, ...], as_json: bool, kinds: tuple[str, ...], limit: 
     query = " ".join(text)
     try:
         if reindex:
-            ensure_index(force=True)
-        result = run(query, local_instance(settings), limit=limit, kinds=kinds)
+            ensure_index(force=True, home=settings.home)
+        result = run(query, local_instance(settings), limit=limit, kinds=kinds, home=settings.home)
     except SearchError as exc:
         raise click.UsageError(str(exc)) from None
     for problem in result["problems"]:
@@ -399,7 +407,9 @@ def quotas(as_json: bool, workspace: Path | None) -> None:
     mesh = _load_mesh(workspace, report=True)
     from mesh_platform.instance import local_instance
 
-    rows = report(mesh, Lake(settings.lake), local_instance(settings))
+    from mesh_platform.governance.privacy import ledger_url
+
+    rows = report(mesh, Lake(settings.lake), local_instance(settings), ledger_url(settings.home))
     if as_json:
         click.echo(json.dumps({"domains": rows}, indent=2, default=str))
         return
@@ -552,7 +562,7 @@ def lineage_export(out: Path | None, formats: tuple[str, ...], workspace: Path |
     settings = _settings()
     out = out if out is not None else Path(settings.home) / "lineage"
     mesh = _load_mesh(workspace)
-    graph = mesh_graph(mesh)
+    graph = mesh_graph(mesh, lake=settings.lake)
     for problem in graph["problems"]:
         click.echo(f"warning: {problem['file']}: {problem['field']}: {problem['message']}", err=True)
     try:
@@ -616,7 +626,7 @@ def lineage_emit(run_ids: tuple[str, ...]) -> None:
     instance = local_instance(settings)
     for run_id in run_ids:
         try:
-            events = emit_run(instance, run_id)
+            events = emit_run(instance, run_id, settings)
         except LookupError as exc:
             raise click.ClickException(str(exc).strip("'\"")) from None
         click.echo(f"run {run_id}: sent {', '.join(e.eventType.value for e in events)}")

@@ -163,8 +163,10 @@ def _column_lineage(plan: DbtPlan, name: str, log) -> dg.TableColumnLineage | No
         return None
 
 
-def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator: MeshDbtTranslator, lake: Lake, reports: bool = True):
-    """The step of a dbt domain: stage governed sources, dbt build, checks, publish."""
+def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator: MeshDbtTranslator, lake: Lake, reports: bool = True,
+        home: str | None = None):
+    """The step of a dbt domain: stage governed sources, dbt build, checks, publish (``home``: the
+    mesh home whose local masking key pseudonymizes a masked variant)."""
     from dagster_dbt.asset_utils import get_asset_check_key_for_test
     from dbt.cli.main import dbtRunner
 
@@ -259,7 +261,7 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
                     failures.append(f"{name}: {exc}")
                     continue
                 quality_meta[md.QUOTAS] = dg.MetadataValue.json({"limits": translator.plan.quotas.as_metadata(), "use": quota_use})
-            written = publishing.publish(lake, contract, audited.table)
+            written = publishing.publish(lake, contract, audited.table, home=home)
             full = written[0][1]
             key = dg.AssetKey([domain, name])
             lineage = _column_lineage(translator.plan, name, context.log)
@@ -289,8 +291,8 @@ def dbt_domain_assets(domain: str, plan: DbtPlan, settings: MeshSettings):
 
     @dbt_assets(manifest=project.manifest, dagster_dbt_translator=translator, name=f"{domain}_dbt")
     def _assets(context):
-        from mesh_platform.products import step_lake
+        from mesh_platform.products import step_home, step_lake
 
-        yield from run(context, project, translator, step_lake(context, settings), settings.quality_reports)
+        yield from run(context, project, translator, step_lake(context, settings), settings.quality_reports, step_home(context, settings))
 
     return _assets

@@ -10,8 +10,9 @@ masking``):
 - ``remove`` (default for ``restricted``, e.g. free text): dropped from the port.
 
 The key comes from ``MESH_MASKING_KEY``. Without it, a random key is created once per mesh home
-(``$MESH_HOME/masking.key``) for local use; with ``MESH_ENV=production`` a missing key is an
-error, never a constant.
+(``masking.key`` in the home the caller passes: the IO manager's, configured from its code
+location's settings) for local use; with ``MESH_ENV=production`` a missing key is an error, never
+a constant.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import pyarrow.compute as pc
 
 from mesh_platform.contracts.model import Contract, SchemaProperty
 from mesh_platform.launch_env import started_with
-from mesh_platform.settings import MeshSettings
 
 SENSITIVE = ("pii", "restricted")
 DEFAULT_TREATMENT = {"pii": "pseudonymize", "restricted": "remove"}
@@ -38,7 +38,9 @@ class MaskingKeyMissing(RuntimeError):
     pass
 
 
-def masking_key() -> bytes:
+def masking_key(home: str | Path | None = None) -> bytes:
+    """The pseudonymization key: ``MESH_MASKING_KEY``, else (not in production) the one kept in the
+    mesh's ``home`` (the IO manager's configured home, from the code location's settings)."""
     # as the process was started: a key a domain's code sets later would make every pseudonym the
     # process writes computable by that domain (a dictionary of names or emails under a known key)
     configured = started_with("MESH_MASKING_KEY")
@@ -46,7 +48,10 @@ def masking_key() -> bytes:
         return configured.encode()
     if (started_with("MESH_ENV") or "").lower() == "production":  # not as domain code may have set it since
         raise MaskingKeyMissing("MESH_MASKING_KEY must be set in production (the pseudonymization key)")
-    path = Path(MeshSettings.from_env().home) / "masking.key"
+    if home is None:
+        raise MaskingKeyMissing("no masking key: MESH_MASKING_KEY is not set and no mesh home was given to keep a local key in "
+                                "(configure the IO manager's home, as Domain.definitions does)")
+    path = Path(home) / "masking.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -88,11 +93,12 @@ def pseudonymize(values: pa.ChunkedArray | pa.Array, key: bytes) -> pa.Array:
     return pc.take(hashed, encoded.indices)
 
 
-def mask_table(table: pa.Table, contract: Contract, key: bytes | None = None) -> tuple[pa.Table, list[str], list[str]]:
+def mask_table(table: pa.Table, contract: Contract, key: bytes | None = None, home: str | Path | None = None) -> tuple[pa.Table, list[str], list[str]]:
     """The masked variant of a product's table: (table, pseudonymized columns, removed columns).
 
     The key is read only when a column is pseudonymized: a domain that only removes columns is not
-    given the key by its deployment (:func:`needs_key`), and must not need one."""
+    given the key by its deployment (:func:`needs_key`), and must not need one. ``home``: the mesh
+    home whose local key is used when ``MESH_MASKING_KEY`` is not set (:func:`masking_key`)."""
     pseudonymized, removed = [], []
     for col in contract.columns:
         how = treatment(col)
@@ -102,7 +108,7 @@ def mask_table(table: pa.Table, contract: Contract, key: bytes | None = None) ->
             table = table.drop_columns([col.name])
             removed.append(col.name)
         else:
-            key = key or masking_key()
+            key = key or masking_key(home)
             index = table.column_names.index(col.name)
             table = table.set_column(index, pa.field(col.name, pa.string()), pseudonymize(table.column(col.name), key))
             pseudonymized.append(col.name)

@@ -41,7 +41,7 @@ from pathlib import Path
 import pandas as pd
 
 from mesh_platform.contracts.model import Contract
-from mesh_platform.settings import MeshSettings
+from mesh_platform.settings import home_ledger
 
 
 @dataclass(frozen=True)
@@ -143,17 +143,30 @@ def validate(aggregate: Aggregate, contract: Contract) -> None:
 # -- the ledger ---------------------------------------------------------------------------------
 
 
-def ledger_url() -> str:
-    return os.environ.get("MESH_PRIVACY_LEDGER") or f"sqlite:///{Path(MeshSettings.from_env().home) / 'privacy_ledger.sqlite'}"
+def ledger_url(home: str | Path) -> str:
+    """The privacy ledger of the mesh whose home is ``home``: the database ``MESH_PRIVACY_LEDGER``
+    names when the deployment sets it, else SQLite in that home."""
+    return os.environ.get("MESH_PRIVACY_LEDGER") or home_ledger(str(home))
+
+
+class PrivacyLedgerUnknown(ValueError):
+    """No ledger was given and the process names none (``MESH_PRIVACY_LEDGER``)."""
 
 
 class PrivacyLedger:
-    """Durable record of every epsilon spent, per consumer and product (SQLAlchemy URL)."""
+    """Durable record of every epsilon spent, per consumer and product (SQLAlchemy URL).
+
+    ``url``: the ledger (:func:`ledger_url` of the mesh's home); without it, the one the process was
+    given in ``MESH_PRIVACY_LEDGER`` (the ``mesh`` command sets it for itself and the processes it
+    starts). The ledger is never derived from the environment's mesh home here."""
 
     def __init__(self, url: str | None = None):
         import sqlalchemy as sa
 
-        self.url = url or ledger_url()
+        url = url or os.environ.get("MESH_PRIVACY_LEDGER")
+        if not url:
+            raise PrivacyLedgerUnknown("no privacy ledger: pass the mesh's (ledger_url(settings.home)) or set MESH_PRIVACY_LEDGER")
+        self.url = url
         if self.url.startswith("sqlite:///"):
             Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             # autocommit driver mode, so that BEGIN IMMEDIATE below takes the write lock up front

@@ -46,7 +46,6 @@ from mesh_platform.io import delta, gate, publishing, versions
 from mesh_platform.io.lake import Lake, name_part
 from mesh_platform.metadata import AGGREGATE, BYTES, CONSUMER_COLUMNS, CONTRACT_ID, CONTRACT_VERSION, PORT_MAJOR, PRIVATE_CONTRACT, PURPOSE
 from mesh_platform.quality import AuditedTable
-from mesh_platform.settings import MeshSettings
 
 
 def _partition_keys(context: dg.OutputContext) -> list[str] | None:
@@ -118,7 +117,12 @@ class MeshIOManager(dg.ConfigurableIOManager):
     """Stores products as contract-checked Parquet output ports, intermediates privately."""
 
     lake: str | None = None
-    """Root of the lake; defaults to ``MESH_LAKE`` (or ``$MESH_HOME/lake``)."""
+    """Root of the lake. ``Domain.definitions`` configures it with its code location's settings
+    (``MESH_LAKE``, or ``$MESH_HOME/lake``); the IO manager never reads the environment for it."""
+
+    home: str | None = None
+    """The mesh home (configured by ``Domain.definitions``): where the local masking key and privacy
+    ledger live when the deployment sets neither ``MESH_MASKING_KEY`` nor ``MESH_PRIVACY_LEDGER``."""
 
     domain: str | None = None
     """The domain the platform built this IO manager for. Not an identity: every step runs as the
@@ -126,7 +130,15 @@ class MeshIOManager(dg.ConfigurableIOManager):
     this one is refused (an IO manager configured as another domain cannot read as it)."""
 
     def _lake(self) -> Lake:
-        return Lake(self.lake or MeshSettings.from_env().lake)
+        if not self.lake:
+            raise ValueError("MeshIOManager has no lake: configure lake= (Domain.definitions configures it from its settings)")
+        return Lake(self.lake)
+
+    def _ledger(self) -> str | None:
+        """The privacy ledger of this mesh's home; None: the process's ``MESH_PRIVACY_LEDGER``."""
+        from mesh_platform.governance.privacy import ledger_url
+
+        return ledger_url(self.home) if self.home else None
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
@@ -138,7 +150,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
         if isinstance(obj, AuditedTable):
             # the product's step audited it against the contract of its plan: publish that, no look-up
             contract = publishing.own_contract(obj.contract, domain, name)
-            self._publish(context, lake, contract, obj.table, deferred=obj.deferred)
+            self._publish(context, lake, contract, obj.table, deferred=obj.deferred, home=self.home)
             return
         contract_id = context.definition_metadata.get(CONTRACT_ID)
         if contract_id:  # an asset built around the declarations: its contract from the registry
@@ -147,7 +159,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
             overlap = bool(contract.primary_key) and isinstance(obj, pd.DataFrame) and gate.worth_overlapping(len(obj))
             table = conform(obj, contract, defer_key=overlap)
             commit_gate = gate.CommitGate(lambda: check_key(table, contract), "primary key") if overlap else None
-            self._publish(context, lake, contract, table, gate=commit_gate)
+            self._publish(context, lake, contract, table, gate=commit_gate, home=self.home)
             return
         # A private intermediate: stored only as its own private contract allows (mesh_platform.private).
         if isinstance(obj, private.Kept):
@@ -160,7 +172,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
                     f"in domains/{domain}/contracts/private/{name}.yaml; nothing was stored"
                 )
             kept_under = load_contract(where)
-        stored = private.at_rest(obj, private.checked(kept_under, domain, name))
+        stored = private.at_rest(obj, private.checked(kept_under, domain, name), self.home)
         keys = _partition_keys(context)
         layout = partitions.of(kept_under) if keys is not None else None
         if layout is not None and isinstance(stored, pa.Table):
@@ -184,13 +196,13 @@ class MeshIOManager(dg.ConfigurableIOManager):
         context.add_output_metadata(metadata)
 
     @staticmethod
-    def _publish(context: dg.OutputContext, lake: Lake, contract, table, gate=None, deferred=None) -> None:
+    def _publish(context: dg.OutputContext, lake: Lake, contract, table, gate=None, deferred=None, home: str | None = None) -> None:
         """Publish ``table``; ``gate`` (or the audit's ``deferred`` rules) is what the commit waits for."""
         if deferred is not None:
             gate = deferred.gate
         keys = _partition_keys(context) if partitions.of(contract) is not None else None
         try:
-            written = publishing.publish(lake, contract, table, keys, gate=gate)
+            written = publishing.publish(lake, contract, table, keys, gate=gate, home=home)
         except BaseException:
             if deferred is not None:  # the step cannot report them any more: record them on it here
                 deferred.record(context)
@@ -260,7 +272,8 @@ class MeshIOManager(dg.ConfigurableIOManager):
                 version = (pinned or {}).get("aggregate", (pinned or {}).get("full"))
                 if version is None:
                     version = delta.current_version(lake, path, publishing.port_name(contract))
-                release = publishing.read_aggregate(lake, consumer, contract, meta[AGGREGATE], context.step_context.run_id, version)
+                release = publishing.read_aggregate(lake, consumer, contract, meta[AGGREGATE], context.step_context.run_id, version,
+                                                    ledger=self._ledger())
                 _record_read(context, 
                     {
                         **read_metadata(consumer, contract.id, f"v{contract.major}/aggregate", release.columns, [], [], len(release.frame), meta.get(PURPOSE), version),

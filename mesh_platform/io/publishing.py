@@ -225,7 +225,8 @@ def keys_unique_across(base, contract: Contract, partitioning: partitions.Partit
         )
 
 
-def publish(lake: Lake, contract: Contract, table: pa.Table, partition_keys: list[str] | None = None, *, gate=None) -> list[tuple[str, Published]]:
+def publish(lake: Lake, contract: Contract, table: pa.Table, partition_keys: list[str] | None = None, *, gate=None,
+            home: str | None = None) -> list[tuple[str, Published]]:
     """One Delta commit per variant; fails without committing anything when another writer got there first.
 
     ``partition_keys`` (days, for a partitioned contract): only those days are replaced
@@ -235,6 +236,9 @@ def publish(lake: Lake, contract: Contract, table: pa.Table, partition_keys: lis
     ``gate``: a check still running (:mod:`mesh_platform.io.gate`, the primary key's uniqueness):
     the full table's data files are written meanwhile and its commit waits for the check; when the
     check fails nothing is committed, to either variant, and its exception is raised.
+
+    ``home``: the mesh home whose local masking key pseudonymizes the masked variant when
+    ``MESH_MASKING_KEY`` is not set (:func:`mesh_platform.governance.masking.masking_key`).
     """
     full_path = Lake.port_path(contract.domain, contract.name, contract.major)
     masked_path = Lake.port_path(contract.domain, contract.name, contract.major, variant="masked")
@@ -258,7 +262,7 @@ def publish(lake: Lake, contract: Contract, table: pa.Table, partition_keys: lis
     if partitioning is not None:  # the run's rows are some days' only: say how many the table holds
         written[0] = ("full", replace(written[0][1], table_rows=delta.version_rows(lake, full_path, version)))
     if sensitive:
-        masked, _, _ = mask_table(table, contract)
+        masked, _, _ = mask_table(table, contract, home=home)
         try:
             masked_version = delta.write(
                 lake, masked_path, masked, port_name(contract, "masked"), masked_base,
@@ -291,7 +295,7 @@ def delta_metadata(written: list[tuple[str, Published]]) -> dict:
 
 
 def read_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, run_id: str | None = None, version: int | None = None,
-                   token: str | None = None) -> Release:
+                   token: str | None = None, ledger: str | None = None) -> Release:
     """A differentially private release for an aggregate-only grant; the budget is debited first.
 
     Where the deployment runs a privacy release service (``MESH_PRIVACY_SERVICE`` and this domain's
@@ -299,7 +303,9 @@ def read_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, r
     whose storage keys may read the product (:mod:`mesh_platform.privacy_service`); the service knows
     the consumer by its token, whatever ``consumer`` says. Otherwise (``mesh dev``, one local lake)
     it is computed here. ``token``: the consumer's, when this process asks on a consumer's behalf
-    (``mesh serve``, which knows the caller from its verified JWT).
+    (``mesh serve``, which knows the caller from its verified JWT). ``ledger``: the privacy ledger a
+    release computed here debits (:func:`mesh_platform.governance.privacy.ledger_url` of the mesh's
+    home; without it, the process's ``MESH_PRIVACY_LEDGER``).
     """
     import os
 
@@ -309,11 +315,13 @@ def read_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, r
         decision = authorize(consumer, contract, aggregate=True)  # refused here first, with the grant's reason
         frame, epsilon, remaining = request_release(service, token, contract.id, contract.major, query, run_id, version)
         return Release(frame, epsilon, remaining, aggregate.columns(decision.grant.privacy.unit))
-    return release_aggregate(lake, consumer, contract, query, run_id, version)
+    return release_aggregate(lake, consumer, contract, query, run_id, version, ledger)
 
 
-def release_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, run_id: str | None = None, version: int | None = None) -> Release:
-    """The release computed in this process, reading the product with this process's storage keys."""
+def release_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict, run_id: str | None = None, version: int | None = None,
+                      ledger: str | None = None) -> Release:
+    """The release computed in this process, reading the product with this process's storage keys;
+    the epsilon is debited from ``ledger`` (a SQLAlchemy URL; :class:`PrivacyLedger` says the default)."""
     import json
 
     aggregate = Aggregate.from_metadata(query)
@@ -323,7 +331,7 @@ def release_aggregate(lake: Lake, consumer: str, contract: Contract, query: dict
     from mesh_platform.quotas import for_domain
 
     quota = for_domain(consumer, default_domains_root() / consumer).get("privacy_epsilon")
-    remaining = PrivacyLedger().spend(consumer, contract.id, aggregate.epsilon, budget.epsilon, json.dumps(query, sort_keys=True), run_id, quota=quota)
+    remaining = PrivacyLedger(ledger).spend(consumer, contract.id, aggregate.epsilon, budget.epsilon, json.dumps(query, sort_keys=True), run_id, quota=quota)
     columns = aggregate.columns(budget.unit)
     table, _ = delta.read(lake, Lake.port_path(contract.domain, contract.name, contract.major), port_name(contract), columns, version)
     frame = compute(table.to_pandas(), contract, aggregate, budget.unit, budget.max_contributions)

@@ -7,7 +7,9 @@ Where the events go, first match wins:
    a lineage server such as Marquez: ``OPENLINEAGE_URL=http://marquez:5000``). This is the
    production setting; every transport of the client (http, kafka, file, composite, ...) works.
 2. ``MESH_LINEAGE_FILE``: a JSON-lines file, one event per line, appended to.
-3. The default: ``$MESH_HOME/lineage/events.jsonl``.
+3. The default: ``lineage/events.jsonl`` in the mesh's home, from the settings the caller passes
+   (the run's code location's, for its sensors and ``mesh materialize``; the command's, for
+   ``mesh lineage emit``).
 
 ``OPENLINEAGE_DISABLED=true`` (or ``MESH_LINEAGE=off``) sends nothing. Several processes (run
 workers, code servers running the lineage sensors, ``mesh materialize``) may append to one file: each
@@ -24,7 +26,10 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from mesh_platform.settings import MeshSettings
 
 
 def disabled() -> bool:
@@ -38,23 +43,22 @@ def _openlineage_configured() -> bool:
     )
 
 
-def events_file() -> Path | None:
-    """The JSON-lines file events are appended to, or ``None`` when OpenLineage's own configuration decides."""
+def events_file(home: str | Path) -> Path | None:
+    """The JSON-lines file events are appended to, or ``None`` when OpenLineage's own configuration
+    decides; by default in the mesh ``home``."""
     if _openlineage_configured():
         return None
     if os.environ.get("MESH_LINEAGE_FILE"):
         return Path(os.environ["MESH_LINEAGE_FILE"]).resolve()
-    from mesh_platform.settings import MeshSettings
-
-    return Path(MeshSettings.from_env().home) / "lineage" / "events.jsonl"
+    return Path(home) / "lineage" / "events.jsonl"
 
 
-def client():
+def client(home: str | Path):
     """An ``OpenLineageClient`` with the transport chosen as described above."""
     from openlineage.client import OpenLineageClient
     from openlineage.client.transport.file import FileConfig, FileTransport
 
-    path = events_file()
+    path = events_file(home)
     if path is None:
         return OpenLineageClient()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,15 +78,19 @@ def _locked(path: Path | None) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def emit_run(instance, run_id: str) -> list:
-    """Build and send the OpenLineage events of one Dagster run; returns them (empty when disabled)."""
+def emit_run(instance, run_id: str, settings: "MeshSettings") -> list:
+    """Build and send the OpenLineage events of one Dagster run; returns them (empty when disabled).
+
+    ``settings``: the mesh the run belongs to (its lake names the datasets, its home holds the
+    default events file)."""
     if disabled():
         return []
+    from mesh_platform.io.lake import Lake
     from mesh_platform.lineage.events import run_events
 
-    events = run_events(instance, run_id)
-    lineage = client()
-    path = events_file()
+    events = run_events(instance, run_id, lake=Lake(settings.lake))
+    lineage = client(settings.home)
+    path = events_file(settings.home)
     for event in events:
         with _locked(path):
             lineage.emit(event)
@@ -90,9 +98,8 @@ def emit_run(instance, run_id: str) -> list:
     return events
 
 
-def read_events(path: Path | None = None) -> list[dict]:
-    """The events in a JSON-lines events file, as dictionaries (oldest first)."""
-    path = path or events_file()
+def read_events(path: Path | None) -> list[dict]:
+    """The events in a JSON-lines events file (:func:`events_file`), as dictionaries (oldest first)."""
     if path is None or not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -69,7 +69,6 @@ from openlineage.client.facet_v2 import (
 from mesh_platform import metadata as mk
 from mesh_platform.contracts.model import Contract
 from mesh_platform.io.lake import Lake
-from mesh_platform.settings import MeshSettings
 
 
 def _project_version() -> str:
@@ -403,12 +402,12 @@ def _column_lineage(lake: Lake, lineage: dg.TableColumnLineage, contract: Contra
     return column_lineage_dataset.ColumnLineageDatasetFacet(fields=fields)
 
 
-def run_events(instance: dg.DagsterInstance, run_id: str, registry=None, lake: Lake | None = None) -> list[RunEvent]:
-    """The OpenLineage events of a Dagster run: START, and COMPLETE, FAIL or ABORT once it ended."""
+def run_events(instance: dg.DagsterInstance, run_id: str, registry=None, *, lake: Lake) -> list[RunEvent]:
+    """The OpenLineage events of a Dagster run: START, and COMPLETE, FAIL or ABORT once it ended.
+    ``lake``: the lake of the run's mesh (it names the datasets)."""
     from mesh_platform.contracts.registry import mesh_registry
 
     registry = registry if registry is not None else mesh_registry()
-    lake = lake or Lake(MeshSettings.from_env().lake)
     record = read_run(instance, run_id)
     run = record.run
 

@@ -37,18 +37,18 @@ from mesh_platform.contracts.registry import ContractRegistry, default_domains_r
 GRAPHML_NS = "http://graphml.graphdrawing.org/xmlns"
 
 
-def mesh_graph(mesh, root: Path | None = None) -> dict[str, Any]:
-    """The graph of ``mesh`` (a loaded :class:`mesh_platform.workspace.Mesh`)."""
+def mesh_graph(mesh, root: Path | None = None, *, lake: str) -> dict[str, Any]:
+    """The graph of ``mesh`` (a loaded :class:`mesh_platform.workspace.Mesh`); ``lake``: the mesh's
+    lake (the root of the output ports' URIs)."""
     from mesh_platform.contracts.loader import ContractError
     from mesh_platform.descriptor import load_descriptor
     from mesh_platform.governance.grants import read_grants
     from mesh_platform.io.lake import Lake
     from mesh_platform.specs import most_sensitive
-    from mesh_platform.settings import MeshSettings
 
     root = Path(root) if root else default_domains_root()
     registry = ContractRegistry.discover(root)
-    lake = Lake(MeshSettings.from_env().lake)
+    lake = Lake(lake)
     nodes: dict[str, dict] = {}
     edges: list[dict] = []
     problems = [p.__dict__ for p in mesh.problems] + [p.__dict__ for p in registry.problems]

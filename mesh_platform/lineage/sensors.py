@@ -13,19 +13,24 @@ no run is reported twice.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
+
+if TYPE_CHECKING:
+    from mesh_platform.settings import MeshSettings
 
 MATERIALIZE_TAG = ("mesh/launched_by", "mesh-materialize")
 
 
-def _emit(context, domain: str) -> dg.SkipReason | None:
+def _emit(context, domain: str, settings: "MeshSettings") -> dg.SkipReason | None:
     run = context.dagster_run
     if run.tags.get(MATERIALIZE_TAG[0]) == MATERIALIZE_TAG[1]:
         return dg.SkipReason(f"run {run.run_id} was launched by `mesh materialize`, which emits its lineage itself")
     from mesh_platform.lineage.emit import emit_run
 
     try:
-        events = emit_run(context.instance, run.run_id)
+        events = emit_run(context.instance, run.run_id, settings)
     except Exception as exc:  # lineage never fails the mesh: say so, and go on
         context.log.warning(f"OpenLineage events of run {run.run_id} ({domain}) could not be sent: {exc}")
         return dg.SkipReason(f"lineage of run {run.run_id} not sent: {exc}")
@@ -35,7 +40,9 @@ def _emit(context, domain: str) -> dg.SkipReason | None:
     return None
 
 
-def lineage_sensors(domain: str) -> list[dg.SensorDefinition]:
+def lineage_sensors(domain: str, settings: "MeshSettings") -> list[dg.SensorDefinition]:
+    """The domain's two run-status sensors; ``settings``: its code location's (the lake its events
+    name, the home their default file is in)."""
     @dg.run_status_sensor(
         name=f"{domain}_lineage_complete",
         run_status=dg.DagsterRunStatus.SUCCESS,
@@ -43,7 +50,7 @@ def lineage_sensors(domain: str) -> list[dg.SensorDefinition]:
         description=f"Sends the OpenLineage events (START, COMPLETE) of every successful run of the {domain} domain.",
     )
     def complete(context: dg.RunStatusSensorContext):
-        return _emit(context, domain)
+        return _emit(context, domain, settings)
 
     @dg.run_failure_sensor(
         name=f"{domain}_lineage_fail",
@@ -51,6 +58,6 @@ def lineage_sensors(domain: str) -> list[dg.SensorDefinition]:
         description=f"Sends the OpenLineage events (START, FAIL) of every failed run of the {domain} domain.",
     )
     def fail(context: dg.RunFailureSensorContext):
-        return _emit(context, domain)
+        return _emit(context, domain, settings)
 
     return [complete, fail]
