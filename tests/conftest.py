@@ -23,9 +23,6 @@ for var in ("MESH_LAKE", "MESH_SOURCES", "MESH_DOMAINS", "MESH_WORKSPACE"):
     os.environ.pop(var, None)
 os.environ["DAGSTER_HOME"] = str(_SESSION_HOME / "dagster_home")
 (_SESSION_HOME / "dagster_home").mkdir(parents=True, exist_ok=True)
-# as the `mesh` command pins it for itself (mesh_platform.cli._settings): what is handed only a lake
-# in this process (`mesh serve`'s service started by a test) debits the session home's ledger
-os.environ["MESH_PRIVACY_LEDGER"] = f"sqlite:///{_SESSION_HOME / 'privacy_ledger.sqlite'}"
 
 TEST_SCALE = 0.5
 

@@ -175,10 +175,10 @@ def test_a_malformed_flight_ticket_is_refused(served, settings):
 
 
 def test_aggregate_only_products_answer_differentially_private_queries(served, settings):
-    from mesh_platform.governance.privacy import PrivacyLedger
+    from mesh_platform.governance.privacy import PrivacyLedger, ledger_url
     from mesh_platform.serving.client import MeshClient
 
-    ledger = PrivacyLedger()
+    ledger = PrivacyLedger(ledger_url(settings.home))  # the service debits its home's ledger
     before = ledger.spent("analytics", "customer_care.conversations")
     frame = MeshClient(served.http.url, token(settings, "analytics")).aggregate(
         "customer_care.conversations", ["topic"], [{"kind": "count"}], epsilon=0.25)

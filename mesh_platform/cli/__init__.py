@@ -22,15 +22,9 @@ from mesh_platform.settings import MeshSettings
 
 
 def _settings() -> MeshSettings:
-    """The command's settings: read once (the command line is an entry point), pinned for its children.
-
-    The privacy ledger is pinned too (``MESH_PRIVACY_LEDGER``, unless the deployment names one): what
-    this process hands a lake alone (``mesh serve``'s aggregates) debits the home's ledger."""
-    from mesh_platform.settings import home_ledger
-
+    """The command's settings: read once (the command line is an entry point), pinned for its children."""
     settings = MeshSettings.from_env()
     settings.export()
-    os.environ.setdefault("MESH_PRIVACY_LEDGER", home_ledger(settings.home))
     return settings
 
 

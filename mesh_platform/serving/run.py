@@ -31,7 +31,7 @@ def start(settings: MeshSettings, domains_root: Path, host: str = "127.0.0.1", h
     jwks = jwks_path(settings.home)
     if not jwks.exists() and jwks == Path(settings.home) / "serve" / "jwks.json":
         _ensure_local_key(settings.home)  # local use: `mesh tokens issue` signs with the home's key
-    service = MeshService(Lake(settings.lake), domains_root, dg.DagsterInstance.get(), memory_limit, threads)
+    service = MeshService(Lake(settings.lake), domains_root, dg.DagsterInstance.get(), memory_limit, threads, home=settings.home)
     verifier = Verifier(jwks, service.domains())
     http = HttpServer(service, verifier, host, http_port).start()
     flight = FlightServer(service, verifier, host, flight_port).start()

@@ -22,6 +22,7 @@ import pyarrow as pa
 from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import MajorNotServed, mesh_registry
 from mesh_platform.governance.access import AccessDenied, authorize
+from mesh_platform.governance.privacy import ledger_url
 from mesh_platform.io import delta
 from mesh_platform.io.lake import Lake
 from mesh_platform.io.publishing import port_name, read_aggregate
@@ -90,8 +91,12 @@ def parse_filter(spec, columns: list[str]):
 
 
 class MeshService:
-    def __init__(self, lake: Lake, domains_root: Path, instance: dg.DagsterInstance, memory_limit: str = "1GB", threads: int = 2):
+    def __init__(self, lake: Lake, domains_root: Path, instance: dg.DagsterInstance, memory_limit: str = "1GB", threads: int = 2,
+                 home: str | None = None):
+        """``home``: the mesh home whose privacy ledger aggregates debit (``MESH_PRIVACY_LEDGER`` wins
+        when the deployment names one); None: the process must name one."""
         self.lake = lake
+        self.home = home
         self.domains_root = Path(domains_root)
         self.registry = mesh_registry(self.domains_root)
         self.audit = Auditor(instance)
@@ -348,7 +353,7 @@ class MeshService:
         try:
             authorize(caller.domain, contract, aggregate=True, root=self.domains_root)
             release = read_aggregate(self.lake, caller.domain, contract, aggregate.as_metadata(), run_id=f"serve-{uuid.uuid4().hex[:12]}",
-                                     token=self._privacy_token(caller.domain))
+                                     token=self._privacy_token(caller.domain), ledger=ledger_url(self.home) if self.home else None)
         except (AccessDenied, PrivacyBudgetExhausted, ReleaseRefused) as exc:
             reason = getattr(exc, "reason", str(exc))
             self.audit.denied(self._key(contract), caller.domain, contract.id, reason, protocol, None, None, caller.subject)
