@@ -285,15 +285,19 @@ class MeshService:
             (dataset, read_version), variant = self._dataset(caller, contract, decision, columns, None, protocol)
             opened.append((ref, contract, decision, columns, dataset, read_version, variant))
         con = sandbox.connect(self.memory_limit, self.threads)
-        for i, (ref, *_rest) in enumerate(opened):
-            sandbox.register(con, i, ref.sql_name, _rest[3])
-        sandbox.lock(con)
-        timer = threading.Timer(quota.seconds, con.interrupt)
-        timer.daemon = True
         timed_out = threading.Event()
-        timer.function = lambda: (timed_out.set(), con.interrupt())
-        timer.start()
+
+        def expire() -> None:  # the caller's serve_query_seconds: DuckDB stops the query where it is
+            timed_out.set()
+            con.interrupt()
+
+        timer = threading.Timer(quota.seconds, expire)
+        timer.daemon = True
         try:
+            for i, (ref, _contract, _decision, _columns, dataset, _version, _variant) in enumerate(opened):
+                sandbox.register(con, i, ref.sql_name, dataset)
+            sandbox.lock(con)
+            timer.start()
             reader = con.sql(query).to_arrow_reader(BATCH_ROWS)
         except Exception as exc:  # noqa: BLE001 - DuckDB's own refusals (files, extensions) and errors
             timer.cancel()
