@@ -885,6 +885,12 @@ def _cases(result: BenchmarkResult, m: dict, size: str, quick: bool) -> None:
 
 def run(config: RunConfig) -> BenchmarkResult:
     result = BenchmarkResult(NAME, DESCRIPTION, baseline="p95 against p50 of the same day; the stack's CPU per batch against the idle stack's per interval")
+    if config.quick and os.environ.get("MESH_BENCH_FRESHNESS_QUICK") != "1":
+        # a quick run is a smoke test of every benchmark in about a minute; starting the production
+        # stack alone takes minutes on two cores (and over half an hour when the cores are shared)
+        result.status = "skipped"
+        result.reason = "starts the production stack: run `python -m benchmarks run --only freshness` (or set MESH_BENCH_FRESHNESS_QUICK=1 for its quick day)"
+        return result
     scales = (QUICK_SCALE,) if config.quick else (tuple(float(s) for s in config.sizes) or SCALES)
     batches = QUICK_BATCHES if config.quick else BATCHES
     interval = QUICK_INTERVAL if config.quick else INTERVAL
