@@ -131,13 +131,10 @@ FAILED = ("FAILURE", "CANCELED")
 
 
 def skip_reason() -> str | None:
-    from mesh_platform.stack import StackError, postgres_bin
+    """The production benchmark's: the stack needs PostgreSQL's server binaries."""
+    from benchmarks.production import skip_reason as needs_postgres
 
-    try:
-        postgres_bin()
-    except StackError as exc:
-        return str(exc)
-    return None
+    return needs_postgres()
 
 
 # -- the asset graph, as the runs read it (a child process: it imports every domain) -------------------

@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 import pyarrow as pa
 
+from mesh_platform.serving.limits import LimitExceeded
 from mesh_platform.serving.service import MeshService, Refused, Stream
 from mesh_platform.serving.tokens import TokenRefused, Verifier
 
@@ -127,9 +128,9 @@ class Handler(BaseHTTPRequestHandler):
         except Refused:
             stream.close()
             raise
-        except Exception as exc:  # noqa: BLE001 - a limit reached on the first batch
+        except Exception as exc:  # noqa: BLE001 - a limit reached on the first batch, or a read that failed
             stream.close()
-            raise Refused(413 if "exceeds" in str(exc) else 500, str(exc)) from None
+            raise Refused(413 if isinstance(exc, LimitExceeded) else 500, str(exc)) from None
         rest = stream.batches
 
         def all_batches():
