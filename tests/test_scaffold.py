@@ -69,8 +69,12 @@ def test_a_pending_grant_gives_no_access_and_says_who_must_approve(project):
 
 
 @pytest.mark.slow
-def test_fresh_clone_to_a_new_domains_product_materialized_in_four_commands(project, sources):
-    """Scaffold a domain and a product, approve the request, materialize: four commands, all generated code passes."""
+def test_fresh_clone_to_a_new_domains_product_materialized_in_four_commands(project, sources, tmp_path):
+    """Scaffold a domain and a product, approve the request, materialize: four commands, all generated code passes.
+
+    The run writes to a lake and an instance of its own: under xdist another file's tests on this
+    worker count the session instance's runs, and a new domain's runs must not show up there.
+    """
     shutil.copytree(ROOT / "tests", project / "tests", ignore=shutil.ignore_patterns("__pycache__", "snapshots", "fixtures", "hostile"))
     shutil.copytree(ROOT / "infra", project / "infra")
     commands = [
@@ -79,9 +83,10 @@ def test_fresh_clone_to_a_new_domains_product_materialized_in_four_commands(proj
         ["grants", "approve", "policies", "underwriting"],
         ["materialize", "--in-process", "--select", "*underwriting"],
     ]
+    own = {"MESH_SOURCES": str(sources), "MESH_LAKE": str(tmp_path / "lake"), "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     outputs = []
     for i, args in enumerate(commands):
-        result = mesh(project, *args)
+        result = run_mesh(args, env={**copy_env(project), **own}, cwd=project)
         outputs.append(result.stdout + result.stderr)
         assert result.returncode == 0, "\n".join(outputs)
         if i == 1:  # before approval: validate passes and says what is pending and who approves
