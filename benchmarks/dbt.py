@@ -121,8 +121,8 @@ def stage_sources(project_dir: str, out_dir: str) -> dict[str, Any]:
     from mesh_platform.dbt.plan import resolve_sources
     from mesh_platform.dbt.assets import stage_sources as stage
     from mesh_platform.dbt.project import DbtDomainProject
-    from mesh_platform.io.lake import Lake
-    from mesh_platform.settings import MeshSettings
+    from mesh_platform.storage.lake import Lake
+    from mesh_platform.foundations.settings import MeshSettings
 
     project = DbtDomainProject(Path(project_dir))
     ports, problems = resolve_sources(project, mesh_registry(ROOT / "domains"), DBT_DOMAIN)

@@ -95,7 +95,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -155,11 +154,11 @@ def mesh_graph() -> dict[str, Any]:
                 os.environ[key] = value
         import dagster as dg
 
-        from mesh_platform.cli import _prepare_dbt
-        from mesh_platform.workspace import Mesh
+        from mesh_platform.cli.common import prepare_dbt
+        from mesh_platform.mesh.workspace import Mesh
 
         warnings.simplefilter("ignore")
-        _prepare_dbt(ROOT / "workspace.yaml")  # what every mesh command does first (a fresh checkout has no dbt manifest)
+        prepare_dbt(ROOT / "workspace.yaml")  # what every mesh command does first (a fresh checkout has no dbt manifest)
         graph: dict[str, Any] = {}
         for loaded in Mesh.load(ROOT / "workspace.yaml").domains:
             if loaded.defs is None:
@@ -303,9 +302,9 @@ query {
 
 
 def stack_runs(web: str) -> list[dict]:
-    from mesh_platform import stack
+    from mesh_platform.deployment.stack import webserver
 
-    found = stack.graphql(web, RUNS_QUERY, timeout=120)["runsOrError"]["results"]
+    found = webserver.graphql(web, RUNS_QUERY, timeout=120)["runsOrError"]["results"]
     for run in found:
         run["tags"] = {t["key"]: t["value"] for t in run["tags"]}
         run["location"] = (run.get("repositoryOrigin") or {}).get("repositoryLocationName")
@@ -316,7 +315,7 @@ def stack_runs(web: str) -> list[dict]:
 def _connect(url: str):
     import psycopg2
 
-    from mesh_platform.stack import libpq_url
+    from mesh_platform.deployment.stack.postgres import libpq_url
 
     return psycopg2.connect(libpq_url(url), connect_timeout=10)
 
@@ -337,7 +336,7 @@ def materializations(url: str) -> list[dict]:
     from dagster._core.events.log import EventLogEntry
     from dagster._serdes import deserialize_value
 
-    from mesh_platform.metadata import LANDED_FILES
+    from mesh_platform.foundations.metadata import LANDED_FILES
 
     con = _connect(url)
     try:
@@ -649,7 +648,7 @@ def analyse(raw: dict) -> dict[str, Any]:
 # -- one scale, end to end (a child process) --------------------------------------------------------------
 
 
-def _wait(what: str, check, timeout: float, every: float = 5.0):
+def wait_for(what: str, check, timeout: float, every: float = 5.0):
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -674,7 +673,7 @@ def quiet_window(url: str, seconds: float, quiet: float, tries: int = 3) -> tupl
         return True if time.time() - max(created for _, _, created in rows) >= min(quiet, 30.0) else "quiet period"
 
     for attempt in range(1, tries + 1):
-        _wait("the stack to be idle", settled, SETTLE_TIMEOUT)
+        wait_for("the stack to be idle", settled, SETTLE_TIMEOUT)
         start = time.time()
         time.sleep(seconds)
         end = time.time()
@@ -693,7 +692,7 @@ def day_in_stack(scale: float, batches: int, interval: float, idle: float, graph
     import boto3
 
     from benchmarks.whole_mesh import mesh_env
-    from mesh_platform import stack
+    from mesh_platform.deployment.stack import layout, processes
 
     home = Path(tempfile.mkdtemp(prefix="bench-fresh-stack-"))
     env = {**mesh_env(str(home)), "MESH_SENSOR_INTERVAL": TICK, "MESH_AUTOMATION_INTERVAL": TICK, "MESH_QUALITY_REPORTS": None}
@@ -702,7 +701,7 @@ def day_in_stack(scale: float, batches: int, interval: float, idle: float, graph
     sampler = None
     began = time.monotonic()
     try:
-        up = run_command([*cli, "stack", "up", "--port", str(stack.free_port()), "--scale", f"{scale:g}"], env=env, cwd=ROOT, timeout=setup_timeout)
+        up = run_command([*cli, "stack", "up", "--port", str(processes.free_port()), "--scale", f"{scale:g}"], env=env, cwd=ROOT, timeout=setup_timeout)
         state = json.loads(state_file.read_text())
         web, url = state["webserver"], state["env"]["DAGSTER_POSTGRES_URL"]
         domains = sorted(state["locations"])
@@ -721,7 +720,7 @@ def day_in_stack(scale: float, batches: int, interval: float, idle: float, graph
                 return "quiet period"
             return found
 
-        _wait("the mesh built by the daemon", built, max(60.0, setup_timeout - (time.monotonic() - began)))
+        wait_for("the mesh built by the daemon", built, max(60.0, setup_timeout - (time.monotonic() - began)))
         bootstrap_s = round(time.monotonic() - began, 1)
         roots = {p["name"]: p["pid"] for p in state["processes"]}
         try:
@@ -746,7 +745,7 @@ def day_in_stack(scale: float, batches: int, interval: float, idle: float, graph
             pause = batch["planned_at"] - time.time()
             if pause > 0:
                 time.sleep(min(pause, interval + 5))
-            put_start, put_end = land(s3, stack.LANDING_BUCKET, batch["files"])
+            put_start, put_end = land(s3, layout.LANDING_BUCKET, batch["files"])
             landed.append({"index": batch["index"], "days": batch["days"], "claims": batch["claims"], "files": sorted(batch["files"]),
                            "put_started": put_start, "landed_at": put_end})
             _log(f"scale {scale:g}: batch {batch['index']}/{batches} landed ({batch['claims']} claims on {batch['days'][0]})")
@@ -761,7 +760,7 @@ def day_in_stack(scale: float, batches: int, interval: float, idle: float, graph
 
         settle_note = None
         try:
-            _wait("the day's runs to finish", settled, settle_timeout)
+            wait_for("the day's runs to finish", settled, settle_timeout)
         except TimeoutError as exc:
             settle_note = str(exc)
         sampler.stop()
@@ -819,7 +818,8 @@ def day_in_stack(scale: float, batches: int, interval: float, idle: float, graph
         except CaseFailed as exc:
             _log(f"stack down: {exc}")
         if saved is not None:  # nothing of this stack may be left running, whatever happened above
-            from mesh_platform.stack import group_alive, stop_postgres
+            from mesh_platform.deployment.stack.postgres import stop_postgres
+            from mesh_platform.deployment.stack.processes import group_alive
 
             for p in saved["processes"]:
                 if group_alive(p["pid"]):

@@ -13,8 +13,8 @@ synthetic table (:mod:`benchmarks.synthetic_table`, 11 mixed-type columns):
     + ``to_pandas``: what the table format itself costs over plain Parquet.
 ``platform``
     what ``MeshIOManager`` does, called directly: ``conform(df, contract, defer_key=True)``, one
-    Delta commit on top of the port's snapshot (``mesh_platform.io.delta.write``) whose data files
-    are written while the primary key's uniqueness check runs (``mesh_platform.io.gate``; only the
+    Delta commit on top of the port's snapshot (``mesh_platform.storage.delta.write``) whose data files
+    are written while the primary key's uniqueness check runs (``mesh_platform.storage.gate``; only the
     commit waits for it), a read of that version
     (``delta.read``, which checks the commit), ``to_pandas``. After the timed round trips this case
     also measures **storage**: bytes of one version, of the table with every version kept (growth per
@@ -30,7 +30,7 @@ synthetic table (:mod:`benchmarks.synthetic_table`, 11 mixed-type columns):
     step (structural conform, every quality rule in DuckDB but the primary key's, which run while
     the write runs, the GX report written to the lake before the commit), then
     ``MeshIOManager.handle_output`` of the audited table and ``load_input``. Only when
-    ``mesh_platform.quality`` exists.
+    ``mesh_platform.quality.checks`` exists.
 ``platform write-audit-publish, key check before the write``
     the same with every rule, the key's included, run in the audit before the write.
 ``platform write-audit-publish + quotas``
@@ -144,10 +144,10 @@ def _deltalake(work: Path, contract) -> RoundTrip:
 def _platform(work: Path, contract, overlap: bool = True) -> RoundTrip:
     from mesh_platform.contracts import conform
     from mesh_platform.contracts.enforcement import check_key
-    from mesh_platform.io import delta
-    from mesh_platform.io.gate import CommitGate
-    from mesh_platform.io.io_manager import to_pandas
-    from mesh_platform.io.lake import Lake
+    from mesh_platform.storage import delta
+    from mesh_platform.storage.gate import CommitGate
+    from mesh_platform.storage.io_manager import to_pandas
+    from mesh_platform.storage.lake import Lake
 
     lake = Lake(str(work / "lake"))
     relpath = Lake.port_path(contract.domain, contract.name, contract.major)
@@ -171,8 +171,8 @@ def _platform(work: Path, contract, overlap: bool = True) -> RoundTrip:
 
 def storage_growth(work: Path, contract) -> dict[str, Any]:
     """Bytes the platform case's port keeps: one version, every version so far, after a vacuum to one."""
-    from mesh_platform.io import delta
-    from mesh_platform.io.lake import Lake
+    from mesh_platform.storage import delta
+    from mesh_platform.storage.lake import Lake
 
     lake = Lake(str(work / "lake"))
     relpath = Lake.port_path(contract.domain, contract.name, contract.major)
@@ -221,7 +221,7 @@ def _through_io_manager(io_manager, key: list[str], output_metadata: dict, input
 
 
 def _mesh_io_manager(work: Path, contract) -> RoundTrip:
-    from mesh_platform.io.io_manager import CONTRACT_ID, PORT_MAJOR, MeshIOManager
+    from mesh_platform.storage.io_manager import CONTRACT_ID, PORT_MAJOR, MeshIOManager
 
     meta = {CONTRACT_ID: contract.id}
     return _through_io_manager(MeshIOManager(lake=str(work / "lake")), [contract.domain, contract.name], meta, {**meta, PORT_MAJOR: contract.major})
@@ -229,9 +229,9 @@ def _mesh_io_manager(work: Path, contract) -> RoundTrip:
 
 def _write_audit_publish(work: Path, contract, with_quotas: bool = False, overlap: bool = True) -> RoundTrip:
     from benchmarks.quality import run_audit
-    from mesh_platform.io.io_manager import CONTRACT_ID, PORT_MAJOR, MeshIOManager
-    from mesh_platform.io.lake import Lake
-    from mesh_platform.quotas import BUILT_IN_DEFAULTS, Quotas, check_publish
+    from mesh_platform.storage.io_manager import CONTRACT_ID, PORT_MAJOR, MeshIOManager
+    from mesh_platform.storage.lake import Lake
+    from mesh_platform.governance.quotas import BUILT_IN_DEFAULTS, Quotas, check_publish
 
     lake = Lake(str(work / "lake"))  # where audit writes the GX report, as a product's step does
     quotas = Quotas(contract.domain, dict(BUILT_IN_DEFAULTS))

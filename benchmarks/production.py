@@ -35,7 +35,8 @@ QUICK_SECONDS = 40
 
 
 def skip_reason() -> str | None:
-    from mesh_platform.stack import StackError, postgres_bin
+    from mesh_platform.deployment.stack.layout import StackError
+    from mesh_platform.deployment.stack.postgres import postgres_bin
 
     try:
         postgres_bin()
@@ -83,7 +84,8 @@ def run_overhead(storage: str, postgres_url: str | None, warmup: int, repeats: i
 
 
 def _postgres(tmp: Path):
-    from mesh_platform.stack import StackLayout, StackState, start_postgres
+    from mesh_platform.deployment.stack.layout import StackLayout, StackState
+    from mesh_platform.deployment.stack.postgres import start_postgres
 
     layout = StackLayout(tmp / "stack")
     state = StackState()
@@ -95,9 +97,9 @@ def _postgres(tmp: Path):
 
 
 def _settled(web: str):
-    from mesh_platform import stack
+    from mesh_platform.deployment.stack import webserver
 
-    found = stack.runs(web)
+    found = webserver.runs(web)
     if any(r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING") for r in found):
         return None
     return found
@@ -120,7 +122,7 @@ def _chain(found: list[dict], after: float) -> dict | None:
     return {"claims": c, "fraud": f, "analytics": a}
 
 
-def _wait(check, timeout: float = 1200.0):
+def wait_for(check, timeout: float = 1200.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = check()
@@ -133,13 +135,13 @@ def _wait(check, timeout: float = 1200.0):
 def landing_to_analytics(scale: float = 1.0) -> dict[str, Any]:
     import boto3
 
-    from mesh_platform import stack
+    from mesh_platform.deployment.stack import layout, processes, webserver
 
     home = Path(tempfile.mkdtemp(prefix="bench-stack-"))
     env = {"MESH_HOME": str(home), "DAGSTER_HOME": None, "MESH_LAKE": None, "MESH_SOURCES": None,
            "MESH_SENSOR_INTERVAL": "5", "MESH_AUTOMATION_INTERVAL": "5"}
     cli = [sys.executable, "-m", "mesh_platform.cli"]
-    port = stack.free_port()
+    port = processes.free_port()
     try:
         up = run_command([*cli, "stack", "up", "--port", str(port), "--scale", f"{scale:g}"], env=env, cwd=ROOT, timeout=900)
         import json
@@ -147,8 +149,8 @@ def landing_to_analytics(scale: float = 1.0) -> dict[str, Any]:
         state = json.loads((home / "stack" / "stack.json").read_text())
         web = state["webserver"]
         started = time.time()
-        stack.launch(web, "policies", "policies_products")
-        _wait(lambda: (lambda f: f and _chain(f, started))(_settled(web)))
+        webserver.launch(web, "policies", "policies_products")
+        wait_for(lambda: (lambda f: f and _chain(f, started))(_settled(web)))
         bootstrap_s = time.time() - started
         sources = Path(state["env"]["MESH_SOURCES"]) / "claims_landing"
         header, *rows = (sources / "claims_batch_0004.csv").read_text().strip().splitlines()
@@ -157,8 +159,8 @@ def landing_to_analytics(scale: float = 1.0) -> dict[str, Any]:
         s3 = boto3.client("s3", endpoint_url=e["AWS_ENDPOINT_URL_S3"], region_name=e["AWS_REGION"],
                           aws_access_key_id=e["AWS_ACCESS_KEY_ID"], aws_secret_access_key=e["AWS_SECRET_ACCESS_KEY"])
         dropped = time.time()
-        s3.put_object(Bucket=stack.LANDING_BUCKET, Key="claims/claims_batch_0005.csv", Body=body.encode())
-        chain = _wait(lambda: (lambda f: f and _chain(f, dropped))(_settled(web)))
+        s3.put_object(Bucket=layout.LANDING_BUCKET, Key="claims/claims_batch_0005.csv", Body=body.encode())
+        chain = wait_for(lambda: (lambda f: f and _chain(f, dropped))(_settled(web)))
         c, f, a = chain["claims"], chain["fraud"], chain["analytics"]
         return {
             "landing_to_analytics_s": round(max(a["endTime"], f["endTime"]) - dropped, 2),
@@ -182,7 +184,7 @@ def run(config: RunConfig) -> BenchmarkResult:
     tmp = Path(tempfile.mkdtemp(prefix="bench-postgres-"))
     size = "5-asset run"
     try:
-        from mesh_platform.stack import stop_postgres
+        from mesh_platform.deployment.stack.postgres import stop_postgres
 
         url, state = _postgres(tmp)
         try:

@@ -35,10 +35,11 @@ TOP = 40
 # (area, regex on the function's file) in order: the first match names the area
 AREAS = [
     ("mesh_platform.contracts (model, loader, registry, enforcement)", r"mesh_platform/contracts/"),
-    ("mesh_platform.governance (grants, access, policies)", r"mesh_platform/governance/"),
+    ("mesh_platform.governance (grants, access, policies, quotas)", r"mesh_platform/governance/"),
     ("mesh_platform.quality", r"mesh_platform/quality/"),
-    ("mesh_platform.io", r"mesh_platform/io/"),
-    ("mesh_platform (domain, products, ports, other)", r"mesh_platform/"),
+    ("mesh_platform.storage", r"mesh_platform/storage/"),
+    ("mesh_platform.products (domain, plan, ports, specs)", r"mesh_platform/products/"),
+    ("mesh_platform (other)", r"mesh_platform/"),
     ("dagster", r"/dagster[^/]*/"),
     ("PyYAML", r"/yaml/"),
     ("pydantic", r"/pydantic"),

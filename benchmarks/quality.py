@@ -11,7 +11,7 @@ every required column, a unique key, ranges, a pattern, ``invalidValues``, ``nul
                      producer's DataFrame, :func:`reference_checks`: what a team hand-writes.
 ``platform evaluate``  ``mesh_platform.quality.evaluate``: every rule in one DuckDB pass over the
                      conformed Arrow table (conforming is done untimed).
-``platform audit``   ``mesh_platform.quality.audit`` as a product step runs it: structural conform
+``platform audit``   ``mesh_platform.quality.checks.audit`` as a product step runs it: structural conform
                      + evaluate + one Dagster check result per rule, reports off
                      (no report written).
 ``platform audit + GX report``  the same with the Great Expectations result and Data Docs page
@@ -127,7 +127,8 @@ def pandas_factory(df, contract) -> Timed:
 
 def evaluate_factory(df, contract) -> Timed:
     from mesh_platform.contracts import conform
-    from mesh_platform.quality import evaluate, rules_for
+    from mesh_platform.quality import evaluate
+    from mesh_platform.quality.checks import rules_for
 
     table, rules = conform(df, contract, check_values=False), rules_for(contract)
     return lambda: evaluate(table, rules)
@@ -137,7 +138,7 @@ def run_audit(contract, df, lake=None, defer_key: bool = False):
     """Drive ``audit`` (a generator of check results) to its return value, as Dagster would.
 
     ``defer_key``: as a product's step audits (the primary key's rules left running for the publish)."""
-    from mesh_platform.quality import audit
+    from mesh_platform.quality.checks import audit
 
     steps = audit(None, contract, df, lake=lake, reports=lake is not None, defer_key=defer_key)
     try:
@@ -152,7 +153,7 @@ def audit_factory(df, contract) -> Timed:
 
 
 def audit_with_report_factory(df, contract) -> Timed:
-    from mesh_platform.io.lake import Lake
+    from mesh_platform.storage.lake import Lake
 
     lake = Lake(tempfile.mkdtemp(prefix="bench-quality-lake-"))  # the GX reports go there
     return lambda: run_audit(contract, df, lake)

@@ -93,8 +93,8 @@ def floor_plan(home: str) -> dict[str, Any]:
             os.environ.pop(k, None)
     import dagster as dg
 
-    from mesh_platform.materialize import RunOutcome, materialize
-    from mesh_platform.workspace import Mesh
+    from mesh_platform.mesh.materialize import RunOutcome, materialize
+    from mesh_platform.mesh.workspace import Mesh
 
     mesh = Mesh.load(ROOT / "workspace.yaml")
     domains, external = {}, {}

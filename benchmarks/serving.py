@@ -57,8 +57,8 @@ def _setup(root: Path, rows: int) -> dict:
     import yaml
 
     from mesh_platform.contracts import load_contract
-    from mesh_platform.io import publishing
-    from mesh_platform.io.lake import Lake
+    from mesh_platform.storage import publishing
+    from mesh_platform.storage.lake import Lake
 
     contract_path = write_contract(root)
     domains = root / "domains"

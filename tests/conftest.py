@@ -46,7 +46,7 @@ def mesh_home() -> Path:
 
 @pytest.fixture(scope="session")
 def settings():
-    from mesh_platform.settings import MeshSettings
+    from mesh_platform.foundations.settings import MeshSettings
 
     return MeshSettings.from_env()
 
@@ -70,7 +70,7 @@ def dbt_manifests():
 
 @pytest.fixture(scope="session")
 def sources(settings):
-    from mesh_platform.simulation import simulate
+    from mesh_platform.sources.simulation import simulate
 
     simulate(settings.sources, scale=TEST_SCALE)
     return Path(settings.sources)

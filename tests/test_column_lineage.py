@@ -8,7 +8,7 @@ from conftest import copy_env, run_mesh
 
 
 def test_a_publish_carries_the_declared_column_lineage(materialized_mesh, settings):
-    from mesh_platform.instance import local_instance
+    from mesh_platform.mesh.instance import local_instance
 
     key = dg.AssetKey(["fraud", "claim_features"])
     with local_instance(settings) as instance:
@@ -22,7 +22,7 @@ def test_a_publish_carries_the_declared_column_lineage(materialized_mesh, settin
 
 
 def test_a_dbt_publish_carries_the_column_lineage_of_its_sql(materialized_mesh, settings):
-    from mesh_platform.instance import local_instance
+    from mesh_platform.mesh.instance import local_instance
 
     with local_instance(settings) as instance:
         event = instance.get_latest_materialization_event(dg.AssetKey(["analytics", "loss_ratio"]))
@@ -52,8 +52,8 @@ def test_a_source_the_product_does_not_read_fails_the_load_naming_file_and_field
 
 
 def test_openlineage_output_datasets_carry_the_column_lineage_facet(materialized_mesh, settings):
-    from mesh_platform.instance import local_instance
-    from mesh_platform.io.lake import Lake
+    from mesh_platform.mesh.instance import local_instance
+    from mesh_platform.storage.lake import Lake
     from mesh_platform.lineage.events import run_events
 
     key = dg.AssetKey(["fraud", "claim_features"])
@@ -92,7 +92,7 @@ def test_dbt_models_lineage_comes_from_their_sql():
 
 def test_dbt_sql_reads_are_narrower_than_the_declared_source_columns():
     """What the contract gate counts as read by a dbt model: the columns its SQL uses, joins included."""
-    from mesh_platform.workspace import Mesh
+    from mesh_platform.mesh.workspace import Mesh
 
     plan = Mesh.load().get("analytics").domain.last_plan.dbt
     loss = plan.model_columns("loss_ratio")

@@ -108,7 +108,7 @@ def test_a_run_without_the_models_checks_yields_none_of_them(materialized_mesh, 
     import dagster as dg
 
     from domains.analytics.definitions import defs
-    from mesh_platform.instance import local_instance
+    from mesh_platform.mesh.instance import local_instance
 
     key = dg.AssetKey(["analytics", "loss_ratio"])
     without_checks = dg.define_asset_job("loss_ratio_without_checks", selection=dg.AssetSelection.assets(key).without_checks())

@@ -1,4 +1,4 @@
-"""Output ports as Delta tables (mesh_platform.io.delta), exercised through Dagster materializations.
+"""Output ports as Delta tables (mesh_platform.storage.delta), exercised through Dagster materializations.
 
 - a publish is one commit per variant; the masked variant a sibling table; readers read the version
   the latest materialization recorded (a masked reader the masked version of the same publish);
@@ -33,11 +33,11 @@ import pytest
 from conftest import ROOT
 from deltalake import DeltaTable
 
-from mesh_platform import metadata as md
+from mesh_platform.foundations import metadata as md
 from mesh_platform.contracts.registry import mesh_registry
-from mesh_platform.io import delta
-from mesh_platform.io.io_manager import MeshIOManager
-from mesh_platform.io.lake import Lake
+from mesh_platform.storage import delta
+from mesh_platform.storage.io_manager import MeshIOManager
+from mesh_platform.storage.lake import Lake
 
 GRANT_WITHDRAWN = "    unmasked: [pii]\n"
 HOLDERS = dg.AssetKey(["policies", "policyholders"])
@@ -155,8 +155,8 @@ def test_a_killed_publish_leaves_the_table_at_its_previous_version(tmp_path):
     script = textwrap.dedent(
         f"""
         import pyarrow as pa
-        from mesh_platform.io import delta
-        from mesh_platform.io.lake import Lake
+        from mesh_platform.storage import delta
+        from mesh_platform.storage.lake import Lake
         lake = Lake({str(tmp_path)!r})
         n = 6_000_000
         big = pa.table({{"id": pa.array(range(n)), "value": pa.array([2] * n)}})
@@ -248,8 +248,8 @@ import dagster as dg
 import pandas as pd
 from domains.claims.definitions import defs  # noqa: F401 - loads the contracts
 from mesh_platform.contracts.registry import mesh_registry
-from mesh_platform.io import delta
-from mesh_platform.io.io_manager import MeshIOManager
+from mesh_platform.storage import delta
+from mesh_platform.storage.io_manager import MeshIOManager
 
 lake, barrier, rows, parties = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 real = delta.write
@@ -377,8 +377,8 @@ def test_maintenance_vacuums_by_the_contracts_retention_and_reports_bytes_kept(t
     """Through Dagster: publishes, then the domain's maintenance job; old versions' files go, history
     bytes are reported, the current version does not move, a replay of a vacuumed version fails clearly."""
     from mesh_platform.contracts.model import CustomProperty
-    from mesh_platform.quotas import storage_used
-    from mesh_platform.retention import maintenance_job, retention_of
+    from mesh_platform.governance.quotas import storage_used
+    from mesh_platform.storage.retention import maintenance_job, retention_of
 
     contract = mesh_registry().get("claims.claim_events")
     kept = contract.model_copy(update={"custom_properties": [*contract.custom_properties, CustomProperty(property="retention", value={"versions": 2})]})
@@ -477,7 +477,7 @@ def test_a_commit_gate_lets_the_write_run_and_holds_only_the_commit(tmp_path, pa
     and a failed check ends the write without one (the previous version stays, readable)."""
     import threading
 
-    from mesh_platform.io.gate import CommitGate
+    from mesh_platform.storage.gate import CommitGate
 
     lake = Lake(str(tmp_path))
     delta.write(lake, "d/p/v1", pa.table({"id": [1, 2], "value": [1, 1]}), "d.p v1", None)
@@ -521,7 +521,7 @@ def test_a_commit_gate_lets_the_write_run_and_holds_only_the_commit(tmp_path, pa
 def test_a_duplicate_key_checked_while_the_write_runs_commits_to_neither_variant(masked_mesh, monkeypatch):
     """A port published from a plain asset (conform in the IO manager): its key check overlaps the
     write; a duplicate key fails the run naming the key, and both variants keep their version."""
-    from mesh_platform.io import gate
+    from mesh_platform.storage import gate
 
     monkeypatch.setattr(gate, "OVERLAP_MIN_ROWS", 1)
     state, seen = {"df": holders(3, "a")}, {}

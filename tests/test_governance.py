@@ -208,7 +208,7 @@ def test_dp_release_counts_a_row_with_a_missing_group_value_in_no_group():
 
 @pytest.mark.slow
 def test_audit_holds_every_read_and_publish_of_a_full_run(materialized_mesh):
-    from mesh_platform.workspace import Mesh
+    from mesh_platform.mesh.workspace import Mesh
 
     result = run_mesh(["audit", "--json"])
     assert result.returncode == 0, result.stderr
@@ -221,7 +221,7 @@ def test_audit_holds_every_read_and_publish_of_a_full_run(materialized_mesh):
     publishes = sorted(r["product"] for r in initial if r["kind"] == "publish")
     assert publishes == sorted(ALLOWED)
     mesh = Mesh.load(ROOT / "workspace.yaml")
-    from mesh_platform.validation import input_ports
+    from mesh_platform.mesh.validation import input_ports
 
     expected_reads = sorted(pair for d in mesh.domains for pair in input_ports(d.domain))
     reads = sorted((r["consumer"], r["product"]) for r in initial if r["kind"] == "read")

@@ -109,7 +109,7 @@ def _sneak_module(project: Path, monkeypatch):
 
 def test_a_key_that_climbs_out_is_refused_at_run_time_and_audited(domains_copy, tmp_path, monkeypatch):
     """Past the loader (a code server loads a module as it is): the IO manager refuses both directions."""
-    from mesh_platform.io.io_manager import MeshIOManager
+    from mesh_platform.storage.io_manager import MeshIOManager
 
     plant(domains_copy, "sneak")
     lake = tmp_path / "lake"
@@ -144,7 +144,7 @@ def test_mesh_validate_loads_each_domain_apart_so_one_cannot_change_what_the_oth
     contract.write_text(contract.read_text().replace("version: 1.0.0", "version: one", 1))
     env = {**copy_env(domains_copy), "MESH_HOME": str(tmp_path / "home"), "MESH_LAKE": str(tmp_path / "lake")}
 
-    shared = subprocess.run([sys.executable, "-c", "from mesh_platform.validation import validate_mesh; r = validate_mesh(); print(r.domains)"],
+    shared = subprocess.run([sys.executable, "-c", "from mesh_platform.mesh.validation import validate_mesh; r = validate_mesh(); print(r.domains)"],
                             cwd=domains_copy, env={**os.environ, **env}, capture_output=True, text=True, timeout=300)
     assert shared.returncode == 0, shared.stderr
     assert int(shared.stdout.strip().splitlines()[-1]) < 6  # the door: in one process, meddle's changes reach the others

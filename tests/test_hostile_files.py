@@ -31,7 +31,7 @@ DOMAINS = ["policies", "claims", "customer_care", "fraud", "analytics"]
 
 def refusal(call) -> tuple[list, float, int]:
     """Run ``call``, which must raise ContractError: its problems, seconds and peak traced bytes."""
-    from mesh_platform.problems import ContractError
+    from mesh_platform.foundations.problems import ContractError
 
     tracemalloc.start()
     started = time.perf_counter()
@@ -73,7 +73,7 @@ def test_alias_bomb_grants_file_grants_nothing_and_says_why(tmp_path):
 
 
 def test_alias_bomb_domain_descriptor_is_refused(tmp_path):
-    from mesh_platform.domain import load_descriptor
+    from mesh_platform.products.domain import load_descriptor
 
     (tmp_path / "customer_care").mkdir()
     path = tmp_path / "customer_care" / "domain.yaml"
@@ -117,7 +117,7 @@ def test_a_named_pipe_is_refused_without_waiting_for_a_writer(tmp_path):
 
 
 def test_an_oversized_file_is_refused_before_it_is_read(tmp_path):
-    from mesh_platform import safe_yaml
+    from mesh_platform.foundations import safe_yaml
     from mesh_platform.contracts.loader import load_contract
 
     path = tmp_path / "big.yaml"
@@ -187,8 +187,8 @@ def test_a_malformed_grant_is_dropped_alone(tmp_path):
 LOAD = """
 import json, time
 started = time.perf_counter()
-from mesh_platform.workspace import Mesh
-from mesh_platform.validation import validate_mesh
+from mesh_platform.mesh.workspace import Mesh
+from mesh_platform.mesh.validation import validate_mesh
 mesh = Mesh.load()
 domains = {d.entry.location: [str(p) for p in d.problems] for d in mesh.domains}
 loaded = [d.entry.location for d in mesh.domains if d.ok]
@@ -294,8 +294,8 @@ def test_consumers_load_against_what_a_broken_producer_last_published(domains_co
                             "loaded against the contract fraud last published (fraud.fraud_scores 1.") for w in report["warnings"]), report["warnings"]
 
     from mesh_platform.contracts.registry import mesh_registry
-    from mesh_platform.io.lake import Lake
-    from mesh_platform.io.publishing import LastPublished, last_published_contract
+    from mesh_platform.storage.lake import Lake
+    from mesh_platform.storage.publishing import LastPublished, last_published_contract
 
     contract, version, variant = last_published_contract(Lake(settings.lake), "fraud", "fraud_scores")
     assert contract.id == "fraud.fraud_scores" and version >= 0 and variant == "full"

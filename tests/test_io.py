@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from mesh_platform.io.io_manager import MeshIOManager
-from mesh_platform.io.lake import Lake
+from mesh_platform.storage.io_manager import MeshIOManager
+from mesh_platform.storage.lake import Lake
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,7 +60,7 @@ def test_killed_writer_keeps_last_good_version(tmp_path):
     script = textwrap.dedent(
         f"""
         import pyarrow as pa, pyarrow.parquet as pq, sys
-        from mesh_platform.io.lake import Lake
+        from mesh_platform.storage.lake import Lake
         real = pq.write_table
         def slow(tbl, sink, **kw):
             sink.write(b"PAR1partial")

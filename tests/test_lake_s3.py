@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from mesh_platform.io import delta
-from mesh_platform.io.io_manager import MeshIOManager
-from mesh_platform.io.lake import Lake
+from mesh_platform.storage import delta
+from mesh_platform.storage.io_manager import MeshIOManager
+from mesh_platform.storage.lake import Lake
 
 
 def test_write_and_read_a_port_on_s3(s3_lake):
@@ -42,10 +42,10 @@ def test_io_manager_publishes_to_s3_and_keeps_last_good_version(s3_lake, sources
 
 
 def test_a_key_check_overlapping_the_write_on_s3_commits_only_when_it_passes(s3_lake, sources, monkeypatch):
-    """The overlapped key check (mesh_platform.io.gate) on S3: a unique key publishes (the stream
+    """The overlapped key check (mesh_platform.storage.gate) on S3: a unique key publishes (the stream
     ends, delta-rs commits), a duplicate one ends the stream with its error and commits nothing."""
     from mesh_platform.contracts.registry import mesh_registry
-    from mesh_platform.io import gate
+    from mesh_platform.storage import gate
 
     monkeypatch.setattr(gate, "OVERLAP_MIN_ROWS", 1)
     contract = mesh_registry().get("claims.claim_events")

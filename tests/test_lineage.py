@@ -22,7 +22,7 @@ from test_quality import FIXTURE, GOOD, shop  # noqa: F401  (the fixture domain 
 from mesh_platform.contracts.registry import ContractRegistry
 from mesh_platform.lineage.emit import emit_run, read_events
 from mesh_platform.lineage.sensors import lineage_sensors
-from mesh_platform.settings import MeshSettings
+from mesh_platform.foundations.settings import MeshSettings
 
 
 def of_lake(lake: Path) -> MeshSettings:
@@ -107,7 +107,7 @@ def test_a_successful_run_emits_start_and_complete_with_its_datasets(shop, event
 
 def test_a_run_reading_an_earlier_version_names_it_as_input(shop, events_file):  # noqa: F811
     from mesh_platform import Domain
-    from mesh_platform.io.io_manager import MeshIOManager
+    from mesh_platform.storage.io_manager import MeshIOManager
 
     state, run, instance, lake = shop
     first = run()
@@ -304,7 +304,7 @@ def test_lineage_export_to_an_unwritable_place_is_a_clear_error_and_writes_nothi
 @pytest.mark.slow
 def test_mesh_materialize_emits_every_run_with_its_input_ports(materialized_mesh, mesh_home, settings):
     from mesh_platform.governance.audit import audit_records
-    from mesh_platform.instance import local_instance
+    from mesh_platform.mesh.instance import local_instance
 
     events = read_events(mesh_home / "lineage" / "events.jsonl")
     instance = local_instance(settings)

@@ -77,7 +77,7 @@ def test_runs_go_through_the_queue_of_their_code_location(domains_copy, tmp_path
 
 
 def test_independent_domains_are_ready_together():
-    from mesh_platform.materialize import ready_batches
+    from mesh_platform.mesh.materialize import ready_batches
 
     a, b, c = dg.AssetKey(["a", "x"]), dg.AssetKey(["b", "y"]), dg.AssetKey(["c", "z"])
     graph = {a: ("a", set()), b: ("b", set()), c: ("c", {a, b})}
@@ -119,7 +119,7 @@ class _Queue:
         return run_id
 
     def wait_any(self, run_ids):
-        from mesh_platform.materialize import RunOutcome
+        from mesh_platform.mesh.materialize import RunOutcome
 
         run_id = min(run_ids, key=lambda r: int(r[3:]))
         domain, keys = self.started[run_id]
@@ -129,7 +129,7 @@ class _Queue:
 def test_through_the_queue_a_domain_can_take_two_runs_and_the_counter_counts_runs():
     """claims' landed files need nothing, claims/claims reads policies: through the queue the first
     start with policies and claims/claims follows in a second claims run. The progress says so."""
-    from mesh_platform.materialize import materialize
+    from mesh_platform.mesh.materialize import materialize
 
     p, landed, claims, fraud = (dg.AssetKey(k) for k in (["policies", "p"], ["claims", "landed"], ["claims", "claims"], ["fraud", "f"]))
     graph = {p: ("policies", set()), landed: ("claims", set()), claims: ("claims", {landed, p}), fraud: ("fraud", {claims, p})}

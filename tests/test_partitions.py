@@ -1,4 +1,4 @@
-"""Daily-partitioned products (mesh_platform.partitions), through Dagster and the `mesh` command.
+"""Daily-partitioned products (mesh_platform.products.partitions), through Dagster and the `mesh` command.
 
 - a contract's partitioning is checked when it loads (file and field named);
 - a partition run replaces its days only, in one Delta commit, and records one materialization per
@@ -20,12 +20,12 @@ import pytest
 from conftest import ROOT, run_mesh
 from deltalake import DeltaTable
 
-from mesh_platform import metadata as md
-from mesh_platform import partitions
+from mesh_platform.foundations import metadata as md
+from mesh_platform.products import partitions
 from mesh_platform.contracts.registry import mesh_registry
-from mesh_platform.io.io_manager import MeshIOManager
-from mesh_platform.io.lake import Lake
-from mesh_platform.usage import DEFAULT_PRICES, product_usage
+from mesh_platform.storage.io_manager import MeshIOManager
+from mesh_platform.storage.lake import Lake
+from mesh_platform.mesh.usage import DEFAULT_PRICES, product_usage
 
 EVENTS = dg.AssetKey(["claims", "claim_events"])
 
@@ -182,8 +182,8 @@ def test_rows_outside_the_partition_and_keys_on_other_days_publish_nothing(tmp_p
 
 
 def test_the_landing_sensor_requests_only_the_days_new_files_touch(tmp_path):
-    from mesh_platform.sensors import landing_zone_sensor
-    from mesh_platform.sources import LandingZone
+    from mesh_platform.sources.landing_sensor import landing_zone_sensor
+    from mesh_platform.sources.systems import LandingZone
 
     daily = partitions.daily_definition("2026-05-01")
 
@@ -289,11 +289,17 @@ import datetime as dt, importlib, json, sys
 import dagster as dg
 defs = importlib.import_module("domains.claims.definitions").defs
 schedule = defs.resolve_schedule_def("claims_sla_schedule")
-with dg.build_schedule_context(scheduled_execution_time=dt.datetime.fromisoformat(sys.argv[1])) as context:
-    request = schedule.evaluate_tick(context).run_requests[0]
 job = defs.resolve_implicit_global_asset_job_def()
 keys = [k for k in job.asset_layer.asset_graph.get_all_asset_keys() if k.path[0] == "claims" and job.asset_layer.asset_graph.get(k).is_materializable]
 with dg.DagsterInstance.get() as instance:
+    if sys.argv[2:] == ["busy"]:  # a run of claims already running (a landing batch, say)
+        instance.create_run_for_job(job, tags={"mesh/domain": "claims"}, asset_selection=frozenset(keys), status=dg.DagsterRunStatus.STARTED)
+    with dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime.fromisoformat(sys.argv[1])) as context:
+        tick = schedule.evaluate_tick(context)
+    if not tick.run_requests:
+        print(json.dumps({"skipped": tick.skip_message}))
+        sys.exit(0)
+    request = tick.run_requests[0]
     result = job.execute_in_process(instance=instance, asset_selection=keys, tags=request.tags, raise_on_error=False)
 print(json.dumps({"tags": request.tags, "success": result.success,
                   "errors": [str(e.event_specific_data.error.message)[:300] for e in result.get_step_failure_events()]}))
@@ -314,6 +320,20 @@ def test_an_sla_tick_of_a_partitioned_domain_runs_the_days_since_the_previous_ti
     assert outcome["tags"]["dagster/asset_partition_range_start"] == "2026-11-20"  # the previous hour's day
     assert outcome["tags"]["dagster/asset_partition_range_end"] == "2026-11-21"
     assert outcome["success"], outcome["errors"]
+
+
+def test_an_sla_tick_skips_while_a_run_of_its_domain_is_in_flight(claims_home):
+    """The run in flight refreshes the same products: a tick beside it would race it for the same ports."""
+    import subprocess
+    import sys
+
+    home, env = claims_home
+    full_env = {**__import__("os").environ, **env, "DAGSTER_HOME": str(home / "dagster_home"), "MESH_LAKE": str(home / "lake"),
+                "MESH_SOURCES": str(home / "sources")}
+    result = subprocess.run([sys.executable, "-c", TICK, "2026-11-21T05:00:00+00:00", "busy"], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome == {"skipped": "1 run(s) of claims in flight; they refresh its products"}
 
 
 def test_a_day_without_claims_publishes_an_empty_partition(claims_home):

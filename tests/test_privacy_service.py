@@ -1,6 +1,6 @@
 """The privacy release service: the only identity that reads aggregate-only products.
 
-A real service on loopback (:class:`mesh_platform.privacy_service.PrivacyService`) over the session's
+A real service on loopback (:class:`mesh_platform.deployment.privacy_service.PrivacyService`) over the session's
 materialized lake. The caller is the domain its token was issued to: a forged or missing token is
 refused, a domain without an aggregate grant is refused whatever it claims in the request, and the
 release debits the consumer's budget in the service's own ledger. A domain's own Dagster read of an
@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 
 from mesh_platform.governance.privacy import Aggregate, PrivacyLedger, ReleaseRefused, count, request_release
-from mesh_platform.privacy_service import PrivacyService
+from mesh_platform.deployment.privacy_service import PrivacyService
 
 QUERY = Aggregate(group_by=["topic"], measures=[count()], epsilon=0.01).as_metadata()
 PRODUCT = "customer_care.conversations"
@@ -78,8 +78,8 @@ def test_a_dagster_read_of_an_aggregate_port_asks_the_service(service, monkeypat
     empty folder: what its storage keys reach of the product): the release, and the debit, happen in
     the service (its ledger), under the token's identity."""
     from mesh_platform.contracts.registry import mesh_registry
-    from mesh_platform.io import publishing
-    from mesh_platform.io.lake import Lake
+    from mesh_platform.storage import publishing
+    from mesh_platform.storage.lake import Lake
 
     url, ledger = service
     monkeypatch.setenv("MESH_PRIVACY_SERVICE", url)

@@ -16,8 +16,8 @@ import pytest
 
 from mesh_platform import Domain
 from mesh_platform.contracts.registry import ContractRegistry
-from mesh_platform.domain import DomainDefinitionError
-from mesh_platform.io.io_manager import MeshIOManager
+from mesh_platform.products.domain import DomainDefinitionError
+from mesh_platform.storage.io_manager import MeshIOManager
 
 HEADER = "apiVersion: v3.1.0\nkind: DataContract\nid: careless.{name}\nname: {name}\nversion: 1.0.0\nstatus: active\ndomain: careless\n"
 
@@ -125,7 +125,7 @@ def test_private_contracts_that_cannot_hold_fail_the_domain_at_load(careless):
 
 def test_demo_private_assets_are_classified():
     """Every private asset of the demo mesh has a contract and shows it."""
-    from mesh_platform.workspace import Mesh
+    from mesh_platform.mesh.workspace import Mesh
 
     mesh = Mesh.load()
     assert not mesh.problems

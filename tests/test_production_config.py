@@ -20,9 +20,9 @@ import pytest
 import yaml
 from conftest import ROOT, copy_env, run_mesh
 
-from mesh_platform.io import s3 as mesh_s3
-from mesh_platform.sensors import landing_zone_sensor, record_landed
-from mesh_platform.sources import LandingZone
+from mesh_platform.sources import s3 as mesh_s3
+from mesh_platform.sources.landing_sensor import landing_zone_sensor, record_landed
+from mesh_platform.sources.systems import LandingZone
 
 
 def test_helm_values_are_generated_from_the_workspace_and_up_to_date(tmp_path):
@@ -73,7 +73,7 @@ def test_the_privacy_service_runs_as_its_own_identity_reachable_only_from_the_me
     pod = documents["Deployment"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "mesh-privacy" and pod["securityContext"]["runAsNonRoot"]
     container = pod["containers"][0]
-    assert container["command"][:3] == ["python", "-m", "mesh_platform.privacy_service"]
+    assert container["command"][:3] == ["python", "-m", "mesh_platform.deployment.privacy_service"]
     assert {"secretRef": {"name": "mesh-privacy-ledger"}} in container["envFrom"]
     assert pod["volumes"] == [{"name": "tokens", "secret": {"secretName": "mesh-privacy-tokens"}}]
     allowed = documents["NetworkPolicy"]["spec"]["ingress"][0]["from"]

@@ -14,9 +14,9 @@ import pytest
 from deltalake import DeltaTable
 
 from mesh_platform import Domain
-from mesh_platform.automation import sla_schedule
+from mesh_platform.products.automation import sla_schedule
 from mesh_platform.contracts.registry import ContractRegistry
-from mesh_platform.io.io_manager import MeshIOManager
+from mesh_platform.storage.io_manager import MeshIOManager
 from mesh_platform.quality.rules import rules_for
 
 FIXTURE = Path(__file__).parent / "fixtures" / "quality_mesh"
@@ -80,7 +80,7 @@ def served(lake, path: str) -> str:
     import threading
     import urllib.request
 
-    from mesh_platform.reports import make_server
+    from mesh_platform.quality.reports import make_server
 
     server = make_server(str(lake), "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -201,7 +201,7 @@ def test_sla_becomes_freshness_policy_and_automation():
 def test_a_duplicate_key_found_while_the_write_runs_publishes_nothing(shop, monkeypatch):
     """The primary key's rule runs while the IO manager writes (its commit waits for it): a duplicate
     key alone fails the step with the rule's check recorded, and the port keeps its Delta version."""
-    from mesh_platform.io import gate
+    from mesh_platform.storage import gate
 
     monkeypatch.setattr(gate, "OVERLAP_MIN_ROWS", 1)  # overlap even these 3 rows (as a long table's)
     state, run, instance, lake = shop

@@ -19,10 +19,10 @@ import pytest
 from conftest import ROOT, run_mesh
 from mesh_platform.contracts.loader import ContractError, load_contract, load_yaml
 from mesh_platform.governance.audit import audit_records
-from mesh_platform.io.io_manager import MeshIOManager
-from mesh_platform.partitions import range_tags
-from mesh_platform.simulation import SourceLayout, simulate
-from mesh_platform.sources import LandingZone, SqlDatabase
+from mesh_platform.storage.io_manager import MeshIOManager
+from mesh_platform.products.partitions import range_tags
+from mesh_platform.sources.simulation import SourceLayout, simulate
+from mesh_platform.sources.systems import LandingZone, SqlDatabase
 
 CLAIMS = dg.AssetKey(["claims", "claims"])
 LANDED = dg.AssetKey(["claims", "landed_claims"])
@@ -133,8 +133,8 @@ def test_contact_details_in_rejected_rows_are_redacted_before_they_are_stored(tm
     text value before the quarantine stores them, and keeps the rest of the row as it was."""
     import dagster as dg
 
-    from mesh_platform import quarantine
-    from mesh_platform.io.lake import Lake
+    from mesh_platform.quality import quarantine
+    from mesh_platform.storage.lake import Lake
 
     rows = pd.DataFrame({
         "claim_ref": ["CLM-0000001", "CLM-0000002"],
@@ -285,7 +285,7 @@ def test_other_domains_storage_policies_never_reach_a_quarantine():
 def test_a_reason_to_frame_mapping_is_enough_and_no_limits_means_warn_never_block(tmp_path, monkeypatch):
     from mesh_platform import Domain
     from mesh_platform.contracts.registry import ContractRegistry
-    from mesh_platform.quarantine import Screened
+    from mesh_platform.quality.quarantine import Screened
 
     fixture = Path(__file__).parent / "fixtures" / "quality_mesh"
     monkeypatch.setenv("MESH_DOMAINS", str(fixture))
@@ -333,7 +333,7 @@ def test_a_reason_to_frame_mapping_is_enough_and_no_limits_means_warn_never_bloc
     ],
 )
 def test_unresolved_references_match_pandas_semantics(values, known, bad):
-    from mesh_platform.quarantine import Rejects
+    from mesh_platform.quality.quarantine import Rejects
 
     frame = pd.DataFrame({"ref": values.set_axis(range(10, 10 + len(values)))})  # a non-default index is kept
     kept = Rejects().unresolved(frame, "ref", known)

@@ -13,8 +13,8 @@ import yaml
 
 from mesh_platform import Domain
 from mesh_platform.contracts.registry import ContractRegistry
-from mesh_platform.domain import DomainDefinitionError
-from mesh_platform.io.io_manager import MeshIOManager
+from mesh_platform.products.domain import DomainDefinitionError
+from mesh_platform.storage.io_manager import MeshIOManager
 
 FIXTURE = Path(__file__).parent / "fixtures" / "quality_mesh"
 ROWS = pd.DataFrame({"order_id": [f"O-{i}" for i in range(10)], "status": ["open"] * 10, "amount": [1.0] * 10, "coupon": [None] * 10})
@@ -143,9 +143,9 @@ def test_near_a_quota_the_check_warns(project, tmp_path):
 
 
 def test_the_local_instance_limits_each_domains_runs_by_its_quota(tmp_path, project):
-    from mesh_platform import instance as mesh_instance
-    from mesh_platform.quotas import domain_limits
-    from mesh_platform.settings import MeshSettings
+    from mesh_platform.mesh import instance as mesh_instance
+    from mesh_platform.governance.quotas import domain_limits
+    from mesh_platform.foundations.settings import MeshSettings
 
     domains, descriptor = project
     _with_quotas(descriptor, {"concurrent_runs": 3, "pool_slots": 1})
@@ -174,8 +174,8 @@ def test_the_daemon_holds_runs_to_each_domains_quota(tmp_path, monkeypatch):
     from dagster._core.workspace.load_target import WorkspaceFileTarget
     from dagster_graphql.test.utils import execute_dagster_graphql
 
-    from mesh_platform import instance as mesh_instance
-    from mesh_platform.quotas import MeshQuotas, resolve
+    from mesh_platform.mesh import instance as mesh_instance
+    from mesh_platform.governance.quotas import MeshQuotas, resolve
 
     mesh = MeshQuotas({"concurrent_runs": 1, "pool_slots": 1, "max_run_seconds": 600}, {})
     quotas = {name: resolve(name, None, "domain.yaml", mesh)[0] for name in ("alpha", "beta", "gamma")}
@@ -246,7 +246,7 @@ def test_mesh_quotas_and_usage_report_the_materialized_mesh(materialized_mesh, s
 
     from conftest import run_mesh
 
-    from mesh_platform.io.lake import Lake
+    from mesh_platform.storage.lake import Lake
 
     result = run_mesh(["quotas", "--json"])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -298,7 +298,7 @@ def test_mesh_quotas_and_usage_report_the_materialized_mesh(materialized_mesh, s
 
 def test_quota_values_read_as_people_read_them():
     """`mesh quotas` text: sizes in units, run time in seconds and hours, an unset quota is no limit."""
-    from mesh_platform.quotas import show
+    from mesh_platform.governance.quotas import show
 
     assert show("bytes_per_publish", 8 * 1024**3) == "8.0 GiB"
     assert show("storage_bytes", 512) == "512 B"

@@ -20,7 +20,7 @@ import dagster as dg
 import pytest
 from conftest import ROOT
 
-from mesh_platform import run_cleanup
+from mesh_platform.mesh import run_cleanup
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Crash debris: a run whose worker died is marked failed by Dagster's run monitoring (local instance).
 
-The instance is the one `mesh` writes (``mesh_platform.instance``); the run is launched through
+The instance is the one `mesh` writes (``mesh_platform.mesh.instance``); the run is launched through
 Dagster (GraphQL, a code server, a run worker process), the worker is killed with SIGKILL, and the
 real ``dagster-daemon`` notices and fails the run.
 """
@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from mesh_platform import instance as mesh_instance
+from mesh_platform.mesh import instance as mesh_instance
 
 pytestmark = pytest.mark.slow
 

@@ -18,10 +18,10 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from mesh_platform import helm, run_pods
-from mesh_platform.helm import quota_resources
-from mesh_platform.quotas import run_tags
-from mesh_platform.workspace import read_workspace
+from mesh_platform.deployment import helm, run_pods
+from mesh_platform.deployment.helm import quota_resources
+from mesh_platform.governance.quotas import run_tags
+from mesh_platform.mesh.workspace import read_workspace
 
 VALUES = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
 NAMESPACES = [d for d in yaml.safe_load_all((ROOT / "infra" / "helm" / "run-namespaces.yaml").read_text()) if d]

@@ -142,7 +142,7 @@ def test_dg_checks_every_domains_definitions(project):
 
 def test_product_pages_end_with_how_to_consume_them_python_and_dbt():
     """analytics has a Python product and dbt products: every product's page ends the same way."""
-    from mesh_platform.workspace import LocationEntry, load_domain
+    from mesh_platform.mesh.workspace import LocationEntry, load_domain
 
     loaded = load_domain(LocationEntry("analytics", "domains.analytics.definitions"), ROOT)
     assert loaded.ok, loaded.problems
@@ -165,7 +165,7 @@ def test_dg_workspace_lists_the_same_domains_as_workspace_yaml():
     """`mesh` reads workspace.yaml, `dg` (and `mesh dev`) dg.toml: one domain each, same names, one project per domain."""
     import tomllib
 
-    from mesh_platform.workspace import read_workspace
+    from mesh_platform.mesh.workspace import read_workspace
 
     locations = {e.location for e in read_workspace(ROOT / "workspace.yaml")}
     projects = tomllib.loads((ROOT / "dg.toml").read_text())["workspace"]["projects"]

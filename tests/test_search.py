@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT
 
-from mesh_platform.search import SearchError, add_freshness, ensure_index, query, search
+from mesh_platform.mesh.search import SearchError, add_freshness, ensure_index, query, search
 
 
 @pytest.fixture

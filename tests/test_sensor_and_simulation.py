@@ -7,9 +7,9 @@ import json
 import dagster as dg
 import pandas as pd
 
-from mesh_platform.sensors import landing_zone_sensor
-from mesh_platform.simulation import SourceLayout, simulate
-from mesh_platform.sources import LandingZone
+from mesh_platform.sources.landing_sensor import landing_zone_sensor
+from mesh_platform.sources.simulation import SourceLayout, simulate
+from mesh_platform.sources.systems import LandingZone
 
 
 def test_simulation_is_deterministic_and_scales(tmp_path):

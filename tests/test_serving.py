@@ -191,7 +191,7 @@ def test_aggregate_only_products_answer_differentially_private_queries(served, s
 
 def test_every_request_is_audited_with_the_caller_from_its_token(served, settings):
     from mesh_platform.governance.audit import audit_records
-    from mesh_platform.instance import local_instance
+    from mesh_platform.mesh.instance import local_instance
 
     query = "SELECT status, count(*) FROM claims.claims GROUP BY 1"
     result = http(served.http.url, "/sql", token(settings, "fraud", person="ada@acme-insurance.example"), {"query": query})
@@ -288,8 +288,8 @@ def test_limits_stop_a_runaway_query_a_large_answer_and_extra_requests(limited, 
 
 def test_a_version_read_and_a_vacuumed_version_refused(served, settings, tmp_path):
     from mesh_platform.contracts.registry import mesh_registry
-    from mesh_platform.io import delta, publishing
-    from mesh_platform.io.lake import Lake
+    from mesh_platform.storage import delta, publishing
+    from mesh_platform.storage.lake import Lake
     from mesh_platform.serving.service import MeshService, Refused
     from mesh_platform.serving.tokens import Caller
 

@@ -20,7 +20,7 @@ from deltalake import DeltaTable
 
 from mesh_platform import Domain
 from mesh_platform.contracts.registry import ContractRegistry
-from mesh_platform.settings import MeshSettings
+from mesh_platform.foundations.settings import MeshSettings
 
 PLATFORM = Path(__file__).resolve().parents[1] / "mesh_platform"
 FIXTURE = Path(__file__).parent / "fixtures" / "quality_mesh"
@@ -137,8 +137,8 @@ def test_one_process_builds_and_materializes_two_meshes_each_into_its_own_lake(t
 def test_each_mesh_keeps_its_masking_key_and_privacy_ledger_in_its_own_home(tmp_path, monkeypatch):
     from mesh_platform.governance.masking import masking_key
     from mesh_platform.governance.privacy import ledger_url
-    from mesh_platform.io.io_manager import MeshIOManager
-    from mesh_platform.launch_env import started_with
+    from mesh_platform.storage.io_manager import MeshIOManager
+    from mesh_platform.foundations.launch_env import started_with
 
     if started_with("MESH_MASKING_KEY"):
         pytest.skip("this process was started with MESH_MASKING_KEY: no key is kept in a home")

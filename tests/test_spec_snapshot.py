@@ -20,7 +20,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mesh_platform.workspace import Mesh
+from mesh_platform.mesh.workspace import Mesh
 
 SNAPSHOTS = Path(__file__).parent / "snapshots" / "specs"
 STABLE_VALUES = ("mesh/contract_id", "mesh/port_major", "mesh/contract_version", "mesh/port_path", "mesh/private", "mesh/policies", "mesh/partitioning", "dagster/column_schema")

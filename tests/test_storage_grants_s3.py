@@ -45,12 +45,12 @@ from s3_server import Credentials, S3Server
 
 from mesh_platform.contracts.registry import mesh_registry
 from mesh_platform.governance.access import authorize
-from mesh_platform.iam import policies_for
+from mesh_platform.deployment.iam import policies_for
 from mesh_platform.governance.masking import sensitive_columns
-from mesh_platform.io import delta
-from mesh_platform.io.lake import Lake
-from mesh_platform.ports import resolve
-from mesh_platform.workspace import Mesh
+from mesh_platform.storage import delta
+from mesh_platform.storage.lake import Lake
+from mesh_platform.products.ports import resolve
+from mesh_platform.mesh.workspace import Mesh
 
 PREFIX = "lake"
 PRIVACY = "mesh-privacy"
@@ -316,7 +316,7 @@ def test_the_io_manager_publishes_only_its_own_domains_ports(s3, demo, monkeypat
     import dagster as dg
     import pandas as pd
 
-    from mesh_platform.io.io_manager import MeshIOManager
+    from mesh_platform.storage.io_manager import MeshIOManager
 
     contract = mesh_registry().get("claims.claim_events")
     frame = pd.DataFrame({"event_id": [1], "claim_id": ["C1"], "event_type": ["opened"], "occurred_at": pd.to_datetime(["2025-01-01"])})
@@ -357,7 +357,7 @@ def test_listing_is_limited_to_own_and_granted_prefixes(s3, demo):
 def test_the_generator_refuses_a_full_object_with_columns_the_reader_is_not_cleared_for(mesh, tmp_path, monkeypatch):
     """S3 grants objects, not columns: customer_care is cleared for the pii it reads from policyholders,
     but once the product also holds a restricted column, the full object would hand it that column."""
-    from mesh_platform.iam import StorageGrantError
+    from mesh_platform.deployment.iam import StorageGrantError
 
     domains = tmp_path / "domains"
     shutil.copytree(ROOT / "domains", domains, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
@@ -379,7 +379,7 @@ def test_the_generator_refuses_a_full_object_with_columns_the_reader_is_not_clea
 def test_the_access_log_names_who_storage_refused(tmp_path):
     """The server, not the caller, records each request: a refusal of code that never calls the
     platform is in the log with the identity whose key signed it (``mesh audit --storage``)."""
-    from mesh_platform.s3_server import read_access_log
+    from mesh_platform.deployment.s3_server import read_access_log
 
     log = tmp_path / "access.jsonl"
     with S3Server(iam=True, access_log=log) as server:

@@ -7,8 +7,8 @@ import re
 import pandas as pd
 import pytest
 
-from mesh_platform.simulation.insurance import simulate_claims, simulate_conversations, simulate_customers, simulate_policies
-from mesh_platform.text import redact_contact_details, redact_emails, redact_names, redact_phone_numbers
+from mesh_platform.sources.simulation.insurance import simulate_claims, simulate_conversations, simulate_customers, simulate_policies
+from mesh_platform.foundations.text import redact_contact_details, redact_emails, redact_names, redact_phone_numbers
 
 
 def one(text: str, name: str | None = None, region: str = "GB") -> str:

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mesh_platform import Domain, InputPort
-from mesh_platform.governance.privacy import Aggregate, count, mean
+from mesh_platform import Aggregate, Domain, InputPort, count, mean
 
 domain = Domain.load(__file__)
 domain.dbt(Path(__file__).resolve().parents[2] / "dbt" / "analytics")

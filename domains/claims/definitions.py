@@ -2,10 +2,7 @@
 
 import pandas as pd
 
-from mesh_platform import Domain, InputPort
-from mesh_platform.quarantine import Rejects, Screened
-from mesh_platform.sensors import landing_zone_sensor, record_landed
-from mesh_platform.sources import LandingZone, landed_for_run
+from mesh_platform import Domain, InputPort, LandingZone, Rejects, Screened, landed_for_run, landing_zone_sensor, record_landed
 
 domain = Domain.load(__file__)
 

@@ -2,10 +2,7 @@
 
 import pandas as pd
 
-from mesh_platform import Domain, InputPort
-from mesh_platform.quarantine import Rejects, Screened
-from mesh_platform.sources import LandingZone
-from mesh_platform.text import redact_contact_details
+from mesh_platform import Domain, InputPort, LandingZone, Rejects, Screened, redact_contact_details
 
 domain = Domain.load(__file__)
 

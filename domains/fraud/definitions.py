@@ -5,8 +5,7 @@ scikit-learn is imported inside the transforms, never at definitions load.
 
 import pandas as pd
 
-from mesh_platform import Domain, InputPort, NotYet
-from mesh_platform.partitions import ALL, Window, on_run_days
+from mesh_platform import ALL, Domain, InputPort, NotYet, Window, on_run_days
 
 domain = Domain.load(__file__)
 

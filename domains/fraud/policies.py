@@ -1,6 +1,6 @@
 """The fraud domain's own policies, on top of the mesh's global ones."""
 
-from mesh_platform.governance.policies import policy
+from mesh_platform import policy
 
 
 @policy("model_outputs_state_limitations", "Products derived from a model say what the model cannot tell.")

@@ -2,8 +2,7 @@
 
 import pandas as pd
 
-from mesh_platform import Domain
-from mesh_platform.sources import SqlDatabase
+from mesh_platform import Domain, SqlDatabase
 
 domain = Domain.load(__file__)
 

@@ -1,6 +1,6 @@
 """``mesh contract``: diff two versions, check the changes since a git ref against their readers, export.
 
-``diff`` and ``check`` judge each change by the mesh's readers (:mod:`mesh_platform.consumers`,
+``diff`` and ``check`` judge each change by the mesh's readers (:mod:`mesh_platform.mesh.consumers`,
 :mod:`mesh_platform.contracts.impact`): breaking for named consumers, possibly breaking, compatible.
 They exit 1 only when a named consumer breaks without a major bump (``--strict``: also on a
 possibly breaking change without one). ``--format junit`` is for CI test reports.
@@ -32,12 +32,12 @@ def _readers(old: dict[str, tuple[str, str]], workspace: Path | None, window_day
 
     import dagster as dg
 
-    from mesh_platform.cli import _prepare_dbt, _settings
-    from mesh_platform.consumers import Readers, find_readers
+    from mesh_platform.cli.common import command_settings, prepare_dbt
     from mesh_platform.contracts.registry import default_domains_root, mesh_registry
-    from mesh_platform.workspace import Mesh
+    from mesh_platform.mesh.consumers import Readers, find_readers
+    from mesh_platform.mesh.workspace import Mesh
 
-    settings = _settings()
+    settings = command_settings()
     ids = set(old)
     with tempfile.TemporaryDirectory(prefix="mesh-contract-check-") as tmp:
         try:
@@ -48,7 +48,7 @@ def _readers(old: dict[str, tuple[str, str]], workspace: Path | None, window_day
                 (before / rel).parent.mkdir(parents=True, exist_ok=True)
                 (before / rel).write_text(text)
             os.environ["MESH_DOMAINS"] = str(before)
-            _prepare_dbt(workspace)
+            prepare_dbt(workspace)
             mesh = Mesh.load(workspace)
         except Exception as exc:  # no workspace, a broken workspace file, dbt that will not parse
             first = str(exc).splitlines()[0] if str(exc) else ""
@@ -200,11 +200,11 @@ def contract_check(ref: str, fmt: str, output: Path | None, window_days: int, no
 @click.argument("ids", nargs=-1)
 def contract_export(export_all: bool, out: Path, ids: tuple[str, ...]) -> None:
     """Write contracts as standard ODCS v3.1 YAML files, one per product major: <id>.v<major>.odcs.yaml."""
-    from mesh_platform.cli import _settings
+    from mesh_platform.cli.common import command_settings
     from mesh_platform.contracts.loader import dump_contract
     from mesh_platform.contracts.registry import ContractRegistry
 
-    _settings()
+    command_settings()
     registry = ContractRegistry.discover()
     if not export_all and not ids:
         raise click.UsageError("name contract ids to export, or --all")

@@ -1,4 +1,4 @@
-"""``mesh helm``: values for Dagster's Helm chart, one user-code deployment per domain (see :mod:`mesh_platform.helm`)."""
+"""``mesh helm``: values for Dagster's Helm chart, one user-code deployment per domain (see :mod:`mesh_platform.deployment.helm`)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ def helm(image: str, lake: str, logs_bucket: str, region: str, role_arn_template
          workspace: Path | None, show_runs: bool, as_json: bool) -> None:
     """Write the Helm values (one user-code deployment per workspace entry, from each domain.yaml) and
     the domains' run namespaces beside them (run-namespaces.yaml)."""
-    from mesh_platform import helm as generator
-    from mesh_platform.problems import ContractError
-    from mesh_platform.workspace import find_workspace
+    from mesh_platform.deployment import helm as generator
+    from mesh_platform.foundations.problems import ContractError
+    from mesh_platform.mesh.workspace import find_workspace
 
     workspace = (workspace or find_workspace()).resolve()
     options = dict(image=image, lake=lake, logs_bucket=logs_bucket, region=region, role_arn_template=role_arn_template, release_namespace=release_namespace)
@@ -45,8 +45,8 @@ def helm(image: str, lake: str, logs_bucket: str, region: str, role_arn_template
 
 def _show_runs(values: dict, workspace: Path, as_json: bool) -> None:
     try:
-        from mesh_platform import run_pods
-        from mesh_platform.quotas import run_tags
+        from mesh_platform.deployment import run_pods
+        from mesh_platform.governance.quotas import run_tags
     except ImportError as exc:  # pragma: no cover - the k8s extra is part of dev and the image
         raise click.ClickException(f"rendering run Jobs needs dagster-k8s: pip install -c requirements-lock.txt -e '.[k8s]' ({exc})") from None
     manifests = {}

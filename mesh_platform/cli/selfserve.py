@@ -8,7 +8,7 @@ import click
 
 
 def _project_root() -> Path:
-    from mesh_platform.workspace import find_workspace
+    from mesh_platform.mesh.workspace import find_workspace
 
     try:
         return find_workspace().parent
@@ -17,7 +17,7 @@ def _project_root() -> Path:
 
 
 def _apply(changes) -> None:
-    from mesh_platform.problems import display_path
+    from mesh_platform.foundations.problems import display_path
 
     for path in changes.apply():
         click.echo(f"wrote {display_path(path)}")
@@ -38,7 +38,8 @@ def new() -> None:
 @click.option("--description", default=None)
 def new_domain(name: str, kind: str, team: str, owners: tuple[str, ...], description: str | None) -> None:
     """Create domain NAME: descriptor, contracts/, grants.yaml, definitions.py, a test, workspace and dg entries."""
-    from mesh_platform.scaffold import ScaffoldError, new_domain as plan
+    from mesh_platform.selfserve.changes import ScaffoldError
+    from mesh_platform.selfserve.new_domain import new_domain as plan
 
     try:
         changes = plan(_project_root(), name, kind=kind, team=team, owners=list(owners), description=description)
@@ -50,8 +51,8 @@ def new_domain(name: str, kind: str, team: str, owners: tuple[str, ...], descrip
 
 def _refresh_iam(root: Path, domains: list[str]) -> None:
     """Keep the committed IAM documents (infra/iam, generated from the grants) in step."""
-    from mesh_platform.problems import display_path
-    from mesh_platform.scaffold import refresh_iam
+    from mesh_platform.foundations.problems import display_path
+    from mesh_platform.selfserve.iam import refresh_iam
 
     for path in refresh_iam(root, domains):
         click.echo(f"wrote {display_path(path)} (as `mesh iam` generates it)")
@@ -65,7 +66,8 @@ def _refresh_iam(root: Path, domains: list[str]) -> None:
 @click.option("--expires", default=None, metavar="YYYY-MM-DD", help="Expiry of the grant requests (required for restricted inputs).")
 def new_product(domain: str, name: str, inputs: tuple[str, ...], purpose: str | None, expires: str | None) -> None:
     """Add product NAME to DOMAIN: contract, transform, test, and a pending grant request to each producer."""
-    from mesh_platform.scaffold import ScaffoldError, new_product as plan
+    from mesh_platform.selfserve.changes import ScaffoldError
+    from mesh_platform.selfserve.new_product import new_product as plan
 
     try:
         changes = plan(_project_root(), domain, name, list(inputs), purpose=purpose, expires=expires)
@@ -86,8 +88,8 @@ def grants() -> None:
 def grants_approve(producer: str, consumer: str, product: str | None) -> None:
     """Approve CONSUMER's pending grant requests in PRODUCER's grants.yaml (the producer's owners do this)."""
     from mesh_platform.contracts.registry import default_domains_root
+    from mesh_platform.foundations.problems import ContractError
     from mesh_platform.governance.grants import approve_grants, grants_path
-    from mesh_platform.problems import ContractError
 
     root = _project_root() / "domains"
     if not (root / producer / "domain.yaml").exists():
@@ -111,8 +113,8 @@ def reports() -> None:
 def reports_render() -> None:
     """Render the local lake's pending quality reports as GX results and Data Docs pages (a run writes
     only the report's data; `mesh reports serve` renders a page when it is first asked for)."""
-    from mesh_platform.reports import render_all
-    from mesh_platform.settings import MeshSettings
+    from mesh_platform.foundations.settings import MeshSettings
+    from mesh_platform.quality.reports import render_all
 
     settings = MeshSettings.from_env()
     if settings.lake.startswith("s3://"):
@@ -128,8 +130,8 @@ def reports_serve(host: str, port: int | None) -> None:
     """Serve the local lake's quality reports over HTTP (only `<domain>/<product>/_quality/*.html|json`, never data)."""
     import os
 
-    from mesh_platform.reports import DEFAULT_PORT, make_server
-    from mesh_platform.settings import MeshSettings
+    from mesh_platform.foundations.settings import MeshSettings
+    from mesh_platform.quality.reports import DEFAULT_PORT, make_server
 
     settings = MeshSettings.from_env()
     if settings.lake.startswith("s3://"):

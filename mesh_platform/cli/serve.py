@@ -17,13 +17,13 @@ import click
 def serve(host: str, http_port: int, flight_port: int, memory_limit: str, threads: int) -> None:
     """Serve every product's port over HTTP and Arrow Flight, through the same access decision as a
     Dagster read; callers prove who they are with a token (`mesh tokens issue CONSUMER`)."""
-    from mesh_platform.cli import _settings
+    from mesh_platform.cli.common import command_settings
     from mesh_platform.contracts.registry import default_domains_root
-    from mesh_platform.instance import ensure_dagster_home
+    from mesh_platform.mesh.instance import ensure_dagster_home
     from mesh_platform.serving.run import start
     from mesh_platform.serving.tokens import jwks_path
 
-    settings = _settings()
+    settings = command_settings()
     ensure_dagster_home(settings)
     running = start(settings, default_domains_root(), host, http_port, flight_port, memory_limit, threads)
     click.echo(f"serving products: HTTP {running.http.url}  Flight {running.flight.url}")
@@ -46,11 +46,11 @@ def tokens() -> None:
 @click.option("--ttl", type=click.IntRange(min=1), default=3600, show_default=True, help="Seconds until it expires.")
 def issue(consumer: str, person: str | None, ttl: int) -> None:
     """Sign a token for CONSUMER (a domain of the mesh) with the mesh home's key; the token is the last line."""
-    from mesh_platform.cli import _settings
+    from mesh_platform.cli.common import command_settings
     from mesh_platform.contracts.registry import default_domains_root
     from mesh_platform.serving.tokens import issue as sign
 
-    settings = _settings()
+    settings = command_settings()
     if not (default_domains_root() / consumer / "domain.yaml").exists():
         raise click.ClickException(f"no domain {consumer!r} in this mesh")
     click.echo(f"token for {person or consumer} of domain {consumer}, valid {ttl} s:", err=True)

@@ -1,4 +1,4 @@
-"""``mesh stack up|down|status``: the production topology on this machine (see :mod:`mesh_platform.stack`)."""
+"""``mesh stack up|down|status``: the production topology on this machine (see :mod:`mesh_platform.deployment.stack`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import click
+
+from mesh_platform.deployment.stack.layout import mesh_command
 
 
 @click.group()
@@ -22,17 +24,18 @@ def stack() -> None:
 @click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
 def stack_up(webserver_port: int, postgres_url: str | None, automation: bool, scale: float | None, workspace: Path | None) -> None:
     """Start the stack from $MESH_HOME/stack; returns once every process answers."""
-    from mesh_platform.cli import _ensure_sources, _prepare_dbt, _settings
-    from mesh_platform.stack import Options, StackError, up
-    from mesh_platform.workspace import find_workspace
+    from mesh_platform.cli.common import command_settings, ensure_sources, prepare_dbt
+    from mesh_platform.deployment.stack.layout import Options, StackError
+    from mesh_platform.deployment.stack.lifecycle import up
+    from mesh_platform.mesh.workspace import find_workspace
 
-    settings = _settings()
-    _ensure_sources(settings, scale)
-    _prepare_dbt()
+    settings = command_settings()
+    ensure_sources(settings, scale)
+    prepare_dbt()
     workspace = (workspace or find_workspace()).resolve()
     try:
         state = up(settings, workspace, Options(webserver_port, postgres_url, automation), progress=click.echo)
-        from mesh_platform.stack import locations
+        from mesh_platform.deployment.stack.webserver import locations
 
         statuses = locations(state.webserver, workspace.parent)
     except StackError as exc:
@@ -59,11 +62,12 @@ def up_hints(webserver: str, domains: int, failed: list[str]) -> list[tuple[str,
 @stack.command("down")
 def stack_down() -> None:
     """Stop every process `mesh stack up` started (by pid) and check that no port is left open."""
-    from mesh_platform.cli import _settings
-    from mesh_platform.stack import StackError, down
+    from mesh_platform.cli.common import command_settings
+    from mesh_platform.deployment.stack.layout import StackError
+    from mesh_platform.deployment.stack.lifecycle import down
 
     try:
-        down(_settings(), progress=click.echo)
+        down(command_settings(), progress=click.echo)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -72,11 +76,12 @@ def stack_down() -> None:
 @click.argument("domain")
 def stack_restart(domain: str) -> None:
     """Start DOMAIN's code server again (after a crash or a fix) and reload its location."""
-    from mesh_platform.cli import _settings
-    from mesh_platform.stack import StackError, restart
+    from mesh_platform.cli.common import command_settings
+    from mesh_platform.deployment.stack.layout import StackError
+    from mesh_platform.deployment.stack.lifecycle import restart
 
     try:
-        found = restart(_settings(), domain, progress=click.echo)
+        found = restart(command_settings(), domain, progress=click.echo)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(0 if found.loaded else 1)
@@ -86,10 +91,10 @@ def stack_restart(domain: str) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def stack_status(as_json: bool) -> None:
     """Which processes of the stack run, and whether each domain's code location loads; exits 1 while anything is down."""
-    from mesh_platform.cli import _settings
-    from mesh_platform.stack import status
+    from mesh_platform.cli.common import command_settings
+    from mesh_platform.deployment.stack.lifecycle import status
 
-    report = status(_settings())
+    report = status(command_settings())
     down = any(not p["alive"] for p in report["processes"]) or any(not loc["loaded"] for loc in report["locations"])
     if as_json:
         click.echo(json.dumps(report, indent=2))
@@ -116,10 +121,10 @@ def stack_env() -> None:
     """
     import shlex
 
-    from mesh_platform.cli import _settings
-    from mesh_platform.stack import StackLayout, StackState
+    from mesh_platform.cli.common import command_settings
+    from mesh_platform.deployment.stack.layout import StackLayout, StackState
 
-    layout = StackLayout.of(_settings())
+    layout = StackLayout.of(command_settings())
     state = StackState.load(layout)
     if state is None or not state.env:
         raise click.ClickException(f"no stack started from {layout.root}: `{mesh_command()} stack up` first")
@@ -132,11 +137,11 @@ def stack_env() -> None:
 def stack_matrix(as_json: bool) -> None:
     """Measure what each domain's code server can read and write in the stack's storage (with its own
     keys and uid), and whether it reaches the others' keys: the identity matrix of docs/governance.md."""
-    from mesh_platform.cli import _settings
-    from mesh_platform.stack import StackLayout, StackState
-    from mesh_platform.storage_probe import markdown, measure
+    from mesh_platform.cli.common import command_settings
+    from mesh_platform.deployment.stack.layout import StackLayout, StackState
+    from mesh_platform.deployment.stack.probe import markdown, measure
 
-    layout = StackLayout.of(_settings())
+    layout = StackLayout.of(command_settings())
     state = StackState.load(layout)
     if state is None or not state.identities:
         raise click.ClickException(f"no stack started from {layout.root}: `{mesh_command()} stack up` first")
@@ -151,25 +156,3 @@ def stack_matrix(as_json: bool) -> None:
         released = [f"{p['token']}: {'released' if p['released'] else 'refused'}" for p in found["privacy"]]
         click.echo(f"{domain}: other identities' environments, homes and keys reached: {', '.join(reached) or 'none'}; "
                    f"privacy release: {'; '.join(released) or 'no service'}")
-
-
-def mesh_command() -> str:
-    """How to call this `mesh` from any shell: plain `mesh` when that is the one on PATH, else the
-    absolute path of the `mesh` in use (the one this command was started as, or the one beside this
-    Python: a virtual environment that is not activated), else ``python -m mesh_platform.cli``
-    through this Python. Quoted for a shell."""
-    import shlex
-    import shutil
-
-    candidates = []
-    started_as = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
-    if started_as is not None and started_as.name == "mesh" and started_as.is_file():
-        candidates.append(started_as.absolute())
-    candidates.append(Path(sys.executable).parent / "mesh")
-    found = shutil.which("mesh")
-    for here in candidates:
-        if here.is_file():
-            if found and Path(found).resolve() == here.resolve():
-                return "mesh"
-            return shlex.quote(str(here))
-    return f"{shlex.quote(sys.executable)} -m mesh_platform.cli"

@@ -114,7 +114,7 @@ def _duplicates(table: pa.Table, columns: list[str], threads: int | None = None)
     """
     import duckdb
 
-    from mesh_platform.sql import quote_identifier as q
+    from mesh_platform.foundations.sql import quote_identifier as q
 
     keys = ", ".join(q(c) for c in columns)
     not_null = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
@@ -151,7 +151,7 @@ def check_key(table: pa.Table, contract: Contract, threads: int | None = 1) -> N
     """Raise :class:`ContractViolation` when the primary key of ``table`` has duplicates.
 
     What ``conform(..., defer_key=True)`` leaves out; a publish runs it while it writes the data
-    files (:mod:`mesh_platform.io.gate`), its commit waiting for it. One DuckDB thread by default:
+    files (:mod:`mesh_platform.storage.gate`), its commit waiting for it. One DuckDB thread by default:
     the writer has the other core (DuckDB's distinct count barely gains from a second thread).
     """
     violation = key_violation(table, contract, threads)
@@ -163,10 +163,10 @@ def conform(df: pd.DataFrame, contract: Contract, check_values: bool = True, *, 
     """Check ``df`` against ``contract`` and return it as an Arrow table in contract column order.
 
     With ``check_values=False`` only columns and types are enforced; nulls in required columns and
-    duplicate keys are then left to the quality rules (:mod:`mesh_platform.quality`), which report
+    duplicate keys are then left to the quality rules (:mod:`mesh_platform.quality.checks`), which report
     them as asset checks before anything is published. With ``defer_key=True`` every check but the
     primary key's uniqueness runs here; the caller runs :func:`check_key` before it publishes (the
-    IO manager overlaps it with the write, :mod:`mesh_platform.io.gate`).
+    IO manager overlaps it with the write, :mod:`mesh_platform.storage.gate`).
     """
     product = f"{contract.domain}/{contract.name}"
     if not isinstance(df, pd.DataFrame):

@@ -2,7 +2,7 @@
 
 :mod:`mesh_platform.contracts.diff` says what changed and which changes need a major bump, from the
 contract alone. This module weighs each such change against the product's readers
-(:mod:`mesh_platform.consumers` finds them):
+(:mod:`mesh_platform.mesh.consumers` finds them):
 
 - **breaking** for named consumers: a major-level change (a column removed or retyped, a guarantee
   weakened, a column made stricter to access) touching a column some reader reads, or any

@@ -10,11 +10,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from mesh_platform import safe_yaml
+from mesh_platform.foundations import safe_yaml
 from mesh_platform.contracts.model import Contract, platform_problems
-from mesh_platform.problems import ContractError, Problem, display_path, exception_problem
+from mesh_platform.foundations.problems import ContractError, Problem, display_path, exception_problem
 
-# Problem, ContractError, display_path and exception_problem live in mesh_platform.problems; re-exported here.
+# Problem, ContractError, display_path and exception_problem live in mesh_platform.foundations.problems; re-exported here.
 __all__ = ["ContractError", "Problem", "display_path", "dump_contract", "exception_problem", "load_contract", "load_yaml", "load_yaml_text", "parse_contract"]
 
 
@@ -101,7 +101,7 @@ def load_contract(path: str | os.PathLike) -> Contract:
 
 
 def load_yaml_text(text: str, file: str = "<text>") -> Any:
-    """YAML as ODCS reads it (dates stay strings), within the limits of :mod:`mesh_platform.safe_yaml`."""
+    """YAML as ODCS reads it (dates stay strings), within the limits of :mod:`mesh_platform.foundations.safe_yaml`."""
     return safe_yaml.parse(text, file)
 
 

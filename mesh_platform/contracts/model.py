@@ -84,7 +84,7 @@ def quarantine_limit_problems(value: Any) -> list[tuple[str, str]]:
 
 
 def retention_problems(value: Any) -> list[tuple[str, str]]:
-    """``customProperties[retention]`` (how many versions or days a port keeps, :mod:`mesh_platform.retention`): problems with a ``retention`` custom property's value: (field path, message) pairs."""
+    """``customProperties[retention]`` (how many versions or days a port keeps, :mod:`mesh_platform.storage.retention`): problems with a ``retention`` custom property's value: (field path, message) pairs."""
     where = "customProperties[retention].value"
     if not isinstance(value, dict) or not value:
         return [(where, f"retention must be a mapping such as {{versions: 10, days: 30}}, got {value!r}")]
@@ -498,7 +498,7 @@ def platform_problems(contract: Contract) -> list[tuple[str, str]]:
     if raw_retention is not None:
         problems.extend(retention_problems(raw_retention))
     if len(contract.schema_objects) == 1:
-        from mesh_platform.partitions import partitioning_problems
+        from mesh_platform.products.partitions import partitioning_problems
 
         problems.extend(partitioning_problems(contract))
     if len(contract.schema_objects) != 1:

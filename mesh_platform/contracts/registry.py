@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from mesh_platform.contracts.loader import load_contract
-from mesh_platform.problems import ContractError, Problem, display_path
+from mesh_platform.foundations.problems import ContractError, Problem, display_path
 from mesh_platform.contracts.model import Contract
 
 

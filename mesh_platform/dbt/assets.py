@@ -6,7 +6,7 @@
 - :func:`dbt_domain_assets` builds the ``@dbt_assets`` definition (dbt tests become asset checks)
   whose step (:func:`run`) does what the platform does for a Python product:
 
-  1. **stages every input port through the governed read path** (:func:`mesh_platform.io.publishing.read`:
+  1. **stages every input port through the governed read path** (:func:`mesh_platform.storage.publishing.read`:
      grant, masking, only the declared columns, an audit record) into a DuckDB file private to the
      run — dbt has no path to the lake, so it cannot be a back door;
   2. runs ``dbt build`` in-process on the *prepared* manifest (loaded from the state ``mesh dbt
@@ -14,7 +14,7 @@
   3. records every dbt test as an asset check;
   4. publishes each model that passed as an output port — contract schema, quality rules and
      governance policies (GX results and report included), then the atomic publish of
-     :mod:`mesh_platform.io.publishing` — and fails the step, publishing nothing for it, if a
+     :mod:`mesh_platform.storage.publishing` — and fails the step, publishing nothing for it, if a
      blocking dbt test or contract rule failed.
 """
 
@@ -29,25 +29,25 @@ from typing import Any, Mapping
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
-from mesh_platform import metadata as md
-from mesh_platform import quotas
-from mesh_platform import partitions
+from mesh_platform.foundations import metadata as md
+from mesh_platform.governance import quotas
+from mesh_platform.products import partitions
 from mesh_platform.dbt.plan import DbtPlan
 from mesh_platform.dbt.project import NO_TRACKING, DbtDomainProject
 from mesh_platform.governance.access import AccessDenied
 from mesh_platform.governance.audit import denied_metadata, publish_metadata, quota_metadata, read_by, read_metadata
 from mesh_platform.governance.identity import domain_of_step
-from mesh_platform.io import publishing, versions
-from mesh_platform.io.lake import Lake
-from mesh_platform.ports import ResolvedPort, port_asset_key
-from mesh_platform.settings import MeshSettings
-from mesh_platform.specs import product_spec
-from mesh_platform.sql import quote_identifier
+from mesh_platform.storage import publishing, versions
+from mesh_platform.storage.lake import Lake
+from mesh_platform.products.ports import ResolvedPort, port_asset_key
+from mesh_platform.foundations.settings import MeshSettings
+from mesh_platform.products.specs import product_spec
+from mesh_platform.foundations.sql import quote_identifier
 
 
 class MeshDbtTranslator(DagsterDbtTranslator):
     """Maps dbt's nodes onto the mesh: sources onto the producers' ports, models onto products whose
-    spec comes from the same builder as a Python product's (:func:`mesh_platform.specs.product_spec`)."""
+    spec comes from the same builder as a Python product's (:func:`mesh_platform.products.specs.product_spec`)."""
 
     def __init__(self, domain: str, plan: DbtPlan):
         super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=False))
@@ -170,7 +170,7 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
     from dagster_dbt.asset_utils import get_asset_check_key_for_test
     from dbt.cli.main import dbtRunner
 
-    from mesh_platform.quality import audit
+    from mesh_platform.quality.checks import audit
 
     manifest = project.manifest
     # the domain this step runs as, bound by the platform (the translator's domain must agree)
@@ -291,7 +291,7 @@ def dbt_domain_assets(domain: str, plan: DbtPlan, settings: MeshSettings):
 
     @dbt_assets(manifest=project.manifest, dagster_dbt_translator=translator, name=f"{domain}_dbt")
     def _assets(context):
-        from mesh_platform.products import step_home, step_lake
+        from mesh_platform.products.build import step_home, step_lake
 
         yield from run(context, project, translator, step_lake(context, settings), settings.quality_reports, step_home(context, settings))
 

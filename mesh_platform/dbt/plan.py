@@ -1,6 +1,6 @@
 """The resolved plan of a dbt-implemented domain: each model's contract, its input ports, its policies.
 
-Part of :func:`mesh_platform.plan.plan_domain`: the same resolution a Python product gets, read from
+Part of :func:`mesh_platform.products.plan.plan_domain`: the same resolution a Python product gets, read from
 the prepared dbt manifest (models, and sources that declare input ports in ``meta.mesh``).
 """
 
@@ -11,19 +11,19 @@ from typing import TYPE_CHECKING, Callable
 
 import dagster as dg
 
-from mesh_platform.column_lineage import column_graph
-from mesh_platform.column_lineage import problems as column_lineage_problems
+from mesh_platform.lineage.columns import column_graph
+from mesh_platform.lineage.columns import problems as column_lineage_problems
 from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry
 from mesh_platform.governance.policies import PolicyResult, ProductUnderPolicy
 from mesh_platform.governance.policies import evaluate as evaluate_policies
-from mesh_platform.ports import InputPort, ResolvedPort, resolve
-from mesh_platform.problems import Problem, display_path
+from mesh_platform.products.ports import InputPort, ResolvedPort, resolve
+from mesh_platform.foundations.problems import Problem, display_path
 
 if TYPE_CHECKING:
     from mesh_platform.dbt.project import DbtDomainProject
 
-# ``Domain`` and ``DomainPlan`` are annotated by name only: mesh_platform.plan calls this module.
+# ``Domain`` and ``DomainPlan`` are annotated by name only: mesh_platform.products.plan calls this module.
 
 
 @dataclass
@@ -36,7 +36,7 @@ class DbtPlan:
     ports: dict[str, ResolvedPort] = field(default_factory=dict)  # source unique id -> input port
     model_ports: dict[str, dict[str, ResolvedPort]] = field(default_factory=dict)  # model -> the ports it reads
     policies: dict[str, tuple[PolicyResult, ...]] = field(default_factory=dict)  # model -> results at load
-    quotas: object = None  # the domain's mesh_platform.quotas.Quotas
+    quotas: object = None  # the domain's mesh_platform.governance.quotas.Quotas
     domain: str = ""
 
     def model_columns(self, name: str):
@@ -87,7 +87,7 @@ def plan_dbt(domain: "Domain", registry: ContractRegistry, owners: list[str], pl
     """The dbt part of ``domain``'s plan; None when the manifest cannot be read (a problem says why).
 
     ``product_contract(domain, name, problems)`` reads and checks a model's contract as
-    :func:`mesh_platform.plan.product_contract` does for a Python product.
+    :func:`mesh_platform.products.plan.product_contract` does for a Python product.
     """
     from mesh_platform.dbt.project import ManifestNotPrepared
 

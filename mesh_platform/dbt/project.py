@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from mesh_platform.ports import InputPort
+from mesh_platform.products.ports import InputPort
 
 WATCHED = ("*.sql", "*.yml", "*.yaml")
 NO_TRACKING = ("--no-send-anonymous-usage-stats",)
@@ -68,11 +68,11 @@ class DbtDomainProject:
     def check_yaml(self) -> None:
         """Refuse hostile YAML (alias bombs, non-UTF-8, directories) before dbt parses it without limits.
 
-        Raises :class:`~mesh_platform.problems.ContractError` naming every such file of the project.
+        Raises :class:`~mesh_platform.foundations.problems.ContractError` naming every such file of the project.
         """
-        from mesh_platform import safe_yaml
-        from mesh_platform.problems import display_path
-        from mesh_platform.problems import ContractError
+        from mesh_platform.foundations import safe_yaml
+        from mesh_platform.foundations.problems import display_path
+        from mesh_platform.foundations.problems import ContractError
 
         problems = []
         for pattern in ("*.yml", "*.yaml"):

@@ -9,7 +9,7 @@
   fails: who asked (the bound identity, not what the code claimed), what, and why it was refused.
 
 - A **quarantine** is an asset observation on the asset whose step rejected source rows
-  (:mod:`mesh_platform.quarantine`): rows per reason, where they are kept, run id.
+  (:mod:`mesh_platform.quality.quarantine`): rows per reason, where they are kept, run id.
 
 All live in the Dagster instance's event log — SQLite locally, Postgres in production — so they
 are durable, visible on each asset's page in the UI, and queryable: :func:`audit_records` and
@@ -24,7 +24,7 @@ from typing import Iterable
 
 import dagster as dg
 
-from mesh_platform import metadata as md
+from mesh_platform.foundations import metadata as md
 
 AUDIT = md.AUDIT
 

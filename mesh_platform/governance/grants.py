@@ -25,7 +25,7 @@
 A grant is reviewed like code (it lives in the producer's package) and is the only way a domain
 other than the producer reads an internal or restricted product.
 
-The file is read through :mod:`mesh_platform.safe_yaml` and checked entry by entry: a malformed
+The file is read through :mod:`mesh_platform.foundations.safe_yaml` and checked entry by entry: a malformed
 entry is dropped (its consumer loses that access) and reported on this file with its field; a file
 that cannot be read grants nothing. See :class:`GrantsFile` and :func:`grant_problems`.
 """
@@ -42,8 +42,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mesh_platform import safe_yaml
-from mesh_platform.problems import ContractError, Problem, display_path
+from mesh_platform.foundations import safe_yaml
+from mesh_platform.foundations.problems import ContractError, Problem, display_path
 from mesh_platform.contracts.registry import VERSIONED, contract_files, default_domains_root
 
 GRANTS_FILE = "grants.yaml"

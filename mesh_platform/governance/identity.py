@@ -4,7 +4,7 @@ A domain's identity is where its code runs, not anything its code says. The plat
 in order of authority:
 
 1. **The deployment.** ``MESH_DOMAIN`` in the environment the process was started with (not as
-   domain code may have changed it since: :mod:`mesh_platform.launch_env`). In production each domain's
+   domain code may have changed it since: :mod:`mesh_platform.foundations.launch_env`). In production each domain's
    user-code deployment (and the run workers it launches) sets it, next to that domain's own S3
    credentials, so storage enforces the same identity (``mesh iam``, ``docs/governance.md``).
 2. **The run's code location.** Dagster records the code location a run was launched from (the
@@ -12,7 +12,7 @@ in order of authority:
    written by the webserver or the daemon, not by domain code.
 3. **A run executed in-process** (``mesh materialize``, tests, benchmarks) has no origin: the step
    runs as the domain of the assets it computes. The workspace loader refuses a code location that
-   defines assets under another domain's key (:mod:`mesh_platform.workspace`), so this is still
+   defines assets under another domain's key (:mod:`mesh_platform.mesh.workspace`), so this is still
    the location's domain.
 
 When these disagree (a location computing another domain's asset, a deployment serving another
@@ -26,7 +26,7 @@ credentials stop hostile *code* (``tests/test_storage_grants_s3.py`` shows the s
 
 from __future__ import annotations
 
-from mesh_platform.launch_env import started_with
+from mesh_platform.foundations.launch_env import started_with
 
 DEPLOYMENT_ENV = "MESH_DOMAIN"
 
@@ -44,7 +44,7 @@ def deployed_domain() -> str | None:
     """The domain this process was deployed as (``MESH_DOMAIN`` as the process was *started*), if any.
 
     Never ``os.environ`` as it is now: a domain's module that sets ``MESH_DOMAIN`` after start changes
-    nothing, for itself or for the other domains loaded in the same process (:mod:`mesh_platform.launch_env`)."""
+    nothing, for itself or for the other domains loaded in the same process (:mod:`mesh_platform.foundations.launch_env`)."""
     return started_with(DEPLOYMENT_ENV)
 
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mesh_platform.contracts.model import Contract, SchemaProperty
-from mesh_platform.launch_env import started_with
+from mesh_platform.foundations.launch_env import started_with
 
 SENSITIVE = ("pii", "restricted")
 DEFAULT_TREATMENT = {"pii": "pseudonymize", "restricted": "remove"}

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from mesh_platform.problems import ContractError, Problem, display_path
+from mesh_platform.foundations.problems import ContractError, Problem, display_path
 from mesh_platform.contracts.model import Contract
 from mesh_platform.governance.access import LEVELS, AccessDenied, AccessPending, access_level, authorize, clearances
 from mesh_platform.contracts.registry import default_domains_root

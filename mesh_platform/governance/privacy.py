@@ -41,7 +41,7 @@ from pathlib import Path
 import pandas as pd
 
 from mesh_platform.contracts.model import Contract
-from mesh_platform.settings import home_ledger
+from mesh_platform.foundations.settings import home_ledger
 
 
 @dataclass(frozen=True)

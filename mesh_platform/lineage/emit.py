@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
-    from mesh_platform.settings import MeshSettings
+    from mesh_platform.foundations.settings import MeshSettings
 
 
 def disabled() -> bool:
@@ -85,7 +85,7 @@ def emit_run(instance, run_id: str, settings: "MeshSettings") -> list:
     default events file)."""
     if disabled():
         return []
-    from mesh_platform.io.lake import Lake
+    from mesh_platform.storage.lake import Lake
     from mesh_platform.lineage.events import run_events
 
     events = run_events(instance, run_id, lake=Lake(settings.lake))

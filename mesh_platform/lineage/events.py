@@ -66,9 +66,9 @@ from openlineage.client.facet_v2 import (
     test_run,
 )
 
-from mesh_platform import metadata as mk
+from mesh_platform.foundations import metadata as mk
 from mesh_platform.contracts.model import Contract
-from mesh_platform.io.lake import Lake
+from mesh_platform.storage.lake import Lake
 
 
 def _project_version() -> str:
@@ -333,7 +333,7 @@ def dataset_name(lake: Lake, key: dg.AssetKey, contract: Contract | None) -> tup
 
 def _dataset_facets(lake: Lake, key: dg.AssetKey, contract: Contract | None, data_version: str | None,
                     code_version: str | None, run_id: str | None, rows: int | None) -> dict[str, Any]:
-    from mesh_platform.specs import most_sensitive
+    from mesh_platform.products.specs import most_sensitive
 
     mesh = MeshDatasetFacet(
         domain=key.path[0], assetKey=key.to_user_string(), private=contract is None, uri=_location(lake, key, contract)[2],
@@ -495,7 +495,7 @@ def _producer_run(instance: dg.DagsterInstance, key: dg.AssetKey, data_version: 
 def _domain_owners(domain: str) -> list[str]:
     from mesh_platform.contracts.loader import ContractError
     from mesh_platform.contracts.registry import default_domains_root
-    from mesh_platform.descriptor import load_descriptor
+    from mesh_platform.products.descriptor import load_descriptor
 
     try:
         return list(load_descriptor(default_domains_root() / domain / "domain.yaml").owners)

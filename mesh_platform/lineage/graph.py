@@ -38,13 +38,13 @@ GRAPHML_NS = "http://graphml.graphdrawing.org/xmlns"
 
 
 def mesh_graph(mesh, root: Path | None = None, *, lake: str) -> dict[str, Any]:
-    """The graph of ``mesh`` (a loaded :class:`mesh_platform.workspace.Mesh`); ``lake``: the mesh's
+    """The graph of ``mesh`` (a loaded :class:`mesh_platform.mesh.workspace.Mesh`); ``lake``: the mesh's
     lake (the root of the output ports' URIs)."""
     from mesh_platform.contracts.loader import ContractError
-    from mesh_platform.descriptor import load_descriptor
+    from mesh_platform.products.descriptor import load_descriptor
     from mesh_platform.governance.grants import read_grants
-    from mesh_platform.io.lake import Lake
-    from mesh_platform.specs import most_sensitive
+    from mesh_platform.storage.lake import Lake
+    from mesh_platform.products.specs import most_sensitive
 
     root = Path(root) if root else default_domains_root()
     registry = ContractRegistry.discover(root)

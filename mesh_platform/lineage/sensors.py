@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 if TYPE_CHECKING:
-    from mesh_platform.settings import MeshSettings
+    from mesh_platform.foundations.settings import MeshSettings
 
 MATERIALIZE_TAG = ("mesh/launched_by", "mesh-materialize")
 

@@ -2,14 +2,14 @@
 
 A product's step audits every rule before it hands the table to the IO manager, except the rules
 over exactly the primary key's columns (``<key>_unique``, ``primary_key_unique``): the costliest
-aggregation of the audit. :func:`mesh_platform.quality.audit` with ``defer_key=True`` starts them
-in a thread (:class:`mesh_platform.io.gate.CommitGate`) and returns them with the audited table;
+aggregation of the audit. :func:`mesh_platform.quality.checks.audit` with ``defer_key=True`` starts them
+in a thread (:class:`mesh_platform.storage.gate.CommitGate`) and returns them with the audited table;
 the IO manager publishes with that gate, so the Delta data files are written while they run and
 only the commit waits. Then, before the commit:
 
 - the quality report (GX result, Data Docs page) is written with every rule's result, as without
   the overlap;
-- a failed blocking rule raises :class:`~mesh_platform.quality.QualityGateFailed`: the write ends
+- a failed blocking rule raises :class:`~mesh_platform.quality.results.QualityGateFailed`: the write ends
   without a commit, the port keeps its last good version, and the IO manager records the rules'
   check evaluations on the failed step (:meth:`DeferredRules.record`).
 
@@ -21,9 +21,9 @@ from __future__ import annotations
 from typing import Any
 
 from mesh_platform.contracts.model import Contract
-from mesh_platform.io.gate import CommitGate
 from mesh_platform.quality.evaluate import QualityReport, evaluate
 from mesh_platform.quality.rules import Rule
+from mesh_platform.storage.gate import CommitGate
 
 
 def is_key_rule(rule: Rule, contract: Contract) -> bool:
@@ -57,11 +57,11 @@ class DeferredRules:
         return QualityReport(self.done.product, self.done.rows, results, self.done.seconds + pending.seconds)
 
     def _finish(self, pending: QualityReport) -> QualityReport:
-        from mesh_platform.quality import QualityGateFailed, _write_report
+        from mesh_platform.quality.results import QualityGateFailed, write_report
 
         report = self.report = self.merged(pending)
         if self.reports and self.lake is not None:
-            self.metadata = _write_report(self.context, self.contract, report, self.lake)
+            self.metadata = write_report(self.context, self.contract, report, self.lake)
         if report.blocking_failures:
             raise QualityGateFailed(report.product, report.blocking_failures)
         return report
@@ -76,9 +76,9 @@ class DeferredRules:
 
     def check_results(self) -> list:
         """The deferred rules' asset check results (after the gate finished)."""
-        from mesh_platform.quality import _check_result
+        from mesh_platform.quality.results import check_result
 
-        return [_check_result(r) for r in self.pending_results()]
+        return [check_result(r) for r in self.pending_results()]
 
     def record(self, output_context) -> None:
         """On a failed publish: record the deferred rules' check evaluations on the step.

@@ -16,8 +16,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from mesh_platform.foundations.sql import quote_identifier as q
 from mesh_platform.quality.rules import Rule
-from mesh_platform.sql import quote_identifier as q
 
 SAMPLE = 5
 TABLE = "product"

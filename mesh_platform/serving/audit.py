@@ -15,7 +15,7 @@ import threading
 
 import dagster as dg
 
-from mesh_platform import metadata as md
+from mesh_platform.foundations import metadata as md
 from mesh_platform.governance.audit import denied_metadata, read_metadata
 from mesh_platform.serving.tokens import Caller
 

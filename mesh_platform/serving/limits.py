@@ -1,7 +1,7 @@
 """What one consumer may take from ``mesh serve``: its quotas, enforced per response and per request.
 
 From the consumer domain's quotas (``domain.yaml`` within ``quotas.yaml``'s ceilings,
-:mod:`mesh_platform.quotas`): ``serve_rows_per_response`` and ``serve_bytes_per_response`` stop a
+:mod:`mesh_platform.governance.quotas`): ``serve_rows_per_response`` and ``serve_bytes_per_response`` stop a
 response at the limit with a clear error (counted while it streams: nothing is held to count it),
 ``serve_concurrent_requests`` refuses requests beyond it at once, ``serve_query_seconds`` cancels a
 query that runs longer.
@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 import pyarrow as pa
 
-from mesh_platform.quotas import BUILT_IN_DEFAULTS, for_domain
+from mesh_platform.governance.quotas import BUILT_IN_DEFAULTS, for_domain
 
 
 class LimitExceeded(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mesh_platform.settings import MeshSettings
+from mesh_platform.foundations.settings import MeshSettings
 
 
 @dataclass
@@ -22,7 +22,7 @@ def start(settings: MeshSettings, domains_root: Path, host: str = "127.0.0.1", h
           memory_limit: str = "1GB", threads: int = 2) -> Running:
     import dagster as dg
 
-    from mesh_platform.io.lake import Lake
+    from mesh_platform.storage.lake import Lake
     from mesh_platform.serving.flight import FlightServer
     from mesh_platform.serving.http import HttpServer
     from mesh_platform.serving.service import MeshService

@@ -23,10 +23,10 @@ from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import MajorNotServed, mesh_registry
 from mesh_platform.governance.access import AccessDenied, authorize
 from mesh_platform.governance.privacy import ledger_url
-from mesh_platform.io import delta
-from mesh_platform.io.lake import Lake
-from mesh_platform.io.publishing import port_name, read_aggregate
-from mesh_platform.ports import port_asset_key
+from mesh_platform.storage import delta
+from mesh_platform.storage.lake import Lake
+from mesh_platform.storage.publishing import port_name, read_aggregate
+from mesh_platform.products.ports import port_asset_key
 from mesh_platform.serving import sql as sandbox
 from mesh_platform.serving.audit import Auditor
 from mesh_platform.serving.limits import Counter, LimitExceeded, Limits

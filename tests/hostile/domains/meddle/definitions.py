@@ -2,7 +2,7 @@
 
 - ``MESH_DOMAINS`` and ``MESH_WORKSPACE`` pointed at folders of its own (empty): every domain loaded
   later in this process would find no contracts and no grants, and fail.
-- ``mesh_platform.workspace.load_domain`` replaced by a function that reports every later domain
+- ``mesh_platform.mesh.workspace.load_domain`` replaced by a function that reports every later domain
   as loaded with nothing wrong, whatever its files say.
 
 ``mesh validate`` loads each domain in a process of its own, so none of this reaches the others.
@@ -11,7 +11,7 @@
 import os
 import tempfile
 
-import mesh_platform.workspace as workspace
+import mesh_platform.mesh.workspace as workspace
 
 elsewhere = tempfile.mkdtemp(prefix="meddle-")
 os.environ["MESH_DOMAINS"] = elsewhere

@@ -12,7 +12,7 @@ Each asset tries one way around the platform's access decision:
 import dagster as dg
 
 from mesh_platform import Domain
-from mesh_platform.io.io_manager import MeshIOManager
+from mesh_platform.storage.io_manager import MeshIOManager
 
 domain = Domain.load(__file__)
 

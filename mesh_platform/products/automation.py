@@ -1,0 +1,203 @@
+"""SLAs become Dagster freshness policies and automation conditions.
+
+- ``slaProperties: latency`` -> ``dg.FreshnessPolicy.time_window(fail_window=latency)`` (warning at
+  80%): a product older than its latency shows as stale in the UI.
+- ``slaProperties: frequency`` -> a source-aligned domain (fed by operational systems) gets a
+  schedule at the highest frequency its products promise (:func:`sla_schedule`), over the
+  domain's job; a product that consumes other products is ``eager``: it refreshes when an
+  upstream product is published (across code locations), evaluated by the daemon.
+- Each domain gets an automation-condition sensor. It and the schedules are stopped by default, so
+  a laptop running `dagster dev` does not start work on its own; ``MESH_AUTOMATION=on``
+  (production, and `mesh stack up`) starts them. Runs they start carry ``mesh/domain``, so the
+  run queue's per-domain limits apply. ``MESH_AUTOMATION_INTERVAL`` (seconds, default 30) is how
+  often the daemon evaluates the conditions.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import timedelta
+
+import dagster as dg
+
+from mesh_platform.contracts.model import Contract
+
+
+def freshness_policy(contract: Contract) -> dg.FreshnessPolicy | None:
+    hours = contract.sla_hours("latency")
+    if not hours:
+        return None
+    fail = timedelta(hours=hours)
+    warn = max(timedelta(minutes=1), fail * 0.8)
+    return dg.FreshnessPolicy.time_window(fail_window=fail, warn_window=warn if warn < fail else None)
+
+
+def cron_for(hours: float) -> str:
+    if hours <= 1:
+        return "0 * * * *"
+    if hours < 24:
+        return f"0 */{int(round(hours))} * * *"
+    if hours < 24 * 7:
+        return "0 2 * * *" if hours < 48 else f"0 2 */{int(round(hours / 24))} * *"
+    return "0 2 * * 1"
+
+
+def automation_condition(contract: Contract | None, has_inputs: bool, partitioned: bool = False, reads_partitioned: bool = False,
+                         read_whole: frozenset[dg.AssetKey] = frozenset(), refresh: str | None = None) -> dg.AutomationCondition | None:
+    """``eager`` for a product that consumes others; one fed only by its source follows its domain's schedule.
+
+    Daily partitions change two things (:mod:`mesh_platform.products.partitions`). Dagster's ``eager`` only
+    looks at the latest day of a partitioned asset, and waits while any upstream partition is
+    missing; but the claims sensor publishes the days that batches touch (often past days), and a
+    day without data is never materialized. So a partitioned product refreshes **the days whose
+    upstream days were updated** (:func:`_days_updated`; Dagster turns the days into runs by the
+    asset's single-run backfill policy), and a product reading a partitioned one refreshes when an
+    upstream day was updated, without waiting for every day (:func:`_any_day_updated`); both wait
+    until every upstream asset has been published at least once (:func:`_published`).
+
+    ``read_whole``: the unpartitioned input ports (other domains' products) of a partitioned product
+    (``policies`` for claims). A day is built from them as they are when the day is built; their
+    updates do not rebuild every day (with Dagster's default mapping, one new ``policies`` marked all
+    212 days of ``claims`` and of fraud's features for a refresh). A correction to them reaches a day
+    when that day is next built. An unpartitioned upstream of the product's own domain (fraud's
+    model for its scores) does rebuild every day, in one run: the domain decides how often it
+    changes (``docs/automation.md``).
+    """
+    if not has_inputs:
+        return None
+    if refresh is not None and not partitioned:
+        return _on_refresh(refresh)
+    if partitioned:
+        return _days_updated(frozenset(read_whole))
+    return _any_day_updated() if reads_partitioned else _eager()
+
+
+@functools.cache
+def _days_updated(read_whole: frozenset[dg.AssetKey] = frozenset()) -> dg.AutomationCondition:
+    A = dg.AutomationCondition
+    updated = A.any_deps_updated()
+    label = "eager (every day updated upstream)"
+    if read_whole:
+        updated = updated.ignore(dg.AssetSelection.assets(*sorted(read_whole, key=lambda k: k.to_user_string())))
+        label = "eager (every day updated upstream; " + ", ".join(sorted(k.to_user_string() for k in read_whole)) + " read as they are)"
+    return (updated.since_last_handled() & _ready()).with_label(label)
+
+
+@functools.cache
+def _any_day_updated() -> dg.AutomationCondition:
+    A = dg.AutomationCondition
+    return ((A.newly_missing() | A.any_deps_updated()).since_last_handled() & _ready()).with_label("eager (any upstream day)")
+
+
+@functools.cache
+def _on_refresh(cron: str) -> dg.AutomationCondition:
+    """Rebuilt at each tick of ``cron`` when an input was updated since the previous tick (a model
+    retrained weekly on the week's new labels), and, while it was never built, whenever an input is
+    updated (its first build; a transform that returns ``NotYet`` leaves it unbuilt, to try again)."""
+    A = dg.AutomationCondition
+    updated = A.any_deps_updated().since_last_handled()  # an input changed since its last build (or request)
+    on_tick = A.cron_tick_passed(cron).since_last_handled() & updated
+    first = A.missing() & updated
+    return ((on_tick | first) & _ready()).with_label(f"refresh on {cron} (when an input changed)")
+
+
+def _ready() -> dg.AutomationCondition:
+    """Nothing runs on an upstream that is unpublished, being rebuilt, or whose latest build failed
+    (it would read the last good version while a new one is due), nor while it is itself running."""
+    A = dg.AutomationCondition
+    return _published() & ~A.any_deps_in_progress() & ~A.any_deps_match(A.execution_failed()) & ~A.in_progress()
+
+
+def _published() -> dg.AutomationCondition:
+    """Every upstream asset has been published, a partitioned one on at least one of the days read
+    (Dagster's ``all_deps_match``: some partition of each dependency matches)."""
+    return dg.AutomationCondition.all_deps_match(~dg.AutomationCondition.missing())
+
+
+# Automation conditions are immutable: one instance per distinct condition serves every product
+# (building ``eager()`` costs ~0.3 ms, which a mesh of thousands of products pays at every load).
+@functools.cache
+def _eager() -> dg.AutomationCondition:
+    A = dg.AutomationCondition
+    return (A.eager() & ~A.any_deps_match(A.execution_failed())).with_label("eager")
+
+
+@functools.cache
+def _on_cron(cron: str) -> dg.AutomationCondition:
+    return dg.AutomationCondition.on_cron(cron)
+
+
+def automation_sensor(domain: str, running: bool = False, run_tags: dict[str, str] | None = None, interval: int = 30) -> dg.AutomationConditionSensorDefinition:
+    """The domain's automation sensor; ``running`` and ``interval`` come from the deployment's settings
+    (``MESH_AUTOMATION``, ``MESH_AUTOMATION_INTERVAL``), ``run_tags`` from its quotas."""
+    return dg.AutomationConditionSensorDefinition(
+        f"{domain}_automation",
+        target=dg.AssetSelection.groups(domain),
+        run_tags=run_tags or {"mesh/domain": domain},
+        minimum_interval_seconds=interval,
+        default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
+        description=f"Refreshes the {domain} domain's products from their SLAs and upstream updates.",
+    )
+
+
+def sla_schedule(domain: str, contracts: list[Contract], running: bool = False, run_tags: dict[str, str] | None = None) -> dg.ScheduleDefinition | None:
+    """A source-aligned domain's schedule: its whole job, at the highest frequency its contracts promise.
+
+    A domain of daily-partitioned products gets, at each tick, one run over the days the interval
+    since the previous tick touched (usually today; just after midnight yesterday and today), within
+    the partitions: a run with no day would fail every step that reads its day."""
+    from mesh_platform.products import partitions
+
+    hours = [h for h in (c.sla_hours("frequency") for c in contracts) if h]
+    if not hours:
+        return None
+    every = min(hours)
+    cron = cron_for(every)
+    tags = {**(run_tags or {"mesh/domain": domain}), "mesh/trigger": "sla_schedule"}
+    name = f"{domain}_sla_schedule"
+    status = dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
+    description = f"Refreshes the {domain} domain from its sources every {every:g} h (the shortest refresh frequency in its contracts' SLAs)."
+    layouts = [layout for layout in (partitions.of(c) for c in contracts) if layout is not None]
+    if not layouts:
+        return dg.ScheduleDefinition(name=name, cron_schedule=cron, target=dg.AssetSelection.groups(domain), tags=tags,
+                                     default_status=status, description=description)
+    definition = layouts[0].definition
+
+    @dg.schedule(name=name, cron_schedule=cron, target=dg.AssetSelection.groups(domain), default_status=status,
+                 description=description + " Each tick is one run over the days since the previous tick.")
+    def _tick(context: dg.ScheduleEvaluationContext):
+        import datetime as dt
+
+        now = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+        busy = in_flight(context.instance, domain)
+        if busy:
+            # the domain's products are being refreshed already (a landing batch, automation, a backfill):
+            # a second run over the same days would race it for the same ports and redo its work
+            return dg.SkipReason(f"{busy} run(s) of {domain} in flight; they refresh its products")
+        first, last = sla_days(definition, now, every)
+        if first is None:
+            return dg.SkipReason(f"no partition day between {now - dt.timedelta(hours=every):%Y-%m-%d %H:%M} and {now:%Y-%m-%d %H:%M}")
+        return dg.RunRequest(run_key=f"{first}..{last}@{now.isoformat()}", tags={**tags, **partitions.range_tags(definition, first, last)})
+
+    return _tick
+
+
+def in_flight(instance: dg.DagsterInstance, domain: str) -> int:
+    """Runs of ``domain`` queued or running (every run of a domain carries ``mesh/domain``)."""
+    statuses = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+    return len(instance.get_run_ids(dg.RunsFilter(tags={"mesh/domain": domain}, statuses=statuses), limit=10))
+
+
+def sla_days(definition, now, every_hours: float) -> tuple[str | None, str | None]:
+    """The partition days an SLA tick at ``now`` refreshes: from the day of the previous tick to
+    today, clamped to the partitions that exist at ``now``."""
+    import datetime as dt
+
+    from mesh_platform.products.partitions import KEY_FORMAT
+
+    keys = definition.get_partition_keys(current_time=now)
+    if not keys:
+        return None, None
+    first = max((now - dt.timedelta(hours=every_hours)).strftime(KEY_FORMAT), keys[0])
+    last = min(now.strftime(KEY_FORMAT), keys[-1])
+    return (first, last) if first <= last else (None, None)

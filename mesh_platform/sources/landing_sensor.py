@@ -1,0 +1,146 @@
+"""Sensors that drive the mesh from the outside world.
+
+:func:`landing_zone_sensor` watches a landing zone (a local folder, or an S3 prefix listed through
+dagster-aws) and requests one run of a domain's job for the files it has not seen yet. It waits
+(with a visible skip reason) until the products the job reads from other domains have been
+published at least once, so that a fresh mesh does not start with a run that is bound to fail.
+
+A file counts as seen when the sensor already asked for a run on it (its cursor), or when the
+assets that read the landing zone recorded it in their last materialization (see
+:func:`record_landed`): a run started another way (``mesh materialize``, the UI, a schedule)
+already read those files, and running the domain again on them would only make it newer than what
+its consumers were built from. While such a run is still going, the sensor waits for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Sequence
+
+import dagster as dg
+
+from mesh_platform.foundations import metadata as md
+from mesh_platform.sources.landed import LandedFile
+from mesh_platform.sources.systems import LandingZone
+
+LANDED_FILES = md.LANDED_FILES  # materialization metadata: the landed files a run read
+_MAX_CURSOR_FILES = 100_000
+RUN_GAP_DAYS = 7
+"""Touched days at most this far apart go into one run: the days in between are published again from
+the files they already had (the same rows), which costs less than a run more."""
+
+
+def record_landed(context, files: Sequence[LandedFile]) -> None:
+    """Record on the asset being materialized which landed files it read (the sensor skips them)."""
+    context.add_output_metadata({LANDED_FILES: dg.MetadataValue.json(sorted(f.name for f in files))})
+
+
+def files_read(instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey]) -> set[str]:
+    """The landed files the last materialization of each of ``keys`` recorded (see :func:`record_landed`)."""
+    names: set[str] = set()
+    for key in keys:
+        event = instance.get_latest_materialization_event(key)
+        materialization = event.asset_materialization if event is not None else None
+        value = materialization.metadata.get(LANDED_FILES) if materialization is not None else None
+        if value is not None and isinstance(value.value, list):
+            names.update(str(n) for n in value.value)
+    return names
+
+
+def _reading_runs(instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey]) -> list[str]:
+    """Ids of runs not finished yet that materialize any of ``keys``."""
+    from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+
+    wanted = set(keys)
+    return [
+        run.run_id
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES), limit=200)
+        if run.asset_selection and wanted & set(run.asset_selection)
+    ]
+
+
+def landing_zone_sensor(
+    *,
+    name: str,
+    job,
+    landing: LandingZone,
+    patterns: Sequence[str],
+    waits_for: Sequence[Sequence[str]] = (),
+    readers: Sequence[Sequence[str]] = (),
+    minimum_interval_seconds: int | None = None,
+    default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
+    days: dict[str, str] | None = None,
+) -> dg.SensorDefinition:
+    """``readers``: the assets that read the landing zone and :func:`record_landed` what they read.
+
+    ``days`` (for a daily-partitioned job): per pattern, the column that gives a row's day. The
+    sensor then reads that column of each new file and requests only the days the new files touch:
+    one run per range of days (ranges less than :data:`RUN_GAP_DAYS` apart joined), never the whole history.
+    Days the job's partitions do not have (before their start, or in the future) are left out and
+    logged."""
+    upstream = [dg.AssetKey(list(k)) for k in waits_for]
+    reader_keys = [dg.AssetKey(list(k)) for k in readers]
+    interval = minimum_interval_seconds or int(os.environ.get("MESH_SENSOR_INTERVAL", "30"))
+
+    @dg.sensor(
+        name=name,
+        job=job,
+        minimum_interval_seconds=interval,
+        default_status=default_status,
+        description=f"Starts {job.name} when new files matching {', '.join(patterns)} land in the landing zone ({landing.path}).",
+    )
+    def _sensor(context: dg.SensorEvaluationContext):
+        seen = set(json.loads(context.cursor)) if context.cursor else set()
+        listed = sorted({f.name for pattern in patterns for f in landing.landed(pattern)})
+        new = [f for f in listed if f not in seen]
+        if new and reader_keys:
+            running = _reading_runs(context.instance, reader_keys)
+            if running:
+                return dg.SkipReason(f"{len(new)} new file(s) waiting for run(s) already reading the landing zone: {', '.join(r[:8] for r in running)}")
+            read = files_read(context.instance, reader_keys)
+            if read & set(new):
+                # read by a run this sensor did not start: remember them, never run on them again
+                seen |= read & set(listed)
+                new = [f for f in new if f not in seen]
+                context.update_cursor(json.dumps(sorted(seen & set(listed))[-_MAX_CURSOR_FILES:]))
+        if not new:
+            return dg.SkipReason(f"no new files in {landing.path}")
+        missing = [k.to_user_string() for k in upstream if context.instance.get_latest_materialization_event(k) is None]
+        if missing:
+            return dg.SkipReason(f"{len(new)} new file(s) waiting for upstream products to be published: {', '.join(missing)}")
+        run_key = hashlib.sha256("\n".join(new).encode()).hexdigest()[:16]
+        tags = {md.LANDED_FILES: str(len(new)), "mesh/landed_keys_sha": run_key}
+        if days:
+            requests = _partition_requests(context, job, landing, new, days, run_key, tags)
+            context.update_cursor(json.dumps(sorted((seen | set(new)) & set(listed))[-_MAX_CURSOR_FILES:]))
+            return requests or dg.SkipReason(f"{len(new)} new file(s) have no rows on a day of {job.name}'s partitions")
+        context.update_cursor(json.dumps(sorted((seen | set(new)) & set(listed))[-_MAX_CURSOR_FILES:]))
+        return dg.RunRequest(run_key=run_key, tags=tags)
+
+    return _sensor
+
+
+def _partition_requests(context, job, landing: LandingZone, new: list[str], days: dict[str, str], run_key: str, tags: dict[str, str]) -> list[dg.RunRequest]:
+    """One run request per range of consecutive days that the ``new`` files have rows on."""
+    from mesh_platform.products.partitions import ranges
+    from mesh_platform.sources.systems import days_in_file
+
+    touched: set[str] = set()
+    for pattern, column in days.items():
+        for f in landing.landed(pattern):
+            if f.name in new:
+                touched |= days_in_file(f, column)
+    definition = getattr(job, "partitions_def", None)
+    if definition is None and context.repository_def is not None:  # an asset job's partitions come from its assets
+        definition = context.repository_def.get_job(job.name).partitions_def
+    known = set(definition.get_partition_keys()) if definition is not None else touched
+    outside = sorted(touched - known)
+    if outside:
+        context.log.warning(f"rows on {len(outside)} day(s) outside the partitions of {job.name} ({', '.join(outside[:5])}): not requested")
+    requests = []
+    for first, last in ranges(touched & known, gap=RUN_GAP_DAYS):
+        range_tags = {**tags, "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+        requests.append(dg.RunRequest(run_key=f"{run_key}-{first}-{last}", tags=range_tags))
+    return requests
