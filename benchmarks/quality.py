@@ -127,8 +127,8 @@ def pandas_factory(df, contract) -> Timed:
 
 def evaluate_factory(df, contract) -> Timed:
     from mesh_platform.contracts import conform
-    from mesh_platform.quality import evaluate
-    from mesh_platform.quality.checks import rules_for
+    from mesh_platform.quality.evaluate import evaluate
+    from mesh_platform.quality.rules import rules_for
 
     table, rules = conform(df, contract, check_values=False), rules_for(contract)
     return lambda: evaluate(table, rules)

@@ -52,10 +52,10 @@ def wait_for(what: str, check, timeout: float = BOUND, every: float = 3.0):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
-def settled(webserver: str):
+def settled(web: str):
     """Every run finished (none queued or running): the runs, newest first; else None."""
     try:
-        found = webserver.runs(webserver)
+        found = webserver.runs(web)
     except layout.StackError as exc:  # a query that failed now (busy machine) is asked again
         return f"no answer: {exc}"[:500]
     if any(r["status"] in ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING") for r in found):
