@@ -195,7 +195,7 @@ def test_the_landing_sensor_requests_only_the_days_new_files_touch(tmp_path):
     landing = tmp_path / "landing"
     landing.mkdir()
     sensor = landing_zone_sensor(name="s", job=job, landing=LandingZone(path=str(landing)), patterns=["claims_*.csv"],
-                                 days={"claims_*.csv": "reported_at"})
+                                 days={"claims_*.csv": "reported_at"}, settle_seconds=0)
     pd.DataFrame({"claim_ref": ["a", "b", "c", "d", "f"], "reported_at": ["2026-06-01T09:00:00", "2026-06-02T10:00:00", "2026-06-05T11:00:00", "1999-01-01T00:00:00", "2026-06-20T08:00:00"]}) \
         .to_csv(landing / "claims_batch_0001.csv", index=False)
     with dg.instance_for_test() as instance:

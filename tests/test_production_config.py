@@ -157,7 +157,8 @@ def _reader_defs(zone: LandingZone):
         return sum(len(f.open().read()) for f in files)
 
     job = dg.define_asset_job("claims_products", selection=[landed_claims])
-    sensor = landing_zone_sensor(name="claims_landing_sensor", job=job, landing=zone, patterns=["claims_*.csv"], readers=[["claims", "landed_claims"]])
+    sensor = landing_zone_sensor(name="claims_landing_sensor", job=job, landing=zone, patterns=["claims_*.csv"], readers=[["claims", "landed_claims"]],
+                                settle_seconds=0)
     return landed_claims, sensor
 
 

@@ -30,7 +30,7 @@ def test_landing_sensor_waits_for_upstream_then_requests_one_run_per_new_batch(t
     landing.mkdir()
     job = dg.define_asset_job("claims_products", selection=dg.AssetSelection.all())
     sensor = landing_zone_sensor(
-        name="s", job=job, landing=LandingZone(path=str(landing)), patterns=["claims_*.csv"], waits_for=[["policies", "policies"]]
+        name="s", job=job, landing=LandingZone(path=str(landing)), patterns=["claims_*.csv"], waits_for=[["policies", "policies"]], settle_seconds=0
     )
     with dg.instance_for_test() as instance:
         ctx = dg.build_sensor_context(instance=instance)
@@ -47,6 +47,53 @@ def test_landing_sensor_waits_for_upstream_then_requests_one_run_per_new_batch(t
         (landing / "claims_batch_0002.csv").write_text("x\n")
         second = sensor(ctx2)
         assert isinstance(second, dg.RunRequest) and second.run_key != request.run_key
+
+
+def test_landing_sensor_waits_while_a_run_of_its_own_job_is_in_flight(tmp_path):
+    """A run of the sensor's job has no asset selection of its own; it still reads the landing zone.
+    Requesting beside it made a second run over files the first had read (docs/automation.md)."""
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    job = dg.define_asset_job("claims_products", selection=dg.AssetSelection.all())
+    sensor = landing_zone_sensor(name="s", job=job, landing=LandingZone(path=str(landing)), patterns=["claims_*.csv"],
+                                 readers=[["claims", "landed_claims"]], settle_seconds=0)
+    with dg.instance_for_test() as instance:
+        (landing / "claims_batch_0001.csv").write_text("x\n")
+        instance.add_run(DagsterRun(job_name="claims_products", run_id="a1b2c3d4-0000-0000-0000-000000000000", status=dg.DagsterRunStatus.STARTED))
+        ctx = dg.build_sensor_context(instance=instance)
+        assert "waiting for run(s) already reading the landing zone: a1b2c3d4" in sensor(ctx).skip_message
+        instance.add_run(DagsterRun(job_name="other_job", run_id="e5f6a7b8-0000-0000-0000-000000000000", status=dg.DagsterRunStatus.STARTED))
+        instance.report_run_failed(instance.get_run_by_id("a1b2c3d4-0000-0000-0000-000000000000"))
+        assert isinstance(sensor(ctx), dg.RunRequest)  # another job's run reads nothing here
+
+
+def test_a_batch_runs_once_all_its_files_have_landed(tmp_path):
+    """Claims, then their events: a tick between the two used to run the claims alone and the events
+    in a second run over the same days. The sensor waits until the batch has been quiet a moment, and
+    lists the zone once for every pattern."""
+    import os
+    import time
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    job = dg.define_asset_job("claims_products", selection=dg.AssetSelection.all())
+    sensor = landing_zone_sensor(name="s", job=job, landing=LandingZone(path=str(landing)),
+                                 patterns=["claims_*.csv", "claim_events_*.jsonl"], settle_seconds=30)
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance)
+        (landing / "claims_batch_0001.csv").write_text("x\n")
+        waiting = sensor(ctx)
+        assert "1 new file(s) still landing" in waiting.skip_message and ctx.cursor is None
+        (landing / "claim_events_0001.jsonl").write_text("{}\n")
+        assert "2 new file(s) still landing" in sensor(ctx).skip_message
+        quiet = time.time() - 60
+        for path in landing.iterdir():
+            os.utime(path, (quiet, quiet))
+        request = sensor(ctx)
+        assert isinstance(request, dg.RunRequest) and request.tags["mesh/landed_files"] == "2"
+        assert json.loads(ctx.cursor) == ["claim_events_0001.jsonl", "claims_batch_0001.csv"]
 
 
 def test_claims_definitions_carry_the_landing_sensor():

@@ -14,6 +14,8 @@ class LandedFile:
     name: str
     uri: str
     etag: str = ""
+    modified: float = field(default=0.0, compare=False)
+    """When it landed (its last modification), in seconds since the epoch; 0 when not known."""
     _open: Callable[[], IO[bytes]] | None = field(default=None, compare=False, repr=False)
 
     @property

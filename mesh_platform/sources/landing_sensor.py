@@ -9,7 +9,9 @@ A file counts as seen when the sensor already asked for a run on it (its cursor)
 assets that read the landing zone recorded it in their last materialization (see
 :func:`record_landed`): a run started another way (``mesh materialize``, the UI, a schedule)
 already read those files, and running the domain again on them would only make it newer than what
-its consumers were built from. While such a run is still going, the sensor waits for it.
+its consumers were built from. While such a run is still going (one it started itself too: a run
+reads every file with rows on its days when it runs, so a file that landed meanwhile may be read by
+it), the sensor waits for it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from typing import Sequence
 
 import dagster as dg
@@ -27,6 +30,10 @@ from mesh_platform.sources.systems import LandingZone
 
 LANDED_FILES = md.LANDED_FILES  # materialization metadata: the landed files a run read
 _MAX_CURSOR_FILES = 100_000
+SETTLE_SECONDS = 5.0
+"""A batch is run once its files have been quiet this long (``MESH_LANDING_SETTLE_SECONDS``): an upstream
+system drops a batch as several files (claims, then their events), and a tick between two of them
+would run the first alone, then the second in a run of its own over the same days."""
 RUN_GAP_DAYS = 7
 """Touched days at most this far apart go into one run: the days in between are published again from
 the files they already had (the same rows), which costs less than a run more."""
@@ -49,15 +56,17 @@ def files_read(instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey]) -> set
     return names
 
 
-def _reading_runs(instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey]) -> list[str]:
-    """Ids of runs not finished yet that materialize any of ``keys``."""
+def _reading_runs(instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey], job_name: str) -> list[str]:
+    """Ids of runs not finished yet that materialize any of ``keys``: runs of ``job_name`` (the sensor's
+    own job: such a run has no asset selection of its own, it runs the job's) or of a selection with
+    one of them (``mesh materialize``, the UI, a schedule, automation)."""
     from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
 
     wanted = set(keys)
     return [
         run.run_id
         for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES), limit=200)
-        if run.asset_selection and wanted & set(run.asset_selection)
+        if (run.asset_selection and wanted & set(run.asset_selection)) or (not run.asset_selection and run.job_name == job_name)
     ]
 
 
@@ -72,6 +81,7 @@ def landing_zone_sensor(
     minimum_interval_seconds: int | None = None,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     days: dict[str, str] | None = None,
+    settle_seconds: float | None = None,
 ) -> dg.SensorDefinition:
     """``readers``: the assets that read the landing zone and :func:`record_landed` what they read.
 
@@ -83,6 +93,7 @@ def landing_zone_sensor(
     upstream = [dg.AssetKey(list(k)) for k in waits_for]
     reader_keys = [dg.AssetKey(list(k)) for k in readers]
     interval = minimum_interval_seconds or int(os.environ.get("MESH_SENSOR_INTERVAL", "30"))
+    settle = settle_seconds if settle_seconds is not None else float(os.environ.get("MESH_LANDING_SETTLE_SECONDS", SETTLE_SECONDS))
 
     @dg.sensor(
         name=name,
@@ -93,10 +104,15 @@ def landing_zone_sensor(
     )
     def _sensor(context: dg.SensorEvaluationContext):
         seen = set(json.loads(context.cursor)) if context.cursor else set()
-        listed = sorted({f.name for pattern in patterns for f in landing.landed(pattern)})
+        files = landing.landed_matching(patterns)  # one listing: files landed together are seen together
+        listed = [f.name for f in files]
         new = [f for f in listed if f not in seen]
+        youngest = max((f.modified for f in files if f.name not in seen), default=0.0)
+        if new and settle > 0 and time.time() - youngest < settle:
+            return dg.SkipReason(f"{len(new)} new file(s) still landing: the newest {max(0.0, time.time() - youngest):.1f} s ago; "
+                                 f"a batch runs once quiet for {settle:g} s")
         if new and reader_keys:
-            running = _reading_runs(context.instance, reader_keys)
+            running = _reading_runs(context.instance, reader_keys, job.name)
             if running:
                 return dg.SkipReason(f"{len(new)} new file(s) waiting for run(s) already reading the landing zone: {', '.join(r[:8] for r in running)}")
             read = files_read(context.instance, reader_keys)
@@ -113,7 +129,7 @@ def landing_zone_sensor(
         run_key = hashlib.sha256("\n".join(new).encode()).hexdigest()[:16]
         tags = {md.LANDED_FILES: str(len(new)), "mesh/landed_keys_sha": run_key}
         if days:
-            requests = _partition_requests(context, job, landing, new, days, run_key, tags)
+            requests = _partition_requests(context, job, files, new, days, run_key, tags)
             context.update_cursor(json.dumps(sorted((seen | set(new)) & set(listed))[-_MAX_CURSOR_FILES:]))
             return requests or dg.SkipReason(f"{len(new)} new file(s) have no rows on a day of {job.name}'s partitions")
         context.update_cursor(json.dumps(sorted((seen | set(new)) & set(listed))[-_MAX_CURSOR_FILES:]))
@@ -122,15 +138,17 @@ def landing_zone_sensor(
     return _sensor
 
 
-def _partition_requests(context, job, landing: LandingZone, new: list[str], days: dict[str, str], run_key: str, tags: dict[str, str]) -> list[dg.RunRequest]:
+def _partition_requests(context, job, files: Sequence[LandedFile], new: list[str], days: dict[str, str], run_key: str, tags: dict[str, str]) -> list[dg.RunRequest]:
     """One run request per range of consecutive days that the ``new`` files have rows on."""
+    import fnmatch
+
     from mesh_platform.products.partitions import ranges
     from mesh_platform.sources.systems import days_in_file
 
     touched: set[str] = set()
     for pattern, column in days.items():
-        for f in landing.landed(pattern):
-            if f.name in new:
+        for f in files:
+            if f.name in new and fnmatch.fnmatchcase(f.name, pattern):
                 touched |= days_in_file(f, column)
     definition = getattr(job, "partitions_def", None)
     if definition is None and context.repository_def is not None:  # an asset job's partitions come from its assets

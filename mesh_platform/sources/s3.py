@@ -84,7 +84,9 @@ def list_objects(uri: str, what: str = "landing zone"):
                 name = key[len(prefix):]
                 if not name:
                     continue
+                modified = obj.get("LastModified")
                 found.append(LandedFile(name, f"s3://{bucket}/{key}", obj.get("ETag", "").strip('"'),
+                                        modified.timestamp() if modified is not None else 0.0,
                                         _open=lambda key=key: _read(s3, bucket, key, uri, what)))
     except Exception as exc:  # noqa: BLE001
         raise explain(exc, uri, what) from None

@@ -14,6 +14,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Sequence
 
 import dagster as dg
 import pandas as pd
@@ -74,11 +75,19 @@ class LandingZone(dg.ConfigurableResource):
 
     def landed(self, pattern: str) -> list[LandedFile]:
         """Every file matching ``pattern`` (a glob on the file name), sorted by name, on either backend."""
-        if not self.is_s3:
-            return [_local(p) for p in self.files(pattern)]
-        from mesh_platform.sources.s3 import list_objects
+        return self.landed_matching([pattern])
 
-        return [f for f in list_objects(self.path) if fnmatch.fnmatchcase(f.name, pattern)]
+    def landed_matching(self, patterns: Sequence[str]) -> list[LandedFile]:
+        """Every file matching any of ``patterns``, from one listing of the zone (so that files landed
+        together are seen together), sorted by name."""
+        if not self.is_s3:
+            folder = Path(self.path)
+            listed = [_local(p) for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+        else:
+            from mesh_platform.sources.s3 import list_objects
+
+            listed = list_objects(self.path)
+        return sorted((f for f in listed if any(fnmatch.fnmatchcase(f.name, p) for p in patterns)), key=lambda f: f.name)
 
     @classmethod
     def claims(cls, settings: MeshSettings) -> "LandingZone":
@@ -99,7 +108,7 @@ def _read_bytes(path: Path) -> io.BytesIO:
 
 def _local(path: Path) -> LandedFile:
     stat = path.stat()
-    return LandedFile(path.name, path.resolve().as_uri(), f"{stat.st_size}-{stat.st_mtime_ns}", _open=functools.partial(_read_bytes, path))
+    return LandedFile(path.name, path.resolve().as_uri(), f"{stat.st_size}-{stat.st_mtime_ns}", stat.st_mtime, _open=functools.partial(_read_bytes, path))
 
 
 def days_in_file(file: LandedFile, column: str) -> set[str]:

@@ -143,7 +143,7 @@ def _up(settings, layout: StackLayout, state: StackState, workspace: Path, entri
         "AWS_ENDPOINT_URL_S3": endpoint,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(project), os.environ.get("PYTHONPATH", "")])),
     }
-    for passthrough in ("MESH_SENSOR_INTERVAL", "MESH_AUTOMATION_INTERVAL", "MESH_WORKSPACE", "MESH_DOMAINS", "MESH_QUALITY_REPORTS"):
+    for passthrough in ("MESH_SENSOR_INTERVAL", "MESH_LANDING_SETTLE_SECONDS", "MESH_AUTOMATION_INTERVAL", "MESH_WORKSPACE", "MESH_DOMAINS", "MESH_QUALITY_REPORTS"):
         if os.environ.get(passthrough):
             state.env[passthrough] = os.environ[passthrough]
     state.masking_key = os.environ.get("MESH_MASKING_KEY") or secrets.token_hex(32)
