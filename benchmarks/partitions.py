@@ -44,6 +44,7 @@ HISTORY_DAYS = 30
 TARGET_RATIO = 1 / 20
 FULL = {"scale": 1000.0, "repeats": 2}  # ~2,400 claims a day, ~72k over the 30 days; policies 1.5M rows
 QUICK = {"scale": 6.0, "repeats": 1}  # below ~5, 30 days hold too few labelled claims to train the fraud model
+QUICK_SECONDS = 70  # rough duration of the quick run (the runner starts the slowest first)
 
 
 def _mesh(args: list[str], home: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ NAME = "production"
 DESCRIPTION = "Postgres instance vs SQLite per run; claims landing to analytics refreshed in `mesh stack up`"
 FULL_RUNS = (2, 15)  # warm-up, timed runs per storage
 QUICK_RUNS = (1, 3)
-QUICK_SECONDS = 40
+QUICK_SECONDS = 15
 
 
 def skip_reason() -> str | None:

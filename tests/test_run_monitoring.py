@@ -100,7 +100,7 @@ def test_run_whose_worker_died_is_marked_failed(tmp_path, monkeypatch):
                     start_new_session=True,
                 )
                 try:
-                    wait_for(lambda: instance.get_run_by_id(run_id).is_finished, 120, "run monitoring to end the run")
+                    wait_for(lambda: instance.get_run_by_id(run_id).is_finished, 45, "run monitoring to end the run")
                 except BaseException:
                     print((tmp_path / "daemon.log").read_text()[-4000:])  # what the daemon saw
                     raise
