@@ -31,38 +31,8 @@ def pytest_report_header(config):
     """Say up front how long the run will take, and how to run the fast subset."""
     if "not slow" in (config.getoption("markexpr") or ""):
         return "fast subset: the end-to-end tests marked `slow` are left out"
-    return ("the whole suite takes about 16 minutes on two cores (it materializes the mesh, starts dagster dev, "
+    return ("the whole suite takes about 19 minutes on two cores (it materializes the mesh, starts dagster dev, "
             "Postgres and an S3 server); `pytest -m \"not slow\"` runs the fast subset")
-
-
-# The files that take longest, longest first. The suite runs on two workers, a file at a time
-# (`--dist loadfile`, `--no-loadscope-reorder`: files in collection order); handing out the longest
-# first lets the two workers finish together, instead of one starting the production stack test
-# while the other has nothing left. Figures: `--durations` of a full run on two cores.
-LONGEST_FIRST = [
-    "test_production_stack.py",  # ~7 min: Postgres, S3, a code server per domain, the daemon
-    "test_benchmarks.py",  # ~4 min: every benchmark's quick run
-    "test_quotas.py",
-    "test_quickstart_dev.py",
-    "test_partitions.py",
-    "test_hostile_files.py",
-    "test_dbt.py",
-    "test_run_monitoring.py",
-    "test_materialize_queued.py",
-    "test_scaffold.py",
-    "test_governance.py",
-    "test_mesh_end_to_end.py",
-    "test_hostile_env.py",
-    "test_isolation.py",
-    "test_contract_versions.py",
-    "test_contract_gate.py",
-]
-
-
-def pytest_collection_modifyitems(config, items):
-    """Longest files first (see LONGEST_FIRST); within a file, and for every other file, the order stays."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))
 
 
 def pytest_sessionfinish(session, exitstatus):
