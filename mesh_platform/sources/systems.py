@@ -80,14 +80,15 @@ class LandingZone(dg.ConfigurableResource):
     def landed_matching(self, patterns: Sequence[str]) -> list[LandedFile]:
         """Every file matching any of ``patterns``, from one listing of the zone (so that files landed
         together are seen together), sorted by name."""
-        if not self.is_s3:
-            folder = Path(self.path)
-            listed = [_local(p) for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
-        else:
-            from mesh_platform.sources.s3 import list_objects
+        def wanted(name: str) -> bool:
+            return any(fnmatch.fnmatchcase(name, p) for p in patterns)
 
-            listed = list_objects(self.path)
-        return sorted((f for f in listed if any(fnmatch.fnmatchcase(f.name, p) for p in patterns)), key=lambda f: f.name)
+        if not self.is_s3:  # stat only the files that match (the zone holds every batch ever landed)
+            folder = Path(self.path)
+            return [_local(p) for p in sorted(folder.iterdir()) if wanted(p.name) and p.is_file()] if folder.is_dir() else []
+        from mesh_platform.sources.s3 import list_objects
+
+        return [f for f in list_objects(self.path) if wanted(f.name)]  # listed sorted by name
 
     @classmethod
     def claims(cls, settings: MeshSettings) -> "LandingZone":
