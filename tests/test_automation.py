@@ -151,3 +151,61 @@ class _Given(dg.IOManager):
 
     def handle_output(self, context, obj):
         raise AssertionError("nothing may be stored")
+
+
+def _run_of(instance, request: dg.RunRequest, job_name: str):
+    """The run the daemon makes of a sensor's request (its selection and tags), started."""
+    import uuid
+
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    run = DagsterRun(job_name=job_name, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED, tags=request.tags,
+                     asset_selection=frozenset(request.asset_selection) if request.asset_selection else None)
+    instance.add_run(run)
+    return run
+
+
+def _publish_in_run(instance, run, key: dg.AssetKey, partitions: list[str]) -> None:
+    """Materializations stored as a step of ``run`` reports them (automation looks up the run that made each)."""
+    from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
+
+    for partition in partitions:
+        event = DagsterEvent(event_type_value=DagsterEventType.ASSET_MATERIALIZATION.value, job_name=run.job_name,
+                             event_specific_data=StepMaterializationData(dg.AssetMaterialization(asset_key=key, partition=partition)))
+        instance.report_dagster_event(event, run_id=run.run_id)
+
+
+def test_a_landing_sensor_run_is_not_followed_by_a_second_claims_run_over_its_day(instance, tmp_path):
+    """The landing sensor's run builds the landed files, claims and claim events of the days it
+    touches. Publishing the landed files first used to make claims' automation start a second run
+    over the same day while the first was still building it (docs/automation.md): the sensor's run
+    named no assets, so automation could not tell it was building claims."""
+    from domains.claims.definitions import claims_job
+
+    from mesh_platform import LandingZone, landing_zone_sensor
+
+    defs = _defs("claims")
+    claims, landed = dg.AssetKey(["claims", "claims"]), dg.AssetKey(["claims", "landed_claims"])
+    days = _days(defs, claims)
+    daemon = Daemon(defs, instance, dg.AssetSelection.assets(claims))
+    _publish(instance, dg.AssetKey(["policies", "policies"]))
+    _publish(instance, landed, days)
+    _publish(instance, claims, days)
+    daemon.tick()  # the history
+
+    zone = tmp_path / "landing"
+    zone.mkdir()
+    (zone / "claims_batch_0009.csv").write_text(f"claim_no,reported_at\nCLM-1,{days[-2]}T10:00:00\n")
+    sensor = landing_zone_sensor(name="s", job=claims_job, landing=LandingZone(path=str(zone)), patterns=["claims_*.csv"],
+                                 days={"claims_*.csv": "reported_at"}, settle_seconds=0)
+    [request] = sensor(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert claims in request.asset_selection and landed in request.asset_selection
+    run = _run_of(instance, request, claims_job.name)
+
+    _publish_in_run(instance, run, landed, [days[-2]])  # the run's first step is done; claims is next
+    assert daemon.tick().get_requested_partitions(claims) == set()
+    _publish_in_run(instance, run, claims, [days[-2]])
+    assert daemon.tick().get_requested_partitions(claims) == set()
+
+    _publish(instance, landed, [days[-1]])  # a build of the landed files alone (not claims): that day is due
+    assert daemon.tick().get_requested_partitions(claims) == {days[-1]}

@@ -66,6 +66,12 @@ def test_landing_sensor_waits_while_a_run_of_its_own_job_is_in_flight(tmp_path):
         assert "waiting for run(s) already reading the landing zone: a1b2c3d4" in sensor(ctx).skip_message
         instance.add_run(DagsterRun(job_name="other_job", run_id="e5f6a7b8-0000-0000-0000-000000000000", status=dg.DagsterRunStatus.STARTED))
         instance.report_run_failed(instance.get_run_by_id("a1b2c3d4-0000-0000-0000-000000000000"))
+        # (not started yet: queued runs need a code location's origin to be stored, and count the same)
+        instance.add_run(DagsterRun(job_name="claims_products", run_id="c9d0e1f2-0000-0000-0000-000000000000", status=dg.DagsterRunStatus.NOT_STARTED,
+                                    asset_selection=frozenset({dg.AssetKey(["claims", "landed_claims"])})))
+        # a run not started yet reads every file with rows on its days when it starts: these files too
+        assert "waiting for run(s) already reading the landing zone: c9d0e1f2" in sensor(ctx).skip_message
+        instance.report_run_canceled(instance.get_run_by_id("c9d0e1f2-0000-0000-0000-000000000000"))
         assert isinstance(sensor(ctx), dg.RunRequest)  # another job's run reads nothing here
 
 

@@ -57,15 +57,17 @@ def files_read(instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey]) -> set
 
 
 def _reading_runs(instance: dg.DagsterInstance, keys: Sequence[dg.AssetKey], job_name: str) -> list[str]:
-    """Ids of runs not finished yet that materialize any of ``keys``: runs of ``job_name`` (the sensor's
-    own job: such a run has no asset selection of its own, it runs the job's) or of a selection with
-    one of them (``mesh materialize``, the UI, a schedule, automation)."""
-    from dagster._core.storage.dagster_run import IN_PROGRESS_RUN_STATUSES
+    """Ids of runs not finished yet (queued ones included: a queued run reads every file with rows on
+    its days when it starts, so files landed meanwhile are read by it) that materialize any of
+    ``keys``: runs of ``job_name`` (the sensor's own job; runs from before its requests named their
+    assets have no asset selection) or of a selection with one of them (this sensor, ``mesh
+    materialize``, the UI, a schedule, automation)."""
+    from dagster._core.storage.dagster_run import NOT_FINISHED_STATUSES
 
     wanted = set(keys)
     return [
         run.run_id
-        for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS_RUN_STATUSES), limit=200)
+        for run in instance.get_runs(filters=dg.RunsFilter(statuses=NOT_FINISHED_STATUSES), limit=200)
         if (run.asset_selection and wanted & set(run.asset_selection)) or (not run.asset_selection and run.job_name == job_name)
     ]
 
@@ -128,17 +130,32 @@ def landing_zone_sensor(
             return dg.SkipReason(f"{len(new)} new file(s) waiting for upstream products to be published: {', '.join(missing)}")
         run_key = hashlib.sha256("\n".join(new).encode()).hexdigest()[:16]
         tags = {md.LANDED_FILES: str(len(new)), "mesh/landed_keys_sha": run_key}
+        selection = _job_assets(context, job)
         if days:
-            requests = _partition_requests(context, job, files, new, days, run_key, tags)
+            requests = _partition_requests(context, job, files, new, days, run_key, tags, selection)
             context.update_cursor(json.dumps(sorted((seen | set(new)) & set(listed))[-_MAX_CURSOR_FILES:]))
             return requests or dg.SkipReason(f"{len(new)} new file(s) have no rows on a day of {job.name}'s partitions")
         context.update_cursor(json.dumps(sorted((seen | set(new)) & set(listed))[-_MAX_CURSOR_FILES:]))
-        return dg.RunRequest(run_key=run_key, tags=tags)
+        return dg.RunRequest(run_key=run_key, tags=tags, asset_selection=selection)
 
     return _sensor
 
 
-def _partition_requests(context, job, files: Sequence[LandedFile], new: list[str], days: dict[str, str], run_key: str, tags: dict[str, str]) -> list[dg.RunRequest]:
+def _job_assets(context, job) -> list[dg.AssetKey] | None:
+    """The job's assets, named in each run request so the run carries them as its asset selection.
+
+    A run of a job without one has no ``asset_selection``, and Dagster's automation then cannot tell
+    that the run builds those assets: ``any_deps_updated`` ignores an input updated by a run that
+    also builds the asset only when the asset is in that run's selection
+    (``executed_with_root_target``). Without it, the landed files this run publishes first made
+    claims' automation start a second run over the same day while this one was still building it."""
+    if context.repository_def is None or not context.repository_def.has_job(job.name):
+        return None
+    return sorted(context.repository_def.get_job(job.name).asset_layer.selected_asset_keys, key=lambda k: k.to_user_string())
+
+
+def _partition_requests(context, job, files: Sequence[LandedFile], new: list[str], days: dict[str, str], run_key: str, tags: dict[str, str],
+                        selection: list[dg.AssetKey] | None) -> list[dg.RunRequest]:
     """One run request per range of consecutive days that the ``new`` files have rows on."""
     import fnmatch
 
@@ -160,5 +177,5 @@ def _partition_requests(context, job, files: Sequence[LandedFile], new: list[str
     requests = []
     for first, last in ranges(touched & known, gap=RUN_GAP_DAYS):
         range_tags = {**tags, "dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
-        requests.append(dg.RunRequest(run_key=f"{run_key}-{first}-{last}", tags=range_tags))
+        requests.append(dg.RunRequest(run_key=f"{run_key}-{first}-{last}", tags=range_tags, asset_selection=selection))
     return requests
