@@ -26,7 +26,7 @@ LAYERS = [
      "quality", "quality.checks", "quality.results", "quality.rules", "quality.evaluate", "quality.gx", "quality.deferred", "quality.quarantine", "quality.reports",
      "products", "products.ports", "products.private", "products.specs", "products.declarations", "lineage.columns", "dbt.contracts", "dbt.sql_lineage"},
     # 4: a domain's plan and its Dagster definitions; lineage events
-    {"", "products.plan", "products.build", "products.domain", "dbt", "dbt.plan", "dbt.project", "dbt.assets", "lineage", "lineage.events", "lineage.emit", "lineage.sensors", "lineage.graph"},
+    {"", "products.plan", "products.build", "products.domain", "dbt", "dbt.plan", "dbt.project", "dbt.specs", "dbt.assets", "lineage", "lineage.events", "lineage.emit", "lineage.sensors", "lineage.graph"},
     # 5: sources, the mesh as a whole, serving, deployment, self-serve and the command line
     {"sources", "sources.systems", "sources.s3", "sources.landing_sensor",
      "mesh", "mesh.workspace", "mesh.instance", "mesh.materialize", "mesh.submission", "mesh.run_cleanup", "mesh.catalog", "mesh.validation", "mesh.consumers", "mesh.search", "mesh.usage", "mesh.devserver",

@@ -312,7 +312,7 @@ def test_mesh_materialize_emits_every_run_with_its_input_ports(materialized_mesh
     assert {r.tags["mesh/domain"] for r in runs} >= {"policies", "claims", "customer_care", "fraud", "analytics"}
     for r in runs:
         emitted = of_run(events, r.run_id)
-        assert [e["eventType"] for e in emitted] == ["START", "COMPLETE" if r.status == dg.DagsterRunStatus.SUCCESS else "FAIL"], r.run_id
+        assert [e["eventType"] for e in emitted] == ["START", "COMPLETE" if r.status == dg.DagsterRunStatus.SUCCESS else "FAIL"], (r.run_id, r.tags, r.status)
         complete = emitted[-1]
         assert complete["job"]["name"] == f"{r.tags['mesh/domain']}.assets"
         written = {rec.event_log_entry.asset_materialization.asset_key.to_user_string()

@@ -1,10 +1,10 @@
 """A dbt-implemented domain as Dagster assets that behave like every other product.
 
-- :class:`MeshDbtTranslator` maps each dbt source onto the producer's asset key (read from the
-  source's ``meta.mesh`` input port) and gives each model the metadata a product derives from its
-  ODCS contract (owners, description, column schema, tags, freshness, automation).
-- :func:`dbt_domain_assets` builds the ``@dbt_assets`` definition (dbt tests become asset checks)
-  whose step (:func:`run`) does what the platform does for a Python product:
+- :class:`mesh_platform.dbt.specs.DbtSpecs` maps each dbt source onto the producer's asset key
+  (read from the source's ``meta.mesh`` input port) and gives each model the metadata a product
+  derives from its ODCS contract (owners, description, column schema, tags, freshness, automation).
+- :func:`dbt_domain_assets` builds the domain's multi-asset (dbt tests become asset checks) whose
+  step (:func:`run`) does what the platform does for a Python product:
 
   1. **stages every input port through the governed read path** (:func:`mesh_platform.storage.publishing.read`:
      grant, masking, only the declared columns, an audit record) into a DuckDB file private to the
@@ -20,18 +20,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, dbt_assets
 
 from mesh_platform.foundations import metadata as md
 from mesh_platform.governance import quotas
-from mesh_platform.products import partitions
 from mesh_platform.dbt.plan import DbtPlan
 from mesh_platform.dbt.project import NO_TRACKING, DbtDomainProject
 from mesh_platform.governance.access import AccessDenied
@@ -39,73 +35,10 @@ from mesh_platform.governance.audit import denied_metadata, publish_metadata, qu
 from mesh_platform.governance.identity import domain_of_step
 from mesh_platform.storage import publishing, versions
 from mesh_platform.storage.lake import Lake
-from mesh_platform.products.ports import ResolvedPort, port_asset_key
+from mesh_platform.products.ports import ResolvedPort
 from mesh_platform.foundations.settings import MeshSettings
-from mesh_platform.products.specs import product_spec
+from mesh_platform.dbt.specs import DbtSpecs
 from mesh_platform.foundations.sql import quote_identifier
-
-
-class MeshDbtTranslator(DagsterDbtTranslator):
-    """Maps dbt's nodes onto the mesh: sources onto the producers' ports, models onto products whose
-    spec comes from the same builder as a Python product's (:func:`mesh_platform.products.specs.product_spec`)."""
-
-    def __init__(self, domain: str, plan: DbtPlan):
-        super().__init__(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True, enable_code_references=False))
-        self.domain, self.plan = domain, plan
-        self.contracts, self.ports, self.owners = plan.contracts, plan.ports, plan.owners
-        reads_partitioned = any(partitions.of(port.contract) is not None for port in plan.ports.values())
-        self.specs = {name: product_spec(domain, contract, plan.owners, plan.policy_names, has_inputs=True, quotas=plan.quotas, reads_partitioned=reads_partitioned)
-                      for name, contract in plan.contracts.items()}
-
-    def _spec(self, props: Mapping[str, Any]):
-        return self.specs.get(props["name"]) if props["resource_type"] == "model" else None
-
-    def get_asset_key(self, props: Mapping[str, Any]) -> dg.AssetKey:
-        if props["resource_type"] == "source":
-            port = self.ports[props["unique_id"]]
-            return port_asset_key(port.contract, port.current_major)
-        return dg.AssetKey([self.domain, props["name"]])
-
-    def get_group_name(self, props: Mapping[str, Any]) -> str | None:
-        if props["resource_type"] == "source":
-            return self.ports[props["unique_id"]].contract.domain
-        return self.domain
-
-    def get_owners(self, props: Mapping[str, Any]):
-        spec = self._spec(props)
-        return spec.owners if spec else self.owners
-
-    def get_description(self, props: Mapping[str, Any]) -> str:
-        spec = self._spec(props)
-        return spec.description if spec else super().get_description(props)
-
-    def get_metadata(self, props: Mapping[str, Any]) -> Mapping[str, Any]:
-        metadata = dict(super().get_metadata(props))
-        spec = self._spec(props)
-        if spec is not None:
-            metadata.update(spec.metadata)
-        return metadata
-
-    def get_tags(self, props: Mapping[str, Any]) -> Mapping[str, str]:
-        spec = self._spec(props)
-        return dict(spec.tags) if spec else {}
-
-    def get_code_version(self, props: Mapping[str, Any]) -> str | None:
-        contract = self.contracts.get(props["name"]) if props["resource_type"] == "model" else None
-        if contract is None:
-            return hashlib.sha256((props.get("raw_code") or "").encode()).hexdigest()[:12]
-        return f"{contract.version}-" + hashlib.sha256((props.get("raw_code") or "").encode()).hexdigest()[:12]
-
-    def get_automation_condition(self, props: Mapping[str, Any]):
-        spec = self._spec(props)
-        return spec.automation_condition if spec else None
-
-    def get_asset_spec(self, manifest, unique_id, project):
-        spec = super().get_asset_spec(manifest, unique_id, project)
-        product = self._spec(self.get_resource_props(manifest, unique_id))
-        if product is not None:
-            spec = spec.replace_attributes(freshness_policy=product.freshness_policy)
-        return spec
 
 
 class _StagingDenied(Exception):
@@ -163,18 +96,16 @@ def _column_lineage(plan: DbtPlan, name: str, log) -> dg.TableColumnLineage | No
         return None
 
 
-def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator: MeshDbtTranslator, lake: Lake, reports: bool = True,
+def run(context: dg.AssetExecutionContext, project: DbtDomainProject, specs: DbtSpecs, lake: Lake, reports: bool = True,
         home: str | None = None):
     """The step of a dbt domain: stage governed sources, dbt build, checks, publish (``home``: the
     mesh home whose local masking key pseudonymizes a masked variant)."""
-    from dagster_dbt.asset_utils import get_asset_check_key_for_test
     from dbt.cli.main import dbtRunner
 
     from mesh_platform.quality.checks import audit
 
-    manifest = project.manifest
-    # the domain this step runs as, bound by the platform (the translator's domain must agree)
-    domain = domain_of_step(context.get_step_execution_context(), translator.domain)
+    # the domain this step runs as, bound by the platform (the specs' domain must agree)
+    domain = domain_of_step(context.get_step_execution_context(), specs.domain)
     models = {uid: node for uid, node in project.models().items() if dg.AssetKey([domain, node["name"]]) in context.selected_asset_keys}
     needed = {dep for node in models.values() for dep in node["depends_on"]["nodes"] if dep.startswith("source.")}
     failures: list[str] = []
@@ -186,7 +117,7 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
         try:
             step = context.get_step_execution_context()
             pin = lambda key: versions.pinned(step.instance, key, step.dagster_run.tags)  # noqa: E731
-            staged = stage_sources(project, domain, translator.ports, needed, db_path, lake, pin)
+            staged = stage_sources(project, domain, specs.ports, needed, db_path, lake, pin)
         except _StagingDenied as denied:
             for observation in denied.observations:
                 context.log_event(observation)
@@ -216,10 +147,10 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
             uid = res.node.unique_id
             status[uid] = str(getattr(res.status, "value", res.status))
             if uid.startswith("test."):
-                check = get_asset_check_key_for_test(manifest, translator, uid, None)
+                check = specs.checks_by_test.get(uid)
                 if check is None:
                     continue
-                severity = str(manifest["nodes"][uid]["config"].get("severity", "ERROR")).upper()
+                severity = specs.severity(uid)
                 passed = status[uid] == "pass"
                 if not passed and severity == "ERROR":
                     blocked.add(check.asset_key.path[-1])
@@ -242,29 +173,29 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
             if name in blocked:
                 failures.append(f"{name}: a blocking dbt test failed; not published")
                 continue
-            contract = translator.contracts[name]
+            contract = specs.contracts[name]
             con = duckdb.connect(str(db_path))
             try:
                 frame = con.execute(f"SELECT * FROM {quote_identifier(node['schema'])}.{quote_identifier(node['alias'] or name)}").df()
             finally:
                 con.close()
             try:
-                audited, quality_meta = yield from audit(context, contract, frame, emit_checks=False, policies=translator.plan.policies[name], lake=lake, reports=reports)
+                audited, quality_meta = yield from audit(context, contract, frame, emit_checks=False, policies=specs.plan.policies[name], lake=lake, reports=reports)
             except Exception as exc:  # contract schema, quality rule or policy: report, publish nothing
                 failures.append(f"{name}: {exc}")
                 continue
-            if translator.plan.quotas is not None:  # the domain's quotas, as for a Python product
+            if specs.plan.quotas is not None:  # the domain's quotas, as for a Python product
                 try:
-                    quota_use = quotas.check_publish(translator.plan.quotas, name, audited.table.num_rows, audited.table.nbytes, lake)
+                    quota_use = quotas.check_publish(specs.plan.quotas, name, audited.table.num_rows, audited.table.nbytes, lake)
                 except quotas.QuotaExceeded as exc:
                     context.log_event(dg.AssetObservation(asset_key=dg.AssetKey([domain, name]), metadata=quota_metadata(domain, f"{domain}/{name}", exc.quota, exc.limit, exc.would_use, str(exc))))
                     failures.append(f"{name}: {exc}")
                     continue
-                quality_meta[md.QUOTAS] = dg.MetadataValue.json({"limits": translator.plan.quotas.as_metadata(), "use": quota_use})
+                quality_meta[md.QUOTAS] = dg.MetadataValue.json({"limits": specs.plan.quotas.as_metadata(), "use": quota_use})
             written = publishing.publish(lake, contract, audited.table, home=home)
             full = written[0][1]
             key = dg.AssetKey([domain, name])
-            lineage = _column_lineage(translator.plan, name, context.log)
+            lineage = _column_lineage(specs.plan, name, context.log)
             yield dg.Output(
                 None,
                 output_name=context.assets_def.get_output_name_for_asset_key(key),
@@ -284,15 +215,16 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, translator
         raise dg.Failure("dbt domain " + domain + " did not publish:\n" + "\n".join(f"  - {f}" for f in failures))
 
 
-def dbt_domain_assets(domain: str, plan: DbtPlan, settings: MeshSettings):
-    """The ``@dbt_assets`` definition of a dbt domain, from its plan."""
-    translator = MeshDbtTranslator(domain, plan)
+def dbt_domain_assets(domain: str, plan: DbtPlan, settings: MeshSettings) -> dg.AssetsDefinition:
+    """A dbt domain's models as one multi-asset (its checks the dbt tests), whose step is :func:`run`."""
+    specs = DbtSpecs(domain, plan)
     project = plan.project
 
-    @dbt_assets(manifest=project.manifest, dagster_dbt_translator=translator, name=f"{domain}_dbt")
+    @dg.multi_asset(name=f"{domain}_dbt", specs=specs.asset_specs(), check_specs=specs.check_specs(), can_subset=True,
+                    op_tags={"kind": "dbt"})
     def _assets(context):
         from mesh_platform.products.build import step_home, step_lake
 
-        yield from run(context, project, translator, step_lake(context, settings), settings.quality_reports, step_home(context, settings))
+        yield from run(context, project, specs, step_lake(context, settings), settings.quality_reports, step_home(context, settings))
 
     return _assets
