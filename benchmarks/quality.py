@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
