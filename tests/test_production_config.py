@@ -106,6 +106,7 @@ def test_helm_values_have_one_deployment_per_domain_and_agree_with_the_instance(
     queue = values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
     assert queue["maxConcurrentRuns"] == instance["run_coordinator"]["config"]["max_concurrent_runs"]
     assert queue["tagConcurrencyLimits"] == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert queue["dequeueIntervalSeconds"] == instance["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1  # one hop of a change waits in the queue at most a second
     assert values["computeLogManager"]["type"] == instance["compute_logs"]["class"] == "S3ComputeLogManager"
     assert values["telemetry"]["enabled"] is False and instance["telemetry"]["enabled"] is False
     assert values["postgresql"]["enabled"] is False and "postgres" in instance["storage"]

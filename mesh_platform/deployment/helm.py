@@ -203,6 +203,7 @@ def values(
                 "type": "QueuedRunCoordinator",
                 "config": {"queuedRunCoordinator": {
                     "maxConcurrentRuns": coordinator.get("max_concurrent_runs", 10),
+                    "dequeueIntervalSeconds": coordinator.get("dequeue_interval_seconds", 5),
                     "tagConcurrencyLimits": coordinator.get("tag_concurrency_limits", []),
                 }},
             },
