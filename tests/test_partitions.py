@@ -352,3 +352,35 @@ def test_a_day_without_claims_publishes_an_empty_partition(claims_home):
         records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=[quiet]), limit=5).records
         assert len(records) == 2  # the whole rebuild, then the quiet day's own run
         assert records[0].asset_materialization.metadata["dagster/row_count"].value == 0
+
+
+@pytest.mark.parametrize("other_days, fails", [(["2026-06-05"], False), (["2026-06-02"], True)])
+def test_a_publish_followed_at_once_by_one_over_other_days_stands(tmp_path, monkeypatch, other_days, fails):
+    """Two runs over different days of one port commit one after the other. The earlier one used to
+    fail after its commit ("another publish committed version N right after this one's") although
+    the later one replaced other days only: the landing sensor's run and automation's run over
+    other days, in the production stack. A later commit over the same days still fails it."""
+    from mesh_platform.contracts.enforcement import conform
+    from mesh_platform.storage import delta, publishing
+
+    contract = mesh_registry().get("claims.claim_events")
+    lake = Lake(str(tmp_path / "lake"))
+    publishing.publish(lake, contract, conform(day_events("2026-06-01", [1]), contract), ["2026-06-01"])
+    real, raced = delta.current_version, []
+
+    def racing(*args):  # the other run commits between this run's commit and its last look at the table
+        if not raced:
+            raced.append(True)
+            rows = day_events(other_days[0], [7 if fails else 9])
+            publishing.publish(lake, contract, conform(rows, contract), other_days)
+        return real(*args)
+
+    monkeypatch.setattr(delta, "current_version", racing)
+    mine = conform(day_events("2026-06-02", [2, 3]), contract)
+    if fails:
+        with pytest.raises(delta.ConcurrentPublish, match="right after this one's"):
+            publishing.publish(lake, contract, mine, ["2026-06-02", "2026-06-03"])
+    else:
+        written = publishing.publish(lake, contract, mine, ["2026-06-02", "2026-06-03"])
+        assert written[0][1].version == 1  # its own commit; its days are as it wrote them in version 2 too
+        assert sorted(table_rows(tmp_path / "lake")["event_id"]) == [1, 2, 3, 9]

@@ -180,6 +180,16 @@ def describe_keys(keys: Iterable[str]) -> str:
     return ", ".join(a if a == b else f"{a}..{b}" for a, b in ranges(keys))
 
 
+def keys_described(text: str) -> set[str]:
+    """The days :func:`describe_keys` wrote (``2026-06-01..2026-06-03, 2026-06-09``)."""
+    found: set[str] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        first, _, last = part.partition("..")
+        start, end = day(first), day(last or first)
+        found.update((start + dt.timedelta(days=i)).strftime(KEY_FORMAT) for i in range((end - start).days + 1))
+    return found
+
+
 def predicate(partitioning: Partitioning, keys: Iterable[str]) -> str:
     """The SQL predicate (delta-rs) selecting the rows of ``keys``: half-open ranges of days."""
     col = f'"{partitioning.column}"'

@@ -275,12 +275,30 @@ def publish(lake: Lake, contract: Contract, table: pa.Table, partition_keys: lis
     # the materialization about to be recorded must name the current version: a publish that began
     # after this one's commit and already committed over it is the one to record, not this one
     latest = delta.current_version(lake, full_path, port_name(contract))
-    if latest != version:
+    if latest != version and not _only_other_days_since(lake, full_path, contract, version, partition_keys if partitioning is not None else None):
         raise delta.ConcurrentPublish(
             f"port {port_name(contract)}: another publish committed version {latest} right after this one's version "
             f"{version}; this run records nothing, the other run's materialization names the current version"
         )
     return written
+
+
+def _only_other_days_since(lake: Lake, path: str, contract: Contract, version: int, keys: list[str] | None) -> bool:
+    """Whether every commit after ``version`` replaced days other than ``keys`` (a partitioned port).
+
+    Two runs over different days of one port (the landing sensor's range and automation's, two
+    backfill ranges) commit one after the other, each replacing its own days only: the earlier
+    one's days are current in the later version too, so its materialization stays true."""
+    if keys is None:
+        return False
+    mine = set(keys)
+    for commit in delta.history(lake, path, port_name(contract)):
+        if commit.get("version", -1) <= version:
+            continue
+        described = commit.get("mesh.partitions")
+        if described is None or partitions.keys_described(str(described)) & mine:
+            return False
+    return True
 
 
 def delta_metadata(written: list[tuple[str, Published]]) -> dict:
