@@ -59,15 +59,25 @@ def instance():
         yield instance
 
 
-def test_a_new_policies_rebuilds_no_day_of_claims_and_a_landed_day_rebuilds_that_day(instance):
+CLAIMS, LANDED = dg.AssetKey(["claims", "claims"]), dg.AssetKey(["claims", "landed_claims"])
+
+
+def _claims_with_history(instance):
+    """The claims domain's automation over an instance where every day was built once (by the
+    landing sensor's runs): its definitions, days and daemon."""
     defs = _defs("claims")
-    claims, landed = dg.AssetKey(["claims", "claims"]), dg.AssetKey(["claims", "landed_claims"])
-    days = _days(defs, claims)
-    daemon = Daemon(defs, instance, dg.AssetSelection.assets(claims))
+    days = _days(defs, CLAIMS)
+    daemon = Daemon(defs, instance, dg.AssetSelection.assets(CLAIMS))
     _publish(instance, dg.AssetKey(["policies", "policies"]))
-    _publish(instance, landed, days)
-    _publish(instance, claims, days)
-    daemon.tick()  # the history, as built by the landing sensor's runs
+    _publish(instance, LANDED, days)
+    _publish(instance, CLAIMS, days)
+    daemon.tick()
+    return defs, days, daemon
+
+
+def test_a_new_policies_rebuilds_no_day_of_claims_and_a_landed_day_rebuilds_that_day(instance):
+    defs, days, daemon = _claims_with_history(instance)
+    claims, landed = CLAIMS, LANDED
 
     _publish(instance, dg.AssetKey(["policies", "policies"]))
     assert daemon.tick().get_requested_partitions(claims) == set()  # was every day (212 at scale 1)
@@ -184,14 +194,8 @@ def test_a_landing_sensor_run_is_not_followed_by_a_second_claims_run_over_its_da
 
     from mesh_platform import LandingZone, landing_zone_sensor
 
-    defs = _defs("claims")
-    claims, landed = dg.AssetKey(["claims", "claims"]), dg.AssetKey(["claims", "landed_claims"])
-    days = _days(defs, claims)
-    daemon = Daemon(defs, instance, dg.AssetSelection.assets(claims))
-    _publish(instance, dg.AssetKey(["policies", "policies"]))
-    _publish(instance, landed, days)
-    _publish(instance, claims, days)
-    daemon.tick()  # the history
+    defs, days, daemon = _claims_with_history(instance)
+    claims, landed = CLAIMS, LANDED
 
     zone = tmp_path / "landing"
     zone.mkdir()
