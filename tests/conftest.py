@@ -31,7 +31,7 @@ def pytest_report_header(config):
     """Say up front how long the run will take, and how to run the fast subset."""
     if "not slow" in (config.getoption("markexpr") or ""):
         return "fast subset: the end-to-end tests marked `slow` are left out"
-    return ("the whole suite takes about 19 minutes on two cores (it materializes the mesh, starts dagster dev, "
+    return ("the whole suite takes about 15 minutes on two cores (it materializes the mesh, starts dagster dev, "
             "Postgres and an S3 server); `pytest -m \"not slow\"` runs the fast subset")
 
 
