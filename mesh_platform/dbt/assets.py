@@ -106,7 +106,7 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, specs: Dbt
 
     # the domain this step runs as, bound by the platform (the specs' domain must agree)
     domain = domain_of_step(context.get_step_execution_context(), specs.domain)
-    models = {uid: node for uid, node in project.models().items() if dg.AssetKey([domain, node["name"]]) in context.selected_asset_keys}
+    models = {uid: node for uid, node in specs.models.items() if dg.AssetKey([domain, node["name"]]) in context.selected_asset_keys}
     needed = {dep for node in models.values() for dep in node["depends_on"]["nodes"] if dep.startswith("source.")}
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix=f"mesh-dbt-{domain}-") as tmp:

@@ -34,7 +34,7 @@ class DbtSpecs:
 
     def __init__(self, domain: str, plan: DbtPlan):
         self.domain, self.plan = domain, plan
-        self.contracts, self.ports, self.owners = plan.contracts, plan.ports, plan.owners
+        self.contracts, self.ports = plan.contracts, plan.ports
         self.manifest: Mapping[str, Any] = plan.project.manifest
         reads_partitioned = any(partitions.of(port.contract) is not None for port in plan.ports.values())
         self.products = {name: product_spec(domain, contract, plan.owners, plan.policy_names, has_inputs=True, quotas=plan.quotas,
