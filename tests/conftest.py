@@ -108,9 +108,14 @@ def sources(settings):
 
 @pytest.fixture(scope="session")
 def materialized_mesh(sources, settings):
-    """The whole demo mesh materialized once, through `mesh materialize` (a real CLI run)."""
+    """The whole demo mesh materialized once, through `mesh materialize` (a real CLI run); its
+    ``run_ids`` are the runs it made (other tests of the session add runs to the same instance)."""
+    from mesh_platform.mesh.instance import local_instance
+
+    before = set(local_instance(settings).get_run_ids())
     result = run_mesh(["materialize", "--in-process"], env={})
     assert result.returncode == 0, result.stdout + result.stderr
+    result.run_ids = set(local_instance(settings).get_run_ids()) - before
     return result
 
 

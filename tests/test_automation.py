@@ -7,6 +7,8 @@ test states what one event must cause, and nothing more (docs/automation.md):
 - a new ``policies`` (read whole by claims) rebuilds no day of ``claims``; a new landed day
   rebuilds exactly that day;
 - a new day of fraud's features is scored with the current model, without retraining it;
+- a landed day refreshes that day of fraud's features and scores in one run; new outcomes (claims'
+  events, the model's labels) rebuild no day;
 - a new model (its retrain policy) rescores every day, as one run (single-run backfill);
 - a model with too few labels is not built (no failed run), and is tried again on the next update.
 """
@@ -22,6 +24,7 @@ import pytest
 FEATURES = dg.AssetKey(["fraud", "claim_features"])
 MODEL = dg.AssetKey(["fraud", "fraud_model"])
 SCORES = dg.AssetKey(["fraud", "fraud_scores"])
+EVENTS = dg.AssetKey(["claims", "claim_events"])
 
 
 def _defs(domain: str) -> dg.Definitions:
@@ -109,11 +112,45 @@ def test_a_new_day_is_scored_with_the_current_model_and_a_new_model_rescores_eve
     assert policy is not None and policy.max_partitions_per_run is None  # ... in one run
 
 
+def test_a_landed_day_refreshes_that_day_of_fraud_in_one_run_and_new_outcomes_rebuild_no_day(instance):
+    """Features are what was known at report time; outcomes (claims' events, weeks later) are the
+    model's labels. So the claims of a new day refresh that day of features and of scores, in one
+    run, and events alone rebuild no day (they rebuilt all of them when the features read events)."""
+    from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
+
+    defs = _defs("fraud")
+    graph = defs.resolve_asset_graph()
+    daemon = Daemon(defs, instance, dg.AssetSelection.groups("fraud"))
+    daemon.now = dt.datetime(2026, 12, 8, 12, 0, tzinfo=dt.timezone.utc)  # a Tuesday: no retrain due
+    days = graph.get(FEATURES).partitions_def.get_partition_keys(current_time=daemon.now)  # the last is that day
+    for upstream in (dg.AssetKey(["policies", "policies"]), dg.AssetKey(["customer_care", "claim_contacts"])):
+        _publish(instance, upstream)
+    for key in (CLAIMS, EVENTS, FEATURES, SCORES):
+        _publish(instance, key, days)
+    _publish(instance, MODEL)
+    daemon.tick()
+
+    _publish(instance, EVENTS, days[-40:])  # outcomes decided today, about claims of many days
+    assert daemon.tick().total_requested == 0  # no day of features or scores; the model waits for its cron
+
+    _publish(instance, CLAIMS, [days[-1]])  # the landing's run published today's claims
+    result = daemon.tick()
+    assert result.get_requested_partitions(FEATURES) == {days[-1]}
+    assert result.get_requested_partitions(SCORES) == {days[-1]}  # with the current model, in the same tick
+    assert result.get_num_requested(MODEL) == 0
+    # the daemon's own grouping of that tick's requests: features and scores of the day in one run
+    requests = build_run_requests(result._requested_subsets, graph, None, emit_backfills=True)
+    assert [(sorted(k.to_user_string() for k in r.asset_selection), r.partition_key) for r in requests] == [
+        (["fraud/claim_features", "fraud/fraud_scores"], days[-1])
+    ]
+
+
 def test_the_model_retrains_on_its_schedule_when_features_changed(instance):
     defs = _defs("fraud")
     days = _days(defs, FEATURES)
     daemon = Daemon(defs, instance, dg.AssetSelection.assets(MODEL))
     daemon.now = dt.datetime(2026, 12, 7, 2, 0, tzinfo=dt.timezone.utc)  # a Monday, before the 03:00 retrain
+    _publish(instance, EVENTS, days)
     _publish(instance, FEATURES, days)
     _publish(instance, MODEL)
     daemon.tick()
@@ -128,6 +165,7 @@ def test_a_first_model_is_tried_on_each_update_until_it_can_be_built(instance):
     days = _days(defs, FEATURES)
     daemon = Daemon(defs, instance, dg.AssetSelection.assets(MODEL))
     daemon.tick()
+    _publish(instance, EVENTS, days[:3])
     _publish(instance, FEATURES, days[:3])
     assert daemon.tick().get_num_requested(MODEL) == 1  # never built: as soon as features exist
     # its run returned NotYet (too few labels): the step succeeded, nothing was stored
@@ -141,10 +179,19 @@ def test_a_model_with_too_few_labels_is_not_built_and_the_run_succeeds(tmp_path)
 
     from domains.fraud import definitions as fraud
 
-    few = pd.DataFrame({**{c: [1.0] * 5 for c in fraud.FEATURES}, "confirmed_fraud": [True, False, True, False, True]})
+    claims = [f"C{i}" for i in range(8)]
+    few = pd.DataFrame({"claim_id": claims, **{c: [1.0] * 8 for c in fraud.FEATURES}})
+    # five investigations ended (the first twice: its last outcome counts), one is still running
+    events = pd.DataFrame({
+        "claim_id": ["C0", "C0", "C1", "C2", "C3", "C4", "C5"],
+        "event_type": ["fraud_cleared", "fraud_confirmed", "fraud_cleared", "fraud_confirmed", "fraud_cleared", "fraud_confirmed", "fraud_investigation_opened"],
+    })
+    assert fraud.labels(events).to_dict("records") == [
+        {"claim_id": c, "confirmed_fraud": v} for c, v in [("C0", True), ("C1", False), ("C2", True), ("C3", False), ("C4", True)]
+    ]
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize([dg.AssetSpec(FEATURES), *[a for a in fraud.defs.assets if isinstance(a, dg.AssetsDefinition) and MODEL in a.keys]],
-                            selection=[MODEL], resources={"io_manager": _Given({FEATURES: few})}, instance=instance)
+    result = dg.materialize([dg.AssetSpec(FEATURES), dg.AssetSpec(EVENTS), *[a for a in fraud.defs.assets if isinstance(a, dg.AssetsDefinition) and MODEL in a.keys]],
+                            selection=[MODEL], resources={"io_manager": _Given({FEATURES: few, EVENTS: events})}, instance=instance)
     assert result.success
     assert not result.asset_materializations_for_node("fraud__fraud_model")
     # said at warning level: what reads the model is skipped, and `mesh dev` prints warnings only

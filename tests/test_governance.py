@@ -244,6 +244,8 @@ def test_iam_policies_are_generated_from_the_grants_and_up_to_date(tmp_path):
     fraud = json.loads((tmp_path / "fraud.json").read_text())
     reads = next(s for s in fraud["Statement"] if s["Sid"] == "ReadGrantedPorts")["Resource"]
     assert "arn:aws:s3:::acme-mesh-lake/lake/claims/claims/v1/*" in reads
+    # read by a private intermediate (the model's labels), not by a product: storage must allow it too
+    assert "arn:aws:s3:::acme-mesh-lake/lake/claims/claim_events/v1/*" in reads
     assert not any("policyholders" in r for r in reads)
     analytics = json.loads((tmp_path / "analytics.json").read_text())
     assert not any("conversations" in r for s in analytics["Statement"] for r in s["Resource"])

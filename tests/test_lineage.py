@@ -223,6 +223,7 @@ def test_openlineage_url_sends_over_http(shop, monkeypatch):  # noqa: F811
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    before = set(os.environ)
     try:
         state, run, instance, lake = shop
         ok = run()
@@ -231,6 +232,10 @@ def test_openlineage_url_sends_over_http(shop, monkeypatch):  # noqa: F811
     finally:
         server.shutdown()
         server.server_close()
+        # the client turns OPENLINEAGE_URL into OPENLINEAGE__TRANSPORT__* variables of this process;
+        # left behind, they would send every later test's events (and `mesh` subprocesses') nowhere
+        for var in set(os.environ) - before:
+            os.environ.pop(var)
     assert [r["path"] for r in received] == ["/api/v1/lineage"] * 2
     assert [r["event"]["eventType"] for r in received] == ["START", "COMPLETE"]
     assert {r["event"]["run"]["runId"] for r in received} == {ok.run_id}
@@ -272,6 +277,9 @@ def test_lineage_export_writes_the_mesh_as_json_and_graphml(tmp_path):
     assert feeds["major"] == 1 and "claim_id" in feeds["columns"]
     assert ("product:fraud/claim_features", "column:claims/claims.claim_id", "reads") in edges
     assert ("domain:fraud", "product:claims/claims", "consumes") in edges
+    # a private intermediate's reads (fraud's model, the labels) are its domain's
+    assert edges[("domain:fraud", "column:claims/claim_events.event_type", "reads")]["asset"] == "fraud_model"
+    assert ("domain:fraud", "product:claims/claim_events", "consumes") in edges
     assert edges[("product:customer_care/conversations", "product:analytics/contact_topics", "feeds")]["aggregate"] is True
     grant = edges[("product:policies/policyholders", "domain:customer_care", "grant")]
     assert grant["purpose"] and grant["grants_file"].endswith("policies/grants.yaml")
@@ -308,7 +316,8 @@ def test_mesh_materialize_emits_every_run_with_its_input_ports(materialized_mesh
 
     events = read_events(mesh_home / "lineage" / "events.jsonl")
     instance = local_instance(settings)
-    runs = [r for r in instance.get_runs() if r.tags.get("mesh/launched_by") == "mesh-materialize"]
+    runs = [r for r in instance.get_runs() if r.run_id in materialized_mesh.run_ids]  # not other tests' runs
+    assert {r.tags["mesh/launched_by"] for r in runs} == {"mesh-materialize"}
     assert {r.tags["mesh/domain"] for r in runs} >= {"policies", "claims", "customer_care", "fraud", "analytics"}
     for r in runs:
         emitted = of_run(events, r.run_id)

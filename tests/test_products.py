@@ -57,8 +57,10 @@ def test_input_ports_become_external_specs_and_inputs():
     graph = defs.resolve_asset_graph()
     features = graph.get(dg.AssetKey(["fraud", "claim_features"]))
     upstream = {k.to_user_string() for k in features.parent_keys}
-    assert upstream == {"claims/claims", "claims/claim_events", "policies/policies", "customer_care/claim_contacts"}
-    for key in features.parent_keys:
+    assert upstream == {"claims/claims", "policies/policies", "customer_care/claim_contacts"}
+    model = graph.get(dg.AssetKey(["fraud", "fraud_model"]))  # a private intermediate reads a port too
+    assert {k.to_user_string() for k in model.parent_keys} == {"fraud/claim_features", "claims/claim_events"}
+    for key in features.parent_keys | {dg.AssetKey(["claims", "claim_events"])}:
         node = graph.get(key)
         assert not node.is_materializable  # external: materialized by its own domain's code location
         assert node.group_name == key.path[0]

@@ -19,7 +19,7 @@ CROSS_DOMAIN_EDGES = {
     ("customer_care/conversations", "policies/policies"),
     ("customer_care/conversations", "policies/policyholders"),
     ("fraud/claim_features", "claims/claims"),
-    ("fraud/claim_features", "claims/claim_events"),
+    ("fraud/fraud_model", "claims/claim_events"),  # the labels, read when the private model trains
     ("fraud/claim_features", "policies/policies"),
     ("fraud/claim_features", "customer_care/claim_contacts"),
     ("analytics/claims_weekly", "claims/claims"),

@@ -5,7 +5,7 @@ scikit-learn is imported inside the transforms, never at definitions load.
 
 import pandas as pd
 
-from mesh_platform import ALL, Domain, InputPort, NotYet, Window, on_run_days
+from mesh_platform import Domain, InputPort, NotYet, Window, on_run_days
 
 domain = Domain.load(__file__)
 
@@ -27,9 +27,11 @@ RETRAIN = "0 3 * * 1"
 MIN_LABELS = 20
 
 
-# Partitioned like claims (by the day a claim was reported), and incremental: a day's features need
-# that day's claims plus the policyholder's claims of the year before (prior_claims), and the
-# claim's events whenever they happen (the fraud outcome comes weeks later), so events are read whole.
+# Partitioned like claims (by the day a claim was reported), and incremental: a day's features are
+# what was known when its claims were reported, that day's claims plus the policyholder's claims of
+# the year before (prior_claims). The investigation outcome is not a feature: it arrives weeks later
+# in claims' events, and the model joins it as the label when it trains. So a new day of events
+# rebuilds no day of features (read whole, it rebuilt every day at each landing).
 @domain.product(
     "claim_features",
     inputs={
@@ -39,22 +41,18 @@ MIN_LABELS = 20
             columns=["claim_id", "policy_id", "policyholder_id", "product_line", "incident_date", "reported_at", "amount_claimed"],
             partitions=Window(before=365),
         ),
-        "events": InputPort("claims.claim_events", major=1, columns=["claim_id", "event_type"], partitions=ALL),
         "policies": InputPort("policies.policies", major=1, columns=["policy_id", "start_date", "sum_insured", "annual_premium"]),
         "contacts": InputPort("customer_care.claim_contacts", major=1, columns=["claim_id", "contacts", "complaints"]),
     },
 )
-def claim_features(context, claims: pd.DataFrame, events: pd.DataFrame, policies: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFrame:
-    features = _features(claims, events, policies, contacts)
+def claim_features(context, claims: pd.DataFrame, policies: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFrame:
+    features = _features(claims, policies, contacts)
     return on_run_days(context, features, "reported_at").reset_index(drop=True)
 
 
-def _features(claims: pd.DataFrame, events: pd.DataFrame, policies: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFrame:
+def _features(claims: pd.DataFrame, policies: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFrame:
     df = claims.merge(policies, on="policy_id", how="left").merge(contacts, on="claim_id", how="left")
     df = df.sort_values(["policyholder_id", "reported_at", "claim_id"], kind="stable")
-    outcome = events[events["event_type"].isin(["fraud_confirmed", "fraud_cleared"])].drop_duplicates("claim_id", keep="last")
-    investigated = set(events.loc[events["event_type"] == "fraud_investigation_opened", "claim_id"])
-    confirmed = df["claim_id"].map(outcome.set_index("claim_id")["event_type"].eq("fraud_confirmed"))
     incident = pd.to_datetime(df["incident_date"])
     return pd.DataFrame(
         {
@@ -69,20 +67,30 @@ def _features(claims: pd.DataFrame, events: pd.DataFrame, policies: pd.DataFrame
             "contacts": df["contacts"].fillna(0).astype("int64"),
             "complaints": df["complaints"].fillna(0).astype("int64"),
             "annual_premium": df["annual_premium"],
-            "investigated": df["claim_id"].isin(investigated),
-            "confirmed_fraud": confirmed.astype("boolean"),
         }
     ).sort_values("claim_id", ignore_index=True)
 
 
-@domain.asset("fraud_model", kinds=["scikit-learn"], inputs={"features": "claim_features"}, refresh=RETRAIN)
-def fraud_model(context, features: pd.DataFrame) -> dict:
-    """Gradient-boosted classifier trained on investigated claims (kept private to the domain)."""
+def labels(events: pd.DataFrame) -> pd.DataFrame:
+    """The outcome of every claim whose fraud investigation ended (its last outcome event decides)."""
+    outcome = events[events["event_type"].isin(["fraud_confirmed", "fraud_cleared"])].drop_duplicates("claim_id", keep="last")
+    return pd.DataFrame({"claim_id": outcome["claim_id"].to_numpy(), "confirmed_fraud": outcome["event_type"].eq("fraud_confirmed").to_numpy()})
+
+
+@domain.asset(
+    "fraud_model",
+    kinds=["scikit-learn"],
+    inputs={"features": "claim_features", "events": InputPort("claims.claim_events", major=1, columns=["claim_id", "event_type"])},
+    refresh=RETRAIN,
+)
+def fraud_model(context, features: pd.DataFrame, events: pd.DataFrame) -> dict:
+    """Gradient-boosted classifier trained on investigated claims (kept private to the domain): the
+    features as known when each claim was reported, labelled with its investigation's outcome."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import train_test_split
 
-    labelled = features.dropna(subset=["confirmed_fraud"])
+    labelled = features.merge(labels(events), on="claim_id", how="inner")
     y = labelled["confirmed_fraud"].astype(int).to_numpy()
     if len(labelled) < MIN_LABELS or y.min() == y.max():  # the previous model (if any) stays
         return NotYet(f"not enough labelled claims to train on ({len(labelled)} rows, classes {sorted(int(c) for c in set(y))}; {MIN_LABELS} of both needed)")

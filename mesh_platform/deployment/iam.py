@@ -97,7 +97,7 @@ def policies_for(mesh: Mesh, lake_uri: str) -> dict[str, dict]:
             continue
         domain = loaded.domain.name
         reads: set[str] = set()
-        for source in {p for _, ports in loaded.domain.products.values() for p in ports}:
+        for source in {p for ports in loaded.domain.input_ports.values() for p in ports}:
             port = resolve(source, registry, domain)
             c = port.contract
             if source.aggregate is not None:

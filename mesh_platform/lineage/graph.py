@@ -93,8 +93,10 @@ def mesh_graph(mesh, root: Path | None = None, *, lake: str) -> dict[str, Any]:
     for loaded in mesh.domains:
         if not loaded.ok:
             continue
-        for name, (_, ports) in sorted(loaded.domain.products.items()):
-            consumer = f"product:{loaded.domain.name}/{name}"
+        published = loaded.domain.products
+        for name, ports in sorted(loaded.domain.input_ports.items()):
+            # a private intermediate (fraud's model) is no node of the mesh: its reads are its domain's
+            consumer = f"product:{loaded.domain.name}/{name}" if name in published else f"domain:{loaded.domain.name}"
             for port in ports:
                 try:
                     producer = registry.get(port.product, major=port.major)
@@ -103,10 +105,12 @@ def mesh_graph(mesh, root: Path | None = None, *, lake: str) -> dict[str, Any]:
                     continue
                 source = f"product:{producer.domain}/{producer.name}"
                 columns = list(port.columns) if port.columns else producer.column_names
-                edges.append({"source": source, "target": consumer, "type": "feeds", "major": port.major,
-                              "columns": columns, "aggregate": port.aggregate is not None})
+                if name in published:
+                    edges.append({"source": source, "target": consumer, "type": "feeds", "major": port.major,
+                                  "columns": columns, "aggregate": port.aggregate is not None})
                 for col in columns:
-                    edges.append({"source": consumer, "target": f"column:{producer.domain}/{producer.name}.{col}", "type": "reads", "major": port.major})
+                    edges.append({"source": consumer, "target": f"column:{producer.domain}/{producer.name}.{col}", "type": "reads", "major": port.major,
+                                  **({} if name in published else {"asset": name})})
                 consumed.add((f"domain:{loaded.domain.name}", source))
     for domain, product in sorted(consumed):
         edges.append({"source": domain, "target": product, "type": "consumes"})

@@ -15,8 +15,8 @@ from mesh_platform.mesh.workspace import Mesh
 
 
 def input_ports(domain) -> set[tuple[str, str]]:
-    """The (consumer domain, product) input ports of a loaded domain, Python and dbt."""
-    return {(domain.name, port.product) for _, ports in domain.products.values() for port in ports}
+    """The (consumer domain, product) input ports of a loaded domain: products, private intermediates and dbt models."""
+    return {(domain.name, port.product) for ports in domain.input_ports.values() for port in ports}
 
 
 @dataclass

@@ -207,6 +207,11 @@ class Domain:
         return self.last_plan.ports_by_product if self.last_plan is not None else {}
 
     @property
+    def input_ports(self) -> dict[str, list[InputPort]]:
+        """Each asset with the input ports it reads, private intermediates included (from the last plan)."""
+        return self.last_plan.ports_by_asset if self.last_plan is not None else {}
+
+    @property
     def policy_results(self) -> list:
         return self.last_plan.policy_results if self.last_plan is not None else []
 

@@ -99,6 +99,15 @@ class DomainPlan:
             out.update(self.dbt.ports_by_product)
         return out
 
+    @property
+    def ports_by_asset(self) -> dict[str, list[InputPort]]:
+        """Every asset's input ports, private intermediates included (fraud's model reads claims'
+        events): what storage must let the domain read and whom a producer's change reaches."""
+        out = {p.name: [r.port for r in p.ports.values()] for p in self.products if not p.declaration.is_shim}
+        if self.dbt is not None:
+            out.update({name: ports for name, (_, ports) in self.dbt.ports_by_product.items()})
+        return out
+
 
 def _projection(columns: list[str]) -> Callable:
     def project(current):
