@@ -7,6 +7,11 @@ import pytest
 from conftest import copy_env, run_mesh
 
 
+# what a claim's features reach: its scores, and the hit rate of the flagged claims
+SCORED = {"fraud.fraud_scores.flagged", "fraud.fraud_scores.fraud_score", "fraud.fraud_scores.risk_band", "analytics.fraud_hit_rate.flagged",
+          "analytics.fraud_hit_rate.flagged_confirmed", "analytics.fraud_hit_rate.flagged_investigated", "analytics.fraud_hit_rate.hit_rate"}
+
+
 def test_a_publish_carries_the_declared_column_lineage(materialized_mesh, settings):
     from mesh_platform.mesh.instance import local_instance
 
@@ -17,7 +22,9 @@ def test_a_publish_carries_the_declared_column_lineage(materialized_mesh, settin
     deps = {column: sorted((d.asset_key.to_user_string(), d.column_name) for d in found) for column, found in lineage.deps_by_column.items()}
     assert deps["claim_to_sum_insured"] == [("claims/claims", "amount_claimed"), ("policies/policies", "sum_insured")]
     assert deps["contacts"] == [("customer_care/claim_contacts", "contacts")]
-    assert "claim_id" not in deps  # declared for some columns only
+    assert deps["claim_id"] == [("claims/claims", "claim_id")]
+    assert set(deps) == {"claim_id", "reported_at", "product_line", "amount_claimed", "claim_to_sum_insured", "days_since_policy_start",
+                         "report_delay_days", "prior_claims", "contacts", "complaints", "annual_premium"}  # every column says where it comes from
     assert "mesh/read_by" in event.asset_materialization.metadata  # who read this port lately (docs/versions.md)
 
 
@@ -75,7 +82,13 @@ def test_mesh_lineage_column_walks_declared_columns_across_domains():
     assert "upstream (computed from):\n  claims.claims.amount_claimed\n  policies.policies.sum_insured\n" in upstream.stdout
     downstream = run_mesh(["lineage", "column", "customer_care.claim_contacts.contacts"])
     found = downstream.stdout.split("downstream (computed from it):\n", 1)[1].split()
-    assert set(found) == {"analytics.contact_rate.contacts", "analytics.contact_rate.contacts_per_claim", "fraud.claim_features.contacts"}, downstream.stdout
+    assert set(found) == {"analytics.contact_rate.contacts", "analytics.contact_rate.contacts_per_claim", "fraud.claim_features.contacts",
+                          *SCORED}, downstream.stdout
+    # through Python products of three domains, into a dbt model
+    hit_rate = run_mesh(["lineage", "column", "analytics.fraud_hit_rate.hit_rate"])
+    upstream = hit_rate.stdout.split("upstream (computed from):\n", 1)[1].split("downstream", 1)[0].split()
+    assert {"fraud.fraud_scores.flagged", "fraud.claim_features.prior_claims", "claims.claims.policyholder_id",
+            "policies.policies.sum_insured", "customer_care.conversations.topic", "claims.claim_events.event_type"} <= set(upstream), hit_rate.stdout
     unknown = run_mesh(["lineage", "column", "policies.policies.nope"])
     assert unknown.returncode == 1 and "policies.policies has no column 'nope'" in unknown.stderr
 
@@ -87,7 +100,7 @@ def test_dbt_models_lineage_comes_from_their_sql():
     assert "upstream (computed from):\n  claims.claims.amount_paid\n  policies.policies.annual_premium\n" in result.stdout
     premium = run_mesh(["lineage", "column", "policies.policies.annual_premium"])
     found = premium.stdout.split("downstream (computed from it):\n", 1)[1].split()
-    assert set(found) == {"analytics.loss_ratio.loss_ratio", "analytics.loss_ratio.premium_written", "fraud.claim_features.annual_premium"}
+    assert set(found) == {"analytics.loss_ratio.loss_ratio", "analytics.loss_ratio.premium_written", "fraud.claim_features.annual_premium", *SCORED}
 
 
 def test_dbt_sql_reads_are_narrower_than_the_declared_source_columns():

@@ -47,11 +47,13 @@ def claims(repo):
     path = repo / "domains" / "claims" / "contracts" / "claims.yaml"
     original = path.read_text()
 
-    def edit(remove=(), add=(), version="1.1.0"):
+    def edit(remove=(), add=(), version="1.1.0", change=None):
         raw = yaml.safe_load(original)
         props = raw["schema"][0]["properties"]
         raw["schema"][0]["properties"] = [p for p in props if p["name"] not in remove] + list(add)
         raw["version"] = version
+        if change is not None:
+            change({p["name"]: p for p in raw["schema"][0]["properties"]})
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
 
     yield edit
@@ -110,6 +112,54 @@ def test_an_optional_column_added_is_compatible(repo, claims, tmp_path):
     assert "ok: compatible (1.0.0 -> 1.1.0, minor)" in result.stdout
 
 
+def test_new_constraints_on_read_columns_break_their_readers(repo, claims, tmp_path):
+    """A tighter bound on a column analytics reads would refuse data claims published so far (its
+    zero amounts): breaking for analytics. The same kind of rule on a column nobody reads is
+    compatible; new allowed values are breaking whoever reads them (a value they do not handle)."""
+    def tighten(columns):
+        columns["amount_paid"]["logicalTypeOptions"]["minimum"] = 10
+        columns["claim_type"].setdefault("logicalTypeOptions", {})["pattern"] = "^[a-z_]+$"
+
+    claims(change=tighten)
+    result = check(repo, tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    raised = result.stdout.split("amount_paid].logicalTypeOptions.minimum: minimum changed from 0 to 10\n", 1)[1]
+    assert raised.startswith("        breaking for analytics: 1 consumer(s) read amount_paid, and the new constraint may refuse data")
+    assert f"analytics.loss_ratio via dbt model source claims.claims (major 1); {OWNERS}" in raised
+    report = json.loads(check(repo, tmp_path, "--format", "json").stdout)["contracts"][0]
+    verdicts = {c["column"]: c["verdict"] for c in report["changes"]}
+    assert verdicts == {"amount_paid": "breaking", "claim_type": "compatible"}
+    assert report["required_bump"] == "major"
+    assert check(repo, tmp_path, "--format", "json").returncode == 1
+
+    claims(change=tighten, version="2.0.0")  # with a major bump it passes, naming who must move
+    assert check(repo, tmp_path).returncode == 0
+
+    claims(change=lambda columns: columns["status"]["quality"][0]["arguments"]["validValues"].append("withdrawn"))
+    result = check(repo, tmp_path)
+    assert result.returncode == 1, result.stdout
+    assert "allowed values added: withdrawn; consumers may meet values they do not handle\n        breaking for analytics" in result.stdout
+
+
+def test_junit_fails_a_contract_file_that_cannot_be_judged(repo, claims, tmp_path):
+    """CI reads the JUnit report: a command that exits 1 never reports no failure."""
+    path = repo / "domains" / "claims" / "contracts" / "claims.yaml"
+    path.write_text(path.read_text().replace("version: 1.0.0", "version: [1.0.0", 1))
+    result = check(repo, tmp_path, "--format", "junit")
+    assert result.returncode == 1, result.stdout + result.stderr
+    junit = ElementTree.fromstring(result.stdout.split("?>", 1)[1])
+    assert junit.get("failures") == "1"
+    failed = next(c for c in junit.iter("testcase") if c.find("failure") is not None)
+    assert (failed.get("classname"), failed.get("name")) == ("domains/claims/contracts/claims.yaml", "contract file")
+
+    claims(version="0.9.0")  # only the version, and it went down
+    result = check(repo, tmp_path, "--format", "junit")
+    assert result.returncode == 1, result.stdout + result.stderr
+    junit = ElementTree.fromstring(result.stdout.split("?>", 1)[1])
+    assert junit.get("failures") == "1"
+    assert "version went down from 1.0.0 to 0.9.0" in next(c for c in junit.iter("failure")).get("message")
+
+
 def test_a_major_bump_passes_and_names_the_consumers_that_must_move(repo, claims, tmp_path):
     claims(remove=["amount_paid"], version="2.0.0")
     result = check(repo, tmp_path)
@@ -118,7 +168,7 @@ def test_a_major_bump_passes_and_names_the_consumers_that_must_move(repo, claims
     assert "must move: fraud.claim_features via input port claims (major 1)" in result.stdout
 
 
-def _instance_with_a_read(home: Path, consumer: str, columns: list[str]) -> None:
+def _instance_with_a_read(home: Path, consumer: str, columns: list[str], read_for: str | None = None) -> None:
     from mesh_platform.governance.audit import read_metadata
 
     (home / "dagster_home").mkdir(parents=True, exist_ok=True)
@@ -126,8 +176,25 @@ def _instance_with_a_read(home: Path, consumer: str, columns: list[str]) -> None
     with dg.DagsterInstance.from_config(str(home / "dagster_home")) as instance:
         instance.report_runless_asset_event(dg.AssetObservation(
             asset_key=dg.AssetKey(["claims", "claims"]),
-            metadata=read_metadata(consumer, "claims.claims", "v1", columns, [], [], 40, "a notebook", 7),
+            metadata=read_metadata(consumer, "claims.claims", "v1", columns, [], [], 40, "a notebook", 7, read_for=read_for),
         ))
+
+
+def test_a_declared_reader_carries_its_last_read_from_the_audit(repo, claims, tmp_path):
+    """fraud's claim_features read claims (its input port `claims`, at version 7): the gate names that
+    port once, with its last read and the version it read, not a second reader from the audit."""
+    home = tmp_path / "home"
+    _instance_with_a_read(home, "fraud", ["claim_id", "amount_claimed"], read_for="claim_features.claims")
+    claims(remove=["amount_claimed"])
+    result = check(repo, tmp_path, home=home)
+    assert result.returncode == 1, result.stdout + result.stderr
+    named = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("fraud")]
+    assert len(named) == 1, result.stdout
+    assert named[0].startswith("fraud.claim_features via input port claims (major 1); last read ")
+    assert " at version 7; owners " in named[0]
+    reader = json.loads(check(repo, tmp_path, "--format", "json", home=home).stdout)["contracts"][0]["changes"][0]["consumers"][0]
+    assert (reader["consumer"], reader["asset"], reader["port"], reader["via"], reader["version_read"]) == ("fraud", "claim_features", "claims", "input port", 7)
+    assert reader["last_read"]
 
 
 def test_the_audit_names_a_reader_no_port_declares(repo, claims, tmp_path):

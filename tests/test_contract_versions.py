@@ -41,7 +41,13 @@ CASES = {
     "allowed values removed": (lambda c: col(c, "status")["quality"][0]["arguments"].update(validValues=["open", "paid"]), MAJOR),
     "sla loosened": (lambda c: c["slaProperties"][0].update(value=2, unit="d"), MAJOR),
     "added optional column": (lambda c: c["schema"][0]["properties"].append({"name": "notes", "logicalType": "string", "classification": "internal"}), MINOR),
-    "allowed values added": (lambda c: col(c, "status")["quality"][0]["arguments"].update(validValues=["open", "paid", "rejected", "withdrawn"]), MINOR),
+    "allowed values added": (lambda c: col(c, "status")["quality"][0]["arguments"].update(validValues=["open", "paid", "rejected", "withdrawn"]), MAJOR),
+    "minimum raised": (lambda c: col(c, "amount_paid")["logicalTypeOptions"].update(minimum=10), MINOR),
+    "minimum lowered": (lambda c: col(c, "amount_paid")["logicalTypeOptions"].update(minimum=-10), MAJOR),
+    "pattern added": (lambda c: col(c, "claim_type").update(logicalTypeOptions={"pattern": "^[a-z_]+$"}), MINOR),
+    "max length added": (lambda c: col(c, "claim_type").update(logicalTypeOptions={"maxLength": 20}), MINOR),
+    "column rule added": (lambda c: col(c, "claim_type").update(quality=[{"metric": "nullValues", "mustBe": 0}]), MINOR),
+    "allowed-values rule removed": (lambda c: col(c, "status").update(quality=[]), MAJOR),
     "description only": (lambda c: col(c, "status").update(description="Where the claim stands."), PATCH),
 }
 
@@ -140,6 +146,18 @@ def test_major_bump_publishes_a_new_port_and_keeps_the_old_one(domains_copy, tmp
     assert v2.history(1)[0]["mesh.contract.version"] == "2.0.0"
     assert not v1.schema().to_arrow().field("sales_channel").nullable
 
+    # the next publish's page shows who still reads each major: claims read v1 (the kept port)
+    again = run_mesh(["materialize", "--in-process", "--select", "policies"], env=env, cwd=domains_copy)
+    assert again.returncode == 0, again.stdout + again.stderr
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(tmp_path / "home" / "dagster_home")) as instance:
+        current = instance.get_latest_materialization_event(dg.AssetKey(["policies", "policies"])).asset_materialization.metadata
+        kept = instance.get_latest_materialization_event(dg.AssetKey(["policies", "policies_v1"])).asset_materialization.metadata
+    assert current["mesh/read_by_major"].value == {"days": 30, "majors": {"v1": ["claims"], "v2": []}}
+    assert list(kept["mesh/read_by"].value["consumers"]) == ["claims"]  # on v1's own page: who must move
+    assert "mesh/read_by_major" not in kept
+
 
 def test_pin_to_a_retired_major_gets_a_clear_error(domains_copy):
     _bump_policies_to_v2(domains_copy, deprecation="2020-01-01")
@@ -156,8 +174,9 @@ def test_a_pin_to_a_deprecated_major_warns_with_its_date(domains_copy):
     result = run_mesh(["validate"], env=copy_env(domains_copy), cwd=domains_copy)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout + result.stderr
-    assert ("claims: claims.inputs[policies] pins major 1 of policies.policies, which is deprecated: "
-            "served until 2999-12-31; move to major 2") in out
+    said = ("claims: claims.inputs[policies] pins major 1 of policies.policies, which is deprecated: "
+            "served until 2999-12-31; move to major 2")
+    assert out.count(said) == 1, out  # said once, not also by the load's log
     assert "analytics: dbt source policies.policies pins major 1 of policies.policies, which is deprecated" in out
 
 

@@ -230,6 +230,11 @@ def test_audit_holds_every_read_and_publish_of_a_full_run(materialized_mesh):
     assert all(r["version"] is not None for r in initial if r["kind"] in ("publish", "read"))
     aggregate = next(r for r in initial if r["kind"] == "read" and r["port"].endswith("/aggregate"))
     assert aggregate["consumer"] == "analytics" and aggregate["product"] == "customer_care.conversations"
+    # every read says which of the consumer's assets and inputs made it (the contract gate names it)
+    read_for = {(r["consumer"], r["product"], r["read_for"]) for r in initial if r["kind"] == "read"}
+    assert {("fraud", "claims.claims", "claim_features.claims"), ("fraud", "claims.claim_events", "fraud_model.events"),
+            ("analytics", "claims.claims", "dbt source claims.claims")} <= read_for
+    assert all(r["read_for"] for r in initial if r["kind"] == "read")
     only = json.loads(run_mesh(["audit", "--json", "--consumer", "fraud", "--product", "claims.claims"]).stdout)["records"]
     assert only and all(r["consumer"] == "fraud" and r["product"] == "claims.claims" for r in only)
 

@@ -162,4 +162,5 @@ def test_resolved_port_wires_columns_and_major(consumer):
     [input_def] = asset.op.ins.values()
     assert input_def.metadata == {
         "mesh/contract_id": "policies.policies", "mesh/port_major": 1, "mesh/columns": ["policy_id"], "mesh/consumer": "consumer",
+        "mesh/read_for": "x.p",  # the asset and input that read, recorded with each audited read
     }

@@ -125,7 +125,7 @@ def _expected_reads(mesh: Mesh) -> dict[str, set[str]]:
     for loaded in mesh.domains:
         consumer = loaded.domain.name
         reads[consumer] = set()
-        for source in {p for _, ports in loaded.domain.products.values() for p in ports}:
+        for source in {p for ports in loaded.domain.input_ports.values() for p in ports}:  # private intermediates too
             port = resolve(source, registry, consumer)
             c = port.contract
             if source.aggregate is not None:
@@ -178,6 +178,7 @@ def demo(s3, mesh) -> Scenario:
     # anchors, so the expectation itself cannot silently go empty
     assert "policies/policyholders/v1" in scenario.expected_reads["customer_care"]
     assert "claims/claims/v1" in scenario.expected_reads["fraud"]
+    assert "claims/claim_events/v1" in scenario.expected_reads["fraud"]  # read by its private model (the labels)
     assert not any(k.startswith("customer_care/conversations/") for k in scenario.expected_reads["analytics"])
     assert scenario.expected_reads[PRIVACY] == {"customer_care/conversations/v1"}
     assert {"claims/claims/v1", "policies/policyholders/v1_masked"} <= scenario.expected_reads[SERVE]

@@ -66,14 +66,18 @@ def _readers(old: dict[str, tuple[str, str]], workspace: Path | None, window_day
                 gap = f"the audit log was not consulted: no Dagster instance at {home}"
         else:
             gap = "the audit log was not consulted (--no-audit)"
-        found = find_readers(mesh, ids, mesh_registry(), instance, window_days)
+        try:
+            found = find_readers(mesh, ids, mesh_registry(), instance, window_days)
+        except Exception as exc:  # whatever went wrong finding readers, it never makes a change look safe
+            why = f"the readers could not be found ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            return {i: Readers(i, gaps=[why]) for i in ids}
     for readers in found.values():
         if gap:
             readers.gaps = [g for g in readers.gaps if not g.startswith("no Dagster instance was given")] + [gap]
     return found
 
 
-def _emit(judgements: list, rows: list[tuple[str, str, object]], fmt: str, output: Path | None, summary: str) -> None:
+def _emit(rows: list[tuple[str, str, object]], fmt: str, output: Path | None, summary: str) -> None:
     """``rows``: (label, status, judgement-or-message) per contract file or pair."""
     from mesh_platform.contracts.impact import Judgement, junit
 
@@ -86,7 +90,7 @@ def _emit(judgements: list, rows: list[tuple[str, str, object]], fmt: str, outpu
             ],
         }, indent=2)
     elif fmt == "junit":
-        text = junit(judgements)
+        text = junit(rows)
     else:
         lines = []
         for label, status, item in rows:
@@ -154,7 +158,7 @@ def contract_diff(old: Path, new: Path, fmt: str, output: Path | None, window_da
     readers = _readers(before, workspace, window_days, not no_audit)[report.old.id]
     judgement = judge(report, readers.readers, readers.gaps, strict)
     status = "ok" if judgement.ok else "FAIL"
-    _emit([judgement], [(f"{old} -> {new}", status, judgement)], fmt, output, f"{report.old.id}: {judgement.verdict()}")
+    _emit([(f"{old} -> {new}", status, judgement)], fmt, output, f"{report.old.id}: {judgement.verdict()}")
     sys.exit(0 if judgement.ok else 1)
 
 
@@ -175,7 +179,7 @@ def contract_check(ref: str, fmt: str, output: Path | None, window_days: int, no
         raise click.ClickException(str(exc)) from None
     before = {c.report.old.id: (c.path.split("domains/", 1)[-1], c.old_text) for c in checks if c.report is not None}
     readers = _readers(before, workspace, window_days, not no_audit) if before else {}
-    rows, judgements, failed = [], [], 0
+    rows, failed = [], 0
     for check in checks:
         if check.report is None:
             ok = check.error is None
@@ -186,11 +190,10 @@ def contract_check(ref: str, fmt: str, output: Path | None, window_days: int, no
         judgement = judge(check.report, found.readers, found.gaps, strict)
         if check.note:
             judgement.gaps.append(check.note)
-        judgements.append(judgement)
         ok = judgement.ok and check.error is None
         failed += not ok
         rows.append((check.path, "ok" if ok else "FAIL", judgement))
-    _emit(judgements, rows, fmt, output, f"{len(checks)} contract file(s) changed since {ref}, {failed} failing")
+    _emit(rows, fmt, output, f"{len(checks)} contract file(s) changed since {ref}, {failed} failing")
     sys.exit(1 if failed else 0)
 
 

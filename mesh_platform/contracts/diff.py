@@ -2,15 +2,26 @@
 
 A change is **breaking** (needs a major bump) when a consumer written against the old contract can
 break: a column disappears or changes type, a guarantee is weakened (required, unique, primary key,
-allowed values, range, SLA), or the data becomes less protected (classification loosened). Adding
-an optional column, tightening a guarantee, adding a quality rule is **minor**; wording is a
-**patch**. Decisions beyond the obvious ones, written down:
+allowed values, range, pattern, lengths, a quality rule removed, SLA), the column may hold values
+it could not hold before (allowed values added, range widened), or the data becomes less protected
+(classification loosened). Adding an optional column, tightening a guarantee, adding a quality
+rule is **minor**; wording is a **patch**.
+
+A minor change that puts a new or tighter constraint on a column's values (a bound added or
+raised, a pattern, lengths, uniqueness, an allowed-values or other quality rule added) is marked
+``constrains``: data the producer published so far may now be refused, and a refused publish never
+replaces the last good version, so the product's readers would stop getting new data. The gate
+(:mod:`mesh_platform.contracts.impact`) judges such a change breaking when a consumer reads that
+column, compatible otherwise. Decisions beyond the obvious ones, written down:
 
 - optional -> required is breaking, as the project decided (producers that wrote nulls now fail,
   and ODCS tooling treats it so); required -> optional is breaking too (consumers relied on it).
 - Any logicalType change is breaking, widening included: it changes the published Parquet type.
 - A classification made *stricter* is breaking as well: consumers may lose access to the column.
 - Adding a *required* column is minor: existing consumers do not read it.
+- Allowed values added is breaking, like a widened range: a consumer that handles every value it
+  was promised (a status it branches on) meets one it does not know.
+- A changed pattern is breaking (it may admit other shapes), and constrains (it may refuse old ones).
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ class Change:
     field: str
     message: str
     column: str | None = None  # the column it touches; None for a product-wide change
+    constrains: bool = False  # a new or tighter constraint on the column's values (see the module's docstring)
 
     def __str__(self) -> str:
         return f"{self.level:5}  {self.field}: {self.message}"
@@ -43,6 +55,28 @@ def _valid_values(col: SchemaProperty) -> set | None:
 
 def _bound(col: SchemaProperty, name: str) -> Any:
     return (col.logical_type_options or {}).get(name)
+
+
+def _wider(wider, a: Any, b: Any) -> bool:
+    try:
+        return bool(wider(a, b))
+    except TypeError:  # bounds of different kinds (a date and a number): not comparable, so not narrower
+        return True
+
+
+def _other_rules(col: SchemaProperty) -> dict[str, str]:
+    """The column's quality rules other than its allowed values (compared on their own above), each
+    as a canonical key -> a short description; wording (name, description, dimension) is ignored."""
+    import json
+
+    out = {}
+    for rule in col.quality:
+        if rule.metric == "invalidValues" and rule.arguments and "validValues" in rule.arguments:
+            continue
+        data = rule.model_dump(exclude_none=True, by_alias=True, exclude={"id", "name", "description", "dimension", "business_impact"})
+        key = json.dumps(data, sort_keys=True, default=str)
+        out[key] = rule.metric or rule.rule or rule.type or "rule"
+    return out
 
 
 def _column_changes(old: SchemaProperty, new: SchemaProperty, where: str) -> list[Change]:
@@ -58,7 +92,7 @@ def _column_changes(old: SchemaProperty, new: SchemaProperty, where: str) -> lis
     if old.unique and not new.unique:
         changes.append(Change(MAJOR, where + ".unique", "no longer unique", column=old.name))
     elif new.unique and not old.unique:
-        changes.append(Change(MINOR, where + ".unique", "now unique", column=old.name))
+        changes.append(Change(MINOR, where + ".unique", "now unique", column=old.name, constrains=True))
     if old.primary_key != new.primary_key:
         changes.append(Change(MAJOR, where + ".primaryKey", "primary key changed", column=old.name))
     old_rank = CLASSIFICATION_RANK.get(old.classification or "", -1)
@@ -73,20 +107,36 @@ def _column_changes(old: SchemaProperty, new: SchemaProperty, where: str) -> lis
         if old_values - new_values:
             changes.append(Change(MAJOR, where + ".quality.validValues", "allowed values removed: " + ", ".join(sorted(old_values - new_values)), column=old.name))
         if new_values - old_values:
-            changes.append(Change(MINOR, where + ".quality.validValues", "allowed values added: " + ", ".join(sorted(new_values - old_values)), column=old.name))
+            changes.append(Change(MAJOR, where + ".quality.validValues", "allowed values added: " + ", ".join(sorted(new_values - old_values))
+                                  + "; consumers may meet values they do not handle", column=old.name))
     elif old_values is not None:
         changes.append(Change(MAJOR, where + ".quality.validValues", "allowed-values rule removed", column=old.name))
     elif new_values is not None:
-        changes.append(Change(MINOR, where + ".quality.validValues", "allowed-values rule added", column=old.name))
-    for name, wider in (("minimum", lambda a, b: b < a), ("maximum", lambda a, b: b > a)):
+        changes.append(Change(MINOR, where + ".quality.validValues", "allowed-values rule added", column=old.name, constrains=True))
+    lower, upper = (lambda a, b: b < a), (lambda a, b: b > a)  # is the new bound wider than the old?
+    for name, wider in (("minimum", lower), ("exclusiveMinimum", lower), ("minLength", lower),
+                        ("maximum", upper), ("exclusiveMaximum", upper), ("maxLength", upper)):
         a, b = _bound(old, name), _bound(new, name)
         if a is not None and b is None:
             changes.append(Change(MAJOR, where + f".logicalTypeOptions.{name}", f"{name} {a} removed", column=old.name))
         elif a is not None and b is not None and a != b:
-            level = MAJOR if wider(a, b) else MINOR
-            changes.append(Change(level, where + f".logicalTypeOptions.{name}", f"{name} changed from {a} to {b}", column=old.name))
+            widened = _wider(wider, a, b)
+            changes.append(Change(MAJOR if widened else MINOR, where + f".logicalTypeOptions.{name}", f"{name} changed from {a} to {b}",
+                                  column=old.name, constrains=not widened))
         elif a is None and b is not None:
-            changes.append(Change(MINOR, where + f".logicalTypeOptions.{name}", f"{name} {b} added", column=old.name))
+            changes.append(Change(MINOR, where + f".logicalTypeOptions.{name}", f"{name} {b} added", column=old.name, constrains=True))
+    a, b = _bound(old, "pattern"), _bound(new, "pattern")
+    if a is not None and b is None:
+        changes.append(Change(MAJOR, where + ".logicalTypeOptions.pattern", f"pattern {a!r} removed", column=old.name))
+    elif a is not None and b is not None and a != b:
+        changes.append(Change(MAJOR, where + ".logicalTypeOptions.pattern", f"pattern changed from {a!r} to {b!r}", column=old.name, constrains=True))
+    elif a is None and b is not None:
+        changes.append(Change(MINOR, where + ".logicalTypeOptions.pattern", f"pattern {b!r} added", column=old.name, constrains=True))
+    old_rules, new_rules = _other_rules(old), _other_rules(new)
+    for rule in sorted(set(old_rules) - set(new_rules)):
+        changes.append(Change(MAJOR, where + ".quality", f"quality rule removed: {old_rules[rule]}", column=old.name))
+    for rule in sorted(set(new_rules) - set(old_rules)):
+        changes.append(Change(MINOR, where + ".quality", f"quality rule added: {new_rules[rule]}", column=old.name, constrains=True))
     if (old.description or "") != (new.description or ""):
         changes.append(Change(PATCH, where + ".description", "description changed", column=old.name))
     return changes

@@ -12,7 +12,11 @@ contract alone. This module weighs each such change against the product's reader
 - **possibly breaking**: a major-level change no known reader touches. Never called compatible: a
   reader the mesh cannot see (a notebook over the files, a domain that did not load, an audit that
   could not be read) may still depend on it; the verdict says which evidence was missing.
-- **compatible**: minor and patch changes (an optional column added, a guarantee tightened, words).
+- **breaking** as well: a new or tighter constraint on a column some reader reads (a bound, a pattern,
+  a quality rule added; ``Change.constrains``). The producer's data that was fine so far may be
+  refused at publish, and a refused publish keeps the last good version: those readers would stop
+  getting new data. On a column nobody reads it is compatible.
+- **compatible**: minor and patch changes (an optional column added, SLA tightened, words).
 
 A rename is a removal plus an addition. A major bump is how a producer may break named consumers:
 the gate passes it and names the consumers that must move to the new major (keep the previous
@@ -130,7 +134,7 @@ class Judgement:
             "old_version": self.report.old.version,
             "new_version": self.report.new.version,
             "bump": self.report.bump,
-            "required_bump": self.report.required,
+            "required_bump": MAJOR if self.breaking else self.report.required,
             "ok": self.ok,
             "verdict": self.verdict(),
             "changes": [i.as_dict() for i in self.impacts],
@@ -145,6 +149,14 @@ def judge(report: DiffReport, readers: list[Reader], gaps: list[str], strict: bo
     of_old = [r for r in readers if r.major in (None, old_major)]
     impacts = []
     for change in report.changes:
+        if change.level != MAJOR and change.constrains and change.column:
+            hit = [r for r in of_old if r.reads(change.column)]
+            if hit:
+                impacts.append(Impact(change, BREAKING, hit, f"{len({r.consumer for r in hit})} consumer(s) read {change.column}, and the new "
+                                      "constraint may refuse data published so far: the product would stop refreshing for them"))
+            else:
+                impacts.append(Impact(change, COMPATIBLE, [], f"a new constraint on {change.column}, which no known reader reads"))
+            continue
         if change.level != MAJOR:
             impacts.append(Impact(change, COMPATIBLE, [], f"a {change.level} change"))
             continue
@@ -161,26 +173,38 @@ def judge(report: DiffReport, readers: list[Reader], gaps: list[str], strict: bo
     return Judgement(report, impacts, must_move, list(gaps), strict)
 
 
-def junit(judgements: list[Judgement], name: str = "mesh contract check") -> str:
-    """JUnit XML for CI: one test case per change; a failure where the gate fails."""
+def junit(rows: list[tuple[str, str, object]], name: str = "mesh contract check") -> str:
+    """JUnit XML for CI, from the command's rows (label, "ok" or "FAIL", a :class:`Judgement` or a
+    message): one test case per change; a failure where the gate fails. A contract file that could
+    not be judged (unreadable, deleted while read) is a case of its own, failed when it fails the
+    gate, so the report never shows no failure for a command that exits 1."""
     suite = ElementTree.Element("testsuite", name=name)
     failures = 0
     cases = 0
-    for judgement in judgements:
-        impacts = judgement.impacts or [None]
-        for impact in impacts:
-            cases += 1
-            title = f"{impact.change.field}: {impact.change.message}" if impact else "no changes"
-            case = ElementTree.SubElement(suite, "testcase", classname=judgement.contract_id, name=title)
-            if impact is None:
-                continue
+
+    def case(classname: str, title: str, failure: str | None, text: str) -> None:
+        nonlocal failures, cases
+        cases += 1
+        element = ElementTree.SubElement(suite, "testcase", classname=classname, name=title)
+        if failure is not None:
+            failures += 1
+            ElementTree.SubElement(element, "failure", message=failure).text = text
+        else:
+            ElementTree.SubElement(element, "system-out").text = text
+
+    for label, status, item in rows:
+        if not isinstance(item, Judgement):
+            case(label, "contract file", str(item) if status == "FAIL" else None, str(item))
+            continue
+        failed_before = failures
+        for impact in item.impacts:
             text = f"{impact.verdict}: {impact.reason}" + "".join(f"\n  {r.describe()}" for r in impact.readers)
-            blocking = not judgement.ok and (impact.verdict == BREAKING or (judgement.strict and impact.verdict == POSSIBLY_BREAKING))
-            if blocking or (judgement.report.bump == "downgrade"):
-                failures += 1
-                ElementTree.SubElement(case, "failure", message=judgement.verdict()).text = text
-            else:
-                ElementTree.SubElement(case, "system-out").text = text
+            blocking = not item.ok and (impact.verdict == BREAKING or (item.strict and impact.verdict == POSSIBLY_BREAKING))
+            case(item.contract_id, f"{impact.change.field}: {impact.change.message}", item.verdict() if blocking else None, text)
+        if status == "FAIL" and failures == failed_before:  # a version gone down, an error beside the changes
+            case(item.contract_id, "version and gate", item.verdict(), "\n".join([item.verdict(), *item.gaps]))
+        elif not item.impacts:
+            case(item.contract_id, "no changes", None, item.verdict())
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     return ElementTree.tostring(suite, encoding="unicode", xml_declaration=True)

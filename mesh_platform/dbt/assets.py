@@ -76,7 +76,8 @@ def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, Resol
             observations.append(
                 dg.AssetObservation(
                     asset_key=port.key,
-                    metadata=read_metadata(domain, port.contract.id, read.port, read.columns, read.decision.masked, read.decision.removed, read.table.num_rows, "dbt source", read.version),
+                    metadata=read_metadata(domain, port.contract.id, read.port, read.columns, read.decision.masked, read.decision.removed, read.table.num_rows, "dbt source", read.version,
+                                           read_for=f"dbt source {port.contract.id}"),
                 )
             )
     finally:

@@ -32,6 +32,7 @@ QUOTAS = "mesh/quotas"  # the domain's quotas (on each product) and their use (o
 # -- metadata of an input (what the consumer declared with its InputPort) -----------------------
 CONSUMER_COLUMNS = "mesh/columns"  # the columns the consumer reads; None: all
 CONSUMER = "mesh/consumer"
+READ_FOR = "mesh/read_for"  # the consumer's asset and input that read ("claim_features.claims"; "dbt source claims.claims")
 PURPOSE = "mesh/purpose"
 AGGREGATE = "mesh/aggregate"
 
@@ -57,6 +58,7 @@ VACUUMED_FILES = "mesh/vacuumed_files"
 EPSILON = "mesh/epsilon"
 PRIVACY_BUDGET_REMAINING = "mesh/privacy_budget_remaining"
 READ_BY = "mesh/read_by"  # on each publish: who read this port (this major) in the last 30 days, from the audit
+READ_BY_MAJOR = "mesh/read_by_major"  # on the current product: who read each major still served, in the same window
 
 DETAILS = "mesh/details"  # quarantine: a few rejected rows per reason
 

@@ -46,15 +46,21 @@ class AuditRecord:
     reasons: dict = field(default_factory=dict)  # quarantine: rows per reason
     version: int | None = None  # publish: the Delta version committed; read: the version read
     masked_version: int | None = None  # publish: the version of the masked variant committed with it
+    read_for: str = ""  # read: the consumer's asset and input that read, when known
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def read_metadata(consumer: str, contract_id: str, port: str, columns: list[str], masked: list[str], removed: list[str], rows: int, purpose: str | None, version: int | None = None) -> dict:
+def read_metadata(consumer: str, contract_id: str, port: str, columns: list[str], masked: list[str], removed: list[str], rows: int, purpose: str | None,
+                  version: int | None = None, read_for: str | None = None) -> dict:
+    """A read's audit record; ``read_for``: the consumer's asset and input that read (see
+    :data:`mesh_platform.foundations.metadata.READ_FOR`), when the read is a step's input."""
     versioned = {} if version is None else {md.DELTA_VERSION: version}
+    reader = {} if not read_for else {md.READ_FOR: read_for}
     return {
         **versioned,
+        **reader,
         AUDIT: "read",
         md.CONSUMER: consumer,
         md.PRODUCT: contract_id,
@@ -114,10 +120,26 @@ OBSERVED_KINDS = ("read", "denied", "quarantine", "quota")
 READ_BY_DAYS = 30
 
 
-def read_by(instance: dg.DagsterInstance, key: dg.AssetKey, days: int = READ_BY_DAYS, limit: int = 2000) -> dict:
+def read_by(instance: dg.DagsterInstance, key: dg.AssetKey, days: int = READ_BY_DAYS, limit: int = 2000,
+            major: int | None = None, previous: dict[int, dg.AssetKey] | None = None) -> dict:
     """``mesh/read_by`` for a publish of ``key``: each consumer that read this port (this major's
     asset) in the last ``days``, with its last read, the version it read and its columns. On a
-    previous major's asset it is the list of consumers that still have to move."""
+    previous major's asset it is the list of consumers that still have to move.
+
+    ``previous``: the previous majors still served (major -> their ``<product>_v<major>`` asset).
+    Then the current product's page also gets ``mesh/read_by_major``: who read each major (``major``
+    is this one's), so the producer sees on one page who still has to move."""
+    readers = _readers_of(instance, key, days, limit)
+    out = {md.READ_BY: dg.MetadataValue.json({"days": days, "consumers": readers})}
+    if previous:
+        majors = {f"v{major}": sorted(readers)} if major is not None else {}
+        for old, old_key in sorted(previous.items()):
+            majors[f"v{old}"] = sorted(_readers_of(instance, old_key, days, limit))
+        out[md.READ_BY_MAJOR] = dg.MetadataValue.json({"days": days, "majors": majors})
+    return out
+
+
+def _readers_of(instance: dg.DagsterInstance, key: dg.AssetKey, days: int, limit: int) -> dict[str, dict]:
     since = datetime.now(timezone.utc).timestamp() - days * 86400
     seen: dict[str, dict] = {}
     for event_record in instance.fetch_observations(key, limit=limit).records:  # newest first
@@ -133,7 +155,7 @@ def read_by(instance: dg.DagsterInstance, key: dg.AssetKey, days: int = READ_BY_
             "version": _value(meta, md.DELTA_VERSION),
             "columns": list(_value(meta, md.COLUMNS_READ) or []),
         }
-    return {md.READ_BY: dg.MetadataValue.json({"days": days, "consumers": dict(sorted(seen.items()))})}
+    return dict(sorted(seen.items()))
 
 
 def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
@@ -162,6 +184,7 @@ def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
         reasons=dict(_value(meta, md.REASONS, {}) or {}),
         version=_value(meta, md.DELTA_VERSION),
         masked_version=_value(meta, md.MASKED_VERSION),
+        read_for=_value(meta, md.READ_FOR, "") or "",
     )
 
 

@@ -11,7 +11,10 @@ Three kinds of evidence, each named on every reader it yields:
   says why.
 - **audit**: what consumers actually read, from the audit log in the Dagster instance
   (``mesh/columns_read`` of every read, :mod:`mesh_platform.governance.audit`) over a window,
-  30 days by default, with the last read and the table version it read.
+  30 days by default, with the last read and the table version it read. A read records the asset
+  and input that made it (``mesh/read_for``): the declared reader it came from gets that last read
+  and version; a read no declared reader accounts for (a port changed since, ``mesh serve``) is a
+  reader of its own.
 
 Evidence that cannot be gathered is a **gap**, kept with its reason: a domain that does not load
 (its ports are unknown), an instance that cannot be opened. A gap never makes a change look safe;
@@ -109,24 +112,45 @@ def _audited(instance: dg.DagsterInstance, products: dict[str, tuple[str, str]],
         shim = _SHIM.match(name)
         if (domain, name) in products.values() or (shim and (domain, shim.group("name")) in products.values()):
             wanted.append(key)
-    by_reader: dict[tuple[str, str, str], Reader] = {}
+    by_reader: dict[tuple[str, str, str, str], Reader] = {}
     for record in sorted(audit_records(instance, wanted), key=lambda r: r.time):
         if record.kind != "read" or record.time < since or record.consumer is None:
             continue
         contract_id = record.product if record.product in products else None
         if contract_id is None:
             continue
+        declared = _declared_readers(found[contract_id].readers, record)
+        if declared:  # a declared port or dbt source that read: its last read goes with it
+            for reader in declared:
+                if reader.columns is not None:
+                    reader.columns = sorted(set(reader.columns) | set(record.columns))
+                reader.last_read, reader.version_read = record.time, record.version
+            continue
         major = _PORT_MAJOR.match(record.port or "")
-        key = (contract_id, record.consumer, record.port)
+        asset, _, param = record.read_for.rpartition(".") if record.read_for and not record.read_for.startswith("dbt source ") else ("", "", "")
+        key = (contract_id, record.consumer, record.port, record.read_for)
         reader = by_reader.get(key)
         if reader is None:
             reader = by_reader[key] = Reader(
-                consumer=record.consumer, asset="", port=record.port, major=int(major.group(1)) if major else None,
+                consumer=record.consumer, asset=asset, port=param or record.port, major=int(major.group(1)) if major else None,
                 columns=[], via="audit", owners=owners.get(record.consumer, []),
             )
             found[contract_id].readers.append(reader)
         reader.columns = sorted(set(reader.columns or []) | set(record.columns))
         reader.last_read, reader.version_read = record.time, record.version
+
+
+def _declared_readers(readers: list[Reader], record) -> list[Reader]:
+    """The declared readers an audited read came from (its ``read_for``): the input port of that
+    asset, or every model of that dbt source (the run stages a source once for all its models).
+    None for a read without ``read_for`` (older records, ``mesh serve``): it is an audit reader."""
+    if not record.read_for:
+        return []
+    if record.read_for.startswith("dbt source "):
+        port = "source " + record.read_for.removeprefix("dbt source ")
+        return [r for r in readers if r.via == "dbt model" and r.consumer == record.consumer and r.port == port]
+    asset, _, param = record.read_for.rpartition(".")
+    return [r for r in readers if r.via == "input port" and r.consumer == record.consumer and r.asset == asset and r.port == param]
 
 
 def find_readers(

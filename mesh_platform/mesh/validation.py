@@ -77,9 +77,14 @@ LOAD_TIMEOUT = 300.0  # seconds for one domain's load in its own process
 
 
 def _load_here(workspace: str, location: str) -> dict:
-    """One domain's load in this (forked) process, as a dict."""
-    from mesh_platform.mesh.workspace import load_domain, read_workspace
+    """One domain's load in this (forked) process, as a dict; its warnings are in the dict, so they
+    are not logged here too (the command prints them once)."""
+    import logging
 
+    from mesh_platform.mesh.workspace import load_domain, read_workspace
+    from mesh_platform.products.domain import LOAD_WARNING
+
+    logging.getLogger("mesh_platform").addFilter(lambda record: not getattr(record, LOAD_WARNING, False))
     path = Path(workspace)
     entry = next(e for e in read_workspace(path) if e.location == location)
     try:

@@ -125,7 +125,8 @@ def _compute_fn(plan: "ProductPlan", settings: MeshSettings):
             metadata.update(quarantine.output_metadata(quarantine.Held(key, verdict.counts, held.uri), "product"))
             if plan.column_lineage is not None:  # the UI's column lineage (docs/lineage.md)
                 metadata["dagster/column_lineage"] = plan.column_lineage
-            metadata.update(read_by(context.instance, key))  # who still reads this major (docs/contracts.md)
+            # who still reads this major and, on the current one, each major still served (docs/versions.md)
+            metadata.update(read_by(context.instance, key, major=contract.major, previous=plan.previous_major_keys()))
             yield dg.Output(audited, metadata=metadata)
             if audited.deferred is not None:  # published: they passed (a failure fails the output)
                 yield from audited.deferred.check_results()
@@ -140,7 +141,7 @@ def build_asset(plan: "ProductPlan", settings: MeshSettings) -> dg.AssetsDefinit
     ins: dict[str, dg.AssetIn] = {}
     for param, source in decl.inputs.items():
         if isinstance(source, InputPort):
-            ins[param] = plan.ports[param].asset_in(plan.domain)
+            ins[param] = plan.ports[param].asset_in(plan.domain, read_for=f"{plan.name}.{param}")
         else:
             ins[param] = dg.AssetIn(key=dg.AssetKey([plan.domain, source]))
     spec = plan.spec

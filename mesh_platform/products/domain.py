@@ -43,6 +43,10 @@ from mesh_platform.storage.retention import maintenance_job, maintenance_schedul
 from mesh_platform.products.build import build_asset
 from mesh_platform.foundations.settings import MeshSettings
 
+# set on the log records of the warnings a load also keeps in its plan (DomainPlan.warnings): a
+# command that reports those itself (`mesh validate`) drops the records, so each is said once
+LOAD_WARNING = "mesh_load_warning"
+
 
 
 class DomainDefinitionError(Exception):
@@ -224,7 +228,7 @@ class Domain:
         if plan.problems:
             raise DomainDefinitionError(self.name, plan.problems)
         for warning in plan.warnings:  # a pin to a deprecated major: said at every load until it moves
-            logging.getLogger("mesh_platform").warning("%s", warning)
+            logging.getLogger("mesh_platform").warning("%s", warning, extra={LOAD_WARNING: True})
         self._say_last_published(plan, fallback.used)
         assets = [build_asset(p, settings) for p in plan.products]
         if plan.dbt is not None:
@@ -238,7 +242,7 @@ class Domain:
         and says so (a warning at load, ``mesh validate``, and the port's page in the UI)."""
         for contract_id, why in used.items():
             plan.warnings.append(f"{self.name}: input port {contract_id}: {why}")
-            logging.getLogger("mesh_platform").warning("%s", plan.warnings[-1])
+            logging.getLogger("mesh_platform").warning("%s", plan.warnings[-1], extra={LOAD_WARNING: True})
             for key, spec in list(plan.externals.items()):
                 if key.path[0] == contract_id.split(".", 1)[0] and spec.metadata.get(md.CONTRACT_ID, contract_id) == contract_id:
                     plan.externals[key] = spec.merge_attributes(metadata={md.CONTRACT_SOURCE: why})

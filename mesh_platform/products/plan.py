@@ -18,6 +18,7 @@ each naming its file and field; a plan with problems builds no definitions.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Mapping
@@ -58,6 +59,10 @@ class ProductPlan:
     spec: Spec
     quotas: Quotas | None = None
     column_lineage: dg.TableColumnLineage | None = None  # from the contract's transformSourceObjects
+    previous_majors: tuple[int, ...] = ()  # the previous majors still served, as ``<name>_v<major>``
+
+    def previous_major_keys(self) -> dict[int, dg.AssetKey]:
+        return {major: dg.AssetKey([self.domain, f"{self.name}_v{major}"]) for major in self.previous_majors}
 
     @property
     def name(self) -> str:
@@ -187,8 +192,10 @@ def _resolve_inputs(domain: "Domain", decl: Declaration, registry: ContractRegis
     return ports if complete else None
 
 
-def _previous_majors(domain: "Domain", decl: Declaration, contract: Contract, registry: ContractRegistry, owners: list[str], plan: DomainPlan) -> None:
-    """One shim per previous major still served: ``<product>_v<major>``, derived from the current product."""
+def _previous_majors(domain: "Domain", decl: Declaration, contract: Contract, registry: ContractRegistry, owners: list[str], plan: DomainPlan) -> list[int]:
+    """One shim per previous major still served: ``<product>_v<major>``, derived from the current
+    product; returns the majors served."""
+    served: list[int] = []
     for old in registry.previous_majors(contract.id):
         if old.retired():
             continue
@@ -207,6 +214,8 @@ def _previous_majors(domain: "Domain", decl: Declaration, contract: Contract, re
         # checked like any publish (the shim has no input ports), reported by its publish step
         results = tuple(evaluate_policies(ProductUnderPolicy(domain.name, old, _where(domain, decl), {}), plan.policies))
         plan.products.append(ProductPlan(domain.name, shim, old, None, {}, results, product_spec(domain.name, old, owners, None, has_inputs=True), plan.quotas))
+        served.append(old.major)
+    return served
 
 
 def _grants_over_ceiling(domain_root: Path, mesh_quotas: MeshQuotas) -> list[Problem]:
@@ -294,7 +303,10 @@ def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
             lineage = None if found else column_lineage.lineage(contract, ports, own)
         plan.products.append(ProductPlan(domain.name, decl, contract, private_contract, ports or {}, results, spec, plan.quotas, lineage))
         if contract is not None:
-            _previous_majors(domain, decl, contract, registry, owners, plan)
+            current = len(plan.products) - 1
+            served = _previous_majors(domain, decl, contract, registry, owners, plan)
+            if served:
+                plan.products[current] = dataclasses.replace(plan.products[current], previous_majors=tuple(served))
     return plan
 
 

@@ -19,7 +19,7 @@ from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry, MajorNotServed
 from mesh_platform.governance.privacy import Aggregate
 from mesh_platform.governance.privacy import validate as validate_aggregate
-from mesh_platform.foundations.metadata import AGGREGATE, CONSUMER, CONTRACT_ID, DOMAIN, PORT_MAJOR, PORT_PATH, PURPOSE, TYPE
+from mesh_platform.foundations.metadata import AGGREGATE, CONSUMER, CONTRACT_ID, DOMAIN, PORT_MAJOR, PORT_PATH, PURPOSE, READ_FOR, TYPE
 from mesh_platform.foundations.metadata import CONSUMER_COLUMNS as COLUMNS
 from mesh_platform.storage.lake import Lake
 from mesh_platform.products.partitions import of as partitioning_of
@@ -86,8 +86,12 @@ class ResolvedPort:
     def columns(self) -> list[str]:
         return list(self.port.columns) if self.port.columns is not None else self.contract.column_names
 
-    def asset_in(self, consumer: str) -> dg.AssetIn:
+    def asset_in(self, consumer: str, read_for: str | None = None) -> dg.AssetIn:
+        """``read_for``: the consumer's asset and input (``"claim_features.claims"``), recorded with each
+        audited read so the contract gate can name the reader that read (docs/versions.md)."""
         metadata = {CONTRACT_ID: self.contract.id, PORT_MAJOR: self.port.major, COLUMNS: self.columns, CONSUMER: consumer}
+        if read_for:
+            metadata[READ_FOR] = read_for
         if self.port.aggregate is not None:
             metadata[AGGREGATE] = self.port.aggregate.as_metadata()
         if self.port.purpose:

@@ -44,7 +44,7 @@ from mesh_platform.governance.audit import denied_metadata, log_observation, pub
 from mesh_platform.governance.identity import IdentityError, domain_of_step
 from mesh_platform.storage import delta, gate, publishing, versions
 from mesh_platform.storage.lake import Lake, name_part
-from mesh_platform.foundations.metadata import AGGREGATE, BYTES, CONSUMER_COLUMNS, CONTRACT_ID, CONTRACT_VERSION, PORT_MAJOR, PRIVATE_CONTRACT, PURPOSE
+from mesh_platform.foundations.metadata import AGGREGATE, BYTES, CONSUMER_COLUMNS, CONTRACT_ID, CONTRACT_VERSION, PORT_MAJOR, PRIVATE_CONTRACT, PURPOSE, READ_FOR
 from mesh_platform.quality.checks import AuditedTable
 
 
@@ -276,7 +276,8 @@ class MeshIOManager(dg.ConfigurableIOManager):
                                                     ledger=self._ledger())
                 _record_read(context, 
                     {
-                        **read_metadata(consumer, contract.id, f"v{contract.major}/aggregate", release.columns, [], [], len(release.frame), meta.get(PURPOSE), version),
+                        **read_metadata(consumer, contract.id, f"v{contract.major}/aggregate", release.columns, [], [], len(release.frame), meta.get(PURPOSE), version,
+                                        read_for=meta.get(READ_FOR)),
                         md.EPSILON: release.epsilon,
                         md.PRIVACY_BUDGET_REMAINING: release.remaining,
                     }
@@ -287,7 +288,7 @@ class MeshIOManager(dg.ConfigurableIOManager):
                 _record_read(context, 
                     read_metadata(
                         consumer, contract.id, port.port, port.columns, port.decision.masked,
-                        port.decision.removed, port.table.num_rows, meta.get(PURPOSE), port.version,
+                        port.decision.removed, port.table.num_rows, meta.get(PURPOSE), port.version, read_for=meta.get(READ_FOR),
                     )
                 )
             return to_pandas(port.table)
