@@ -145,7 +145,9 @@ def sla_schedule(domain: str, contracts: list[Contract], running: bool = False, 
 
     A domain of daily-partitioned products gets, at each tick, one run over the days the interval
     since the previous tick touched (usually today; just after midnight yesterday and today), within
-    the partitions: a run with no day would fail every step that reads its day."""
+    the partitions: a run with no day would fail every step that reads its day. A tick skips while
+    a run of the domain is in flight, and when every product was published since the previous tick
+    (a landing batch refreshed them: the SLA is met, and the tick would redo that run's work)."""
     from mesh_platform.products import partitions
 
     hours = [h for h in (c.sla_hours("frequency") for c in contracts) if h]
@@ -174,12 +176,34 @@ def sla_schedule(domain: str, contracts: list[Contract], running: bool = False, 
             # the domain's products are being refreshed already (a landing batch, automation, a backfill):
             # a second run over the same days would race it for the same ports and redo its work
             return dg.SkipReason(f"{busy} run(s) of {domain} in flight; they refresh its products")
+        fresh = refreshed_since(context.instance, [dg.AssetKey([domain, c.name]) for c in contracts], now - dt.timedelta(hours=every), now)
+        if fresh is not None:
+            # the SLA promises a refresh every `every` hours, and a run (a landing batch) made one
+            # since the previous tick: this tick would rebuild the same days from the same files
+            return dg.SkipReason(f"every product of {domain} was published since {fresh:%Y-%m-%d %H:%M} UTC, within its {every:g} h refresh SLA")
         first, last = sla_days(definition, now, every)
         if first is None:
             return dg.SkipReason(f"no partition day between {now - dt.timedelta(hours=every):%Y-%m-%d %H:%M} and {now:%Y-%m-%d %H:%M}")
         return dg.RunRequest(run_key=f"{first}..{last}@{now.isoformat()}", tags={**tags, **partitions.range_tags(definition, first, last)})
 
     return _tick
+
+
+def refreshed_since(instance: dg.DagsterInstance, keys: list[dg.AssetKey], since, now):
+    """The time of the oldest of the latest publishes of ``keys`` when each was published in
+    (``since``, ``now``], else None (one of them was not refreshed in the interval)."""
+    import datetime as dt
+
+    times = []
+    for key in keys:
+        event = instance.get_latest_materialization_event(key)
+        if event is None:
+            return None
+        at = dt.datetime.fromtimestamp(event.timestamp, tz=dt.timezone.utc)
+        if not since < at <= now:
+            return None
+        times.append(at)
+    return min(times) if times else None
 
 
 def in_flight(instance: dg.DagsterInstance, domain: str) -> int:
