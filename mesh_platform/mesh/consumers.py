@@ -143,7 +143,7 @@ def _audited(instance: dg.DagsterInstance, products: dict[str, tuple[str, str]],
 def _declared_readers(readers: list[Reader], record) -> list[Reader]:
     """The declared readers an audited read came from (its ``read_for``): the input port of that
     asset, or every model of that dbt source (the run stages a source once for all its models).
-    None for a read without ``read_for`` (older records, ``mesh serve``): it is an audit reader."""
+    Nothing for a read without ``read_for`` (older records, ``mesh serve``): it is a reader of its own."""
     if not record.read_for:
         return []
     if record.read_for.startswith("dbt source "):
