@@ -46,10 +46,8 @@ class DbtSpecs:
         if unique_id in self.ports:
             port = self.ports[unique_id]
             return port_asset_key(port.contract, port.current_major)
-        node = self.manifest["nodes"].get(unique_id)
-        if node is not None and node["resource_type"] == "model" and node["name"] in self.contracts:
-            return dg.AssetKey([self.domain, node["name"]])
-        return None
+        node = self.models.get(unique_id)
+        return dg.AssetKey([self.domain, node["name"]]) if node is not None else None
 
     @cached_property
     def models(self) -> dict[str, dict]:

@@ -127,7 +127,7 @@ def _audited(instance: dg.DagsterInstance, products: dict[str, tuple[str, str]],
                 reader.last_read, reader.version_read = record.time, record.version
             continue
         major = _PORT_MAJOR.match(record.port or "")
-        asset, _, param = record.read_for.rpartition(".") if record.read_for and not record.read_for.startswith("dbt source ") else ("", "", "")
+        asset, param = _asset_input(record.read_for) or ("", "")
         key = (contract_id, record.consumer, record.port, record.read_for)
         reader = by_reader.get(key)
         if reader is None:
@@ -144,13 +144,26 @@ def _declared_readers(readers: list[Reader], record) -> list[Reader]:
     """The declared readers an audited read came from (its ``read_for``): the input port of that
     asset, or every model of that dbt source (the run stages a source once for all its models).
     Nothing for a read without ``read_for`` (older records, ``mesh serve``): it is a reader of its own."""
-    if not record.read_for:
-        return []
-    if record.read_for.startswith("dbt source "):
-        port = "source " + record.read_for.removeprefix("dbt source ")
+    if record.read_for.startswith(_DBT_SOURCE):
+        port = "source " + record.read_for.removeprefix(_DBT_SOURCE)
         return [r for r in readers if r.via == "dbt model" and r.consumer == record.consumer and r.port == port]
-    asset, _, param = record.read_for.rpartition(".")
+    found = _asset_input(record.read_for)
+    if found is None:
+        return []
+    asset, param = found
     return [r for r in readers if r.via == "input port" and r.consumer == record.consumer and r.asset == asset and r.port == param]
+
+
+_DBT_SOURCE = "dbt source "
+
+
+def _asset_input(read_for: str) -> tuple[str, str] | None:
+    """The consumer's asset and input of a ``read_for`` (``"claim_features.claims"``); None for a dbt
+    source or a read that recorded none."""
+    if not read_for or read_for.startswith(_DBT_SOURCE):
+        return None
+    asset, _, param = read_for.rpartition(".")
+    return asset, param
 
 
 def find_readers(
