@@ -360,6 +360,66 @@ def materializations(url: str) -> list[dict]:
     return found
 
 
+PHASE_EVENTS = ("PIPELINE_STARTING", "PIPELINE_START", "STEP_START", "STEP_SUCCESS", "PIPELINE_SUCCESS", "PIPELINE_FAILURE")
+
+
+def run_events(url: str, run_ids: list[str]) -> dict[str, list[tuple[str, str | None, float]]]:
+    """(event type, step, time) of each run's launch, start, steps and end, from the event log."""
+    if not run_ids:
+        return {}
+    con = _connect(url)
+    try:
+        with con.cursor() as cur:
+            cur.execute("select run_id, dagster_event_type, step_key, extract(epoch from timestamp)::float8 from event_logs "
+                        "where run_id = any(%s) and dagster_event_type = any(%s) order by id", (run_ids, list(PHASE_EVENTS)))
+            rows = cur.fetchall()
+    finally:
+        con.close()
+    found: dict[str, list[tuple[str, str | None, float]]] = defaultdict(list)
+    for run_id, kind, step, ts in rows:
+        found[run_id].append((kind, step, ts))
+    return dict(found)
+
+
+def run_phases(runs: list[dict], events: dict[str, list[tuple[str, str | None, float]]], mats: list[dict]) -> dict[str, Any]:
+    """Where a hop's time goes, per domain (medians over the day's successful runs, seconds):
+
+    - *trigger*: from the newest materialization of another domain the run read (made before the
+      run was created) to the run's creation: the sensor or automation tick and its evaluation;
+    - *queue*: creation -> the run launched (``RUN_STARTING``): the daemon's dequeue;
+    - *launch*: launched -> ``RUN_START``: a fresh process loads the domain's code;
+    - *to first step*: ``RUN_START`` -> the first ``STEP_START``;
+    - *steps*: first ``STEP_START`` -> last step's end, and each step's own median;
+    - *end*: the last step's end -> ``RUN_SUCCESS``.
+    """
+    per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    steps: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        evs = events.get(run["runId"]) or []
+        kinds = {k: t for k, _, t in evs if k not in ("STEP_START", "STEP_SUCCESS")}
+        if run["status"] != "SUCCESS" or "PIPELINE_START" not in kinds or "PIPELINE_STARTING" not in kinds:
+            continue
+        domain, created = run["location"], run["creationTime"]
+        upstream = [m["ts"] for m in mats if m["ts"] <= created and not m["asset"].startswith(f"{domain}/") and m["ts"] >= created - 120]
+        if upstream:
+            per[domain]["trigger"].append(created - max(upstream))
+        per[domain]["queue"].append(kinds["PIPELINE_STARTING"] - created)
+        per[domain]["launch"].append(kinds["PIPELINE_START"] - kinds["PIPELINE_STARTING"])
+        starts = {s: t for k, s, t in evs if k == "STEP_START"}
+        ends = {s: t for k, s, t in evs if k == "STEP_SUCCESS"}
+        if starts and ends:
+            per[domain]["to first step"].append(min(starts.values()) - kinds["PIPELINE_START"])
+            per[domain]["steps"].append(max(ends.values()) - min(starts.values()))
+            if "PIPELINE_SUCCESS" in kinds:
+                per[domain]["end"].append(kinds["PIPELINE_SUCCESS"] - max(ends.values()))
+            for step, t in starts.items():
+                if step in ends:
+                    steps[domain][step].append(ends[step] - t)
+    return {d: {**{k: round(statistics.median(v), 2) for k, v in phases.items()},
+                "per step": {s: round(statistics.median(v), 2) for s, v in sorted(steps[d].items())}}
+            for d, phases in sorted(per.items())}
+
+
 def failure_messages(url: str, run_ids: list[str]) -> dict[str, list[str]]:
     """The step and run failure messages of ``run_ids``, from the event log."""
     if not run_ids:
@@ -777,6 +837,7 @@ def day_in_stack(scale: float, batches: int, interval: float, idle: float, graph
         idle_runs = [r for r in runs if idle_start <= r["creationTime"] < day_start]
         failed_ids = [r["runId"] for r in runs if r["status"] in FAILED]
         causes = failure_messages(url, failed_ids)
+        phases = run_phases(day_runs, run_events(url, [r["runId"] for r in day_runs]), mats)
         for item in analysis["failed_runs"]:
             item["cause"] = causes.get(item["run"], [])[:3]
             item["run"] = item["run"][:8]
@@ -806,6 +867,7 @@ def day_in_stack(scale: float, batches: int, interval: float, idle: float, graph
             "day_s": round(day_end - day_start, 1),
             "stack_peak_rss_mb": round(rss, 1) if rss else None,
             "settle_note": settle_note,
+            "run_phases": phases,
             "idle_note": idle_note,
             "bootstrap_output_tail": boot["stdout"].strip().splitlines()[-1:] if boot.get("stdout") else [],
         }
@@ -834,7 +896,7 @@ def day_in_stack(scale: float, batches: int, interval: float, idle: float, graph
 
 def _cases(result: BenchmarkResult, m: dict, size: str, quick: bool) -> None:
     detail = {k: m[k] for k in ("per_product", "partitions_per_batch", "not_refreshed", "runs_by_domain", "runs_by_trigger", "sensor_runs", "per_batch",
-                                "expected_products", "never_built_in_bootstrap", "claims_per_batch", "interval_s") if k in m}
+                                "expected_products", "never_built_in_bootstrap", "claims_per_batch", "interval_s", "run_phases") if k in m}
     result.cases.append(Case("landing -> every product refreshed, p50", size, m["p50_s"], None, peak_rss_mb=m["stack_peak_rss_mb"], details=detail))
     result.cases.append(Case("landing -> every product refreshed, p95", size, m["p95_s"], "landing -> every product refreshed, p50", peak_rss_mb=m["stack_peak_rss_mb"]))
     result.cases.append(Case("idle stack CPU per interval", size, m["idle_cpu_s_per_interval"], None, cpu_seconds=m["idle_cpu_s_per_interval"],
@@ -863,6 +925,10 @@ def _cases(result: BenchmarkResult, m: dict, size: str, quick: bool) -> None:
     result.notes.append(f"{size}: asset partitions materialized per batch (mean; a day of a daily-partitioned asset is one): {built}")
     per_product = "; ".join(f"{p} {v['p50_s']}/{v['p95_s']}" for p, v in m["per_product"].items())
     result.notes.append(f"{size}: per product p50/p95 (s): {per_product}")
+    for domain, phases in (m.get("run_phases") or {}).items():
+        spans = ", ".join(f"{k} {v}" for k, v in phases.items() if k != "per step")
+        per_step = ", ".join(f"{k} {v}" for k, v in phases["per step"].items())
+        result.notes.append(f"{size}: where a {domain} run's time goes (median s): {spans}; per step: {per_step}")
     if m["never_built_in_bootstrap"]:
         result.notes.append(f"{size}: never built during the bootstrap, left out of the latency: {', '.join(m['never_built_in_bootstrap'])}")
     for item in m["failed_runs"]:
@@ -888,7 +954,7 @@ def run(config: RunConfig) -> BenchmarkResult:
         result.status = "skipped"
         result.reason = "starts the production stack: run `python -m benchmarks run --only freshness` (or set MESH_BENCH_FRESHNESS_QUICK=1 for its quick day)"
         return result
-    scales = (QUICK_SCALE,) if config.quick else (tuple(float(s) for s in config.sizes) or SCALES)
+    scales = tuple(float(s) for s in config.sizes) or ((QUICK_SCALE,) if config.quick else SCALES)
     batches = QUICK_BATCHES if config.quick else BATCHES
     interval = QUICK_INTERVAL if config.quick else INTERVAL
     idle = QUICK_IDLE if config.quick else IDLE

@@ -206,6 +206,44 @@ def test_the_sensor_never_runs_twice_on_the_same_keys(backend, landing, tmp_path
         assert "no new files" in sensor(dg.build_sensor_context(instance=instance, cursor=ctx2.cursor)).skip_message
 
 
+def test_a_complete_batch_on_s3_runs_without_waiting_and_an_incomplete_one_waits(landing, tmp_path):
+    """A batch is one file per pattern, named alike. On S3 an object is listed once its upload is
+    complete, so a batch with all its files runs on the first tick that sees it; one still missing a
+    file waits the settle time, then runs on what it has. A local folder always waits."""
+    server, bucket = landing
+    job = dg.define_asset_job("claims_products", selection=dg.AssetSelection.all())
+    patterns = ["claims_*.csv", "claim_events_*.jsonl"]
+
+    def sensor_for(zone):
+        return landing_zone_sensor(name="s", job=job, landing=zone, patterns=patterns, settle_seconds=60, complete_batches=True)
+
+    def put(name):
+        server.client().put_object(Bucket=bucket, Key=f"claims/{name}", Body=b"x\n")
+
+    sensor = sensor_for(LandingZone(path=f"s3://{bucket}/claims"))
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance)
+        put("claims_batch_0001.csv")
+        assert "1 new file(s) still landing" in sensor(ctx).skip_message  # its events are not there yet
+        put("claim_events_batch_0002.jsonl")  # another batch's events: batch 1 is still incomplete
+        assert "2 new file(s) still landing" in sensor(ctx).skip_message
+        put("claim_events_batch_0001.jsonl")
+        assert "still landing" in sensor(ctx).skip_message  # batch 2 has no claims file yet
+        put("claims_batch_0002.csv")
+        request = sensor(ctx)  # both complete: at once, well within the settle time
+        assert isinstance(request, dg.RunRequest) and request.tags["mesh/landed_files"] == "4"
+
+    local = tmp_path / "landing"
+    local.mkdir()
+    for name in ("claims_batch_0001.csv", "claim_events_batch_0001.jsonl"):
+        (local / name).write_text("x\n")
+    with dg.instance_for_test() as instance:
+        assert "2 new file(s) still landing" in sensor_for(LandingZone(path=str(local)))(dg.build_sensor_context(instance=instance)).skip_message
+
+    with pytest.raises(ValueError, match="exactly one"):
+        landing_zone_sensor(name="s", job=job, landing=LandingZone(path=str(local)), patterns=["claims_*_*.csv"], complete_batches=True)
+
+
 def test_the_sensor_waits_while_a_run_is_reading_the_landing_zone(tmp_path):
     (tmp_path / "claims_batch_0001.csv").write_text("claim_ref\nCLM-1\n")
     asset, sensor = _reader_defs(LandingZone(path=str(tmp_path)))

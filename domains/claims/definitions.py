@@ -105,6 +105,7 @@ defs = domain.definitions(
             waits_for=[["policies", "policies"]],
             readers=[["claims", "landed_claims"], ["claims", "landed_claim_events"]],
             days={"claims_*.csv": "reported_at", "claim_events_*.jsonl": "at"},
+            complete_batches=True,  # claims_batch_NNNN.csv with claim_events_batch_NNNN.jsonl
         )
     ],
 )

@@ -34,6 +34,32 @@ SETTLE_SECONDS = 5.0
 """A batch is run once its files have been quiet this long (``MESH_LANDING_SETTLE_SECONDS``): an upstream
 system drops a batch as several files (claims, then their events), and a tick between two of them
 would run the first alone, then the second in a run of its own over the same days."""
+
+
+def batch_id(name: str, patterns: Sequence[str]) -> tuple[int, str] | None:
+    """Which pattern ``name`` matches (its index) and the part of the name its ``*`` stands for:
+    ``claims_batch_0101.csv`` under ``claims_*.csv`` is ``(0, "batch_0101")``."""
+    import fnmatch
+
+    for i, pattern in enumerate(patterns):
+        if fnmatch.fnmatchcase(name, pattern):
+            head, _, tail = pattern.partition("*")
+            return i, name[len(head): len(name) - len(tail)]
+    return None
+
+
+def complete(new: Sequence[str], listed: Sequence[str], patterns: Sequence[str]) -> bool:
+    """Every batch among the ``new`` files has a file for every pattern in ``listed`` (see
+    ``complete_batches`` of :func:`landing_zone_sensor`)."""
+    parts: dict[str, set[int]] = {}
+    for name in listed:
+        found = batch_id(name, patterns)
+        if found is not None:
+            parts.setdefault(found[1], set()).add(found[0])
+    wanted = {found[1] for found in map(lambda n: batch_id(n, patterns), new) if found is not None}
+    return bool(wanted) and all(len(parts.get(b, ())) == len(patterns) for b in wanted)
+
+
 RUN_GAP_DAYS = 7
 """Touched days at most this far apart go into one run: the days in between are published again from
 the files they already had (the same rows), which costs less than a run more."""
@@ -84,8 +110,17 @@ def landing_zone_sensor(
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
     days: dict[str, str] | None = None,
     settle_seconds: float | None = None,
+    complete_batches: bool = False,
 ) -> dg.SensorDefinition:
-    """``readers``: the assets that read the landing zone and :func:`record_landed` what they read.
+    """``complete_batches``: the upstream system drops a batch as one file per pattern, named alike
+    (``claims_batch_0101.csv`` and ``claim_events_batch_0101.jsonl``: what each pattern's single
+    ``*`` stands for names the batch). New files whose batches are complete (a file for every
+    pattern) run at once; the settle time (``MESH_LANDING_SETTLE_SECONDS``) is waited only for a
+    batch still missing a file, which then runs on what it has. Only for an S3 landing zone, where
+    an object is listed once its upload is complete; a local folder lists a file while it is still
+    being written, so there the settle time always applies.
+
+    ``readers``: the assets that read the landing zone and :func:`record_landed` what they read.
 
     ``days`` (for a daily-partitioned job): per pattern, the column that gives a row's day. The
     sensor then reads that column of each new file and requests only the days the new files touch:
@@ -96,6 +131,8 @@ def landing_zone_sensor(
     reader_keys = [dg.AssetKey(list(k)) for k in readers]
     interval = minimum_interval_seconds or int(os.environ.get("MESH_SENSOR_INTERVAL", "30"))
     settle = settle_seconds if settle_seconds is not None else float(os.environ.get("MESH_LANDING_SETTLE_SECONDS", SETTLE_SECONDS))
+    if complete_batches and any(p.count("*") != 1 for p in patterns):
+        raise ValueError(f"{name}: complete_batches needs exactly one '*' in each pattern (it names the batch), got {list(patterns)}")
 
     @dg.sensor(
         name=name,
@@ -110,7 +147,8 @@ def landing_zone_sensor(
         listed = [f.name for f in files]
         new = [f for f in listed if f not in seen]
         youngest = max((f.modified for f in files if f.name not in seen), default=0.0)
-        if new and settle > 0 and time.time() - youngest < settle:
+        whole = complete_batches and landing.is_s3 and complete(new, listed, patterns)
+        if new and settle > 0 and not whole and time.time() - youngest < settle:
             return dg.SkipReason(f"{len(new)} new file(s) still landing: the newest {max(0.0, time.time() - youngest):.1f} s ago; "
                                  f"a batch runs once quiet for {settle:g} s")
         if new and reader_keys:
