@@ -23,6 +23,7 @@ import shutil
 import signal
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -141,7 +142,6 @@ def production():
         "DAGSTER_HOME": str(home / "dagster_home"),
         "MESH_SENSOR_INTERVAL": "5",
         "MESH_AUTOMATION_INTERVAL": "5",
-        "MESH_QUALITY_REPORTS": "0",  # checks and gate still run; no GX result pages (faster runs)
     }
     port = processes.free_port()
     result = run_mesh(["stack", "up", "--port", str(port), "--scale", str(TEST_SCALE)], env=env, timeout=600)
@@ -314,6 +314,25 @@ def test_the_stack_runs_the_mesh_like_production(production):
             raise AssertionError(f"{key}: {exc}; log objects: {[o['Key'] for o in listed.get('Contents', [])]}; runs: {runs}") from exc
     logs = s3.list_objects_v2(Bucket=layout.LOGS_BUCKET, Prefix="compute-logs/")
     assert logs.get("KeyCount", 0) > 0  # compute logs went to S3 too
+
+    # the run linked its quality report to the reports service, which renders it (the run imported no GX)
+    from dagster._core.events.log import EventLogEntry
+    from dagster._serdes import deserialize_value
+
+    con = psycopg2.connect(postgres.libpq_url(state["env"]["DAGSTER_POSTGRES_URL"]))
+    try:
+        with con.cursor() as cur:
+            cur.execute("select event from event_logs where run_id = %s and dagster_event_type = 'ASSET_MATERIALIZATION' and asset_key = %s",
+                        (claims_runs[0]["runId"], json.dumps(["claims", "claims"])))
+            entry = deserialize_value(cur.fetchone()[0], EventLogEntry)
+    finally:
+        con.close()
+    link = entry.asset_materialization.metadata["mesh/quality_report"].value
+    assert link.startswith(env["MESH_REPORTS_URL"] + "/claims/claims/_quality/") and link.endswith(".html"), link
+    assert not [o["Key"] for o in s3.list_objects_v2(Bucket=layout.LAKE_BUCKET, Prefix="lake/claims/claims/_quality/").get("Contents", [])
+                if o["Key"].endswith(".html")]  # nothing rendered by the run
+    with urllib.request.urlopen(link, timeout=120) as page:
+        assert page.status == 200 and "claims.claims" in page.read().decode()
 
     # no second claims run for the same keys, however many sensor ticks pass
     time.sleep(12)

@@ -55,6 +55,7 @@ from mesh_platform.mesh.workspace import Mesh
 PREFIX = "lake"
 PRIVACY = "mesh-privacy"
 SERVE = "mesh-serve"  # `mesh serve`: read-only on every output port, full and masked (docs/serving.md)
+REPORTS = "mesh-reports"  # `mesh reports serve`: read-only on the quality reports (docs/quality.md)
 GRANT_WITHDRAWN = "    unmasked: [pii]\n"  # policies' grant of policyholders to customer_care
 
 
@@ -99,6 +100,8 @@ def _lake_objects(mesh: Mesh) -> list[str]:
         private = [d.name for d in domain.declarations.values() if not d.is_product] or ["scratch"]
         for asset in private:
             keys += [Lake.private_path(domain.name, asset), Lake.private_path(domain.name, asset, table=False)]
+        for name in domain.products:  # a run's quality report and the page rendered from it
+            keys += [f"{domain.name}/{name}/_quality/run-1.report.json", f"{domain.name}/{name}/_quality/run-1.html"]
     return keys
 
 
@@ -117,7 +120,7 @@ def _content(rel: str) -> bytes:
 def _expected_reads(mesh: Mesh) -> dict[str, set[str]]:
     """From the platform's access decisions: which other domains' objects each identity may read."""
     registry = mesh_registry()
-    reads: dict[str, set[str]] = {PRIVACY: set(), SERVE: set()}
+    reads: dict[str, set[str]] = {PRIVACY: set(), SERVE: set(), REPORTS: {f"{c.domain}/{c.name}/_quality" for c in registry.full.contracts}}
     for contract in [*registry.full.contracts, *registry.full.previous]:
         reads[SERVE].add(Lake.port_path(contract.domain, contract.name, contract.major))
         if sensitive_columns(contract):
@@ -152,7 +155,7 @@ def s3():
 def _scenario(s3: S3Server, mesh: Mesh, name: str) -> Scenario:
     bucket = f"acme-mesh-{name}-{time.time_ns() % 10**9}"
     documents = policies_for(mesh, f"s3://{bucket}/{PREFIX}")
-    assert set(documents) == {d.domain.name for d in mesh.domains} | {PRIVACY, SERVE}
+    assert set(documents) == {d.domain.name for d in mesh.domains} | {PRIVACY, SERVE, REPORTS}
     admin = s3.client()
     admin.create_bucket(Bucket=bucket)
     seeded = {rel: _content(rel) for rel in _lake_objects(mesh)}
@@ -183,6 +186,7 @@ def demo(s3, mesh) -> Scenario:
     assert scenario.expected_reads[PRIVACY] == {"customer_care/conversations/v1"}
     assert {"claims/claims/v1", "policies/policyholders/v1_masked"} <= scenario.expected_reads[SERVE]
     assert any(rel.startswith("claims/claims/v1/_delta_log/") for rel in scenario.seeded)
+    assert "claims/claims/_quality" in scenario.expected_reads[REPORTS] and not any("/v" in r for r in scenario.expected_reads[REPORTS])
     return scenario
 
 
@@ -397,3 +401,56 @@ def test_the_access_log_names_who_storage_refused(tmp_path):
     assert ("fraud", "GET", "policies/policyholders/v1/part-0.parquet") in refused
     assert ("fraud", "PUT", "policies/policyholders/v1/_delta_log/9.json") in refused
     assert ("admin", "PUT", "policies/policyholders/v1/part-0.parquet") in [(r["identity"], r["method"], r["key"]) for r in records if r["status"] == 200]
+
+
+def test_the_reports_service_renders_reports_with_its_own_keys_and_serves_nothing_else(s3, demo, monkeypatch):
+    """``mesh reports serve`` over the S3 lake as ``mesh-reports`` (the stack and Helm run it so that no
+    run imports Great Expectations): a run's report becomes a Data Docs page on first request, the
+    service writes nothing into the lake, and a port or private object is not a report it serves, nor
+    one its keys may read."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from mesh_platform.contracts.enforcement import arrow_schema
+    from mesh_platform.quality.evaluate import evaluate
+    from mesh_platform.quality.reports import make_server, save_report
+    from mesh_platform.quality.rules import rules_for
+
+    contract = mesh_registry().get("claims.claims")
+    schema = arrow_schema(contract)
+    table = pa.table({f.name: pa.array([None], f.type) for f in schema}, schema=schema)
+    for variable, value in s3.admin.env(s3.endpoint).items():  # the run (here: admin) writes the report's data
+        monkeypatch.setenv(variable, value)
+    save_report(Lake(demo.lake), "claims/claims/_quality/run-2.report.json", evaluate(table, rules_for(contract), contract.id), contract.id)
+    for variable, value in demo.identities[REPORTS].env(s3.endpoint).items():
+        monkeypatch.setenv(variable, value)
+    assert not _attempt(lambda: s3.client("s3", demo.identities[REPORTS]).get_object(Bucket=demo.bucket, Key=demo.key("claims/claims/v1/_delta_log/00000000000000000000.json")))
+
+    server = make_server(demo.lake, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/{path}", timeout=180) as response:  # a first page imports GX
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, ""
+
+    try:
+        status, page = get("claims/claims/_quality/run-2.html")
+        assert status == 200 and "<html" in page.lower() and contract.id in page
+        assert get("claims/claims/_quality/run-2.html") == (200, page)  # kept in memory
+        status, result = get("claims/claims/_quality/run-2.json")
+        assert status == 200 and json.loads(result)["success"] is False  # required columns all null
+        assert get("claims/claims/_quality/run-1.html")[0] == 200  # a page a run rendered itself, as stored
+        for refused in ("claims/claims/v1/_delta_log/00000000000000000000.json", "claims/claims/_quality/run-2.report.json",
+                        "claims/_private/landed_claims/data.parquet", "claims/claims/_quality/../v1/x", "claims/claims/_quality/none.html"):
+            assert get(refused)[0] == 404, refused
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+    stored = {o["Key"] for o in s3.client().list_objects_v2(Bucket=demo.bucket, Prefix=demo.key("claims/claims/_quality/")).get("Contents", [])}
+    assert stored == {demo.key(f"claims/claims/_quality/{n}") for n in ("run-1.report.json", "run-1.html", "run-2.report.json")}  # wrote nothing

@@ -18,11 +18,12 @@ DEFAULT_IMAGE = "ghcr.io/acme-insurance/mesh-domains:0.1.0"
 @click.option("--iam-role-arn", "role_arn_template", default="arn:aws:iam::111122223333:role/mesh-{domain}", show_default=True,
               help="Each domain's IAM role (bound to infra/iam/<domain>.json); {domain} is its Kubernetes name.")
 @click.option("--release-namespace", default="dagster", show_default=True, help="The namespace of the chart's release (webserver, daemon, code servers).")
+@click.option("--reports-url", default=None, help="Where browsers reach the quality reports service (an Ingress); default: its in-cluster address.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("infra/helm/values.yaml"), show_default=True)
 @click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
 @click.option("--show-runs", is_flag=True, help="Write nothing: print the Job each domain's run would be (dagster-k8s's launcher, no cluster).")
 @click.option("--json", "as_json", is_flag=True, help="With --show-runs: the whole Job manifests as JSON.")
-def helm(image: str, lake: str, logs_bucket: str, region: str, role_arn_template: str, release_namespace: str, out: Path,
+def helm(image: str, lake: str, logs_bucket: str, region: str, role_arn_template: str, release_namespace: str, reports_url: str | None, out: Path,
          workspace: Path | None, show_runs: bool, as_json: bool) -> None:
     """Write the Helm values (one user-code deployment per workspace entry, from each domain.yaml) and
     the domains' run namespaces beside them (run-namespaces.yaml)."""
@@ -31,7 +32,8 @@ def helm(image: str, lake: str, logs_bucket: str, region: str, role_arn_template
     from mesh_platform.mesh.workspace import find_workspace
 
     workspace = (workspace or find_workspace()).resolve()
-    options = dict(image=image, lake=lake, logs_bucket=logs_bucket, region=region, role_arn_template=role_arn_template, release_namespace=release_namespace)
+    options = dict(image=image, lake=lake, logs_bucket=logs_bucket, region=region, role_arn_template=role_arn_template, release_namespace=release_namespace,
+                   reports_url=reports_url)
     try:
         if show_runs:
             _show_runs(generator.values(workspace, **options), workspace, as_json)

@@ -127,15 +127,16 @@ def reports_render() -> None:
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on (0.0.0.0: reachable from other machines).")
 @click.option("--port", type=int, default=None, help="Port (default: MESH_REPORTS_PORT or 3001, the port the links name).")
 def reports_serve(host: str, port: int | None) -> None:
-    """Serve the local lake's quality reports over HTTP (only `<domain>/<product>/_quality/*.html|json`, never data)."""
+    """Serve the lake's quality reports over HTTP (only `<domain>/<product>/_quality/*.html|json`, never data).
+
+    A page no run rendered is rendered when first asked for: written beside its report in a local
+    lake, kept in memory for an S3 lake (read with the service's own read-only keys)."""
     import os
 
     from mesh_platform.foundations.settings import MeshSettings
     from mesh_platform.quality.reports import DEFAULT_PORT, make_server
 
     settings = MeshSettings.from_env()
-    if settings.lake.startswith("s3://"):
-        raise click.ClickException("the lake is on S3: reports are kept there (s3:// links), or set MESH_REPORTS_URL to a site serving them")
     port = port or int(os.environ.get("MESH_REPORTS_PORT") or DEFAULT_PORT)
     server = make_server(settings.lake, host, port)
     click.echo(f"serving quality reports of {settings.lake} on http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)")

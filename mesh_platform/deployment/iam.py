@@ -10,7 +10,9 @@ for listing (delta-rs lists the log). Aggregate-only grants give the consumer
 no storage access at all: the platform's privacy role (``mesh-privacy.json``) reads those products
 and releases only noisy aggregates. The serving role (``mesh-serve.json``, ``mesh serve``) reads every
 output port, full and masked, and nothing else: it serves each caller what its grant allows, so
-its storage access is the union of what it may serve, read only. Generated with ``mesh iam``; ``infra/iam/`` holds the output
+its storage access is the union of what it may serve, read only. The reports role
+(``mesh-reports.json``, ``mesh reports serve``) reads the quality reports (``<domain>/<product>/_quality/*``)
+and nothing else. Generated with ``mesh iam``; ``infra/iam/`` holds the output
 for the demo lake, and a test keeps it in sync with the grants.
 
 S3 grants whole objects, not columns. A port that reads only some columns of a product may be
@@ -31,6 +33,7 @@ from urllib.parse import urlparse
 from mesh_platform.governance.access import AccessPending, authorize
 from mesh_platform.governance.grants import grants_path
 from mesh_platform.governance.masking import sensitive_columns
+from mesh_platform.quality.reports import QUALITY_FOLDER
 from mesh_platform.storage.lake import Lake
 from mesh_platform.products.ports import resolve
 from mesh_platform.mesh.workspace import Mesh
@@ -84,7 +87,7 @@ def _split(lake_uri: str) -> tuple[str, str]:
 
 
 def policies_for(mesh: Mesh, lake_uri: str) -> dict[str, dict]:
-    """{file stem: IAM policy document} for every loaded domain, plus the privacy role and the serving role."""
+    """{file stem: IAM policy document} for every loaded domain, plus the privacy, serving and reports roles."""
     from mesh_platform.contracts.registry import mesh_registry
 
     bucket, prefix = _split(lake_uri)
@@ -147,6 +150,17 @@ def policies_for(mesh: Mesh, lake_uri: str) -> dict[str, dict]:
             "Statement": [
                 {"Sid": "ReadOutputPorts", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, f"{r}/*") for r in served)},
                 _list_statement("ListOutputPorts", bucket, {f"{r}/*" for r in served}),
+            ],
+        }
+    reports = {key(f"{c.domain}/{c.name}/{QUALITY_FOLDER}") for c in full.contracts}
+    if reports:
+        # `mesh reports serve` (docs/quality.md): renders the quality reports runs leave in the lake,
+        # so runs never import Great Expectations; it reads reports only, never a port, and writes nothing
+        documents["mesh-reports"] = {
+            "Version": VERSION,
+            "Statement": [
+                {"Sid": "ReadQualityReports", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, f"{r}/*") for r in reports)},
+                _list_statement("ListQualityReports", bucket, {f"{r}/*" for r in reports}),
             ],
         }
     return documents

@@ -188,6 +188,44 @@ def serve_manifests(*, image: dict, lake: str, region: str, role_arn_template: s
     ]
 
 
+REPORTS = "mesh-reports"
+REPORTS_PORT = 3001
+
+
+def reports_service_url(namespace_: str = REPORTS) -> str:
+    """Where the domains' runs link their quality reports (``MESH_REPORTS_URL``) unless ``mesh helm
+    --reports-url`` names the address the operator exposes it at (an Ingress)."""
+    return f"http://{REPORTS}.{namespace_}.svc.cluster.local:{REPORTS_PORT}"
+
+
+def reports_manifests(*, image: dict, lake: str, region: str, role_arn_template: str) -> list[dict]:
+    """``mesh reports serve`` beside the Dagster deployment (docs/quality.md): its namespace, service
+    account (the ``mesh-reports`` IAM role, ``infra/iam/mesh-reports.json``: the quality reports,
+    read only), Deployment and Service. Runs write each report's data only; this service renders
+    the Data Docs page when it is first opened, so no run imports Great Expectations."""
+    labels = _service_labels(REPORTS)
+    return [
+        *_namespace_and_account(REPORTS, role_arn_template),
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": REPORTS, "namespace": REPORTS, "labels": labels},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+             "serviceAccountName": REPORTS,
+             "automountServiceAccountToken": False,
+             "securityContext": dict(POD_SECURITY_CONTEXT),
+             "containers": [{
+                 "name": "reports",
+                 "image": f"{image['repository']}:{image['tag']}",
+                 "imagePullPolicy": image.get("pullPolicy", "IfNotPresent"),
+                 "command": ["mesh", "reports", "serve", "--host", "0.0.0.0", "--port", str(REPORTS_PORT)],
+                 "env": [{"name": "MESH_ENV", "value": "production"}, {"name": "AWS_REGION", "value": region}, {"name": "MESH_LAKE", "value": lake}],
+                 "ports": [{"containerPort": REPORTS_PORT, "name": "http"}],
+                 "readinessProbe": {"tcpSocket": {"port": REPORTS_PORT}},
+             }],
+         }}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": REPORTS, "namespace": REPORTS, "labels": labels},
+         "spec": {"selector": labels, "ports": [{"port": REPORTS_PORT, "targetPort": REPORTS_PORT, "name": "http"}]}},
+    ]
+
+
 def container_context(domain: str, *, env: Sequence[Mapping[str, Any]], extra_secrets: Sequence[str], resources: Mapping[str, Any], pull_policy: str,
                       masking_key: bool = True) -> dict:
     """The ``k8s`` container context of the domain's code location: what every one of its runs gets."""

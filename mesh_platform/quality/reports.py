@@ -12,8 +12,11 @@ and its link is stored as ``mesh/quality_report``. The link is never a ``file://
 
 A run writes only its report's data (``<run>.report.json``, no Great Expectations import); GX's
 validation result and Data Docs page are rendered from it off the run's critical path: by
-``mesh reports serve`` the first time a page is asked for, or by ``mesh reports render``. An S3 lake
-without ``MESH_REPORTS_URL`` links the ``s3://`` object, so its runs render the page themselves.
+``mesh reports serve`` the first time a page is asked for, or by ``mesh reports render``. Over an
+S3 lake ``mesh reports serve`` renders into memory (its identity only reads reports); ``mesh stack
+up`` runs it and Helm deploys it (``reports.yaml``), each setting ``MESH_REPORTS_URL``. An S3 lake
+without ``MESH_REPORTS_URL`` links the ``s3://`` object, which nothing renders later, so there the
+runs render the page themselves.
 """
 
 from __future__ import annotations
@@ -56,15 +59,10 @@ def load_report(data: bytes):
 def render_pending(lake, report_relpath: str) -> list[str]:
     """GX's validation result (``<run>.json``) and Data Docs page (``<run>.html``) from a run's
     ``<run>.report.json``; returns the paths written. Imports Great Expectations (seconds, once per process)."""
-    from mesh_platform.quality import gx
-
-    report, suite = load_report(lake.read_bytes(report_relpath))
-    result = gx.validation_result(report, suite)
+    result, html = render_report(lake.read_bytes(report_relpath))
     stem = report_relpath[: -len(REPORT_SUFFIX)]
-    import json
-
-    lake.write_bytes(f"{stem}.json", json.dumps(result.to_json_dict(), default=str).encode())
-    lake.write_bytes(f"{stem}.html", gx.render_html(result).encode())
+    lake.write_bytes(f"{stem}.json", result)
+    lake.write_bytes(f"{stem}.html", html)
     return [f"{stem}.json", f"{stem}.html"]
 
 
@@ -110,41 +108,115 @@ def servable(relpath: str) -> bool:
 
 
 
-def make_server(lake_root: str, host: str, port: int):
-    """An HTTP server over a local lake that answers only :func:`servable` paths (404 for anything else)."""
-    from functools import partial
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-    from urllib.parse import unquote, urlsplit
+def render_report(report_json: bytes) -> tuple[bytes, bytes]:
+    """GX's validation result (JSON) and Data Docs page (HTML) of a run's ``<run>.report.json``, in memory."""
+    import json
 
-    root = os.path.abspath(lake_root)
+    from mesh_platform.quality import gx
+
+    report, suite = load_report(report_json)
+    result = gx.validation_result(report, suite)
+    return json.dumps(result.to_json_dict(), default=str).encode(), gx.render_html(result).encode()
+
+
+class _Rendered:
+    """Pages rendered from an S3 lake's reports, kept in memory (the service's identity only reads the
+    lake): the newest :data:`CACHED_PAGES` of them."""
+
+    def __init__(self, size: int):
+        from collections import OrderedDict
+
+        self.size, self.pages = size, OrderedDict()
+
+    def get(self, relpath: str) -> bytes | None:
+        page = self.pages.get(relpath)
+        if page is not None:
+            self.pages.move_to_end(relpath)
+        return page
+
+    def put(self, relpath: str, page: bytes) -> None:
+        self.pages[relpath] = page
+        while len(self.pages) > self.size:
+            self.pages.popitem(last=False)
+
+
+CACHED_PAGES = 512
+
+
+def make_server(lake_root: str, host: str, port: int):
+    """An HTTP server over the lake's quality reports that answers only :func:`servable` paths (404 for
+    anything else), on either backend.
+
+    A page a run has not rendered is rendered from its ``<run>.report.json`` the first time it is
+    asked for. Over a local lake the page is written beside the report (``mesh reports render``
+    finds it done); over an S3 lake the service reads with an identity that may only read reports
+    (``infra/iam/mesh-reports.json``), so rendered pages are kept in memory. A production deployment
+    runs this service and sets ``MESH_REPORTS_URL`` to it: its runs then never import Great
+    Expectations (seconds per run, on every hop of a change through the mesh)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import unquote, urlsplit
 
     from mesh_platform.storage.lake import Lake
 
-    lake = Lake(root)
-    import threading
-
+    lake = Lake(lake_root if lake_root.startswith("s3://") else os.path.abspath(lake_root))
+    local = not lake.root.startswith("s3://")
     rendering = threading.Lock()
+    cache = _Rendered(CACHED_PAGES)
 
-    class Handler(SimpleHTTPRequestHandler):
-        def send_head(self):
-            relpath = unquote(urlsplit(self.path).path).lstrip("/")
-            if servable(relpath) and not os.path.isfile(os.path.join(root, relpath)):
-                stem = relpath.rsplit(".", 1)[0]
-                if os.path.isfile(os.path.join(root, stem + REPORT_SUFFIX)):
-                    with rendering:  # a run's report, rendered the first time it is asked for
-                        if not os.path.isfile(os.path.join(root, relpath)):
-                            render_pending(lake, stem + REPORT_SUFFIX)
-            if not servable(relpath) or not os.path.isfile(os.path.join(root, relpath)):
-                self.send_error(404, "not a quality report of this lake")
-                return None
-            return super().send_head()
-
-        def list_directory(self, path):  # never list the lake
-            self.send_error(404, "not a quality report of this lake")
+    def read(relpath: str) -> bytes | None:
+        try:
+            return lake.read_bytes(relpath)
+        except (FileNotFoundError, OSError):
             return None
+
+    def page(relpath: str) -> bytes | None:
+        found = cache.get(relpath) or read(relpath)
+        if found is not None:
+            return found
+        stem = relpath.rsplit(".", 1)[0]
+        with rendering:  # a run's report, rendered the first time it is asked for
+            found = cache.get(relpath) or read(relpath)
+            if found is not None:
+                return found
+            data = read(stem + REPORT_SUFFIX)
+            if data is None:
+                return None
+            result, html = render_report(data)
+            if local:
+                lake.write_bytes(f"{stem}.json", result)
+                lake.write_bytes(f"{stem}.html", html)
+            else:
+                cache.put(f"{stem}.json", result)
+                cache.put(f"{stem}.html", html)
+            return html if relpath.endswith(".html") else result
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "mesh-reports"
+
+        def _answer(self, body: bool) -> None:
+            relpath = unquote(urlsplit(self.path).path).lstrip("/")
+            found = page(relpath) if servable(relpath) and not relpath.endswith(REPORT_SUFFIX) else None
+            if found is None:
+                self.send_error(404, "not a quality report of this lake")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8" if relpath.endswith(".html") else "application/json")
+            self.send_header("Content-Length", str(len(found)))
+            self.end_headers()
+            if body:
+                self.wfile.write(found)
+
+        def do_GET(self):
+            self._answer(True)
+
+        def do_HEAD(self):
+            self._answer(False)
 
         def log_message(self, format, *args):
             pass
 
-    return ThreadingHTTPServer((host, port), partial(Handler, directory=root))
-__all__ = ["DEFAULT_PORT", "base_url", "load_report", "make_server", "render_all", "render_pending", "report_url", "save_report", "servable"]
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+__all__ = ["DEFAULT_PORT", "base_url", "load_report", "make_server", "render_all", "render_pending", "render_report", "report_url", "save_report", "servable"]

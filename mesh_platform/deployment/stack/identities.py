@@ -10,7 +10,8 @@ the Helm chart runs each domain in its own namespace with its own service accoun
   own landing prefix (``s3://mesh-landing/<domain>/``) and writing step logs under
   ``compute-logs/`` (write only: one domain's step output is not another's to read). The privacy
   release service is ``mesh-privacy`` (``infra/iam/mesh-privacy.json``: aggregate-only products,
-  read only); the daemon and webserver are ``mesh-operator`` (step logs, read only). The stack
+  read only); ``mesh serve`` is ``mesh-serve`` (output ports, read only); the quality reports
+  service is ``mesh-reports`` (``infra/iam/mesh-reports.json``: the reports, read only); the daemon and webserver are ``mesh-operator`` (step logs, read only). The stack
   itself (creating buckets, uploading landed files) is ``admin``; its keys stay in the stack's
   state file, readable by root only. A domain missing from ``infra/iam`` gets no lake access at
   all, and the stack says so.
@@ -40,6 +41,7 @@ BASE_UID = 64200  # + index: the stack's unprivileged users (no /etc/passwd entr
 PRIVACY = "mesh-privacy"
 OPERATOR = "mesh-operator"
 SERVE = "mesh-serve"
+REPORTS = "mesh-reports"
 LOGS_PREFIX = "compute-logs"
 
 
@@ -114,6 +116,10 @@ def create(server: S3Server, project: Path, domains: list[str], landing_bucket: 
         {"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]})
     identities[SERVE] = Identity(SERVE, serve.access_key_id, serve.secret_access_key,
                                  uid=BASE_UID + len(domains) + 1 if separate else None, home=str(homes / SERVE))
+    reports = server.create_identity(REPORTS, reviewed.get(REPORTS) or {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]})
+    identities[REPORTS] = Identity(REPORTS, reports.access_key_id, reports.secret_access_key,
+                                   uid=BASE_UID + len(domains) + 2 if separate else None, home=str(homes / REPORTS))
     operator = server.create_identity(OPERATOR, operator_policy(logs_bucket))
     identities[OPERATOR] = Identity(OPERATOR, operator.access_key_id, operator.secret_access_key)
     for identity in identities.values():

@@ -183,8 +183,10 @@ def _up(settings, layout: StackLayout, state: StackState, workspace: Path, entri
         instance.get_runs(limit=1)
     progress(f"Dagster instance {layout.dagster_home} (infra/dagster.yaml: Postgres {redact(pg_url)}, compute logs in s3://{LOGS_BUCKET})")
     _start_serve(layout, state, project, settings, identities[stack_identities.SERVE])
+    _start_reports(layout, state, project, identities[stack_identities.REPORTS])
     progress(f"mesh serve as {stack_identities.SERVE} (read-only on output ports): HTTP {state.env['MESH_SERVE_HTTP']}, "
              f"Flight {state.env['MESH_SERVE_FLIGHT']}; tokens: `mesh tokens issue CONSUMER`")
+    progress(f"quality reports as {stack_identities.REPORTS} (read-only on the reports): {state.env['MESH_REPORTS_URL']}")
 
     # one code server per domain, then the gRPC workspace the daemon and the webserver read
     procs = {}
@@ -268,6 +270,20 @@ def _start_serve(layout: StackLayout, state: StackState, project: Path, settings
     wait_for("mesh serve", lambda: port_open(http_port) and port_open(flight_port), proc=proc, log=layout.logs / "serve.log")
     state.env["MESH_SERVE_HTTP"] = f"http://127.0.0.1:{http_port}"
     state.env["MESH_SERVE_FLIGHT"] = f"grpc://127.0.0.1:{flight_port}"
+    state.save(layout)
+
+
+def _start_reports(layout: StackLayout, state: StackState, project: Path, identity) -> None:
+    """``mesh reports serve`` as ``mesh-reports`` (the lake's quality reports, read only), and
+    ``MESH_REPORTS_URL`` pointing at it for every process started after it: the code servers' runs
+    then link their reports there and never import Great Expectations to render them."""
+    from mesh_platform.deployment.stack.identities import popen_user
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "mesh_platform.cli", "reports", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = start_process(layout, state, "reports", cmd, identity_env(state, identity.name), project, port, **popen_user(identity))
+    wait_for("the quality reports service", lambda: port_open(port), proc=proc, log=layout.logs / "reports.log")
+    state.env["MESH_REPORTS_URL"] = f"http://127.0.0.1:{port}"
     state.save(layout)
 
 
