@@ -49,9 +49,14 @@ mappings from the domains' definitions (what the runs read; loaded in a separate
 - *Newest batch* ``nb(M)``: for the assets reading the landing zone (``claims/landed_*``), the
   highest batch whose file *M* records having read; otherwise the highest ``nb`` among what *M*
   read (0: nothing of the day's batches).
+- *Batch carried* ``nb_all(M)``: the batch *M* carries through **every** input the day's batches
+  flow through (the landing zone's assets and the products downstream of it; fraud's model,
+  retrained on its own schedule, is not one): the lowest, over those inputs, of the highest
+  ``nb_all`` read from each. ``fraud_hit_rate`` built from batch 5's claims and batch 4's scores
+  carries batch 4: it has not yet caught up with batch 5's scores.
 - **Latency** of product *P* for batch *b*: from the end of the batch's PUTs to the first
-  materialization of *P* with ``nb >= b`` (for a daily-partitioned product, of each day the batch
-  touches; the latest of them). A product refreshed only by a later batch's runs gets that later
+  materialization of *P* with ``nb_all >= b`` (for a daily-partitioned product, of each day the
+  batch touches; the latest of them). A product refreshed only by a later batch's runs gets that later
   time; a product never refreshed within the wait counts as not refreshed (infinite: a p95 over it
   is reported as missing). **landing -> every product refreshed** is the largest latency over the
   products downstream of the landing zone (``claims/claims``, ``claims/claim_events``, fraud's
@@ -72,7 +77,7 @@ mappings from the domains' definitions (what the runs read; loaded in a separate
   materialization it read that the previous one had not read was itself redundant, so a rebuild on
   unchanged data is redundant all the way down), or (b) an asset partition that another run of the
   day had already materialized with the same newest batch (two runs over the same asset and days
-  for one batch; the later run is counted). The first materialization of an asset partition is
+  for one batch, with nothing newer through any input; the later run is counted). The first materialization of an asset partition is
   never redundant. Assets fed by other sources (policies, customer_care's export) are not judged
   (nothing tells when their sources changed); they do not run during the day unless a daily
   schedule fires.
@@ -568,6 +573,7 @@ def analyse(raw: dict) -> dict[str, Any]:
     def visible(u: dict, run_id: str, before_id: int, run_start: float) -> bool:
         return u["id"] < before_id if u["run"] == run_id else u["ts"] < run_start
 
+    carriers = set(LANDED) | set(expected) | set(raw.get("carriers", ()))  # the assets each batch flows through
     mats = sorted(raw["mats"], key=lambda m: m["id"])
     by_asset: dict[str, list[dict]] = defaultdict(list)
     previous: dict[tuple, dict] = {}
@@ -576,6 +582,7 @@ def analyse(raw: dict) -> dict[str, Any]:
         start = started(run_id)
         prev = previous.get((asset, part))
         m["why"] = None
+        m["nb_all"] = 0
         if asset in LANDED:
             files = m.get("files")
             if files is None:  # not recorded: judge by time
@@ -586,12 +593,15 @@ def analyse(raw: dict) -> dict[str, Any]:
                 m["redundant"] = prev is not None and prev.get("files") is not None and set(files) <= set(prev["files"])
                 if m["redundant"]:
                     m["why"] = "no new landed file on its day"
+            m["nb_all"] = m["nb"]
         elif not graph.get(asset, {}).get("parents"):
             m["nb"], m["redundant"] = 0, False
         else:
             read = [u for parent, kind, low, high in graph[asset]["parents"] for u in by_asset.get(parent, ())
                     if _relevant(u["partition"], part, kind, low, high) and visible(u, run_id, m["id"], start)]
             m["nb"] = max((u["nb"] for u in read), default=0)
+            paths = {parent for parent, *_ in graph[asset]["parents"] if parent in carriers}
+            m["nb_all"] = min((max((u["nb_all"] for u in read if u["asset"] == parent), default=0) for parent in paths), default=0)
             if prev is None:
                 m["redundant"] = False
             else:
@@ -615,7 +625,7 @@ def analyse(raw: dict) -> dict[str, Any]:
     for m in mats:
         if m["run"] not in day_ids or not m["nb"]:
             continue
-        key = (m["asset"], m["partition"], m["nb"])
+        key = (m["asset"], m["partition"], m["nb"], m["nb_all"])
         if key not in first_for:
             first_for[key] = m["run"]
         elif first_for[key] != m["run"]:
@@ -659,11 +669,11 @@ def analyse(raw: dict) -> dict[str, Any]:
             if graph.get(product, {}).get("partitioned"):
                 times = []
                 for day in b["days"]:
-                    hits = [m["ts"] for m in by_asset.get(product, ()) if m["partition"] == day and m["nb"] >= b["index"]]
+                    hits = [m["ts"] for m in by_asset.get(product, ()) if m["partition"] == day and m["nb_all"] >= b["index"]]
                     times.append(min(hits) if hits else None)
                 row[product] = None if not times or None in times else round(max(times) - b["landed_at"], 2)
             else:
-                hits = [m["ts"] for m in by_asset.get(product, ()) if m["nb"] >= b["index"]]
+                hits = [m["ts"] for m in by_asset.get(product, ()) if m["nb_all"] >= b["index"]]
                 row[product] = round(min(hits) - b["landed_at"], 2) if hits else None
         latency[b["index"]] = row
     every = {i: (None if any(v is None for v in row.values()) else max(row.values(), default=None)) for i, row in latency.items()}

@@ -10,7 +10,10 @@ test states what one event must cause, and nothing more (docs/automation.md):
 - a landed day refreshes that day of fraud's features and scores in one run; new outcomes (claims'
   events, the model's labels) rebuild no day;
 - a new model (its retrain policy) rescores every day, as one run (single-run backfill);
-- a model with too few labels is not built (no failed run), and is tried again on the next update.
+- a model with too few labels is not built (no failed run), and is tried again on the next update;
+- a landing refreshes analytics once, after fraud caught up with claims (not once on claims and again
+  on the scores), and not later than a few minutes when fraud does not react or failed;
+- an input updated while a mart's run was going refreshes the mart once more.
 """
 
 from __future__ import annotations
@@ -260,3 +263,103 @@ def test_a_landing_sensor_run_is_not_followed_by_a_second_claims_run_over_its_da
 
     _publish(instance, landed, [days[-1]])  # a build of the landed files alone (not claims): that day is due
     assert daemon.tick().get_requested_partitions(claims) == {days[-1]}
+
+
+MARTS = [dg.AssetKey(["analytics", m]) for m in ("claims_weekly", "contact_rate", "fraud_hit_rate", "loss_ratio")]
+HIT_RATE = dg.AssetKey(["analytics", "fraud_hit_rate"])
+
+
+def _finish(instance, run, failed: bool = False) -> None:
+    """The run ends (success or failure), as its process reports it."""
+    kind = dg.DagsterEventType.RUN_FAILURE if failed else dg.DagsterEventType.RUN_SUCCESS
+    instance.report_dagster_event(dg.DagsterEvent(event_type_value=kind.value, job_name=run.job_name), run_id=run.run_id)
+
+
+def _run_building(instance, plan: dict[dg.AssetKey, list[str | None]]):
+    """A started run that plans to build these asset partitions, as the daemon creates one (it
+    records each planned materialization: what Dagster's ``in_progress`` looks at)."""
+    from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent, DagsterEventType
+
+    run = _run_of(instance, dg.RunRequest(asset_selection=list(plan)), "__ASSET_JOB")
+    for key, partitions in plan.items():
+        for partition in partitions:
+            event = DagsterEvent(event_type_value=DagsterEventType.ASSET_MATERIALIZATION_PLANNED.value, job_name=run.job_name,
+                                 event_specific_data=AssetMaterializationPlannedData(key, partition=partition))
+            instance.report_dagster_event(event, run_id=run.run_id)
+    return run
+
+
+def _requested(result) -> set[dg.AssetKey]:
+    return {k for k in MARTS if result.get_num_requested(k)}
+
+
+def _analytics_with_history(instance):
+    """Analytics' automation (its own definitions: the products it reads are external assets there,
+    as in the daemon's workspace) over an instance where every input and mart was built once."""
+    defs = _defs("analytics")
+    graph = defs.resolve_asset_graph()
+    daemon = Daemon(defs, instance, dg.AssetSelection.assets(*MARTS))
+    daemon.now = dt.datetime(2026, 12, 8, 12, 0, 30, tzinfo=dt.timezone.utc)
+    days = graph.get(CLAIMS).partitions_def.get_partition_keys(current_time=daemon.now)
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        if key.path[0] != "analytics" and not node.is_materializable:
+            _publish(instance, key, days if node.partitions_def is not None else None)
+    for key in MARTS:
+        _publish(instance, key)
+    daemon.tick(0.1)
+    assert daemon.tick(0.1).total_requested == 0
+    return days, daemon
+
+
+def test_a_landing_refreshes_analytics_once_after_fraud_caught_up_with_claims(instance):
+    """Claims feeds fraud's scores (through fraud's features, day by day), and analytics reads both.
+    Refreshing the marts as soon as claims was published, then again once fraud had scored the day,
+    was two analytics runs per landing, the first with the previous batch's scores. The marts wait
+    until the scores caught up with claims, then refresh in one run."""
+    days, daemon = _analytics_with_history(instance)
+
+    _publish(instance, CLAIMS, [days[-1]])  # the landing's claims run published today's claims and events
+    _publish(instance, EVENTS, [days[-1]])
+    assert daemon.tick(0.1).total_requested == 0  # fraud has not requested its run yet: its scores are behind
+    run = _run_building(instance, {FEATURES: [days[-1]], SCORES: [days[-1]]})  # fraud's run
+    assert daemon.tick(0.1).total_requested == 0
+    _publish_in_run(instance, run, SCORES, [days[-1]])
+    assert _requested(daemon.tick(0.1)) == set(MARTS)  # every mart on the same tick: one run
+    _finish(instance, run)
+    assert daemon.tick(0.1).total_requested == 0
+
+
+def test_a_failed_fraud_build_or_the_time_limit_lets_analytics_go_on(instance):
+    """Waiting for fraud helps only while fraud is on its way: not once its build failed, nor past
+    the limit when it does not react at all."""
+    days, daemon = _analytics_with_history(instance)
+    _publish(instance, CLAIMS, [days[-1]])
+    assert daemon.tick(0.1).total_requested == 0
+    assert daemon.tick(2).total_requested == 0  # 12:02:48, and fraud has not caught up
+    # past 12:05: a producer that does not react (its automation stopped) holds the marts back minutes, not forever
+    assert _requested(daemon.tick(3)) == set(MARTS)
+
+    _publish(instance, CLAIMS, [days[-1]])
+    assert daemon.tick(0.1).total_requested == 0
+    run = _run_building(instance, {FEATURES: [days[-1]], SCORES: [days[-1]]})
+    _finish(instance, run, failed=True)
+    # fraud failed: the marts that do not read its scores refresh; the hit rate waits for a good build
+    assert _requested(daemon.tick(0.1)) == set(MARTS) - {HIT_RATE}
+
+
+def test_an_input_updated_while_a_mart_runs_refreshes_it_once_more(instance):
+    """A run reads its inputs when it starts. Scores published while the hit rate's run was going
+    were not in it, though the hit rate was stored after them (Dagster's ``since_last_handled``
+    counted them as handled): it runs once more."""
+    days, daemon = _analytics_with_history(instance)
+    _publish(instance, EVENTS, [days[-1]])  # new outcomes
+    assert _requested(daemon.tick(0.1)) == {HIT_RATE}
+    run = _run_building(instance, {HIT_RATE: [None]})
+    assert daemon.tick(0.1).total_requested == 0  # (being built)
+    _publish(instance, SCORES, [days[-1]])  # fraud scored a day meanwhile
+    assert daemon.tick(0.1).total_requested == 0  # (still being built)
+    _publish_in_run(instance, run, HIT_RATE, [None])
+    _finish(instance, run)
+    assert _requested(daemon.tick(0.1)) == {HIT_RATE}
+    assert daemon.tick(0.1).total_requested == 0

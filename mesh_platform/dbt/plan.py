@@ -17,6 +17,7 @@ from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry
 from mesh_platform.governance.policies import PolicyResult, ProductUnderPolicy
 from mesh_platform.governance.policies import evaluate as evaluate_policies
+from mesh_platform.products.automation import catch_up_pairs
 from mesh_platform.products.ports import InputPort, ResolvedPort, resolve
 from mesh_platform.foundations.problems import Problem, display_path
 
@@ -38,6 +39,7 @@ class DbtPlan:
     policies: dict[str, tuple[PolicyResult, ...]] = field(default_factory=dict)  # model -> results at load
     quotas: object = None  # the domain's mesh_platform.governance.quotas.Quotas
     domain: str = ""
+    catch_up: frozenset = frozenset()  # (U, P) among the sources: the marts wait for P to catch up with U (products.automation)
 
     def model_columns(self, name: str):
         """Column lineage and columns read of model ``name``, from its SQL
@@ -100,6 +102,7 @@ def plan_dbt(domain: "Domain", registry: ContractRegistry, owners: list[str], pl
         return None
     dbt = DbtPlan(project, owners, [p.name for p in plan.policies], models=set(models), ports=ports, quotas=plan.quotas, domain=domain.name)
     plan.problems.extend(Problem(display_path(f), fld, msg) for f, fld, msg in port_problems)
+    dbt.catch_up = catch_up_pairs(ports.values(), registry)
     for name, uid in models.items():
         node = project.manifest["nodes"][uid]
         path = domain.contract_path(name)

@@ -43,7 +43,8 @@ def cron_for(hours: float) -> str:
 
 
 def automation_condition(contract: Contract | None, has_inputs: bool, partitioned: bool = False, reads_partitioned: bool = False,
-                         read_whole: frozenset[dg.AssetKey] = frozenset(), refresh: str | None = None) -> dg.AutomationCondition | None:
+                         read_whole: frozenset[dg.AssetKey] = frozenset(), refresh: str | None = None,
+                         catch_up: frozenset[tuple[dg.AssetKey, dg.AssetKey]] = frozenset()) -> dg.AutomationCondition | None:
     """``eager`` for a product that consumes others; one fed only by its source follows its domain's schedule.
 
     Daily partitions change two things (:mod:`mesh_platform.products.partitions`). Dagster's ``eager`` only
@@ -62,6 +63,17 @@ def automation_condition(contract: Contract | None, has_inputs: bool, partitione
     when that day is next built. An unpartitioned upstream of the product's own domain (fraud's
     model for its scores) does rebuild every day, in one run: the domain decides how often it
     changes (``docs/automation.md``).
+
+    ``catch_up`` (an unpartitioned asset of a domain reading several products, analytics' marts):
+    pairs (U, P) of products the domain reads where U feeds P through daily-partitioned products
+    (:func:`catch_up_pairs`: claims feeds fraud's scores through fraud's features). After U was
+    updated, the asset waits until P has caught up, so that one run of the domain takes the whole
+    change instead of one run on U and another on P (:func:`_caught_up`).
+
+    Every condition here fires on an input updated since the asset was last **requested**, not
+    since it was last updated (Dagster's ``since_last_handled``): an input updated while the
+    asset's own run was going, before the asset was stored, is not taken as read by that run (it
+    was not: the run read its inputs when it started), so the asset runs once more for it.
     """
     if not has_inputs:
         return None
@@ -69,7 +81,45 @@ def automation_condition(contract: Contract | None, has_inputs: bool, partitione
         return _on_refresh(refresh)
     if partitioned:
         return _days_updated(frozenset(read_whole))
-    return _any_day_updated() if reads_partitioned else _eager()
+    return _any_day_updated(frozenset(catch_up)) if reads_partitioned else _eager(frozenset(catch_up))
+
+
+def catch_up_pairs(read, registry) -> frozenset[tuple[dg.AssetKey, dg.AssetKey]]:
+    """(U, P) among the input ports ``read`` (resolved: contract and asset key): U feeds P through daily-partitioned products, by the
+    column lineage of the contracts (``transformSourceObjects``). A daily-partitioned product
+    refreshes the days its daily-partitioned inputs updated (:func:`_days_updated`), so an update
+    of U is on its way to P; an unpartitioned link (a product read whole) is not followed: it
+    rebuilds nothing downstream. Without declared lineage there is no pair, and a consumer runs
+    once on U and again on P."""
+    from mesh_platform.products import partitions
+
+    def parents(contract: Contract) -> set[str]:
+        return {str(ref).rpartition(".")[0] for table in contract.schema_objects for col in table.properties
+                for ref in col.transform_source_objects} - {contract.id}
+
+    def partitioned_ancestors(contract: Contract) -> set[str]:
+        found, todo = set(), [contract]
+        while todo:
+            for ref in parents(todo.pop()):
+                if ref in found:
+                    continue
+                try:
+                    upstream = registry.get(ref)
+                except Exception:  # a lineage reference the registry does not know: nothing to follow
+                    continue
+                if partitions.of(upstream) is not None:
+                    found.add(ref)
+                    todo.append(upstream)
+        return found
+
+    by_id = {port.contract.id: port for port in read}
+    pairs = set()
+    for port in by_id.values():
+        if partitions.of(port.contract) is None:
+            continue
+        for ref in partitioned_ancestors(port.contract) & set(by_id):
+            pairs.add((by_id[ref].key, port.key))
+    return frozenset(pairs)
 
 
 @functools.cache
@@ -80,13 +130,50 @@ def _days_updated(read_whole: frozenset[dg.AssetKey] = frozenset()) -> dg.Automa
     if read_whole:
         updated = updated.ignore(dg.AssetSelection.assets(*sorted(read_whole, key=lambda k: k.to_user_string())))
         label = "eager (every day updated upstream; " + ", ".join(sorted(k.to_user_string() for k in read_whole)) + " read as they are)"
-    return (updated.since_last_handled() & _ready()).with_label(label)
+    return (_since_requested(updated) & _ready()).with_label(label)
 
 
 @functools.cache
-def _any_day_updated() -> dg.AutomationCondition:
+def _any_day_updated(catch_up: frozenset[tuple[dg.AssetKey, dg.AssetKey]] = frozenset()) -> dg.AutomationCondition:
     A = dg.AutomationCondition
-    return ((A.newly_missing() | A.any_deps_updated()).since_last_handled() & _ready()).with_label("eager (any upstream day)")
+    condition = _since_requested(A.newly_missing() | A.any_deps_updated()) & _ready()
+    if catch_up:
+        condition = condition & _caught_up(catch_up)
+    return condition.with_label("eager (any upstream day)" + _catch_up_label(catch_up))
+
+
+def _since_requested(updated: dg.AutomationCondition) -> dg.AutomationCondition:
+    """``updated`` happened since the asset was last requested (or the condition is new).
+
+    ``newly_requested`` is true on the tick after the request; an input updated between those two
+    ticks is newer than the request (its run may not read it), so that tick does not clear it: the
+    asset runs once more rather than never for that update."""
+    A = dg.AutomationCondition
+    return updated.since(((A.newly_requested() & ~updated) | A.initial_evaluation()).with_label("requested"))
+
+
+CATCH_UP_LIMIT = "*/5 * * * *"
+"""How long a consumer waits at most for P to catch up with U (:func:`_caught_up`): until the next
+tick of this cron, so that a producer that does not react (its automation stopped, its code
+location down) holds a consumer back minutes, not forever."""
+
+
+def _caught_up(pairs: frozenset[tuple[dg.AssetKey, dg.AssetKey]]) -> dg.AutomationCondition:
+    """For every pair (U, P): P is not being built, and U was not updated after P's last update (or
+    P's latest build failed, or :data:`CATCH_UP_LIMIT` ticked since: waiting longer helps nothing)."""
+    A = dg.AutomationCondition
+    waiting = []
+    for upstream, product in sorted(pairs, key=lambda p: (p[0].to_user_string(), p[1].to_user_string())):
+        behind = A.asset_matches(upstream, A.newly_updated()).since(
+            A.asset_matches(product, A.newly_updated() | A.execution_failed()) | A.cron_tick_passed(CATCH_UP_LIMIT))
+        waiting.append(behind | A.asset_matches(product, A.in_progress()))
+    return ~functools.reduce(lambda a, b: a | b, waiting)
+
+
+def _catch_up_label(pairs: frozenset[tuple[dg.AssetKey, dg.AssetKey]]) -> str:
+    if not pairs:
+        return ""
+    return "; after " + ", ".join(sorted(f"{p.to_user_string()} caught up with {u.to_user_string()}" for u, p in pairs))
 
 
 @functools.cache
@@ -117,9 +204,15 @@ def _published() -> dg.AutomationCondition:
 # Automation conditions are immutable: one instance per distinct condition serves every product
 # (building ``eager()`` costs ~0.3 ms, which a mesh of thousands of products pays at every load).
 @functools.cache
-def _eager() -> dg.AutomationCondition:
+def _eager(catch_up: frozenset[tuple[dg.AssetKey, dg.AssetKey]] = frozenset()) -> dg.AutomationCondition:
+    """Dagster's ``eager``, counting input updates since the asset was last requested (see
+    :func:`automation_condition`), and not on an input whose latest build failed."""
     A = dg.AutomationCondition
-    return (A.eager() & ~A.any_deps_match(A.execution_failed())).with_label("eager")
+    condition = (_since_requested(A.newly_missing() | A.any_deps_updated()) & ~A.any_deps_missing() & ~A.any_deps_in_progress()
+                 & ~A.in_progress() & ~A.any_deps_match(A.execution_failed()))
+    if catch_up:
+        condition = condition & _caught_up(catch_up)
+    return condition.with_label("eager" + _catch_up_label(catch_up))
 
 
 @functools.cache

@@ -33,6 +33,7 @@ from mesh_platform.contracts.registry import VERSIONED, ContractRegistry, contra
 from mesh_platform.products.declarations import Declaration
 from mesh_platform.governance.policies import GLOBAL_POLICIES, Policy, PolicyResult, ProductUnderPolicy, domain_policies
 from mesh_platform.governance.policies import evaluate as evaluate_policies
+from mesh_platform.products.automation import catch_up_pairs
 from mesh_platform.products.ports import InputPort, ResolvedPort, resolve
 from mesh_platform.foundations.problems import ContractError, Problem, display_path, exception_problem
 from mesh_platform.governance.quotas import BUILT_IN_DEFAULTS, MeshQuotas, Quotas, load_mesh_quotas
@@ -291,7 +292,8 @@ def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
         read_whole = frozenset(r.key for r in (ports or {}).values() if partitions.of(r.contract) is None)
         if contract is not None:
             spec = product_spec(domain.name, contract, owners, policy_names, has_inputs=bool(decl.inputs), quotas=plan.quotas,
-                                reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=decl.refresh)
+                                reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=decl.refresh,
+                                catch_up=catch_up_pairs((ports or {}).values(), registry))
         else:
             spec = intermediate_spec(domain.name, decl.description or (decl.fn.__doc__ or "").strip() or None, owners, private_contract,
                                      has_inputs=bool(decl.inputs), reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=decl.refresh)

@@ -127,7 +127,8 @@ def code_version(contract: Contract | None, code: bytes) -> str:
 
 
 def product_spec(domain: str, contract: Contract, owners: list[str], policies: list[str] | None, has_inputs: bool, quotas=None,
-                 reads_partitioned: bool = False, read_whole: frozenset = frozenset(), refresh: str | None = None) -> Spec:
+                 reads_partitioned: bool = False, read_whole: frozenset = frozenset(), refresh: str | None = None,
+                 catch_up: frozenset = frozenset()) -> Spec:
     """The spec of a published product (a port): from its contract, the domain's owners, the policies
     it passed and the domain's quotas (:class:`mesh_platform.governance.quotas.Quotas`)."""
     tags = {md.DOMAIN: domain, md.TYPE: "product", md.STATUS: contract.status}
@@ -160,7 +161,8 @@ def product_spec(domain: str, contract: Contract, owners: list[str], policies: l
         description=product_description(contract) + "\n\n" + how_to_consume(contract, owners),
         owners=contract.owners or owners,
         freshness_policy=freshness_policy(contract),
-        automation_condition=automation_condition(contract, has_inputs, partitioned=layout is not None, reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=refresh),
+        automation_condition=automation_condition(contract, has_inputs, partitioned=layout is not None, reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=refresh,
+                                                  catch_up=catch_up),
     )
 
 
