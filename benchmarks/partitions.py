@@ -13,11 +13,11 @@ domain alone, over policies and claims, see :data:`QUICK`):
     ``--from <first day> --to LAST_DAY``: every day with data again: the 31 days of claims, and
     the days up to the simulation's last on which their events (assessments, fraud outcomes) happen.
 ``new day``
-    ``--partition NEW_DAY``: the claims products and fraud's features and scores of that day only
+    ``--partition NEW_DAY`` over ``claims*,-fraud/fraud_model``: what automation runs for a landed
+    day (docs/automation.md): the claims products and fraud's features and scores of that day only
     (the new claims, and the events that happened that day; their later events arrive with the
-    later days' runs)
-    (the unpartitioned products downstream, the fraud model and the analytics marts, are rebuilt
-    whole in both cases; see docs/partitions.md).
+    later days' runs), scored with the current model, which retrains on its own schedule, not per
+    day; the analytics marts are rebuilt whole in both cases (docs/automation.md says why).
 
 Reported per case: wall time of the command, and the time inside the Dagster runs (the CLI's
 per-domain ``ok in N s`` lines; the rest is loading the mesh, the same in both). The cases
@@ -42,11 +42,11 @@ DESCRIPTION = "one new daily partition through claims -> fraud -> analytics vs a
 NEW_DAY = "2026-08-31"  # mid-history: claims reported then have their fraud outcomes by the simulation's last day
 LAST_DAY = "2026-11-30"  # the simulation's last day: the claims' later events (assessments, outcomes) fall up to it
 HISTORY_DAYS = 30
-TARGET_RATIO = 1 / 20
-FULL = {"scale": 1000.0, "repeats": 2, "setup": None, "select": "claims*"}  # ~2,400 claims a day, ~72k over the 30 days; policies 1.5M rows
+TARGET_RATIO = 1 / 10  # the issue's target: one new day at most a tenth of a full rebuild
+FULL = {"scale": 1000.0, "repeats": 2, "setup": None, "select": "claims*", "new_day": "claims*,-fraud/fraud_model"}  # ~2,400 claims a day, ~72k over the 30 days; policies 1.5M rows
 # a quick run is a smoke test whose figures mean nothing: the claims domain alone (the same commands,
 # days and partition-range runs) at a tiny scale; downstream, fraud's model would need ~5x the data
-QUICK = {"scale": 1.0, "repeats": 1, "setup": "policies,claims", "select": "claims"}
+QUICK = {"scale": 1.0, "repeats": 1, "setup": "policies,claims", "select": "claims", "new_day": "claims"}
 QUICK_SECONDS = 30  # rough duration of the quick run (the runner starts the slowest first)
 
 
@@ -105,12 +105,12 @@ def run(config: RunConfig) -> BenchmarkResult:
     scales = [float(s) for s in config.sizes] or [setup["scale"]]
     result = BenchmarkResult(NAME, DESCRIPTION, baseline="full rebuild of every day with data")
     for scale in scales:
-        _one_scale(config, result, scale, setup["repeats"], setup["setup"], setup["select"])
+        _one_scale(config, result, scale, setup["repeats"], setup["setup"], setup["select"], setup["new_day"])
     result.add_ratios()
     return result
 
 
-def _one_scale(config: RunConfig, result: BenchmarkResult, scale: float, repeats: int, setup: str | None, selection: str) -> None:
+def _one_scale(config: RunConfig, result: BenchmarkResult, scale: float, repeats: int, setup: str | None, selection: str, new_day: str) -> None:
     import pandas as pd
 
     days = [d.strftime("%Y-%m-%d") for d in pd.date_range(end=NEW_DAY, periods=HISTORY_DAYS + 1)]
@@ -124,11 +124,10 @@ def _one_scale(config: RunConfig, result: BenchmarkResult, scale: float, repeats
             land(landing, d)
         _mesh(["materialize", "--in-process", *(["--select", setup] if setup else []), "--from", days[0], "--to", LAST_DAY], home)
         land(landing, NEW_DAY)
-        select = ["materialize", "--in-process", "--select", selection]
         for i in range(repeats):
             config.log(f"  {NAME}: scale {scale:g}, round {i + 1}/{repeats}")
-            samples["new day"].append(_mesh([*select, "--partition", NEW_DAY], home))
-            samples["full rebuild"].append(_mesh([*select, "--from", days[0], "--to", LAST_DAY], home))
+            samples["new day"].append(_mesh(["materialize", "--in-process", "--select", new_day, "--partition", NEW_DAY], home))
+            samples["full rebuild"].append(_mesh(["materialize", "--in-process", "--select", selection, "--from", days[0], "--to", LAST_DAY], home))
         steps = step_seconds(Path(home) / "dagster_home", days[0])
     claims = sum(per_day.values())
     size = f"{HISTORY_DAYS} days + 1, {claims:,} claims"
@@ -155,12 +154,11 @@ def _one_scale(config: RunConfig, result: BenchmarkResult, scale: float, repeats
         result.targets.append(Target(f"new day / full rebuild, the partitioned steps (claims, fraud features and scores; {at})", TARGET_RATIO, "x",
                                      round(part["new"] / part["full"], 3)))
         result.notes.append(f"{at}: partitioned steps: new day {part['new']:.1f} s vs full rebuild {part['full']:.1f} s; each step's fixed work "
-                            "(its checks, report and events) and the run's first Great Expectations report, which imports GX (about 3 s, in "
-                            "claim_events), are a floor that one day of data does not go below")
+                            "(reading its inputs' tables, its checks, report and events) is a floor that one day of data does not go below")
     result.notes.append(
         f"{at}: inside the runs: new day {new.details['in_runs_s_median']:.1f} s vs full rebuild {full.details['in_runs_s_median']:.1f} s "
         f"({in_runs:.3f}x); wall {new.seconds:.1f} s vs {full.seconds:.1f} s ({wall:.3f}x): loading the mesh in a fresh "
-        "process, the fraud model and the dbt marts rebuilt whole (dbt's own start included), are about the same in both"
+        "process and the dbt marts rebuilt whole (dbt's own start included) are about the same in both; the full rebuild also retrains the model"
     )
 
 

@@ -221,6 +221,23 @@ def test_selection_materializes_downstream_only(materialized_mesh, settings):
     assert before == after
 
 
+def test_a_selection_can_leave_assets_out():
+    """``claims*,-fraud/fraud_model``: a new day of claims as automation runs it (the model retrains on
+    its own schedule); the partitions benchmark times a new day so."""
+    from conftest import ROOT
+
+    from mesh_platform.mesh.materialize import select
+    from mesh_platform.mesh.workspace import Mesh
+
+    mesh = Mesh.load(ROOT / "workspace.yaml")
+    model = dg.AssetKey(["fraud", "fraud_model"])
+    everything = select(mesh, "claims*")
+    assert model in everything and dg.AssetKey(["fraud", "fraud_scores"]) in everything
+    assert select(mesh, "claims*,-fraud/fraud_model") == everything - {model}
+    assert select(mesh, "-analytics") == select(mesh, None) - select(mesh, "analytics")
+    assert select(mesh, "claims*,-fraud*") == everything - select(mesh, "fraud*")
+
+
 def test_unknown_selection_is_a_usage_error(materialized_mesh):
     result = run_mesh(["materialize", "--in-process", "--select", "claimz"])
     assert result.returncode == 2

@@ -28,7 +28,8 @@ def simulate(scale: float, seed: int, rejects: bool) -> None:
 
 
 @click.command()
-@click.option("--select", "-s", "selection", default=None, help="Comma-separated domain or domain/asset; * before/after for upstream/downstream.")
+@click.option("--select", "-s", "selection", default=None,
+              help="Comma-separated domain or domain/asset; * before/after for upstream/downstream; -item leaves it out (claims*,-fraud/fraud_model).")
 @click.option("--scale", type=float, default=None, help="Regenerate the operational sources at this scale first.")
 @click.option("--workspace", "-w", type=click.Path(exists=True, path_type=Path))
 @click.option("--in-process", "in_process", is_flag=True,

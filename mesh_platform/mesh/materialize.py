@@ -83,7 +83,9 @@ def check_days(mesh: Mesh, keys: set[dg.AssetKey], days: tuple[str, str]) -> Non
 
 def select(mesh: Mesh, expression: str | None) -> set[dg.AssetKey]:
     """Resolve a selection: comma-separated ``domain``, ``domain/asset``, with ``*`` before
-    (and upstream) or after (and downstream). Empty means every asset of the mesh."""
+    (and upstream) or after (and downstream); an item starting with ``-`` takes its assets out of
+    the rest (``claims*,-fraud/fraud_model``: a new day as automation runs it, without retraining
+    the model). Empty means every asset of the mesh."""
     graph = mesh.asset_graph()
     if not expression:
         return set(graph)
@@ -93,8 +95,12 @@ def select(mesh: Mesh, expression: str | None) -> set[dg.AssetKey]:
         return set(start) | {k for k in walk(start, edges, through=graph.__contains__) if k in graph}
 
     chosen: set[dg.AssetKey] = set()
+    excluded: set[dg.AssetKey] = set()
     domains = {domain for domain, _ in graph.values()}
     for item in filter(None, (part.strip() for part in expression.split(","))):
+        into = chosen
+        if item.startswith("-"):
+            item, into = item[1:].strip(), excluded
         up, down = item.startswith("*"), item.endswith("*")
         name = item.strip("*")
         if "/" in name:
@@ -113,8 +119,10 @@ def select(mesh: Mesh, expression: str | None) -> set[dg.AssetKey]:
             keys = closure(keys, parents_in(graph))
         if down:
             keys = closure(keys, children)
-        chosen |= keys
-    return chosen
+        into |= keys
+    if excluded and not chosen:
+        chosen = set(graph)  # only exclusions: everything else
+    return chosen - excluded
 
 
 @dataclass
