@@ -265,6 +265,20 @@ def test_a_landing_sensor_run_is_not_followed_by_a_second_claims_run_over_its_da
     assert daemon.tick().get_requested_partitions(claims) == {days[-1]}
 
 
+def test_a_landing_run_over_several_days_is_not_followed_by_a_claims_run(instance):
+    """Dagster recognizes a range run's own updates (``executed_with_root_target``) for the range's
+    last day only: counting the landed files' updates from claims' last request would rebuild every
+    other day of every landing run once more. Its own domain's inputs count from the last build."""
+    defs, days, daemon = _claims_with_history(instance)
+    selection = sorted(defs.resolve_job_def("claims_products").asset_layer.selected_asset_keys, key=lambda k: k.to_user_string())
+    touched = days[-6:-1]
+    run = _run_of(instance, dg.RunRequest(asset_selection=selection, tags={"dagster/asset_partition_range_start": touched[0],
+                                                                          "dagster/asset_partition_range_end": touched[-1]}), "claims_products")
+    _publish_in_run(instance, run, LANDED, touched)
+    _publish_in_run(instance, run, CLAIMS, touched)
+    assert daemon.tick().get_requested_partitions(CLAIMS) == set()  # was the range's first four days
+
+
 MARTS = [dg.AssetKey(["analytics", m]) for m in ("claims_weekly", "contact_rate", "fraud_hit_rate", "loss_ratio")]
 HIT_RATE = dg.AssetKey(["analytics", "fraud_hit_rate"])
 

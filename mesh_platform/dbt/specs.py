@@ -38,7 +38,8 @@ class DbtSpecs:
         self.manifest: Mapping[str, Any] = plan.project.manifest
         reads_partitioned = any(partitions.of(port.contract) is not None for port in plan.ports.values())
         self.products = {name: product_spec(domain, contract, plan.owners, plan.policy_names, has_inputs=True, quotas=plan.quotas,
-                                            reads_partitioned=reads_partitioned, catch_up=plan.catch_up)
+                                            reads_partitioned=reads_partitioned, catch_up=plan.catch_up,
+                                            foreign=frozenset(port.key for port in plan.ports.values()))
                          for name, contract in plan.contracts.items()}
 
     def key_of(self, unique_id: str) -> dg.AssetKey | None:

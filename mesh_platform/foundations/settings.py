@@ -78,6 +78,17 @@ class MeshSettings:
         os.environ["DAGSTER_HOME"] = self.dagster_home
 
 
+def daemon_interval(seconds: int) -> int:
+    """The ``minimum_interval_seconds`` that makes Dagster's daemon tick a sensor every ``seconds``.
+
+    The daemon passes over its sensors every 5 s and skips one whose minimum interval has not fully
+    elapsed since its previous tick started; a tick that started a moment late (the previous pass
+    took a little longer) then waits a whole extra pass, so a 5-s setting ticked 5 or 10 s apart.
+    One second of slack keeps the ticks on the setting (``MESH_AUTOMATION_INTERVAL``,
+    ``MESH_SENSOR_INTERVAL``)."""
+    return max(1, int(seconds) - 1)
+
+
 def home_ledger(home: str) -> str:
     """The privacy ledger kept in a mesh home (SQLite), unless ``MESH_PRIVACY_LEDGER`` names another."""
     return f"sqlite:///{Path(home) / 'privacy_ledger.sqlite'}"

@@ -21,6 +21,7 @@ from datetime import timedelta
 import dagster as dg
 
 from mesh_platform.contracts.model import Contract
+from mesh_platform.foundations.settings import daemon_interval
 
 
 def freshness_policy(contract: Contract) -> dg.FreshnessPolicy | None:
@@ -44,7 +45,8 @@ def cron_for(hours: float) -> str:
 
 def automation_condition(contract: Contract | None, has_inputs: bool, partitioned: bool = False, reads_partitioned: bool = False,
                          read_whole: frozenset[dg.AssetKey] = frozenset(), refresh: str | None = None,
-                         catch_up: frozenset[tuple[dg.AssetKey, dg.AssetKey]] = frozenset()) -> dg.AutomationCondition | None:
+                         catch_up: frozenset[tuple[dg.AssetKey, dg.AssetKey]] = frozenset(),
+                         foreign: frozenset[dg.AssetKey] = frozenset()) -> dg.AutomationCondition | None:
     """``eager`` for a product that consumes others; one fed only by its source follows its domain's schedule.
 
     Daily partitions change two things (:mod:`mesh_platform.products.partitions`). Dagster's ``eager`` only
@@ -70,18 +72,24 @@ def automation_condition(contract: Contract | None, has_inputs: bool, partitione
     updated, the asset waits until P has caught up, so that one run of the domain takes the whole
     change instead of one run on U and another on P (:func:`_caught_up`).
 
-    Every condition here fires on an input updated since the asset was last **requested**, not
-    since it was last updated (Dagster's ``since_last_handled``): an input updated while the
-    asset's own run was going, before the asset was stored, is not taken as read by that run (it
-    was not: the run read its inputs when it started), so the asset runs once more for it.
+    ``foreign``: the input ports (other domains' products) among the asset's inputs. An update of
+    one of them counts from the asset's last **request**, not from its last build (Dagster's
+    ``since_last_handled``): a product published while the asset's own run was going, before the
+    asset was stored, was not read by that run (it read its inputs when it started), so the asset
+    runs once more for it (:func:`_since_requested`). Its own domain's inputs keep Dagster's
+    counting: they are built in the same runs as the asset (the landing sensor's run builds the
+    landed files and claims), and Dagster tells a run's own updates apart only for the last day of
+    a range of days (``executed_with_root_target``), so counting from the request would rebuild
+    every other day of every such run once more.
     """
     if not has_inputs:
         return None
     if refresh is not None and not partitioned:
         return _on_refresh(refresh)
+    foreign = frozenset(foreign) - frozenset(read_whole)
     if partitioned:
-        return _days_updated(frozenset(read_whole))
-    return _any_day_updated(frozenset(catch_up)) if reads_partitioned else _eager(frozenset(catch_up))
+        return _days_updated(frozenset(read_whole), foreign)
+    return _any_day_updated(frozenset(catch_up), foreign) if reads_partitioned else _eager(frozenset(catch_up), foreign)
 
 
 def catch_up_pairs(read, registry) -> frozenset[tuple[dg.AssetKey, dg.AssetKey]]:
@@ -123,20 +131,36 @@ def catch_up_pairs(read, registry) -> frozenset[tuple[dg.AssetKey, dg.AssetKey]]
 
 
 @functools.cache
-def _days_updated(read_whole: frozenset[dg.AssetKey] = frozenset()) -> dg.AutomationCondition:
-    A = dg.AutomationCondition
-    updated = A.any_deps_updated()
+def _days_updated(read_whole: frozenset[dg.AssetKey] = frozenset(), foreign: frozenset[dg.AssetKey] = frozenset()) -> dg.AutomationCondition:
     label = "eager (every day updated upstream)"
     if read_whole:
-        updated = updated.ignore(dg.AssetSelection.assets(*sorted(read_whole, key=lambda k: k.to_user_string())))
         label = "eager (every day updated upstream; " + ", ".join(sorted(k.to_user_string() for k in read_whole)) + " read as they are)"
-    return (_since_requested(updated) & _ready()).with_label(label)
+    return (_inputs_updated(foreign, read_whole) & _ready()).with_label(label)
+
+
+def _selection(keys: frozenset[dg.AssetKey]) -> dg.AssetSelection:
+    return dg.AssetSelection.assets(*sorted(keys, key=lambda k: k.to_user_string()))
+
+
+def _inputs_updated(foreign: frozenset[dg.AssetKey], ignored: frozenset[dg.AssetKey] = frozenset(), missing: bool = False) -> dg.AutomationCondition:
+    """An input was updated: one of ``foreign`` since the asset was last requested, one of its own
+    domain since it was last requested or updated (see :func:`automation_condition`); ``ignored``
+    (products read whole) never counts; ``missing``: the asset newly missing counts too."""
+    A = dg.AutomationCondition
+    own = A.any_deps_updated()
+    if foreign | ignored:
+        own = own.ignore(_selection(foreign | ignored))
+    if missing:
+        own = A.newly_missing() | own
+    condition = own.since_last_handled()
+    if foreign:
+        condition = _since_requested(A.any_deps_updated().allow(_selection(foreign))) | condition
+    return condition
 
 
 @functools.cache
-def _any_day_updated(catch_up: frozenset[tuple[dg.AssetKey, dg.AssetKey]] = frozenset()) -> dg.AutomationCondition:
-    A = dg.AutomationCondition
-    condition = _since_requested(A.newly_missing() | A.any_deps_updated()) & _ready()
+def _any_day_updated(catch_up: frozenset[tuple[dg.AssetKey, dg.AssetKey]] = frozenset(), foreign: frozenset[dg.AssetKey] = frozenset()) -> dg.AutomationCondition:
+    condition = _inputs_updated(foreign, missing=True) & _ready()
     if catch_up:
         condition = condition & _caught_up(catch_up)
     return condition.with_label("eager (any upstream day)" + _catch_up_label(catch_up))
@@ -204,11 +228,11 @@ def _published() -> dg.AutomationCondition:
 # Automation conditions are immutable: one instance per distinct condition serves every product
 # (building ``eager()`` costs ~0.3 ms, which a mesh of thousands of products pays at every load).
 @functools.cache
-def _eager(catch_up: frozenset[tuple[dg.AssetKey, dg.AssetKey]] = frozenset()) -> dg.AutomationCondition:
-    """Dagster's ``eager``, counting input updates since the asset was last requested (see
+def _eager(catch_up: frozenset[tuple[dg.AssetKey, dg.AssetKey]] = frozenset(), foreign: frozenset[dg.AssetKey] = frozenset()) -> dg.AutomationCondition:
+    """Dagster's ``eager``, counting other domains' updates since the asset was last requested (see
     :func:`automation_condition`), and not on an input whose latest build failed."""
     A = dg.AutomationCondition
-    condition = (_since_requested(A.newly_missing() | A.any_deps_updated()) & ~A.any_deps_missing() & ~A.any_deps_in_progress()
+    condition = (_inputs_updated(foreign, missing=True) & ~A.any_deps_missing() & ~A.any_deps_in_progress()
                  & ~A.in_progress() & ~A.any_deps_match(A.execution_failed()))
     if catch_up:
         condition = condition & _caught_up(catch_up)
@@ -227,7 +251,7 @@ def automation_sensor(domain: str, running: bool = False, run_tags: dict[str, st
         f"{domain}_automation",
         target=dg.AssetSelection.groups(domain),
         run_tags=run_tags or {"mesh/domain": domain},
-        minimum_interval_seconds=interval,
+        minimum_interval_seconds=daemon_interval(interval),
         default_status=dg.DefaultSensorStatus.RUNNING if running else dg.DefaultSensorStatus.STOPPED,
         description=f"Refreshes the {domain} domain's products from their SLAs and upstream updates.",
     )

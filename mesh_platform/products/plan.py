@@ -290,13 +290,15 @@ def plan_domain(domain: "Domain", registry: ContractRegistry) -> DomainPlan:
         # a partitioned asset's unpartitioned upstreams of other domains: read as they are when a day
         # is built (their updates rebuild no day); its own domain's (a model) rebuild every day
         read_whole = frozenset(r.key for r in (ports or {}).values() if partitions.of(r.contract) is None)
+        foreign = frozenset(r.key for r in (ports or {}).values())  # never built in this domain's runs
         if contract is not None:
             spec = product_spec(domain.name, contract, owners, policy_names, has_inputs=bool(decl.inputs), quotas=plan.quotas,
                                 reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=decl.refresh,
-                                catch_up=catch_up_pairs((ports or {}).values(), registry))
+                                catch_up=catch_up_pairs((ports or {}).values(), registry), foreign=foreign)
         else:
             spec = intermediate_spec(domain.name, decl.description or (decl.fn.__doc__ or "").strip() or None, owners, private_contract,
-                                     has_inputs=bool(decl.inputs), reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=decl.refresh)
+                                     has_inputs=bool(decl.inputs), reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=decl.refresh,
+                                     foreign=foreign)
         lineage = None
         if contract is not None and ports is not None:
             own = {f"{domain.name}/{s}": next((c for c in contracts.get(s, (None, None)) if c is not None), None) for s in decl.inputs.values() if isinstance(s, str)}

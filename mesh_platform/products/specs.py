@@ -128,7 +128,7 @@ def code_version(contract: Contract | None, code: bytes) -> str:
 
 def product_spec(domain: str, contract: Contract, owners: list[str], policies: list[str] | None, has_inputs: bool, quotas=None,
                  reads_partitioned: bool = False, read_whole: frozenset = frozenset(), refresh: str | None = None,
-                 catch_up: frozenset = frozenset()) -> Spec:
+                 catch_up: frozenset = frozenset(), foreign: frozenset = frozenset()) -> Spec:
     """The spec of a published product (a port): from its contract, the domain's owners, the policies
     it passed and the domain's quotas (:class:`mesh_platform.governance.quotas.Quotas`)."""
     tags = {md.DOMAIN: domain, md.TYPE: "product", md.STATUS: contract.status}
@@ -162,12 +162,13 @@ def product_spec(domain: str, contract: Contract, owners: list[str], policies: l
         owners=contract.owners or owners,
         freshness_policy=freshness_policy(contract),
         automation_condition=automation_condition(contract, has_inputs, partitioned=layout is not None, reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=refresh,
-                                                  catch_up=catch_up),
+                                                  catch_up=catch_up, foreign=foreign),
     )
 
 
 def intermediate_spec(domain: str, description: str | None, owners: list[str], private_contract: Contract | None, has_inputs: bool,
-                      reads_partitioned: bool = False, read_whole: frozenset = frozenset(), refresh: str | None = None) -> Spec:
+                      reads_partitioned: bool = False, read_whole: frozenset = frozenset(), refresh: str | None = None,
+                      foreign: frozenset = frozenset()) -> Spec:
     """The spec of a private intermediate, classified by its private contract."""
     from mesh_platform.products import private
 
@@ -182,7 +183,9 @@ def intermediate_spec(domain: str, description: str | None, owners: list[str], p
         if classification:
             tags[md.CLASSIFICATION] = classification
     text = (description or f"Private intermediate of the {domain} domain.") + "\n\nPrivate to its domain: not an output port, not readable by other domains."
-    return Spec(tags=tags, metadata=metadata, description=text, owners=owners, automation_condition=automation_condition(None, has_inputs, partitioned=partitions.of(private_contract) is not None, reads_partitioned=reads_partitioned, read_whole=read_whole, refresh=refresh))
+    condition = automation_condition(None, has_inputs, partitioned=partitions.of(private_contract) is not None, reads_partitioned=reads_partitioned,
+                                     read_whole=read_whole, refresh=refresh, foreign=foreign)
+    return Spec(tags=tags, metadata=metadata, description=text, owners=owners, automation_condition=condition)
 
 
 __all__ = ["CLASSIFICATION_ORDER", "Spec", "code_version", "column_schema", "intermediate_spec", "most_sensitive", "how_to_consume", "product_description", "product_spec"]

@@ -25,6 +25,7 @@ from typing import Sequence
 import dagster as dg
 
 from mesh_platform.foundations import metadata as md
+from mesh_platform.foundations.settings import daemon_interval
 from mesh_platform.sources.landed import LandedFile
 from mesh_platform.sources.systems import LandingZone
 
@@ -129,7 +130,7 @@ def landing_zone_sensor(
     logged."""
     upstream = [dg.AssetKey(list(k)) for k in waits_for]
     reader_keys = [dg.AssetKey(list(k)) for k in readers]
-    interval = minimum_interval_seconds or int(os.environ.get("MESH_SENSOR_INTERVAL", "30"))
+    interval = minimum_interval_seconds or daemon_interval(int(os.environ.get("MESH_SENSOR_INTERVAL", "30")))
     settle = settle_seconds if settle_seconds is not None else float(os.environ.get("MESH_LANDING_SETTLE_SECONDS", SETTLE_SECONDS))
     if complete_batches and any(p.count("*") != 1 for p in patterns):
         raise ValueError(f"{name}: complete_batches needs exactly one '*' in each pattern (it names the batch), got {list(patterns)}")
