@@ -60,6 +60,17 @@ def _list_statement(sid: str, bucket: str, prefixes: set[str]) -> dict:
     }
 
 
+def _read_only(what: str, bucket: str, prefixes: set[str]) -> dict:
+    """A platform role that reads (and lists) the objects under ``prefixes`` and nothing else."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {"Sid": f"Read{what}", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, f"{r}/*") for r in prefixes)},
+            _list_statement(f"List{what}", bucket, {f"{r}/*" for r in prefixes}),
+        ],
+    }
+
+
 def _storage_variant(domain: str, contract, columns: list[str] | None) -> str:
     """The object a consumer's credentials may read: the read's variant, checked per object."""
     decision = authorize(domain, contract, columns)
@@ -127,13 +138,7 @@ def policies_for(mesh: Mesh, lake_uri: str) -> dict[str, dict]:
             )
         documents[domain] = {"Version": VERSION, "Statement": statements}
     if privacy_reads:
-        documents["mesh-privacy"] = {
-            "Version": VERSION,
-            "Statement": [
-                {"Sid": "ReadAggregateOnlyProducts", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, f"{r}/*") for r in privacy_reads)},
-                _list_statement("ListAggregateOnlyProducts", bucket, {f"{r}/*" for r in privacy_reads}),
-            ],
-        }
+        documents["mesh-privacy"] = _read_only("AggregateOnlyProducts", bucket, privacy_reads)
     served: set[str] = set()
     full = registry.full
     for contract in [*full.contracts, *full.previous]:
@@ -145,24 +150,12 @@ def policies_for(mesh: Mesh, lake_uri: str) -> dict[str, dict]:
     if served:
         # `mesh serve` (docs/serving.md): reads every output port, full and masked, to serve each
         # caller what its grant allows; never a private area, quarantine, the landing zone, or a write
-        documents["mesh-serve"] = {
-            "Version": VERSION,
-            "Statement": [
-                {"Sid": "ReadOutputPorts", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, f"{r}/*") for r in served)},
-                _list_statement("ListOutputPorts", bucket, {f"{r}/*" for r in served}),
-            ],
-        }
+        documents["mesh-serve"] = _read_only("OutputPorts", bucket, served)
     reports = {key(f"{c.domain}/{c.name}/{QUALITY_FOLDER}") for c in full.contracts}
     if reports:
         # `mesh reports serve` (docs/quality.md): renders the quality reports runs leave in the lake,
         # so runs never import Great Expectations; it reads reports only, never a port, and writes nothing
-        documents["mesh-reports"] = {
-            "Version": VERSION,
-            "Statement": [
-                {"Sid": "ReadQualityReports", "Effect": "Allow", "Action": ["s3:GetObject"], "Resource": sorted(_arn(bucket, f"{r}/*") for r in reports)},
-                _list_statement("ListQualityReports", bucket, {f"{r}/*" for r in reports}),
-            ],
-        }
+        documents["mesh-reports"] = _read_only("QualityReports", bucket, reports)
     return documents
 
 

@@ -100,6 +100,28 @@ def _namespace_and_account(name: str, role_arn_template: str) -> list[dict]:
     ]
 
 
+def _service(name: str, replicas: int, container: dict, ports: dict[str, int], volumes: list[dict] | None = None) -> list[dict]:
+    """A platform service's Deployment (its own service account, no Kubernetes API token, non-root)
+    running ``container`` (its ``ports`` and a readiness probe on the first added), and its Service."""
+    labels = _service_labels(name)
+    first = next(iter(ports.values()))
+    pod = {"serviceAccountName": name, "automountServiceAccountToken": False, "securityContext": dict(POD_SECURITY_CONTEXT),
+           "containers": [{**container, "ports": [{"containerPort": port, "name": n} for n, port in ports.items()],
+                           "readinessProbe": {"tcpSocket": {"port": first}}}]}
+    if volumes:
+        pod["volumes"] = volumes
+    return [
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": name, "labels": labels},
+         "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": pod}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": name, "labels": labels},
+         "spec": {"selector": labels, "ports": [{"port": port, "targetPort": port, "name": n} for n, port in ports.items()]}},
+    ]
+
+
+def _image(image: dict) -> dict:
+    return {"image": f"{image['repository']}:{image['tag']}", "imagePullPolicy": image.get("pullPolicy", "IfNotPresent")}
+
+
 def privacy_manifests(*, image: dict, lake: str, region: str, role_arn_template: str, release_namespace: str) -> list[dict]:
     """The privacy release service: its namespace, service account (the ``mesh-privacy`` IAM role,
     ``infra/iam/mesh-privacy.json``), Deployment, Service, and a NetworkPolicy letting in only the
@@ -107,29 +129,17 @@ def privacy_manifests(*, image: dict, lake: str, region: str, role_arn_template:
     namespace: ``mesh-privacy-tokens`` (``tokens.json``: each domain's token -> the domain) and
     ``mesh-privacy-ledger`` (``MESH_PRIVACY_LEDGER``: the ledger's database URL)."""
     labels = _service_labels(PRIVACY)
+    container = {
+        "name": "privacy-service", **_image(image),
+        "command": ["python", "-m", "mesh_platform.deployment.privacy_service", "--host", "0.0.0.0", "--port", str(PRIVACY_PORT),
+                    "--tokens", "/var/run/mesh/tokens.json", "--lake", lake],
+        "env": [{"name": "MESH_ENV", "value": "production"}, {"name": "AWS_REGION", "value": region}],
+        "envFrom": [{"secretRef": {"name": "mesh-privacy-ledger"}}],
+        "volumeMounts": [{"name": "tokens", "mountPath": "/var/run/mesh", "readOnly": True}],
+    }
     return [
         *_namespace_and_account(PRIVACY, role_arn_template),
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": PRIVACY, "namespace": PRIVACY, "labels": labels},
-         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
-             "serviceAccountName": PRIVACY,
-             "automountServiceAccountToken": False,
-             "securityContext": dict(POD_SECURITY_CONTEXT),
-             "containers": [{
-                 "name": "privacy-service",
-                 "image": f"{image['repository']}:{image['tag']}",
-                 "imagePullPolicy": image.get("pullPolicy", "IfNotPresent"),
-                 "command": ["python", "-m", "mesh_platform.deployment.privacy_service", "--host", "0.0.0.0", "--port", str(PRIVACY_PORT),
-                             "--tokens", "/var/run/mesh/tokens.json", "--lake", lake],
-                 "env": [{"name": "MESH_ENV", "value": "production"}, {"name": "AWS_REGION", "value": region}],
-                 "envFrom": [{"secretRef": {"name": "mesh-privacy-ledger"}}],
-                 "ports": [{"containerPort": PRIVACY_PORT, "name": "http"}],
-                 "readinessProbe": {"tcpSocket": {"port": PRIVACY_PORT}},
-                 "volumeMounts": [{"name": "tokens", "mountPath": "/var/run/mesh", "readOnly": True}],
-             }],
-             "volumes": [{"name": "tokens", "secret": {"secretName": "mesh-privacy-tokens"}}],
-         }}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": PRIVACY, "namespace": PRIVACY, "labels": labels},
-         "spec": {"selector": labels, "ports": [{"port": PRIVACY_PORT, "targetPort": PRIVACY_PORT, "name": "http"}]}},
+        *_service(PRIVACY, 1, container, {"http": PRIVACY_PORT}, [{"name": "tokens", "secret": {"secretName": "mesh-privacy-tokens"}}]),
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": PRIVACY, "namespace": PRIVACY, "labels": labels},
          "spec": {"podSelector": {"matchLabels": labels}, "policyTypes": ["Ingress"], "ingress": [{"from": [
              {"namespaceSelector": {"matchLabels": {"app.kubernetes.io/part-of": "mesh"}}},  # the domains' run namespaces
@@ -151,41 +161,26 @@ def serve_manifests(*, image: dict, lake: str, region: str, role_arn_template: s
     (Secret, ``DAGSTER_POSTGRES_URL``: the instance its audit goes to) and
     ``mesh-serve-privacy-tokens`` (Secret, ``privacy-tokens.json``: each domain -> its privacy
     token, with which it asks the privacy service for a caller's aggregates)."""
-    labels = _service_labels(SERVE)
-    return [
-        *_namespace_and_account(SERVE, role_arn_template),
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": SERVE, "namespace": SERVE, "labels": labels},
-         "spec": {"replicas": 2, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
-             "serviceAccountName": SERVE,
-             "automountServiceAccountToken": False,
-             "securityContext": dict(POD_SECURITY_CONTEXT),
-             "containers": [{
-                 "name": "serve",
-                 "image": f"{image['repository']}:{image['tag']}",
-                 "imagePullPolicy": image.get("pullPolicy", "IfNotPresent"),
-                 "command": ["mesh", "serve", "--host", "0.0.0.0", "--http-port", str(SERVE_HTTP_PORT), "--flight-port", str(SERVE_FLIGHT_PORT)],
-                 "env": [
-                     {"name": "MESH_ENV", "value": "production"},
-                     {"name": "AWS_REGION", "value": region},
-                     {"name": "MESH_LAKE", "value": lake},
-                     {"name": "MESH_COMPUTE_LOGS_BUCKET", "value": logs_bucket},
-                     {"name": "MESH_SERVE_JWKS", "value": "/var/run/mesh-jwks/jwks.json"},
-                     {"name": "MESH_PRIVACY_SERVICE", "value": privacy_service_url()},
-                     {"name": "MESH_PRIVACY_TOKENS", "value": "/var/run/mesh/privacy-tokens.json"},
-                 ],
-                 "envFrom": [{"secretRef": {"name": "mesh-serve-instance"}}],
-                 "ports": [{"containerPort": SERVE_HTTP_PORT, "name": "http"}, {"containerPort": SERVE_FLIGHT_PORT, "name": "flight"}],
-                 "readinessProbe": {"tcpSocket": {"port": SERVE_HTTP_PORT}},
-                 "volumeMounts": [{"name": "jwks", "mountPath": "/var/run/mesh-jwks", "readOnly": True},
-                                  {"name": "privacy-tokens", "mountPath": "/var/run/mesh", "readOnly": True}],
-             }],
-             "volumes": [{"name": "jwks", "configMap": {"name": "mesh-serve-jwks"}},
-                         {"name": "privacy-tokens", "secret": {"secretName": "mesh-serve-privacy-tokens"}}],
-         }}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": SERVE, "namespace": SERVE, "labels": labels},
-         "spec": {"selector": labels, "ports": [{"port": SERVE_HTTP_PORT, "targetPort": SERVE_HTTP_PORT, "name": "http"},
-                                                {"port": SERVE_FLIGHT_PORT, "targetPort": SERVE_FLIGHT_PORT, "name": "flight"}]}},
-    ]
+    container = {
+        "name": "serve", **_image(image),
+        "command": ["mesh", "serve", "--host", "0.0.0.0", "--http-port", str(SERVE_HTTP_PORT), "--flight-port", str(SERVE_FLIGHT_PORT)],
+        "env": [
+            {"name": "MESH_ENV", "value": "production"},
+            {"name": "AWS_REGION", "value": region},
+            {"name": "MESH_LAKE", "value": lake},
+            {"name": "MESH_COMPUTE_LOGS_BUCKET", "value": logs_bucket},
+            {"name": "MESH_SERVE_JWKS", "value": "/var/run/mesh-jwks/jwks.json"},
+            {"name": "MESH_PRIVACY_SERVICE", "value": privacy_service_url()},
+            {"name": "MESH_PRIVACY_TOKENS", "value": "/var/run/mesh/privacy-tokens.json"},
+        ],
+        "envFrom": [{"secretRef": {"name": "mesh-serve-instance"}}],
+        "volumeMounts": [{"name": "jwks", "mountPath": "/var/run/mesh-jwks", "readOnly": True},
+                         {"name": "privacy-tokens", "mountPath": "/var/run/mesh", "readOnly": True}],
+    }
+    volumes = [{"name": "jwks", "configMap": {"name": "mesh-serve-jwks"}},
+               {"name": "privacy-tokens", "secret": {"secretName": "mesh-serve-privacy-tokens"}}]
+    return [*_namespace_and_account(SERVE, role_arn_template),
+            *_service(SERVE, 2, container, {"http": SERVE_HTTP_PORT, "flight": SERVE_FLIGHT_PORT}, volumes)]
 
 
 REPORTS = "mesh-reports"
@@ -203,27 +198,12 @@ def reports_manifests(*, image: dict, lake: str, region: str, role_arn_template:
     account (the ``mesh-reports`` IAM role, ``infra/iam/mesh-reports.json``: the quality reports,
     read only), Deployment and Service. Runs write each report's data only; this service renders
     the Data Docs page when it is first opened, so no run imports Great Expectations."""
-    labels = _service_labels(REPORTS)
-    return [
-        *_namespace_and_account(REPORTS, role_arn_template),
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": REPORTS, "namespace": REPORTS, "labels": labels},
-         "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
-             "serviceAccountName": REPORTS,
-             "automountServiceAccountToken": False,
-             "securityContext": dict(POD_SECURITY_CONTEXT),
-             "containers": [{
-                 "name": "reports",
-                 "image": f"{image['repository']}:{image['tag']}",
-                 "imagePullPolicy": image.get("pullPolicy", "IfNotPresent"),
-                 "command": ["mesh", "reports", "serve", "--host", "0.0.0.0", "--port", str(REPORTS_PORT)],
-                 "env": [{"name": "MESH_ENV", "value": "production"}, {"name": "AWS_REGION", "value": region}, {"name": "MESH_LAKE", "value": lake}],
-                 "ports": [{"containerPort": REPORTS_PORT, "name": "http"}],
-                 "readinessProbe": {"tcpSocket": {"port": REPORTS_PORT}},
-             }],
-         }}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": REPORTS, "namespace": REPORTS, "labels": labels},
-         "spec": {"selector": labels, "ports": [{"port": REPORTS_PORT, "targetPort": REPORTS_PORT, "name": "http"}]}},
-    ]
+    container = {
+        "name": "reports", **_image(image),
+        "command": ["mesh", "reports", "serve", "--host", "0.0.0.0", "--port", str(REPORTS_PORT)],
+        "env": [{"name": "MESH_ENV", "value": "production"}, {"name": "AWS_REGION", "value": region}, {"name": "MESH_LAKE", "value": lake}],
+    }
+    return [*_namespace_and_account(REPORTS, role_arn_template), *_service(REPORTS, 1, container, {"http": REPORTS_PORT})]
 
 
 def container_context(domain: str, *, env: Sequence[Mapping[str, Any]], extra_secrets: Sequence[str], resources: Mapping[str, Any], pull_policy: str,
