@@ -386,11 +386,13 @@ def run_events(url: str, run_ids: list[str]) -> dict[str, list[tuple[str, str | 
     return dict(found)
 
 
-def run_phases(runs: list[dict], events: dict[str, list[tuple[str, str | None, float]]], mats: list[dict]) -> dict[str, Any]:
+def run_phases(runs: list[dict], events: dict[str, list[tuple[str, str | None, float]]], mats: list[dict],
+               landings: list[float] = ()) -> dict[str, Any]:
     """Where a hop's time goes, per domain (medians over the day's successful runs, seconds):
 
     - *trigger*: from the newest materialization of another domain the run read (made before the
-      run was created) to the run's creation: the sensor or automation tick and its evaluation;
+      run was created; for the landing sensor's runs, from the landing) to the run's creation: the
+      sensor or automation tick and its evaluation;
     - *queue*: creation -> the run launched (``RUN_STARTING``): the daemon's dequeue;
     - *launch*: launched -> ``RUN_START``: a fresh process loads the domain's code;
     - *to first step*: ``RUN_START`` -> the first ``STEP_START``;
@@ -405,7 +407,10 @@ def run_phases(runs: list[dict], events: dict[str, list[tuple[str, str | None, f
         if run["status"] != "SUCCESS" or "PIPELINE_START" not in kinds or "PIPELINE_STARTING" not in kinds:
             continue
         domain, created = run["location"], run["creationTime"]
-        upstream = [m["ts"] for m in mats if m["ts"] <= created and not m["asset"].startswith(f"{domain}/") and m["ts"] >= created - 120]
+        if run["tags"].get("dagster/sensor_name") == "claims_landing_sensor":
+            upstream = [t for t in landings if t <= created]
+        else:
+            upstream = [m["ts"] for m in mats if m["ts"] <= created and not m["asset"].startswith(f"{domain}/") and m["ts"] >= created - 120]
         if upstream:
             per[domain]["trigger"].append(created - max(upstream))
         per[domain]["queue"].append(kinds["PIPELINE_STARTING"] - created)
@@ -847,7 +852,7 @@ def day_in_stack(scale: float, batches: int, interval: float, idle: float, graph
         idle_runs = [r for r in runs if idle_start <= r["creationTime"] < day_start]
         failed_ids = [r["runId"] for r in runs if r["status"] in FAILED]
         causes = failure_messages(url, failed_ids)
-        phases = run_phases(day_runs, run_events(url, [r["runId"] for r in day_runs]), mats)
+        phases = run_phases(day_runs, run_events(url, [r["runId"] for r in day_runs]), mats, [b["landed_at"] for b in landed])
         for item in analysis["failed_runs"]:
             item["cause"] = causes.get(item["run"], [])[:3]
             item["run"] = item["run"][:8]

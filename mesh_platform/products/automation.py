@@ -113,7 +113,7 @@ def catch_up_pairs(read, registry) -> frozenset[tuple[dg.AssetKey, dg.AssetKey]]
                     continue
                 try:
                     upstream = registry.get(ref)
-                except Exception:  # a lineage reference the registry does not know: nothing to follow
+                except LookupError:  # a lineage reference the registry does not know: nothing to follow
                     continue
                 if partitions.of(upstream) is not None:
                     found.add(ref)

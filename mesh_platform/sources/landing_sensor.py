@@ -57,7 +57,7 @@ def complete(new: Sequence[str], listed: Sequence[str], patterns: Sequence[str])
         found = batch_id(name, patterns)
         if found is not None:
             parts.setdefault(found[1], set()).add(found[0])
-    wanted = {found[1] for found in map(lambda n: batch_id(n, patterns), new) if found is not None}
+    wanted = {found[1] for found in (batch_id(n, patterns) for n in new) if found is not None}
     return bool(wanted) and all(len(parts.get(b, ())) == len(patterns) for b in wanted)
 
 
