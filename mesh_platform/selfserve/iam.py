@@ -45,9 +45,9 @@ def refresh_iam(root: Path, domains: list[str]) -> list[Path]:
     mesh = Mesh(workspace, [load_domain(e, root) for e in entries])
     written = []
     for name, document in sorted(policies_for(mesh, lake).items()):
-        # mesh-serve reads every output port of the mesh (from the contracts, not the loaded domains):
-        # a new product changes it too
-        if name in domains or name == "mesh-serve":
+        # mesh-serve reads every output port of the mesh and mesh-reports every product's quality
+        # reports (from the contracts, not the loaded domains): a new product changes them too
+        if name in domains or name in ("mesh-serve", "mesh-reports"):
             path = folder / f"{name}.json"
             path.write_text(json.dumps(document, indent=2) + "\n")
             written.append(path)
