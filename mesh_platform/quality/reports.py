@@ -167,7 +167,7 @@ def make_server(lake_root: str, host: str, port: int):
     def read(relpath: str) -> bytes | None:
         try:
             return lake.read_bytes(relpath)
-        except (FileNotFoundError, OSError):
+        except OSError:  # not stored (FileNotFoundError), or not readable
             return None
 
     def page(relpath: str) -> bytes | None:
