@@ -14,12 +14,15 @@ import os
 # before any domain module can change it (mesh_platform.foundations.launch_env).
 from mesh_platform.foundations import launch_env  # noqa: E402, F401
 
-# A run over a range of days (a partitioned product's backfill, mesh_platform.products.partitions) records one
-# "materialization planned" event per asset instead of one per asset and day: on the SQLite instance,
-# which writes events one by one, 200 days of 6 assets cost ~30 s of bookkeeping before the first step.
-# Every process of the mesh imports this package (the CLI, code servers, and through the environment
-# the webserver and daemon they start); infra/ sets it for the production images.
-os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true")
+# What a run over a range of days (a partitioned product's backfill, mesh_platform.products.partitions)
+# records when it is created: one "planned" event per asset and day where automation runs (Dagster
+# sees a day in progress or failed only from those), one per asset on the embedded default (SQLite
+# writes events one by one: 200 days of 6 assets cost ~30 s before the first step). Every process of
+# the mesh imports this package (the CLI, code servers, and through the environment the webserver and
+# daemon they start); `mesh stack up` and infra/ leave Dagster's per-day default.
+from mesh_platform.foundations import settings as _settings  # noqa: E402
+
+os.environ.setdefault(_settings.PLANNED_PER_RUN, _settings.planned_per_run(_settings.MeshSettings.from_env().automation))
 
 from mesh_platform.products.domain import Domain, DomainDefinitionError  # noqa: E402
 from mesh_platform.products.ports import InputPort  # noqa: E402

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 
 import dagster as dg
 import pytest
@@ -377,3 +378,38 @@ def test_an_input_updated_while_a_mart_runs_refreshes_it_once_more(instance):
     _finish(instance, run)
     assert _requested(daemon.tick(0.1)) == {HIT_RATE}
     assert daemon.tick(0.1).total_requested == 0
+
+
+def _range_run_of_claims(instance, days: list[str]):
+    """The landing sensor's run over ``days`` (a range, one run), created by Dagster as the daemon
+    creates it: its planned events are what tells automation which days it is building."""
+    job = _defs("claims").resolve_job_def("claims_products")
+    return instance.create_run_for_job(job, tags={"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]},
+                                       status=dg.DagsterRunStatus.STARTED)
+
+
+def test_a_mart_waits_while_a_landing_run_builds_claims_and_after_it_failed(instance, monkeypatch):
+    """A landing run publishes claim events before claims. With one planned event for the whole
+    range, Dagster saw no day of claims in progress: the hit rate (it reads both) started on the
+    events while claims was still being built, and ran again after fraud (an extra analytics run in
+    a third of the stack's landings). Where automation runs, the platform keeps Dagster's per-day
+    planned events (``settings.planned_per_run``), which also mark a failed run's days failed."""
+    import subprocess
+    import sys
+
+    from mesh_platform.foundations.settings import PLANNED_PER_RUN, planned_per_run
+
+    def chosen(automation: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k != PLANNED_PER_RUN} | {"MESH_AUTOMATION": automation}
+        code = f"import os, mesh_platform; print(os.environ[{PLANNED_PER_RUN!r}])"
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert (chosen("on"), chosen("off")) == (planned_per_run(True), planned_per_run(False)) == ("false", "true")
+
+    monkeypatch.setenv(PLANNED_PER_RUN, planned_per_run(True))
+    days, daemon = _analytics_with_history(instance)
+    run = _range_run_of_claims(instance, days[-1:])
+    _publish_in_run(instance, run, EVENTS, [days[-1]])
+    assert daemon.tick(0.1).total_requested == 0  # claims is still being built
+    _finish(instance, run, failed=True)
+    assert daemon.tick(0.1).total_requested == 0  # and its build failed: nothing reads the last good claims

@@ -109,7 +109,8 @@ def test_helm_values_have_one_deployment_per_domain_and_agree_with_the_instance(
     assert queue["dequeueIntervalSeconds"] == instance["run_coordinator"]["config"]["dequeue_interval_seconds"] == 1  # one hop of a change waits in the queue at most a second
     assert values["computeLogManager"]["type"] == instance["compute_logs"]["class"] == "S3ComputeLogManager"
     assert values["telemetry"]["enabled"] is False and instance["telemetry"]["enabled"] is False
-    assert values["postgresql"]["enabled"] is False and "postgres" in instance["storage"]
+    assert values["postgresql"]["enabled"] is False
+    assert {instance[k]["config"]["postgres_url"]["env"] for k in ("run_storage", "event_log_storage", "schedule_storage")} == {"DAGSTER_POSTGRES_URL"}
 
 
 def test_a_secret_value_in_a_domain_descriptor_is_refused(domains_copy, tmp_path):
@@ -129,7 +130,9 @@ def test_instance_file_is_valid_and_the_image_is_pinned_and_non_root(monkeypatch
     monkeypatch.setenv("MESH_COMPUTE_LOGS_BUCKET", "mesh-logs")
     shutil.copy(ROOT / "infra" / "dagster.yaml", tmp_path / "dagster.yaml")
     config, _ = dagster_instance_config(str(tmp_path))
-    assert config["storage"]["postgres"]["postgres_url"] == {"env": "DAGSTER_POSTGRES_URL"}
+    for key in ("run_storage", "event_log_storage", "schedule_storage"):  # Dagster's Postgres storages, pooled (tests/test_instance_storage.py)
+        assert config[key]["module"] == "mesh_platform.deployment.instance_storage", key
+        assert config[key]["config"]["postgres_url"] == {"env": "DAGSTER_POSTGRES_URL"}
     dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
     base = next(line for line in dockerfile.splitlines() if line.startswith("FROM "))
     assert ":" in base and "latest" not in base and base.split(":")[1][0].isdigit()

@@ -197,10 +197,9 @@ def values(
         # each run's namespace, service account, resources and secrets come from its location's container
         # context (mesh_platform/deployment/run_pods.py), none from the launcher: nothing here is shared by all domains
         "runLauncher": {"type": "K8sRunLauncher", "config": {"k8sRunLauncher": {"jobNamespace": release_namespace}}},
-        # runs over a range of days record one planned event per asset (see mesh_platform/__init__.py)
-        "dagsterWebserver": {"env": [{"name": "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "value": "true"}]},
+        # runs over a range of days record Dagster's per-day planned events (no env here): automation
+        # sees a day in progress or failed only from them (mesh_platform.foundations.settings.planned_per_run)
         "dagsterDaemon": {
-            "env": [{"name": "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "value": "true"}],
             "enabled": True,
             "runCoordinator": {
                 "enabled": True,

@@ -89,6 +89,25 @@ def daemon_interval(seconds: int) -> int:
     return max(1, int(seconds) - 1)
 
 
+PLANNED_PER_RUN = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+"""Dagster's switch for what a run over a range of days records when it is created: ``true``, one
+"materialization planned" event per asset for the whole range; unset or ``false`` (Dagster's
+default), one per asset and day."""
+
+
+def planned_per_run(automation: bool) -> str:
+    """The value of :data:`PLANNED_PER_RUN` for the processes that create runs.
+
+    Wherever automation runs, ``false``: Dagster tells which days of an asset are in progress or
+    failed only from per-day planned events. With one event per range, a landing run still building
+    ``claims/claims`` counted as not in progress, and a mart reading claims started on the claim
+    events the same run had just published (an extra analytics run in a third of the landings);
+    a failed range run marked no day failed. Automation is off on the embedded default, where each
+    event is its own SQLite transaction and a 212-day rebuild of the demo paid about 20 s for the
+    per-day events: there ``true`` (``mesh_platform/__init__.py``, ``docs/partitions.md``)."""
+    return "false" if automation else "true"
+
+
 def home_ledger(home: str) -> str:
     """The privacy ledger kept in a mesh home (SQLite), unless ``MESH_PRIVACY_LEDGER`` names another."""
     return f"sqlite:///{Path(home) / 'privacy_ledger.sqlite'}"

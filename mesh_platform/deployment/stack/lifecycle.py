@@ -37,7 +37,7 @@ from mesh_platform.deployment.stack.layout import (
 from mesh_platform.deployment.stack.postgres import check_postgres, start_postgres, stop_postgres
 from mesh_platform.deployment.stack.processes import free_port, group_alive, http_ok, log_tail, port_open, start_process, stop_process, stop_processes, wait_for
 from mesh_platform.deployment.stack.webserver import LocationStatus, grpc_ready, grpc_serving, locations
-from mesh_platform.foundations.settings import MeshSettings
+from mesh_platform.foundations.settings import PLANNED_PER_RUN, MeshSettings, planned_per_run
 
 
 def _dagster(*args: str) -> list[str]:
@@ -135,6 +135,9 @@ def _up(settings, layout: StackLayout, state: StackState, workspace: Path, entri
         "DAGSTER_POSTGRES_URL": pg_url,
         "MESH_COMPUTE_LOGS_BUCKET": LOGS_BUCKET,
         "MESH_AUTOMATION": "on" if options.automation else "off",
+        # per-day planned events, as in production, even with --no-automation: automation can be
+        # turned on from the UI, and the UI's failed days come from them (settings.planned_per_run)
+        PLANNED_PER_RUN: planned_per_run(True),
         "MESH_ENV": "stack",
         "MESH_EXECUTOR": os.environ.get("MESH_EXECUTOR") or "in_process",
         "AWS_ACCESS_KEY_ID": server.admin.access_key_id,  # the operator's shell (`mesh stack env`) is admin
