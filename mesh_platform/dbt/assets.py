@@ -129,8 +129,9 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, specs: Dbt
         os.environ["MESH_DBT_DUCKDB"] = str(db_path)
         try:
             # dbt runs on the manifest `mesh dbt prepare` wrote: no parsing, no project scan per run.
-            # The run's own target folder keeps concurrent runs apart.
-            args = ["build", *NO_TRACKING, "--project-dir", str(project.path), "--profiles-dir", str(project.path),
+            # The run's own target folder keeps concurrent runs apart; the results are read from
+            # the returned object, so dbt writes no manifest.json or run_results.json.
+            args = ["build", *NO_TRACKING, "--no-write-json", "--project-dir", str(project.path), "--profiles-dir", str(project.path),
                     "--target-path", str(Path(tmp) / "target"), "--log-level", "warn", "--log-path", str(Path(tmp) / "logs"), "--log-level-file", "none",
                     "--select", " ".join(node["name"] for node in models.values())]
             result = dbtRunner(manifest=project.dbt_manifest()).invoke(args)
