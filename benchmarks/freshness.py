@@ -12,7 +12,8 @@ Per scale, in a fresh process and a fresh temp ``MESH_HOME``:
    launched for :data:`QUIET` seconds. Then :data:`IDLE` seconds with nothing landing: the idle
    stack's CPU (sensors and automation ticking, servers idle), the baseline of the CPU figure.
 3. The day: :data:`BATCHES` landings (3 with ``--quick``), one every :data:`INTERVAL` seconds (45 s
-   with ``--quick``). A landing is what the simulated claims system drops (``mesh simulate``): one
+   with ``--quick``), each shifted within one sensor tick so that the batches meet the ticks at
+   every phase, as landings at random moments would (:func:`make_batches`). A landing is what the simulated claims system drops (``mesh simulate``): one
    claims CSV and one claim-events JSON-lines file, ``claims_batch_01NN.csv`` and
    ``claim_events_batch_01NN.jsonl``, PUT to the landing bucket together (two threads) with the
    stack's admin keys. Each batch holds new claims (claim numbers ``CLM-7BBNNNN``, never seen
@@ -461,8 +462,14 @@ def failure_messages(url: str, run_ids: list[str]) -> dict[str, list[str]]:
 # -- the landings ----------------------------------------------------------------------------------------
 
 
-def make_batches(sources: Path, count: int, first_at: float, interval: float) -> tuple[list[dict], dict[str, Any]]:
-    """``count`` batches (claims CSV and events JSON lines, as bytes), the i-th reported at its landing time."""
+def make_batches(sources: Path, count: int, first_at: float, interval: float, spread: float = 0.0) -> tuple[list[dict], dict[str, Any]]:
+    """``count`` batches (claims CSV and events JSON lines, as bytes), the i-th reported at its landing time.
+
+    ``spread`` (the sensors' tick, seconds): the landings' offsets within it, one of ``count`` evenly
+    spaced phases each, in a fixed shuffled order. An interval that is a multiple of the tick lands
+    every batch at the same phase of the sensors' ticks; at 6555bf0 that phase was just after a
+    tick, and every batch waited 4.6-5.1 s for the landing sensor where a landing at a random moment
+    waits 2.5 s on average."""
     import datetime as dt
 
     import pandas as pd
@@ -478,7 +485,8 @@ def make_batches(sources: Path, count: int, first_at: float, interval: float) ->
     delays = (pd.to_datetime(template["reported_at"]).dt.normalize() - pd.to_datetime(template["incident_date"])).dt.days.clip(0, 60)
     batches = []
     for i in range(1, count + 1):
-        at = dt.datetime.fromtimestamp(first_at + (i - 1) * interval, tz=dt.timezone.utc).replace(tzinfo=None, microsecond=0)
+        planned_at = first_at + (i - 1) * interval + spread * (((i - 1) * 5) % count) / count  # 5: prime to 12, every phase once
+        at = dt.datetime.fromtimestamp(planned_at, tz=dt.timezone.utc).replace(tzinfo=None, microsecond=0)
         pick = [(i * rows + j) % len(template) for j in range(rows)]
         batch = template.iloc[pick].reset_index(drop=True).copy()
         refs = [f"CLM-7{i:02d}{j:04d}" for j in range(rows)]
@@ -493,7 +501,7 @@ def make_batches(sources: Path, count: int, first_at: float, interval: float) ->
         number = 100 + i
         batches.append({
             "index": i,
-            "planned_at": first_at + (i - 1) * interval,
+            "planned_at": planned_at,
             "days": [at.strftime("%Y-%m-%d")],
             "claims": len(batch),
             "files": {f"claims_batch_{number:04d}.csv": batch.to_csv(index=False).encode(),
@@ -814,7 +822,7 @@ def day_in_stack(scale: float, batches: int, interval: float, idle: float, graph
         s3 = boto3.client("s3", endpoint_url=e["AWS_ENDPOINT_URL_S3"], region_name=e["AWS_REGION"],
                           aws_access_key_id=e["AWS_ACCESS_KEY_ID"], aws_secret_access_key=e["AWS_SECRET_ACCESS_KEY"])
         first_at = time.time() + 5
-        planned, sizing = make_batches(Path(e["MESH_SOURCES"]), batches, first_at, interval)
+        planned, sizing = make_batches(Path(e["MESH_SOURCES"]), batches, first_at, interval, spread=float(TICK))
         landed = []
         for batch in planned:
             pause = batch["planned_at"] - time.time()
