@@ -5,7 +5,7 @@ that an instance made for a moment holds nothing open; only the webserver keeps 
 (``optimize_for_webserver``). Everything else the daemon and the runs do pays a Postgres backend
 start per query: measured in ``mesh stack up`` with 5-s ticks, about 105 new connections a second
 while the mesh was idle, about 9 ms each on loopback, and Postgres alone using 38 % of a core. A
-run storing its ~150 events paid it on each one.
+run paid it on every event it stored.
 
 These subclasses differ from Dagster's in one thing: a small pool per storage (connections opened
 when needed, kept for the next query, checked before reuse, renewed hourly), closed when the
