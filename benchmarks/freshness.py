@@ -13,8 +13,8 @@ Per scale, in a fresh process and a fresh temp ``MESH_HOME``:
    stack's CPU (sensors and automation ticking, servers idle), the baseline of the CPU figure.
 3. The day: :data:`BATCHES` landings (3 with ``--quick``), one every :data:`INTERVAL` seconds (45 s
    with ``--quick``), each shifted within one sensor tick so that the batches meet the ticks at
-   every phase, as landings at random moments would (:func:`make_batches`). A landing is what the simulated claims system drops (``mesh simulate``): one
-   claims CSV and one claim-events JSON-lines file, ``claims_batch_01NN.csv`` and
+   every phase, as landings at random moments would (:func:`make_batches`). A landing is what the
+   simulated claims system drops (``mesh simulate``): one claims CSV and one claim-events JSON-lines file, ``claims_batch_01NN.csv`` and
    ``claim_events_batch_01NN.jsonl``, PUT to the landing bucket together (two threads) with the
    stack's admin keys. Each batch holds new claims (claim numbers ``CLM-7BBNNNN``, never seen
    before) cloned from the last simulated batch (same policies, types and amounts; status open),

@@ -7,21 +7,22 @@ ended per query); the instance here reuses a few. Counted with Postgres' own ``s
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from mesh_platform.deployment.stack import postgres
-from mesh_platform.deployment.stack.layout import StackLayout, StackState
+from mesh_platform.deployment.stack.layout import StackError, StackLayout, StackState
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def pg_url(tmp_path_factory):
-    if shutil.which("pg_ctl") is None and not Path("/usr/lib/postgresql").exists():
+    try:
+        postgres.postgres_bin()
+    except StackError:
         pytest.skip("Debian's postgresql is not installed (.ci/run installs it)")
     root = tmp_path_factory.mktemp("pg")
     layout, state = StackLayout(root), StackState()

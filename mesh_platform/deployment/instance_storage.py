@@ -35,13 +35,13 @@ RECYCLE_SECONDS = 3600
 
 
 class _Pooled:
-    """Replaces the storage's engine by a pooled one once Dagster's constructor has checked the tables."""
+    """Dagster's constructor checks the tables as usual; then the storage's engine becomes a pooled one."""
 
     _engine: Any
     postgres_url: str
-    should_autocreate_tables: bool
 
-    def _hold_connections(self, token_provider) -> None:
+    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None, token_provider=None):
+        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider=token_provider)  # type: ignore[call-arg]
         self._engine.dispose()
         self._engine = create_pg_engine(self.postgres_url, token_provider, isolation_level="AUTOCOMMIT", pool_size=POOL_SIZE,
                                         max_overflow=MAX_OVERFLOW, pool_recycle=RECYCLE_SECONDS, pool_pre_ping=True)
@@ -58,18 +58,12 @@ class _Pooled:
 
 
 class PooledPostgresRunStorage(_Pooled, PostgresRunStorage):
-    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None, token_provider=None):
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider=token_provider)
-        self._hold_connections(token_provider)
+    """Dagster's run storage, pooled."""
 
 
 class PooledPostgresEventLogStorage(_Pooled, PostgresEventLogStorage):
-    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None, token_provider=None):
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider=token_provider)
-        self._hold_connections(token_provider)
+    """Dagster's event log storage, pooled."""
 
 
 class PooledPostgresScheduleStorage(_Pooled, PostgresScheduleStorage):
-    def __init__(self, postgres_url: str, should_autocreate_tables: bool = True, inst_data=None, token_provider=None):
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider=token_provider)
-        self._hold_connections(token_provider)
+    """Dagster's schedule storage, pooled."""
