@@ -31,7 +31,7 @@ LAYERS = [
     {"sources", "sources.systems", "sources.s3", "sources.landing_sensor",
      "mesh", "mesh.workspace", "mesh.instance", "mesh.materialize", "mesh.submission", "mesh.run_cleanup", "mesh.catalog", "mesh.validation", "mesh.consumers", "mesh.search", "mesh.usage", "mesh.devserver",
      "serving", "serving.tokens", "serving.limits", "serving.audit", "serving.sql", "serving.service", "serving.http", "serving.flight", "serving.client", "serving.run",
-     "deployment", "deployment.iam", "deployment.helm", "deployment.run_pods", "deployment.privacy_service", "deployment.s3_server", "deployment.instance_storage",
+     "deployment", "deployment.iam", "deployment.helm", "deployment.run_pods", "deployment.privacy_service", "deployment.s3_server", "deployment.instance_storage", "deployment.run_preload", "deployment.code_server",
      "deployment.stack", "deployment.stack.layout", "deployment.stack.processes", "deployment.stack.postgres", "deployment.stack.webserver", "deployment.stack.identities", "deployment.stack.lifecycle", "deployment.stack.probe",
      "selfserve", "selfserve.changes", "selfserve.templates", "selfserve.new_domain", "selfserve.new_product", "selfserve.iam",
      "cli", "cli.__main__", "cli.common", "cli.run", "cli.explore", "cli.governance", "cli.dbt", "cli.selfserve", "cli.contract", "cli.stack", "cli.helm", "cli.serve"},

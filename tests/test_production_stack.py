@@ -1,7 +1,7 @@
 """The production topology on this machine, end to end: `mesh stack up` from a clean MESH_HOME.
 
 Debian's PostgreSQL (the instance), moto's S3 server (lake, landing bucket, compute logs), one
-`dagster code-server` per domain, `dagster-daemon` and `dagster-webserver` over a gRPC workspace.
+Dagster gRPC code server per domain, `dagster-daemon` and `dagster-webserver` over a gRPC workspace.
 Only policies is launched by hand (through GraphQL); everything else is the daemon's doing: the
 claims landing sensor on the landing bucket, and the automation conditions of the downstream
 domains, evaluated across code locations. Then a new claims batch lands and refreshes the mesh;

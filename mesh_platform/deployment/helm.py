@@ -9,10 +9,12 @@ refused, naming the file and field.
 A domain may tune its deployment in ``domain.yaml``::
 
     quotas: {cpu_request: "1", memory_request: 2Gi, memory_limit: 4Gi}   # its pod's resources
+    deployment:
       env:
         CLAIMS_LANDING: s3://acme-mesh-landing/claims          # plain configuration
         POLICY_ADMIN_DB_URL: {secret: mesh-policy-admin-db, key: url}   # from a secret
       secrets: [mesh-claims-landing]                            # every key of these secrets
+      run_imports: [sklearn.ensemble]   # what its steps import: loaded once per code server, not per run
 
 The instance part (Postgres, run queue, compute logs, telemetry) mirrors ``infra/dagster.yaml``;
 a test keeps the two in agreement and the committed ``infra/helm/values.yaml`` up to date.
@@ -32,6 +34,7 @@ from mesh_platform.deployment import run_pods
 from mesh_platform.contracts.loader import ContractError, Problem, display_path, load_contract, load_yaml
 
 SECRET_NAME = re.compile(r"(SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE|_KEY$|^KEY$|_KEY_)", re.IGNORECASE)
+MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 GRPC_PORT = 3030
 RELEASE_NAMESPACE = "dagster"  # where the chart runs the webserver, daemon and code servers
@@ -58,6 +61,9 @@ class Deployment(BaseModel):
     resources: dict[str, dict[str, str]] | None = None
     env: dict[str, str | SecretRef] = Field(default_factory=dict)
     secrets: list[str] = Field(default_factory=list)
+    # libraries the domain's own steps import (e.g. scikit-learn): its code server's run processes are
+    # forked from one that imported them already (mesh_platform/deployment/run_preload.py)
+    run_imports: list[str] = Field(default_factory=list)
 
 
 def deployment_of(domain_yaml: Path) -> tuple[str, Deployment]:
@@ -74,6 +80,9 @@ def deployment_of(domain_yaml: Path) -> tuple[str, Deployment]:
     for name, value in deployment.env.items():
         if isinstance(value, str) and SECRET_NAME.search(name):
             problems.append(Problem(shown, f"deployment.env.{name}", "looks like a secret: reference it ({secret: NAME, key: KEY}), never write its value"))
+    for i, name in enumerate(deployment.run_imports):
+        if not MODULE_NAME.match(name):
+            problems.append(Problem(shown, f"deployment.run_imports[{i}]", f"{name!r} is not a Python module name (e.g. sklearn.ensemble)"))
     for i, name in enumerate(deployment.secrets):
         if not K8S_NAME.match(name):
             problems.append(Problem(shown, f"deployment.secrets[{i}]", f"{name!r} is not a Kubernetes secret name"))

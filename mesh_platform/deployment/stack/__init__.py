@@ -9,7 +9,7 @@ What the Helm chart deploys (see ``infra/``), started as local processes on loop
 | one IAM role per domain (``infra/iam``)      | one IAM user per domain holding that policy; its own OS user when started as root (:mod:`.identities`) |
 | the privacy release service                  | ``python -m mesh_platform.deployment.privacy_service`` as ``mesh-privacy`` |
 | ``mesh serve`` beside the deployment          | ``mesh serve`` as ``mesh-serve`` (read-only on output ports) |
-| one user-code deployment per domain          | one ``dagster code-server`` gRPC process per domain         |
+| one user-code deployment per domain          | one Dagster gRPC code server per domain, its runs forked from a process that loaded the domain (``deployment.code_server``) |
 | daemon, webserver                            | ``dagster-daemon run`` and ``dagster-webserver`` over a gRPC workspace |
 | the instance (``infra/dagster.yaml``)        | the same file, in ``$MESH_HOME/stack/dagster_home``         |
 

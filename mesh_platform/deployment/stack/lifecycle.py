@@ -45,8 +45,11 @@ def _dagster(*args: str) -> list[str]:
 
 
 def code_server_cmd(module: str, location: str, port: int) -> list[str]:
-    """What a user-code deployment runs (the Helm chart's ``codeServerArgs``)."""
-    return _dagster("code-server", "start", "-h", "127.0.0.1", "-p", str(port), "-m", module, "--location-name", location)
+    """What a user-code deployment runs: Dagster's gRPC code server, its runs forked from a process
+    that has loaded the domain (:mod:`mesh_platform.deployment.code_server`)."""
+    from mesh_platform.deployment import code_server
+
+    return code_server.command(module, location, port)
 
 
 # what no process of a domain inherits from the stack's own environment: the admin's keys, the
