@@ -22,6 +22,11 @@ anything. A run's process is then a fork of it, ready in about 10 ms. What stays
 - the code server loads the domain's definitions exactly as before, as fast as before: the
   libraries are imported by the forkserver, in its own process, while the server serves.
 
+The switch happens once the forkserver has preloaded (a few seconds after the server starts; runs
+launched before that start as Dagster starts them) and only if a probe process forked from it
+finds it safe to fork (:func:`mesh_platform.deployment.run_preload.fork_hazards`: no Python thread,
+no Delta Lake runtime); otherwise the server keeps Dagster's way and says why in its log.
+
 It replaces the class Dagster's CLI instantiates (``dagster._grpc.server.DagsterApiServer``) by a
 subclass that changes the multiprocessing context after Dagster's constructor; if a Dagster
 release renames that attribute the server keeps Dagster's spawn and says so in its log
