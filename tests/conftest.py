@@ -26,6 +26,30 @@ os.environ["DAGSTER_HOME"] = str(_SESSION_HOME / "dagster_home")
 
 TEST_SCALE = 0.5
 
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}"""
+"""Dagster's GraphQL mutation that launches a run, as the UI's Materialize button does."""
+
+
+def wait_until(predicate, seconds: float, what: str, log: Path | None = None):
+    """``predicate()``'s first truthy value, polled for at most ``seconds``; else the test fails,
+    saying what it waited for (and the end of ``log``)."""
+    import time
+
+    deadline = time.time() + seconds
+    while time.time() < deadline:  # bounded
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    pytest.fail(f"timed out after {seconds:.0f}s waiting for {what}" + (f"\n{log.read_text()[-3000:]}" if log else ""))
+
 
 def pytest_report_header(config):
     """Say up front how long the run will take, and how to run the fast subset."""

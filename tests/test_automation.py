@@ -149,6 +149,33 @@ def test_a_landed_day_refreshes_that_day_of_fraud_in_one_run_and_new_outcomes_re
     ]
 
 
+def test_the_first_landing_of_a_day_builds_its_features_and_scores_in_one_run(instance):
+    """A new day has no features yet: its scores must not wait for them to be published (a second
+    fraud run on the next tick), they are requested with them and built after them in the same run."""
+    from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
+
+    defs = _defs("fraud")
+    graph = defs.resolve_asset_graph()
+    daemon = Daemon(defs, instance, dg.AssetSelection.groups("fraud"))
+    daemon.now = dt.datetime(2026, 12, 8, 0, 1, tzinfo=dt.timezone.utc)  # just after midnight: today is a new day
+    days = graph.get(FEATURES).partitions_def.get_partition_keys(current_time=daemon.now)
+    for upstream in (dg.AssetKey(["policies", "policies"]), dg.AssetKey(["customer_care", "claim_contacts"])):
+        _publish(instance, upstream)
+    for key in (CLAIMS, EVENTS, FEATURES, SCORES):
+        _publish(instance, key, days[:-1])
+    _publish(instance, MODEL)
+    daemon.tick()
+
+    _publish(instance, CLAIMS, [days[-1]])  # the day's first landing
+    result = daemon.tick()
+    assert result.get_requested_partitions(FEATURES) == {days[-1]}
+    assert result.get_requested_partitions(SCORES) == {days[-1]}
+    requests = build_run_requests(result._requested_subsets, graph, None, emit_backfills=True)
+    assert [(sorted(k.to_user_string() for k in r.asset_selection), r.partition_key) for r in requests] == [
+        (["fraud/claim_features", "fraud/fraud_scores"], days[-1])
+    ]
+
+
 def test_the_model_retrains_on_its_schedule_when_features_changed(instance):
     defs = _defs("fraud")
     days = _days(defs, FEATURES)
@@ -352,8 +379,9 @@ def test_a_failed_fraud_build_or_the_time_limit_lets_analytics_go_on(instance):
     _publish(instance, CLAIMS, [days[-1]])
     assert daemon.tick(0.1).total_requested == 0
     assert daemon.tick(2).total_requested == 0  # 12:02:48, and fraud has not caught up
-    # past 12:05: a producer that does not react (its automation stopped) holds the marts back minutes, not forever
-    assert _requested(daemon.tick(3)) == set(MARTS)
+    assert daemon.tick(3).total_requested == 0  # 12:05:48: the limit's first tick since claims' update
+    # past 12:10: a producer that does not react (its automation stopped) holds the marts back minutes, not forever
+    assert _requested(daemon.tick(5)) == set(MARTS)
 
     _publish(instance, CLAIMS, [days[-1]])
     assert daemon.tick(0.1).total_requested == 0
@@ -361,6 +389,22 @@ def test_a_failed_fraud_build_or_the_time_limit_lets_analytics_go_on(instance):
     _finish(instance, run, failed=True)
     # fraud failed: the marts that do not read its scores refresh; the hit rate waits for a good build
     assert _requested(daemon.tick(0.1)) == set(MARTS) - {HIT_RATE}
+
+
+def test_claims_updated_just_before_the_limits_tick_still_waits_for_fraud(instance):
+    """The limit counts from claims' update: published a few seconds before a 5-minute mark, the
+    marts still wait for fraud's run (the stack refreshed them before fraud's run existed, and again
+    after it, when the first tick of the limit's cron ended the wait)."""
+    days, daemon = _analytics_with_history(instance)  # 12:00:42
+    assert daemon.tick(4.2).total_requested == 0  # 12:04:54
+    _publish(instance, CLAIMS, [days[-1]])
+    assert daemon.tick(0.15).total_requested == 0  # 12:05:03, past 12:05: fraud's run is not even created yet
+    run = _run_building(instance, {FEATURES: [days[-1]], SCORES: [days[-1]]})
+    assert daemon.tick(0.1).total_requested == 0
+    _publish_in_run(instance, run, SCORES, [days[-1]])
+    assert _requested(daemon.tick(0.1)) == set(MARTS)
+    _finish(instance, run)
+    assert daemon.tick(0.1).total_requested == 0
 
 
 def test_an_input_updated_while_a_mart_runs_refreshes_it_once_more(instance):

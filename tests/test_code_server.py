@@ -7,37 +7,19 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from conftest import LAUNCH_RUN, wait_until
 from mesh_platform.deployment import code_server, run_preload
 from mesh_platform.deployment.stack.processes import free_port
 
 pytestmark = pytest.mark.slow
 
 FIXTURE = Path(__file__).parent / "fixtures" / "warm"
-LAUNCH = """
-mutation($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}"""
 READY = ("runs start from a preloaded process", "runs start in fresh processes")
-
-
-def wait_for(predicate, seconds: float, what: str, log: Path | None = None):
-    deadline = time.time() + seconds
-    while time.time() < deadline:  # bounded
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    pytest.fail(f"timed out after {seconds:.0f}s waiting for {what}" + (f"\n{log.read_text()[-3000:]}" if log else ""))
 
 
 def serve_and_run(tmp_path: Path, runs: int = 2, **env: str) -> tuple[list[dict], str, subprocess.Popen]:
@@ -55,17 +37,17 @@ def serve_and_run(tmp_path: Path, runs: int = 2, **env: str) -> tuple[list[dict]
     server = subprocess.Popen(code_server.command("warm_location", "warm", port), cwd=FIXTURE, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                               env={**os.environ, "DAGSTER_HOME": str(home), "WARM_OUT": str(out), **env}, start_new_session=True)
     try:
-        wait_for(lambda: any(line in log.read_text() for line in READY), 120, "the code server to choose how it starts runs", log)
+        wait_until(lambda: any(line in log.read_text() for line in READY), 120, "the code server to choose how it starts runs", log)
         workspace = tmp_path / "workspace.yaml"
         workspace.write_text(f"load_from:\n  - grpc_server: {{host: 127.0.0.1, port: {port}, location_name: warm}}\n")
         with dg.DagsterInstance.from_config(str(home)) as instance:
             with WorkspaceProcessContext(instance=instance, workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)])) as process:
                 params = {"selector": {"repositoryLocationName": "warm", "repositoryName": "__repository__", "jobName": "__ASSET_JOB"}, "mode": "default"}
                 for _ in range(runs):
-                    data = execute_dagster_graphql(process.create_request_context(), LAUNCH, variables={"params": params}).data["launchRun"]
+                    data = execute_dagster_graphql(process.create_request_context(), LAUNCH_RUN, variables={"params": params}).data["launchRun"]
                     assert data["__typename"] == "LaunchRunSuccess", data
                     run_id = data["run"]["runId"]
-                    wait_for(lambda: instance.get_run_by_id(run_id).is_finished, 120, "the run to finish", log)
+                    wait_until(lambda: instance.get_run_by_id(run_id).is_finished, 120, "the run to finish", log)
                     assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.SUCCESS, [e.message for e in instance.all_logs(run_id)][-5:]
     except BaseException:
         os.killpg(server.pid, signal.SIGKILL)
@@ -89,7 +71,7 @@ def test_runs_are_forked_from_a_process_that_loaded_the_location(tmp_path):
     finally:
         os.kill(server.pid, signal.SIGKILL)
         server.wait(timeout=30)
-    wait_for(lambda: not Path(f"/proc/{forkserver}").exists() or "Z" in Path(f"/proc/{forkserver}/stat").read_text().rsplit(")", 1)[1].split()[0],
+    wait_until(lambda: not Path(f"/proc/{forkserver}").exists() or "Z" in Path(f"/proc/{forkserver}/stat").read_text().rsplit(")", 1)[1].split()[0],
              30, "the preloading process to exit with its code server")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from conftest import copy_env, run_mesh
+from conftest import LAUNCH_RUN, copy_env, run_mesh
 from mesh_platform.governance.identity import IdentityError, bind
 
 HOSTILE = Path(__file__).parent / "hostile" / "domains"
@@ -124,14 +124,6 @@ def test_runs_launched_from_a_code_location_run_as_that_location(snoop_project, 
         if key != "DAGSTER_HOME":
             monkeypatch.setenv(key, value)
     monkeypatch.chdir(project)  # code servers put their working folder first on the import path
-    launch = """
-    mutation($params: ExecutionParams!) {
-      launchRun(executionParams: $params) {
-        __typename
-        ... on LaunchRunSuccess { run { runId } }
-        ... on PythonError { message }
-      }
-    }"""
     coordinator = {"module": "dagster.core.run_coordinator", "class": "DefaultRunCoordinator"}  # launch at once, no daemon
     with dg.instance_for_test(overrides={"run_coordinator": coordinator}) as instance:
         only_snoop = project / "workspace_snoop.yaml"  # one code server is enough to show the binding
@@ -148,7 +140,7 @@ def test_runs_launched_from_a_code_location_run_as_that_location(snoop_project, 
                 },
                 "mode": "default",
             }
-            data = execute_dagster_graphql(context, launch, variables={"params": params}).data["launchRun"]
+            data = execute_dagster_graphql(context, LAUNCH_RUN, variables={"params": params}).data["launchRun"]
             assert data["__typename"] == "LaunchRunSuccess", data
             run_id = data["run"]["runId"]
             deadline = time.time() + 120

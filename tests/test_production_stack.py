@@ -360,7 +360,8 @@ def test_the_stack_runs_the_mesh_like_production(production):
 def assert_matrix_follows_grants(matrix: dict, project: Path) -> None:
     """Each domain reads its own prefixes and the ports infra/iam grants it, writes only its own, reads
     only its own landing prefix, writes step logs it cannot read back; it reaches none of the other
-    identities' keys (as root, where each runs as its own user); only analytics gets a privacy release."""
+    identities' keys nor the other domains' run forkservers (as root, where each runs as its own
+    user); only analytics gets a privacy release."""
     assert sorted(matrix) == sorted(DOMAINS)
     names = {r["target"] for r in matrix["fraud"]["storage"]}
     assert {"policies/policyholders/v1", "claims/_private", "customer_care/conversations/v1", "landing/claims", "step logs"} <= names, names
@@ -383,6 +384,9 @@ def assert_matrix_follows_grants(matrix: dict, project: Path) -> None:
             assert got == expected, (domain, r)
         if os.geteuid() == 0:
             assert not [f["path"] for f in found["files"] if f["readable"]], (domain, found["files"])
+            # the other domains' run forkservers (each forks processes with its domain's identity)
+            assert len(found["sockets"]) == len(matrix) - 1, (domain, found["sockets"])
+            assert not [s["path"] for s in found["sockets"] if s["connected"]], (domain, found["sockets"])
         released = {p["token"]: p["released"] for p in found["privacy"]}
         assert released == {"own token": domain == "analytics", "forged token": False}, (domain, found["privacy"])
     for domain in DOMAINS:  # the aggregate-only product: its producer alone (and the privacy service)

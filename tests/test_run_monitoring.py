@@ -18,29 +18,12 @@ import dagster as dg
 import pytest
 import yaml
 
+from conftest import LAUNCH_RUN, wait_until
 from mesh_platform.mesh import instance as mesh_instance
 
 pytestmark = pytest.mark.slow
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sleepy" / "definitions.py"
-LAUNCH = """
-mutation($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-  }
-}"""
-
-
-def wait_for(predicate, seconds: float, what: str):
-    deadline = time.time() + seconds
-    while time.time() < deadline:  # bounded
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    pytest.fail(f"timed out after {seconds:.0f}s waiting for {what}")
 
 
 def test_local_instance_enables_run_monitoring(tmp_path):
@@ -79,10 +62,10 @@ def test_run_whose_worker_died_is_marked_failed(tmp_path, monkeypatch):
         with WorkspaceProcessContext(instance=instance, workspace_load_target=WorkspaceFileTarget(paths=[str(workspace)])) as process:
             context = process.create_request_context()
             params = {"selector": {"repositoryLocationName": "sleepy", "repositoryName": "__repository__", "jobName": "__ASSET_JOB"}, "mode": "default"}
-            data = execute_dagster_graphql(context, LAUNCH, variables={"params": params}).data["launchRun"]
+            data = execute_dagster_graphql(context, LAUNCH_RUN, variables={"params": params}).data["launchRun"]
             assert data["__typename"] == "LaunchRunSuccess", data
             run_id = data["run"]["runId"]
-            pid, recorded_at = wait_for(lambda: mesh_instance._worker_pid(instance, run_id), 90, "the run worker to start")
+            pid, recorded_at = wait_until(lambda: mesh_instance._worker_pid(instance, run_id), 90, "the run worker to start")
             assert instance.run_launcher.check_run_worker_health(instance.get_run_by_id(run_id)).status.value == "RUNNING"
             # The code server that started the worker notices a dead child by itself; run monitoring is
             # for when nobody is left to notice (the whole machine, or `dagster dev`, went down).
@@ -100,7 +83,7 @@ def test_run_whose_worker_died_is_marked_failed(tmp_path, monkeypatch):
                     start_new_session=True,
                 )
                 try:
-                    wait_for(lambda: instance.get_run_by_id(run_id).is_finished, 45, "run monitoring to end the run")
+                    wait_until(lambda: instance.get_run_by_id(run_id).is_finished, 45, "run monitoring to end the run")
                 except BaseException:
                     print((tmp_path / "daemon.log").read_text()[-4000:])  # what the daemon saw
                     raise

@@ -18,7 +18,10 @@ anything. A run's process is then a fork of it, ready in about 10 ms. What stays
 - each run is its own process, started, watched and cancelled by the code server through the same
   ``multiprocessing`` API (Dagster's run monitoring and termination are unchanged);
 - the forkserver is the code server's child, with its environment: the domain's identity and
-  nothing of another domain's; it exits with the code server;
+  nothing of another domain's; it exits with the code server. Whoever connects to its socket gets
+  a process with that identity: the socket is in a folder only the code server's user can open
+  (``multiprocessing`` makes it 0700), so as root, where each domain is its own user, no other
+  domain reaches it (``mesh stack matrix``, ``tests/test_production_stack.py``);
 - the code server loads the domain's definitions exactly as before, as fast as before: the
   libraries are imported by the forkserver, in its own process, while the server serves.
 

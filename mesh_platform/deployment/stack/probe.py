@@ -7,7 +7,9 @@ the kernel keeps for the running code server (``/proc/<pid>/environ``: its keys,
 privacy token) and its uid. The probe is domain code that does not call the platform: it asks the S3
 server directly (boto3) to read an existing object under each prefix and to write a new one (deleted
 again when the write was allowed), tries to read the other identities' process environments and
-homes, and asks the privacy release service for a release with its own token and with a forged one.
+homes, tries to connect to the other domains' run forkservers (a connection there would have a
+process forked with that domain's identity; ``mesh_platform.deployment.code_server``), and asks the
+privacy release service for a release with its own token and with a forged one.
 What the server refused is in its access log (``mesh audit --storage``).
 
 The result is a table (``--markdown``: the one in ``docs/governance.md``); the stack test checks it
@@ -112,6 +114,52 @@ def probe_files(paths: list[str]) -> list[dict]:
     return results
 
 
+def probe_sockets(paths: list[str]) -> list[dict]:
+    """Whether each Unix socket (another domain's run forkserver) accepts a connection from here.
+
+    Only ever asked of other identities' sockets (as root, where each runs as its own user): a
+    forkserver that accepts and then reads nothing ends, and its code server starts a new one."""
+    import socket
+
+    results = []
+    for path in paths:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(5)
+            try:
+                sock.connect(path)
+                results.append({"path": path, "connected": True, "error": ""})
+            except OSError as exc:
+                results.append({"path": path, "connected": False, "error": type(exc).__name__})
+    return results
+
+
+def forkserver_sockets(pid: int) -> list[str]:
+    """The listening socket paths of the run forkservers among ``pid``'s children (needs root, or the same user)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and b"multiprocessing.forkserver" in (stat.parent / "cmdline").read_bytes():
+                children.append(stat.parent)
+        except (OSError, ValueError, IndexError):
+            continue
+    inodes = set()
+    for proc in children:
+        for fd in proc.glob("fd/*"):
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    paths = []
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 8 and parts[6] in inodes:
+            paths.append(parts[7])
+    return sorted(paths)
+
+
 def probe_privacy(service: str | None, token: str | None, product: str, major: int, query: dict) -> list[dict]:
     """A release asked with this domain's own token, then with a forged one."""
     from mesh_platform.governance.privacy import ReleaseRefused, request_release
@@ -135,6 +183,7 @@ def _main() -> None:
     found = {
         "storage": probe_storage(items, plan["who"]),
         "files": probe_files(plan["files"]),
+        "sockets": probe_sockets(plan.get("sockets", [])),
         "privacy": probe_privacy(os.environ.get("MESH_PRIVACY_SERVICE"), os.environ.get("MESH_PRIVACY_TOKEN"), **plan["release"]) if plan.get("release") else [],
     }
     print(json.dumps(found))
@@ -174,8 +223,8 @@ def markdown(matrix: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def plan_for(who: str, items: list[Target], files: list[str], release: dict | None) -> dict:
-    return {"who": who, "targets": [asdict(t) for t in items], "files": files, "release": release}
+def plan_for(who: str, items: list[Target], files: list[str], release: dict | None, sockets: list[str] = ()) -> dict:
+    return {"who": who, "targets": [asdict(t) for t in items], "files": files, "release": release, "sockets": list(sockets)}
 
 
 # a small release of the demo's aggregate-only product: what analytics may ask, and nobody else
@@ -199,7 +248,9 @@ def measure(state, layout, release: dict | None = RELEASE) -> dict[str, dict]:
         others = [f"/proc/{pid}/environ" for d, pid in servers.items() if d != domain]
         homes = [h for name, i in state.identities.items() if name != domain and (h := i.get("home"))]
         files = others + homes + [str(Path(h) / "tokens.json") for h in homes] + [str(layout.state_file)]
-        matrix[domain] = run_probe(servers[domain], identity.uid, plan_for(domain, items, files, release), state.locations[domain]["cwd"])
+        # as root only: with one user for every process, the sockets are reachable by construction
+        sockets = [path for d, pid in servers.items() if d != domain for path in forkserver_sockets(pid)] if os.geteuid() == 0 else []
+        matrix[domain] = run_probe(servers[domain], identity.uid, plan_for(domain, items, files, release, sockets), state.locations[domain]["cwd"])
     return matrix
 
 
