@@ -51,8 +51,12 @@ log = logging.getLogger("dagster.code_server")  # configured by Dagster's CLI: t
 
 
 def command(module: str, location: str, port: int, host: str = "127.0.0.1") -> list[str]:
-    """The command line of a domain's code server (what ``mesh stack up`` starts per domain)."""
-    return [sys.executable, "-m", __name__, "-h", host, "-p", str(port), "-m", module, "--location-name", location]
+    """The command line of a domain's code server (what ``mesh stack up`` starts per domain).
+
+    ``--lazy-load-user-code``: the server still loads the domain when it starts, but a domain that
+    fails to load is served as that error (named in the UI and by ``mesh stack status``) instead of
+    ending the server, as ``dagster code-server start`` does."""
+    return [sys.executable, "-m", __name__, "-h", host, "-p", str(port), "-m", module, "--location-name", location, "--lazy-load-user-code"]
 
 
 PROBE_TIMEOUT = 600.0
