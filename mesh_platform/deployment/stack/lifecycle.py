@@ -40,10 +40,6 @@ from mesh_platform.deployment.stack.webserver import LocationStatus, grpc_ready,
 from mesh_platform.foundations.settings import PLANNED_PER_RUN, MeshSettings, planned_per_run
 
 
-def _dagster(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dagster", *args]
-
-
 def code_server_cmd(module: str, location: str, port: int) -> list[str]:
     """What a user-code deployment runs: Dagster's gRPC code server, its runs forked from a process
     that has loaded the domain (:mod:`mesh_platform.deployment.code_server`)."""
