@@ -98,13 +98,7 @@ def install() -> None:
     """Make Dagster's gRPC server in this process start its runs from a warm forkserver."""
     from dagster._grpc import server
 
-    base = server.DagsterApiServer
-    if getattr(base, "mesh_warm_runs", False):
-        return
-
-    class WarmRunsApiServer(base):
-        mesh_warm_runs = True
-
+    class WarmRunsApiServer(server.DagsterApiServer):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             origin = getattr(self, "_loadable_target_origin", None)

@@ -40,14 +40,6 @@ from mesh_platform.deployment.stack.webserver import LocationStatus, grpc_ready,
 from mesh_platform.foundations.settings import PLANNED_PER_RUN, MeshSettings, planned_per_run
 
 
-def code_server_cmd(module: str, location: str, port: int) -> list[str]:
-    """What a user-code deployment runs: Dagster's gRPC code server, its runs forked from a process
-    that has loaded the domain (:mod:`mesh_platform.deployment.code_server`)."""
-    from mesh_platform.deployment import code_server
-
-    return code_server.command(module, location, port)
-
-
 # what no process of a domain inherits from the stack's own environment: the admin's keys, the
 # masking key (given only where it is used), the stack's home
 _NOT_INHERITED = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "MESH_MASKING_KEY", "MESH_PRIVACY_TOKEN", "MESH_PRIVACY_LEDGER")
@@ -66,6 +58,7 @@ def identity_env(state: StackState, name: str, **extra: str) -> dict:
 
 
 def start_code_server(layout: StackLayout, state: StackState, domain: str) -> subprocess.Popen:
+    from mesh_platform.deployment import code_server
     from mesh_platform.deployment.stack.identities import Identity, popen_user
 
     info = state.locations[domain]
@@ -73,7 +66,9 @@ def start_code_server(layout: StackLayout, state: StackState, domain: str) -> su
     extra = {"MESH_DOMAIN": domain, "MESH_PRIVACY_SERVICE": state.env.get("MESH_PRIVACY_SERVICE", ""), "MESH_PRIVACY_TOKEN": identity.token or ""}
     if info.get("masking_key"):
         extra["MESH_MASKING_KEY"] = state.masking_key
-    return start_process(layout, state, f"code-server:{domain}", code_server_cmd(info["module"], domain, info["port"]),
+    # what a user-code deployment runs: Dagster's gRPC code server, its runs forked from a process
+    # that has loaded the domain (mesh_platform.deployment.code_server)
+    return start_process(layout, state, f"code-server:{domain}", code_server.command(info["module"], domain, info["port"]),
                   identity_env(state, domain, **extra), Path(info["cwd"]), info["port"], **popen_user(identity))
 
 
