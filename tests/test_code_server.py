@@ -109,3 +109,24 @@ def test_a_run_import_that_is_no_module_name_is_refused(tmp_path):
     with pytest.raises(ContractError) as err:
         deployment_of(descriptor)
     assert "deployment.run_imports[1]" in str(err.value) and "domain.yaml" in str(err.value)
+
+
+def test_a_dbt_domains_column_lineage_is_worked_out_ahead_of_its_runs(monkeypatch):
+    """What each run of analytics would parse again (its models' SQL, for the column lineage) is
+    worked out once, in the process the runs start from; a run then finds it without parsing."""
+    import importlib
+
+    from mesh_platform.dbt import sql_lineage
+
+    module = importlib.import_module("domains.analytics.definitions")
+    plan = module.domain.last_plan.dbt
+    plan.analysed.clear()
+    run_preload.analyse_ahead(module)
+    assert set(plan.analysed) == set(plan.contracts) and not [m for m, found in plan.analysed.items() if isinstance(found, Exception)]
+
+    def parsed_again(*args, **kwargs):
+        raise AssertionError("the SQL was parsed again")
+
+    monkeypatch.setattr(sql_lineage, "analyse", parsed_again)
+    lineage = plan.column_lineage("claims_weekly")
+    assert lineage is not None and lineage.deps_by_column["amount_paid"][0].column_name == "amount_paid"

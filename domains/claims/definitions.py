@@ -53,6 +53,7 @@ def landed_claim_events(context) -> Screened:
 )
 def claims(landed: pd.DataFrame, policies: pd.DataFrame) -> Screened:
     rejects = Rejects()
+    policies = policies[policies["policy_id"].isin(landed["policy_no"])]  # the policies these claims name, not the whole book
     landed = rejects.conflicting(landed, key="claim_ref", within="batch")
     landed = rejects.unresolved(landed, "policy_no", policies["policy_id"], reason="unknown_policy", references="policies.policies")
     latest = landed.sort_values("batch", kind="stable").drop_duplicates("claim_ref", keep="last")

@@ -46,6 +46,10 @@ MIN_LABELS = 20
     },
 )
 def claim_features(context, claims: pd.DataFrame, policies: pd.DataFrame, contacts: pd.DataFrame) -> pd.DataFrame:
+    # the run's days need only their policyholders' claims of the year (prior_claims), and those claims' policies and contacts
+    claims = claims[claims["policyholder_id"].isin(on_run_days(context, claims, "reported_at")["policyholder_id"])]
+    policies = policies[policies["policy_id"].isin(claims["policy_id"])]
+    contacts = contacts[contacts["claim_id"].isin(claims["claim_id"])]
     features = _features(claims, policies, contacts)
     return on_run_days(context, features, "reported_at").reset_index(drop=True)
 

@@ -41,14 +41,37 @@ class DbtPlan:
     domain: str = ""
     catch_up: frozenset = frozenset()  # (U, P) among the sources: the marts wait for P to catch up with U (products.automation)
 
+    analysed: dict = field(default_factory=dict, repr=False, compare=False)  # model -> model_columns' answer (or its error)
+
     def model_columns(self, name: str):
         """Column lineage and columns read of model ``name``, from its SQL
-        (:func:`mesh_platform.dbt.sql_lineage.analyse`; raises ``SqlNotAnalysable``)."""
-        from mesh_platform.dbt.sql_lineage import analyse
+        (:func:`mesh_platform.dbt.sql_lineage.analyse`; raises ``SqlNotAnalysable``). Worked out
+        once per plan: the SQL and the contracts do not change while the plan lives."""
+        from mesh_platform.dbt.sql_lineage import SqlNotAnalysable, analyse
 
-        schemas = {p.contract.id: p.contract.column_names for p in self.ports.values()}
-        schemas.update({f"{self.domain}.{model}": c.column_names for model, c in self.contracts.items()})
-        return analyse(self.project, self.domain, name, self.contracts[name].column_names, schemas)
+        if name not in self.analysed:
+            schemas = {p.contract.id: p.contract.column_names for p in self.ports.values()}
+            schemas.update({f"{self.domain}.{model}": c.column_names for model, c in self.contracts.items()})
+            try:
+                self.analysed[name] = analyse(self.project, self.domain, name, self.contracts[name].column_names, schemas)
+            except SqlNotAnalysable as exc:
+                self.analysed[name] = exc
+        found = self.analysed[name]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def analyse_models(self) -> None:
+        """Work out every model's column lineage ahead of the runs that publish it
+        (:mod:`mesh_platform.deployment.run_preload`); a model whose SQL cannot be analysed is left
+        for its run to say so."""
+        from mesh_platform.dbt.sql_lineage import SqlNotAnalysable
+
+        for name in self.contracts:
+            try:
+                self.model_columns(name)
+            except SqlNotAnalysable:
+                pass
 
     def column_lineage(self, name: str) -> dg.TableColumnLineage | None:
         """Model ``name``'s ``dagster/column_lineage``: what its contract declares

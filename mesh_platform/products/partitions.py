@@ -203,8 +203,10 @@ def predicate(partitioning: Partitioning, keys: Iterable[str]) -> str:
     return " OR ".join(parts)
 
 
-def days_of(column) -> "Any":
-    """The partition key (YYYY-MM-DD) of each value of a pyarrow date/timestamp column."""
+def on_days(column, keys: Iterable[str]) -> "Any":
+    """Whether each value of a pyarrow date/timestamp column falls on one of the days ``keys``
+    (False for a null): range comparisons per run of consecutive days, not a formatted key per row,
+    so that a check over a whole table's rows stays cheap."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -212,7 +214,15 @@ def days_of(column) -> "Any":
         column = column.combine_chunks()
     if pa.types.is_timestamp(column.type) and column.type.tz is not None:
         column = column.cast(pa.timestamp(column.type.unit))
-    return pc.strftime(column, format=KEY_FORMAT)
+    mask = pa.array([False] * len(column), pa.bool_())
+    for first, last in ranges(keys):
+        start, end = day(first), day(last) + dt.timedelta(days=1)
+        if pa.types.is_timestamp(column.type):
+            low, high = (pa.scalar(dt.datetime.combine(d, dt.time()), column.type) for d in (start, end))
+        else:
+            low, high = (pa.scalar(d, column.type) for d in (start, end))
+        mask = pc.or_(mask, pc.and_(pc.greater_equal(column, low), pc.less(column, high)))
+    return mask.fill_null(False)
 
 
 def check_rows(table, partitioning: Partitioning, keys: list[str], port: str) -> None:
@@ -224,11 +234,10 @@ def check_rows(table, partitioning: Partitioning, keys: list[str], port: str) ->
     column = table[partitioning.column]
     if column.null_count:
         raise PartitionError(f"port {port}: {column.null_count} row(s) have no {partitioning.column}, so they belong to no partition; nothing was published")
-    days = days_of(column)
-    outside = pc.invert(pc.is_in(days, value_set=__import__("pyarrow").array(sorted(set(keys)))))
+    outside = pc.invert(on_days(column, keys))
     count = pc.sum(outside).as_py() or 0
     if count:
-        found = sorted(set(pc.filter(days, outside).to_pylist()))
+        found = sorted({value.strftime(KEY_FORMAT) for value in pc.filter(column, outside).to_pylist()})
         shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
         raise PartitionError(
             f"port {port}, partition {describe_keys(keys)}: {count} row(s) have a {partitioning.column} outside the partition "
@@ -275,11 +284,16 @@ def within(frame, column: str, keys: Iterable[str]):
     """The rows of a pandas frame whose ``column`` falls on one of ``keys`` (a day's landed rows)."""
     import pandas as pd
 
-    wanted = set(keys)
-    return frame[pd.to_datetime(frame[column]).dt.strftime(KEY_FORMAT).isin(wanted)]
+    values = pd.to_datetime(frame[column])
+    if getattr(values.dt, "tz", None) is not None:
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    mask = pd.Series(False, index=frame.index)
+    for first, last in ranges(keys):
+        mask |= (values >= pd.Timestamp(day(first))) & (values < pd.Timestamp(day(last) + dt.timedelta(days=1)))
+    return frame[mask]
 
 
 __all__ = [
     "ALL", "PROPERTY", "PartitionError", "Partitioning", "Window", "check_keys", "check_rows", "daily_definition", "day",
-    "days_of", "describe_keys", "of", "on_run_days", "partitioning_problems", "predicate", "range_tags", "ranges", "run_keys", "within",
+    "describe_keys", "on_days", "of", "on_run_days", "partitioning_problems", "predicate", "range_tags", "ranges", "run_keys", "within",
 ]

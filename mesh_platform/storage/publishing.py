@@ -187,8 +187,7 @@ def rows_outside(lake: Lake, contract: Contract, keys: list[str]) -> int:
     base = delta.snapshot(lake, Lake.port_path(contract.domain, contract.name, contract.major), port_name(contract))
     if base is None or layout.column not in {f.name for f in base.schema().fields}:
         return 0
-    days = partitions.days_of(base.to_pyarrow_table(columns=[layout.column])[layout.column])
-    return int(pc.sum(pc.invert(pc.is_in(days, value_set=pa.array(sorted(set(keys)))))).as_py() or 0)
+    return int(pc.sum(pc.invert(partitions.on_days(base.to_pyarrow_table(columns=[layout.column])[layout.column], keys))).as_py() or 0)
 
 
 def keys_unique_across(base, contract: Contract, partitioning: partitions.Partitioning, keys: list[str], table: pa.Table, port: str) -> None:
@@ -207,8 +206,7 @@ def keys_unique_across(base, contract: Contract, partitioning: partitions.Partit
     if not set(pk) <= present or partitioning.column not in present:
         return  # the table predates this key: the next whole publish rewrites it
     kept = base.to_pyarrow_table(columns=[*pk, partitioning.column])
-    days = partitions.days_of(kept[partitioning.column])
-    kept = kept.filter(pc.invert(pc.is_in(days, value_set=pa.array(sorted(set(keys))))))
+    kept = kept.filter(pc.invert(partitions.on_days(kept[partitioning.column], keys)))
     if kept.num_rows == 0:
         return
     if len(pk) == 1:
