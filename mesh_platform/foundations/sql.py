@@ -1,4 +1,4 @@
-"""SQL text the platform writes (DuckDB), in one place: how an identifier is quoted."""
+"""SQL text the platform writes (DuckDB), in one place: how an identifier and a string are quoted."""
 
 from __future__ import annotations
 
@@ -8,4 +8,9 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-__all__ = ["quote_identifier"]
+def quote_literal(text: str) -> str:
+    """``text`` as a SQL string literal (embedded single quotes doubled)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+__all__ = ["quote_identifier", "quote_literal"]
