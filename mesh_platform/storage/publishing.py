@@ -206,12 +206,13 @@ def keys_unique_across(base, contract: Contract, partitioning: partitions.Partit
     if not set(pk) <= present or partitioning.column not in present:
         return  # the table predates this key: the next whole publish rewrites it
     kept = base.to_pyarrow_table(columns=[*pk, partitioning.column])
+    if len(pk) == 1:  # the table's keys probed against the run's few (hashing the few, not the table)
+        kept = kept.filter(pc.is_in(kept[pk[0]], value_set=table[pk[0]].combine_chunks()))
     kept = kept.filter(pc.invert(partitions.on_days(kept[partitioning.column], keys)))
     if kept.num_rows == 0:
         return
     if len(pk) == 1:
-        clash = pc.is_in(table[pk[0]], value_set=kept[pk[0]].combine_chunks())
-        dupes = table.filter(clash).select(pk)
+        dupes = table.filter(pc.is_in(table[pk[0]], value_set=kept[pk[0]].combine_chunks())).select(pk)
     else:
         dupes = table.select(pk).join(kept.select(pk), keys=pk, join_type="inner")
     if dupes.num_rows:
