@@ -285,8 +285,8 @@ def within(frame, column: str, keys: Iterable[str]):
     import pandas as pd
 
     values = pd.to_datetime(frame[column])
-    if getattr(values.dt, "tz", None) is not None:
-        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    if getattr(values.dt, "tz", None) is not None:  # the day on the values' own clock, as the landing sensor reads it
+        values = values.dt.tz_localize(None)
     mask = pd.Series(False, index=frame.index)
     for first, last in ranges(keys):
         mask |= (values >= pd.Timestamp(day(first))) & (values < pd.Timestamp(day(last) + dt.timedelta(days=1)))
