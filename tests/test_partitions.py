@@ -408,3 +408,23 @@ def test_a_publish_followed_at_once_by_one_over_other_days_stands(tmp_path, monk
         written = publishing.publish(lake, contract, mine, ["2026-06-02", "2026-06-03"])
         assert written[0][1].version == 1  # its own commit; its days are as it wrote them in version 2 too
         assert sorted(table_rows(tmp_path / "lake")["event_id"]) == [1, 2, 3, 9]
+
+
+@pytest.mark.parametrize("unit", ["s", "us", "ns", "tz", "date"])
+def test_day_masks_follow_the_day_boundaries_of_every_column_type(unit):
+    """Partition checks and key uniqueness decide a row's day by comparing its value with the days'
+    bounds: the first and last instant of a day are on it, the next midnight is not, a null is on no day."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from mesh_platform.products.partitions import on_days
+
+    values = [dt.datetime(2026, 8, 30, 23, 59, 59), dt.datetime(2026, 8, 31), dt.datetime(2026, 8, 31, 23, 59, 59),
+              dt.datetime(2026, 9, 1), None, dt.datetime(2026, 9, 3, 5)]
+    types = {"s": pa.timestamp("s"), "us": pa.timestamp("us"), "ns": pa.timestamp("ns"), "tz": pa.timestamp("us", tz="UTC"), "date": pa.date32()}
+    if unit == "date":
+        values = [v.date() if v else None for v in values]
+    column = pa.chunked_array([pa.array(values[:3], types[unit]), pa.array(values[3:], types[unit])])
+    assert on_days(column, ["2026-08-31", "2026-09-03"]).to_pylist() == [False, True, True, False, False, True]
+    assert on_days(column, []).to_pylist() == [False] * 6

@@ -214,14 +214,14 @@ def on_days(column, keys: Iterable[str]) -> "Any":
         column = column.combine_chunks()
     if pa.types.is_timestamp(column.type) and column.type.tz is not None:
         column = column.cast(pa.timestamp(column.type.unit))
-    mask = pa.array([False] * len(column), pa.bool_())
+    mask = pa.nulls(len(column), pa.bool_())
     for first, last in ranges(keys):
         start, end = day(first), day(last) + dt.timedelta(days=1)
         if pa.types.is_timestamp(column.type):
             low, high = (pa.scalar(dt.datetime.combine(d, dt.time()), column.type) for d in (start, end))
         else:
             low, high = (pa.scalar(d, column.type) for d in (start, end))
-        mask = pc.or_(mask, pc.and_(pc.greater_equal(column, low), pc.less(column, high)))
+        mask = pc.or_kleene(mask, pc.and_(pc.greater_equal(column, low), pc.less(column, high)))
     return mask.fill_null(False)
 
 
