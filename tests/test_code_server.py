@@ -112,8 +112,9 @@ def test_a_run_import_that_is_no_module_name_is_refused(tmp_path):
 
 
 def test_a_dbt_domains_column_lineage_is_worked_out_ahead_of_its_runs(monkeypatch):
-    """What each run of analytics would parse again (its models' SQL, for the column lineage) is
-    worked out once, in the process the runs start from; a run then finds it without parsing."""
+    """What each run of analytics would work out again (its models' SQL parsed for the column
+    lineage, the prepared dbt manifest loaded) is done once, in the process the runs start from; a
+    run then finds it done."""
     import importlib
 
     from mesh_platform.dbt import sql_lineage
@@ -121,12 +122,17 @@ def test_a_dbt_domains_column_lineage_is_worked_out_ahead_of_its_runs(monkeypatc
     module = importlib.import_module("domains.analytics.definitions")
     plan = module.domain.last_plan.dbt
     plan.analysed.clear()
+    plan.project.__dict__.pop("_dbt_manifest", None)
     run_preload.analyse_ahead(module)
     assert set(plan.analysed) == set(plan.contracts) and not [m for m, found in plan.analysed.items() if isinstance(found, Exception)]
+    loaded = plan.project.dbt_manifest()
+    assert loaded is not None
 
-    def parsed_again(*args, **kwargs):
-        raise AssertionError("the SQL was parsed again")
+    def again(*args, **kwargs):
+        raise AssertionError("worked out again")
 
-    monkeypatch.setattr(sql_lineage, "analyse", parsed_again)
+    monkeypatch.setattr(sql_lineage, "analyse", again)
+    monkeypatch.setattr(type(plan.project), "_load_state", again)
     lineage = plan.column_lineage("claims_weekly")
     assert lineage is not None and lineage.deps_by_column["amount_paid"][0].column_name == "amount_paid"
+    assert plan.project.dbt_manifest() is loaded  # the prepared manifest, loaded once

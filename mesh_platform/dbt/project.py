@@ -112,11 +112,23 @@ class DbtDomainProject:
         letting ``dbt build`` re-check the project costs seconds per run. ``None`` when there is
         no usable state: missing, unreadable, or written by another dbt version (dbt's own rule for
         reusing it); dbt then parses as usual, slower but correct. Staleness against the project
-        files is checked by :attr:`manifest` first.
+        files is checked by :attr:`manifest` first. Loaded once per process while the state file
+        stays the same (dbt's programmatic API reuses one manifest across invocations): a run
+        started from a process that loaded it (:mod:`mesh_platform.deployment.run_preload`) finds
+        it loaded.
         """
         self.manifest  # raises ManifestNotPrepared when missing or older than the project files
-        if not self.state_path.exists():
+        try:
+            stat = self.state_path.stat()
+        except OSError:
             return None
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = self.__dict__.get("_dbt_manifest")
+        if cached is None or cached[0] != stamp:
+            cached = self.__dict__["_dbt_manifest"] = (stamp, self._load_state())
+        return cached[1]
+
+    def _load_state(self):
         from dbt.contracts.graph.manifest import Manifest
         from dbt.parser.manifest import extended_mashumuro_decoder
         from dbt.version import __version__
