@@ -92,15 +92,24 @@ def fork_hazards() -> list[str]:
     return sorted(set(hazards))
 
 
-def prepare_runs(module_name: str, names: list[str]) -> list[str]:
-    """Import ``names`` (:func:`run_imports` of the code location in ``module_name``); the ones that failed."""
+def warm(module: ModuleType) -> list[str]:
+    """Import what the runs of the loaded code location in ``module`` import (:func:`run_imports`)
+    and do a dbt domain's per-process work (:func:`analyse_ahead`); what failed: the modules left
+    out, or the location's own module when its list of imports cannot be read (a bad
+    ``deployment.run_imports``: the run reports it)."""
+    try:
+        names = run_imports(module)
+    except Exception:
+        log.warning("%s: what its runs import could not be read; each run imports it", module.__name__, exc_info=True)
+        return [module.__name__]
     failed = []
     for name in names:
         try:
             importlib.import_module(name)
         except Exception as exc:
             failed.append(name)
-            log.warning("%s: %s is not preloaded for its runs (%s)", module_name, name, exc)
+            log.warning("%s: %s is not preloaded for its runs (%s)", module.__name__, name, exc)
+    analyse_ahead(module)
     return failed
 
 
@@ -141,19 +150,16 @@ STATE: dict = {}
 def preload(module_name: str) -> dict:
     """Load the code location in ``module_name`` and what its runs import; say what failed."""
     started = time.monotonic()
-    failed: list[str] = []
     try:
         module = importlib.import_module(module_name)
         defs = getattr(module, "defs", None)
         if defs is not None and hasattr(defs, "get_repository_def"):
             defs.get_repository_def()  # built once here; each run's process finds it built
-        names = run_imports(module)
     except Exception:  # the run imports the module itself and reports the same error
         log.warning("%s: the code location did not load ahead of its runs; each run loads it", module_name, exc_info=True)
-        failed, names, module = [module_name], [], None
-    failed += prepare_runs(module_name, names)
-    if module is not None:
-        analyse_ahead(module)
+        failed = [module_name]
+    else:
+        failed = warm(module)
     STATE.update(module=module_name, failed=failed, seconds=round(time.monotonic() - started, 2), hazards=fork_hazards())
     return STATE
 

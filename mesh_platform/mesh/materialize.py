@@ -264,8 +264,7 @@ class InProcessRunner:
         if module is None or module.__name__ in self._warmed:
             return
         self._warmed.add(module.__name__)
-        run_preload.prepare_runs(module.__name__, run_preload.run_imports(module))
-        run_preload.analyse_ahead(module)
+        run_preload.warm(module)
 
 
 def materialize(
