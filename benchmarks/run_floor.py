@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import ROOT, RunConfig, run_command
+from benchmarks.harness import ROOT, RunConfig, run_command, run_isolated
 from benchmarks.results import BenchmarkResult, Case, Target
 from benchmarks.whole_mesh import mesh_env
 
@@ -40,7 +40,7 @@ platform's CLI run) for a fifth of the work; fraud needs more data than this to 
 TARGET_RATIO = 2.0
 
 FLOOR_SCRIPT = r'''
-import json, sys, tempfile
+import json, sys, tempfile, time
 import dagster as dg
 
 plan = json.load(open(sys.argv[1]))
@@ -70,14 +70,17 @@ for domain, assets in plan["domains"].items():
     external = [dg.AssetSpec(dg.AssetKey(k)) for k in plan["external"][domain]]
     defs[domain] = dg.Definitions(assets=[*built, *external])
 
+in_runs = 0.0
 with tempfile.TemporaryDirectory() as home:
     with dg.instance_for_test(temp_dir=home) as instance:
         for run in plan["runs"]:
             job = defs[run["domain"]].resolve_implicit_global_asset_job_def()
+            started = time.perf_counter()
             result = job.execute_in_process(instance=instance, asset_selection=[dg.AssetKey(k) for k in run["keys"]], tags=run["tags"],
                                             run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+            in_runs += time.perf_counter() - started
             assert result.success, run
-print(json.dumps({"runs": len(plan["runs"])}))
+print(json.dumps({"runs": len(plan["runs"]), "in_runs_s": round(in_runs, 3)}))
 '''
 
 
@@ -87,22 +90,30 @@ def _partitions(definition) -> dict | None:
     return {"start": definition.start.strftime("%Y-%m-%d"), "end_offset": definition.end_offset, "timezone": definition.timezone or "UTC"}
 
 
-def floor_plan(home: str, select: str | None = None) -> dict[str, Any]:
+def floor_plan(home: str, select: str | None = None, days: tuple[str, str] | None = None) -> dict[str, Any]:
     """The mesh's assets, checks, partitions and the platform's own run plan (of ``select``, as
-    ``mesh materialize --select`` reads it; default the whole mesh), as JSON for the floor."""
-    import os
+    ``mesh materialize --select`` reads it, default the whole mesh; ``days``: the partition range,
+    as ``--from``/``--to``), as JSON for the floor."""
+    return floor_plans(home, [(select, days)])[0]
 
-    os.environ.update({k: v for k, v in mesh_env(home).items() if v is not None})
-    for k, v in mesh_env(home).items():
-        if v is None:
-            os.environ.pop(k, None)
+
+def floor_plans(home: str, requests: list[tuple[str | None, tuple[str, str] | None]]) -> list[dict[str, Any]]:
+    """:func:`floor_plan` of each ``(select, days)``, worked out in one fresh interpreter under
+    ``home`` (:func:`plans_of_mesh`): loading the mesh sets the process's environment, and a quick
+    run measures two benchmarks at a time in threads of one process."""
+    found = run_isolated("benchmarks.run_floor:plans_of_mesh", {"requests": [[select, list(days) if days else None] for select, days in requests]},
+                         env=mesh_env(home))
+    return [{"domains": found["domains"], "external": found["external"], "runs": runs} for runs in found["runs"]]
+
+
+def plans_of_mesh(requests: list[list]) -> dict[str, Any]:
+    """:func:`floor_plans` inside the fresh interpreter (``MESH_HOME`` and the rest set by the caller)."""
     import dagster as dg
 
     from mesh_platform.mesh.materialize import RunOutcome, materialize, select as resolve_selection
     from mesh_platform.mesh.workspace import Mesh
 
     mesh = Mesh.load(ROOT / "workspace.yaml")
-    selected = resolve_selection(mesh, select)
     domains, external = {}, {}
     for loaded in mesh.domains:
         graph = loaded.defs.resolve_asset_graph()
@@ -114,22 +125,27 @@ def floor_plan(home: str, select: str | None = None) -> dict[str, Any]:
         domains[loaded.entry.location] = assets
         external[loaded.entry.location] = [list(k.path) for k in graph.get_all_asset_keys() if not graph.get(k).is_materializable]
 
-    runs = []
-
     class Recorder:
         parallel = False
 
+        def __init__(self):
+            self.runs = []
+
         def start(self, domain, keys, tags):
-            runs.append({"domain": domain, "keys": [list(k.path) for k in keys], "tags": tags})
-            self.last = RunOutcome(domain, keys, True, str(len(runs)), 0.0, materialized=set(keys))
+            self.runs.append({"domain": domain, "keys": [list(k.path) for k in keys], "tags": tags})
+            self.last = RunOutcome(domain, keys, True, str(len(self.runs)), 0.0, materialized=set(keys))
             return self.last.run_id
 
         def wait_any(self, run_ids):
             return self.last
 
-    with dg.instance_for_test() as instance:
-        materialize(mesh, selected, instance, runner=Recorder())
-    return {"domains": domains, "external": external, "runs": runs}
+    planned = []
+    for select, days in requests:
+        recorder = Recorder()
+        with dg.instance_for_test() as instance:
+            materialize(mesh, resolve_selection(mesh, select), instance, runner=recorder, days=tuple(days) if days else None)
+        planned.append(recorder.runs)
+    return {"domains": domains, "external": external, "runs": planned}
 
 
 def _measure_platform(scale: float, select: str | None = None) -> dict[str, Any]:
@@ -140,12 +156,14 @@ def _measure_platform(scale: float, select: str | None = None) -> dict[str, Any]
     return {"wall_s": ran["wall_s"], "cpu_s": ran["cpu_s"], "peak_rss_mb": ran["peak_rss_mb"]}
 
 
-def _measure_floor(plan_file: Path) -> dict[str, Any]:
+def measure_floor(plan_file: Path) -> dict[str, Any]:
+    """Run the floor of ``plan_file`` in a fresh interpreter; ``in_runs_s``: the seconds inside its runs."""
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
         script = Path(tmp) / "floor.py"
         script.write_text(FLOOR_SCRIPT)
         ran = run_command([sys.executable, str(script), str(plan_file)], cwd=Path(tmp))
-    return {"wall_s": ran["wall_s"], "cpu_s": ran["cpu_s"], "peak_rss_mb": ran["peak_rss_mb"]}
+    in_runs = json.loads(ran["stdout"].strip().splitlines()[-1])["in_runs_s"]
+    return {"wall_s": ran["wall_s"], "cpu_s": ran["cpu_s"], "peak_rss_mb": ran["peak_rss_mb"], "in_runs_s": in_runs}
 
 
 def run(config: RunConfig) -> BenchmarkResult:
@@ -162,7 +180,7 @@ def run(config: RunConfig) -> BenchmarkResult:
         plan_file.write_text(json.dumps(plan))
         config.log(f"  {NAME}: {len(plan['runs'])} runs, {sum(len(a) for a in plan['domains'].values())} assets, "
                    f"{sum(len(x['checks']) for a in plan['domains'].values() for x in a)} checks")
-        floor = [_measure_floor(plan_file) for _ in range(warmup + repeats)][warmup:]
+        floor = [measure_floor(plan_file) for _ in range(warmup + repeats)][warmup:]
     platform = [_measure_platform(scale, select) for _ in range(warmup + repeats)][warmup:]
     counts = {"runs": len(plan["runs"]), "assets": sum(len(a) for a in plan["domains"].values()),
               "checks": sum(len(x["checks"]) for a in plan["domains"].values() for x in a)}

@@ -1,7 +1,10 @@
 -- How often claims flagged by the fraud model turn out to be fraud, by product line.
+-- Only the investigation outcomes are grouped, not every event of every claim: a claim without one
+-- has no row here, which the left join below reads as no outcome.
 with outcomes as (
-    select claim_id, max(event_type) filter (where event_type in ('fraud_confirmed', 'fraud_cleared')) as outcome
+    select claim_id, max(event_type) as outcome
     from {{ source('claims', 'claim_events') }}
+    where event_type in ('fraud_confirmed', 'fraud_cleared')
     group by 1
 ),
 scored as (
