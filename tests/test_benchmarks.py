@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ("io_roundtrip", "quality", "definitions_load", "whole_mesh", "dbt", "production", "partitions")
+BENCHMARKS = ("io_roundtrip", "quality", "definitions_load", "whole_mesh", "dbt", "production", "partitions", "run_floor")
 MAY_SKIP = {"quality", "dbt"}  # skipped while their subject (mesh_platform.quality.checks, a dbt project) does not exist
 
 pytestmark = pytest.mark.slow  # materializes the demo mesh and starts Python processes
