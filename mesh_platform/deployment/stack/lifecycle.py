@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -337,12 +338,15 @@ def status(settings: MeshSettings) -> dict:
     state = StackState.load(layout)
     if state is None:
         return {"running": False, "processes": [], "locations": []}
-    procs = []
-    for p in state.processes:
-        alive = group_alive(p["pid"])
-        if alive and p["name"].startswith("code-server:") and p.get("port"):
-            alive = grpc_serving(p["port"])
-        procs.append({"name": p["name"], "pid": p["pid"], "port": p.get("port"), "alive": alive, "log": p["log"]})
+    def alive(p: dict) -> bool:
+        if not group_alive(p["pid"]):
+            return False
+        return grpc_serving(p["port"]) if p["name"].startswith("code-server:") and p.get("port") else True
+
+    # the health checks run side by side: five servers that all hang still take one check's 2 s
+    with ThreadPoolExecutor(max_workers=max(1, len(state.processes))) as pool:
+        answers = list(pool.map(alive, state.processes))
+    procs = [{"name": p["name"], "pid": p["pid"], "port": p.get("port"), "alive": up, "log": p["log"]} for p, up in zip(state.processes, answers)]
     pg = state.postgres
     if pg.get("pgdata"):
         procs.insert(0, {"name": "postgres", "pid": None, "port": pg.get("port"), "alive": (Path(pg["pgdata"]) / "postmaster.pid").exists(), "log": str(layout.logs / "postgres.log")})
