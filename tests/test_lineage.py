@@ -56,11 +56,19 @@ def materialization(instance, run_id: str, key: list[str]):
 
 
 def evaluated_checks(instance, run_id: str, key: list[str]) -> dict[str, bool]:
+    """The run's check results on ``key`` as OpenLineage names them: ``required_columns`` (one Dagster
+    check for every required column) is one ``<column>_not_null`` assertion per column there."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     found = {}
     for r in records:
         evaluation = r.event_log_entry.dagster_event.event_specific_data
-        if evaluation.asset_key == dg.AssetKey(key):
+        if evaluation.asset_key != dg.AssetKey(key):
+            continue
+        if evaluation.check_name == "required_columns":
+            nulls = evaluation.metadata["columns"].value
+            assert nulls, evaluation
+            found.update({f"{column}_not_null": not count for column, count in nulls.items()})
+        else:
             found[evaluation.check_name] = evaluation.passed
     return found
 
@@ -99,6 +107,7 @@ def test_a_successful_run_emits_start_and_complete_with_its_datasets(shop, event
     assert {n: a["success"] for n, a in assertions.items()} == checks
     assert assertions["status_invalid_values"]["column"] == "status"
     assert assertions["coupon_mostly_empty"]["severity"] == "warn"
+    assert (assertions["amount_not_null"]["assertion"], assertions["amount_not_null"]["column"]) == ("not_null", "amount")
     assert "version" not in by_asset(start["outputs"])["shop/orders"]["facets"]  # START: nothing written yet
     assert complete["inputs"] == []  # order_stats read orders from this very run
     tests = {t["name"]: t["status"] for t in complete["run"]["facets"]["test"]["tests"]}

@@ -53,7 +53,7 @@ def shop(tmp_path, monkeypatch):
 
 def checks(instance, key) -> dict:
     out = {}
-    for name in ("contract_schema", *[r.name for r in rules_for(ContractRegistry.discover(FIXTURE).get("shop.orders"))]):
+    for name in ("contract_schema", *dict.fromkeys(r.check_name for r in rules_for(ContractRegistry.discover(FIXTURE).get("shop.orders")))):
         record = instance.event_log_storage.get_latest_asset_check_execution_by_key([dg.AssetCheckKey(dg.AssetKey(key), name)])
         for execution in record.values():
             evaluation = execution.event.dagster_event.event_specific_data
@@ -73,6 +73,13 @@ def test_rules_come_from_property_constraints_and_quality_entries():
     assert rules["coupon_mostly_empty"].blocking is False and rules["coupon_mostly_empty"].unit == "percent"
     assert rules["amount_range"].params == {"minimum": 0, "maximum": 1000}
     assert rules["status_invalid_values"].source == "schema[orders].properties[status].quality[0]"
+    # each required column's rule is evaluated, and the three are one asset check
+    assert {n for n, r in rules.items() if r.check_name == "required_columns"} == {"order_id_not_null", "status_not_null", "amount_not_null"}
+    from mesh_platform.quality.checks import check_specs
+
+    specs = {s.name: s for s in check_specs(dg.AssetKey(["shop", "orders"]), contract)}
+    assert "required_columns" in specs and specs["required_columns"].blocking
+    assert not any(name.endswith("_not_null") for name in specs)
 
 
 def served(lake, path: str) -> str:
@@ -105,6 +112,7 @@ def test_good_data_publishes_with_checks_report_freshness(shop, monkeypatch):
     found = checks(instance, ["shop", "orders"])
     assert all(passed for passed, _, _ in found.values()), found
     assert found["amount_range"][2]["unexpected_count"] == 0
+    assert found["required_columns"][2]["columns"] == {"order_id": 0, "status": 0, "amount": 0}
     assert found["coupon_mostly_empty"][1] == dg.AssetCheckSeverity.WARN
     mat = instance.get_latest_materialization_event(dg.AssetKey(["shop", "orders"])).asset_materialization
     url = urlparse(mat.metadata["mesh/quality_report"].value)
@@ -148,6 +156,9 @@ def test_bad_data_is_never_published_and_downstream_does_not_run(shop):
     found = checks(instance, ["shop", "orders"])
     assert found["status_invalid_values"][0] is False and found["status_invalid_values"][2]["unexpected_count"] == 1
     assert found["coupon_mostly_empty"][0] is False  # the warning fails too, but is not what blocked
+    passed, severity, meta = found["required_columns"]
+    assert passed is False and severity == dg.AssetCheckSeverity.ERROR
+    assert meta["columns"] == {"order_id": 1, "status": 0, "amount": 0} and meta["observed_value"] == 1
     published = DeltaTable(str(lake / "shop" / "orders" / "v1")).to_pandas()
     assert published["order_id"].tolist() == ["O-1", "O-2", "O-3"]  # the last good version
     assert instance.get_latest_materialization_event(dg.AssetKey(["shop", "order_stats"])).run_id == stats_before

@@ -111,7 +111,7 @@ def test_graphql_shows_owners_descriptions_and_column_schemas(request_context):
         assert node["internalFreshnessPolicy"]["failWindowSeconds"] > 0, key  # from the contract's latency SLA
         checks = {c["name"]: c["blocking"] for c in node["assetChecksOrError"]["checks"]}
         if key in DBT_MODELS:  # its checks are its dbt tests, generated from the ODCS contract
-            assert any(name.startswith("not_null_") for name in checks), key
+            assert any(name.startswith("unique_") or name == "primary_key_unique" for name in checks), key
         else:
             assert checks["contract_schema"] is True and len(checks) > 2, key
     consumers = {k.split("/")[0] for k, n in nodes.items() for d in n["dependencyKeys"] if d["path"][0] != k.split("/")[0]}

@@ -150,11 +150,13 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, specs: Dbt
         if result.result is None:
             raise RuntimeError(f"dbt build did not run: {result.exception}")
         status: dict[str, str] = {}
+        messages: dict[str, str] = {}
         blocked: set[str] = set()
         selected_checks = set(context.selected_asset_check_keys)
         for res in result.result.results:
             uid = res.node.unique_id
             status[uid] = str(getattr(res.status, "value", res.status))
+            messages[uid] = " ".join((res.message or "").split())
             if uid.startswith("test."):
                 check = specs.checks_by_test.get(uid)
                 if check is None:
@@ -177,7 +179,8 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, specs: Dbt
         for uid, node in models.items():
             name = node["name"]
             if status.get(uid) != "success":
-                failures.append(f"{name}: dbt {status.get(uid, 'skipped')}")
+                # dbt's own words: a null in a required column is DuckDB refusing the contract's constraint
+                failures.append(f"{name}: dbt {status.get(uid, 'skipped')}" + (f": {messages[uid]}" if messages.get(uid) else ""))
                 continue
             if name in blocked:
                 failures.append(f"{name}: a blocking dbt test failed; not published")

@@ -2,9 +2,11 @@
 
 ``mesh dbt sync`` writes ``models/_mesh_contracts.yml`` in the domain's dbt project: for every
 model that is a data product (it has an ODCS contract in the domain), an *enforced* dbt contract
-(column names, data types, not-null constraints) and dbt tests for the contract's rules (not_null,
-unique, accepted_values, compound primary keys). dbt then refuses a model whose SQL does not match
-its contract, and its tests become Dagster asset checks. A test keeps the file in sync.
+(column names, data types, not-null constraints) and dbt tests for the contract's other rules
+(unique, accepted_values, compound primary keys). dbt then refuses a model whose SQL does not match
+its contract or puts a null in a required column (DuckDB enforces the constraint when it builds the
+table: the step fails, nothing is published), and its tests become Dagster asset checks. A test
+keeps the file in sync.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ def model_entry(contract: Contract) -> dict:
             entry["description"] = col.description
         tests: list = []
         if col.required or col.primary_key:
+            # enforced by the contract: DuckDB refuses the model's table with a null there, so a
+            # not_null test per column would run a query (and add an asset check) to say the same
             entry["constraints"] = [{"type": "not_null"}]
-            tests.append("not_null")
         if col.unique or (col.primary_key and len(key) == 1):
             tests.append("unique")
         values = col.allowed_values()

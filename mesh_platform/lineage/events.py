@@ -363,24 +363,34 @@ def _dataset_facets(lake: Lake, key: dg.AssetKey, contract: Contract | None, dat
 
 def _assertions(key: dg.AssetKey, checks: list, contract: Contract | None) -> tuple[list, list]:
     """The run's asset checks on one output: dataset assertions, and run-level test executions."""
-    from mesh_platform.quality.rules import rules_for
+    from mesh_platform.quality.rules import REQUIRED_CHECK, rules_for
 
     rules = {r.name: r for r in rules_for(contract)} if contract is not None else {}
+    columns = {r.column: r for r in rules.values() if r.check_name == REQUIRED_CHECK}
     assertions, tests = [], []
     for check in checks:
         rule = rules.get(check.check_name)
         severity = "error" if check.severity == dg.AssetCheckSeverity.ERROR else "warn"
-        observed = _value(check.metadata, "observed_value")
-        assertions.append(data_quality_assertions_dataset.Assertion(
-            assertion=rule.kind if rule else check.check_name,
-            success=bool(check.passed),
-            column=rule.column if rule else None,
-            severity=severity,
-            name=check.check_name,
-            description=rule.description if rule else (check.description or None),
-            expected=rule.expected if rule else None,
-            actual=None if observed is None else str(observed),
-        ))
+        nulls = _value(check.metadata, "columns") if check.check_name == REQUIRED_CHECK else None
+        if isinstance(nulls, dict):  # one Dagster check for the required columns: one assertion per column here
+            assertions.extend(data_quality_assertions_dataset.Assertion(
+                assertion="not_null", success=not count, column=column, severity=severity,
+                name=columns[column].name if column in columns else f"{column}_not_null",
+                description=columns[column].description if column in columns else None,
+                expected="0", actual=str(count),
+            ) for column, count in nulls.items())
+        else:
+            observed = _value(check.metadata, "observed_value")
+            assertions.append(data_quality_assertions_dataset.Assertion(
+                assertion=rule.kind if rule else check.check_name,
+                success=bool(check.passed),
+                column=rule.column if rule else None,
+                severity=severity,
+                name=check.check_name,
+                description=rule.description if rule else (check.description or None),
+                expected=rule.expected if rule else None,
+                actual=None if observed is None else str(observed),
+            ))
         tests.append(test_run.TestExecution(
             name=f"{key.to_user_string()}:{check.check_name}", status="pass" if check.passed else "fail",
             severity=severity, type=rule.kind if rule else check.check_name,

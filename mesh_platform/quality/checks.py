@@ -6,7 +6,8 @@
    as the blocking asset check ``contract_schema``;
 2. every quality rule of the contract (:mod:`.rules`), evaluated in one DuckDB pass (:mod:`.evaluate`)
    and recorded as Great Expectations results with a Data Docs page (:mod:`.gx`) — each rule is an
-   asset check with its severity and observed values;
+   asset check with its severity and observed values (the required columns' not-null rules are one
+   check, ``required_columns``: :mod:`.rules`);
 3. if any blocking check failed, the step fails with :class:`~mesh_platform.quality.results.QualityGateFailed` and nothing is
    published; the last good version stays, and downstream steps do not run. Otherwise the audited
    table goes to the IO manager, which publishes it atomically.
@@ -27,8 +28,8 @@ from mesh_platform.foundations.problems import display_path
 from mesh_platform.governance.policies import PolicyResult, check_product
 from mesh_platform.quality import quarantine
 from mesh_platform.quality.evaluate import evaluate
-from mesh_platform.quality.results import QualityGateFailed, check_result, write_report
-from mesh_platform.quality.rules import Rule, rules_for
+from mesh_platform.quality.results import QualityGateFailed, check_results, write_report
+from mesh_platform.quality.rules import REQUIRED_CHECK, Rule, rules_for
 
 SCHEMA_CHECK = "contract_schema"
 
@@ -71,16 +72,18 @@ def check_specs(key: dg.AssetKey, contract: Contract) -> list[dg.AssetCheckSpec]
         dg.AssetCheckSpec(SCHEMA_CHECK, asset=key, blocking=True, description="Columns and types match the contract."),
         quarantine.check_spec(key, contract),
     ]
+    grouped: dict[str, list[Rule]] = {}
     for rule in rules_for(contract):
-        specs.append(
-            dg.AssetCheckSpec(
-                rule.name,
-                asset=key,
-                blocking=rule.blocking,
-                description=f"{rule.description} ({'error' if rule.blocking else 'warning'}; {rule.source})",
-                metadata={md.RULE_KIND: rule.kind, md.CONTRACT_FIELD: rule.source},
-            )
-        )
+        grouped.setdefault(rule.check_name, []).append(rule)
+    for name, rules in grouped.items():
+        rule, blocking = rules[0], any(r.blocking for r in rules)
+        if name == REQUIRED_CHECK:
+            columns = ", ".join(r.column for r in rules)
+            description = f"Required columns have no nulls: {columns} (error; schema.properties[].required and primaryKey)"
+        else:
+            description = f"{rule.description} ({'error' if rule.blocking else 'warning'}; {rule.source})"
+        specs.append(dg.AssetCheckSpec(name, asset=key, blocking=blocking, description=description,
+                                       metadata={md.RULE_KIND: rule.kind, md.CONTRACT_FIELD: ", ".join(r.source for r in rules)}))
     return specs
 
 
@@ -165,16 +168,15 @@ def audit(
             rules = [r for r in rules if r.name not in names]
             deferred = DeferredRules(context, contract, table, later, [r.name for r in rules_for(contract)], lake, reports)
     report = evaluate(table, rules, product, kept_rows=_kept_rows(context, contract, rules, lake))
-    for result in report.results:
-        yield from emit(check_result(result))
+    for check in check_results(report.results):
+        yield from emit(check)
     if deferred is not None:
         deferred.done = report
         if report.blocking_failures:  # failing anyway: every rule reported at once, as without the overlap
             report = deferred.merged(deferred.gate.check_result())
             later = {r.name for r in deferred.rules}
-            for result in report.results:
-                if result.rule.name in later:
-                    yield from emit(check_result(result))
+            for check in check_results([r for r in report.results if r.rule.name in later]):
+                yield from emit(check)
             deferred = None
         else:
             metadata = {

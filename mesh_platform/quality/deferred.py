@@ -76,9 +76,9 @@ class DeferredRules:
 
     def check_results(self) -> list:
         """The deferred rules' asset check results (after the gate finished)."""
-        from mesh_platform.quality.results import check_result
+        from mesh_platform.quality.results import check_results
 
-        return [check_result(r) for r in self.pending_results()]
+        return check_results(self.pending_results())
 
     def record(self, output_context) -> None:
         """On a failed publish: record the deferred rules' check evaluations on the step.

@@ -58,6 +58,39 @@ def check_result(result: RuleResult) -> dg.AssetCheckResult:
     )
 
 
+def check_results(results: list[RuleResult]) -> list[dg.AssetCheckResult]:
+    """The asset check results of ``results``: one per rule, except the rules that share a check
+    (:attr:`Rule.check`, the required columns), which become one result: passed when all passed,
+    an error when any of them blocks, each column's nulls in its metadata."""
+    grouped: dict[str, list[RuleResult]] = {}
+    for result in results:
+        grouped.setdefault(result.rule.check_name, []).append(result)
+    out = []
+    for name, group in grouped.items():
+        if len(group) == 1 and group[0].rule.check_name == group[0].rule.name:
+            out.append(check_result(group[0]))
+            continue
+        failed = [r for r in group if not r.passed]
+        metadata: dict = {
+            "columns": dg.MetadataValue.json({r.rule.column or r.rule.name: r.unexpected_count if r.unexpected_count is not None else r.value for r in group}),
+            "observed_value": sum((r.unexpected_count if r.unexpected_count is not None else r.value) or 0 for r in group),
+            "expected": "0 nulls in every column",
+            "contract_field": ", ".join(r.rule.source for r in group),
+            "rows": group[0].element_count,
+        }
+        examples = {r.rule.column: [str(v) for v in r.examples] for r in failed if r.examples}
+        if examples:
+            metadata["unexpected_examples"] = dg.MetadataValue.json(examples)
+        out.append(dg.AssetCheckResult(
+            check_name=name,
+            passed=not failed,
+            severity=dg.AssetCheckSeverity.ERROR if any(r.rule.blocking for r in group) else dg.AssetCheckSeverity.WARN,
+            metadata=metadata,
+            description="; ".join(f"{r.rule.column or r.rule.name}: {describe(r)}" for r in failed) or None,
+        ))
+    return out
+
+
 def write_report(context, contract: Contract, report: QualityReport, lake) -> dict:
     """The quality report, stored in the lake next to the product's ports.
 

@@ -6,7 +6,7 @@ count, the result of a SQL query) and compares it with one ODCS operator (``must
 
 | contract                                     | rule (check name)                       |
 | -------------------------------------------- | --------------------------------------- |
-| ``required: true`` / ``primaryKey``          | ``<col>_not_null``: nulls must be 0     |
+| ``required: true`` / ``primaryKey``          | ``<col>_not_null``: nulls must be 0 (all reported as one asset check, ``required_columns``) |
 | ``unique: true`` / single ``primaryKey``     | ``<col>_unique``: duplicates must be 0  |
 | composite ``primaryKey``                     | ``primary_key_unique``                  |
 | ``logicalTypeOptions.minimum/maximum``       | ``<col>_range``                         |
@@ -17,6 +17,14 @@ count, the result of a SQL query) and compares it with one ODCS operator (``must
 | quality ``duplicateValues``                  | ``<col>_duplicate_values`` (or table-level over ``arguments.properties``) |
 | quality ``rowCount``                         | ``row_count``                           |
 | quality ``type: sql``                        | ``<col or table>_sql_<n>``: the query's single number |
+
+One asset check per rule, except the required columns: their ``<col>_not_null`` rules are each
+evaluated (and each an expectation of the quality report), but Dagster gets one check,
+``required_columns``, with the nulls of every required column in its metadata. A passing
+not-null check per column says nothing the one check does not, and each asset check costs Dagster
+an event or three per run (its plan, its output, its evaluation): on a product of a dozen required
+columns that was most of a new day's run (``docs/automation.md``). It is part of the schema, as
+dbt's model contracts treat ``not_null``: a constraint of the contract, not a test per column.
 
 Severity: a rule whose ODCS ``severity`` is ``error`` (the default, and always for property
 constraints) is **blocking**: when it fails, nothing is published. ``warning``/``warn``/``info``
@@ -32,6 +40,8 @@ from typing import Any
 from mesh_platform.contracts.model import Contract, QualityRule, SchemaProperty
 
 NON_BLOCKING = {"warning", "warn", "info", "low", "minor"}
+REQUIRED_CHECK = "required_columns"
+"""The one asset check of every required column's ``<col>_not_null`` rule."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,12 @@ class Rule:
     source: str
     params: dict = field(default_factory=dict)
     unit: str = "rows"
+    check: str = ""
+    """The asset check that reports this rule, when it is not the rule's own (:data:`REQUIRED_CHECK`)."""
+
+    @property
+    def check_name(self) -> str:
+        return self.check or self.name
 
     def accepts(self, value: float | None) -> bool:
         return compare(self.operator, value, self.threshold)
@@ -86,7 +102,7 @@ def _property_rules(contract: Contract, col: SchemaProperty, where: str) -> list
     rules: list[Rule] = []
     single_pk = col.primary_key and len(contract.primary_key) == 1
     if col.required or col.primary_key:
-        rules.append(Rule(check_name(col.name, "not_null"), "not_null", col.name, "mustBe", 0, True, f"{col.name} has no nulls", where + ".required"))
+        rules.append(Rule(check_name(col.name, "not_null"), "not_null", col.name, "mustBe", 0, True, f"{col.name} has no nulls", where + ".required", check=REQUIRED_CHECK))
     if col.unique or single_pk:
         rules.append(Rule(check_name(col.name, "unique"), "unique", col.name, "mustBe", 0, True, f"{col.name} is unique", where + ".unique"))
     opts = col.logical_type_options or {}
@@ -145,7 +161,7 @@ def rules_for(contract: Contract) -> list[Rule]:
     key = contract.primary_key
     if len(key) > 1:
         rules.append(Rule("primary_key_unique", "duplicate_values", None, "mustBe", 0, True, f"({', '.join(key)}) is unique", f"schema[{table.name}].properties.primaryKey", {"columns": key}))
-    taken = {r.name for r in rules}
+    taken = {r.name for r in rules} | {REQUIRED_CHECK}  # no ODCS rule takes the required columns' check name
     for col in contract.columns:
         for i, q in enumerate(col.quality):
             rule = _odcs_rule(q, col.name, f"schema[{table.name}].properties[{col.name}]", i, taken)
