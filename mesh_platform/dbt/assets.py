@@ -56,15 +56,25 @@ def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, Resol
     uncompressed Parquet file beside the run's DuckDB file, in the run's private folder, and the
     source is a view over it: DuckDB scans Parquet as fast as its own tables, and writing the file
     costs a third of copying the rows into the database (1.4 s against 0.45 s for 4.6M rows).
+    The files are written without dictionaries or statistics (a file read once, whole, by the
+    marts' scans: the same scan speed, half the writing), each in a thread while the next source
+    is read: 0.66 s -> 0.17 s for the five sources at 180 days of claims (4.6M rows).
     Returns one observation per read (the audit record of the read), for the step to log.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import duckdb
     import pyarrow.parquet as pq
 
+    def write(table, path: Path) -> None:
+        pq.write_table(table, path, compression="none", use_dictionary=False, write_statistics=False)
+
     observations = []
+    writing = []
     staged = db_path.parent / "staged"
     staged.mkdir(exist_ok=True)
     con = duckdb.connect(str(db_path))
+    writes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mesh-dbt-stage")
     try:
         for number, unique_id in enumerate(sorted(needed)):
             source = project.manifest["sources"][unique_id]
@@ -77,9 +87,7 @@ def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, Resol
                 raise _StagingDenied(observations) from exc
             schema, table = quote_identifier(source["schema"]), quote_identifier(source["identifier"] or source["name"])
             path = staged / f"{number}.parquet"  # no name from the manifest in a path
-            pq.write_table(read.table, path, compression="none")
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            con.execute(f"CREATE OR REPLACE VIEW {schema}.{table} AS SELECT * FROM read_parquet({quote_literal(str(path))})")
+            writing.append((writes.submit(write, read.table, path), schema, table, path))
             observations.append(
                 dg.AssetObservation(
                     asset_key=port.key,
@@ -87,7 +95,12 @@ def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, Resol
                                            read_for=f"dbt source {port.contract.id}"),
                 )
             )
+        for done, schema, table, path in writing:  # a view reads its file's schema: once it is written
+            done.result()  # a file that could not be written fails the step here
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            con.execute(f"CREATE OR REPLACE VIEW {schema}.{table} AS SELECT * FROM read_parquet({quote_literal(str(path))})")
     finally:
+        writes.shutdown(wait=True)
         con.close()
     return observations
 
