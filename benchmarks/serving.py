@@ -41,7 +41,7 @@ from benchmarks.synthetic_table import CONTRACT_ID, DOMAIN, PRODUCT, make_frame,
 NAME = "serving"
 DESCRIPTION = "mesh serve: Flight throughput and SQL aggregates vs direct Delta/DuckDB reads; 32 concurrent clients"
 FULL_ROWS, QUICK_ROWS = 5_000_000, 50_000
-QUICK_SECONDS = 15  # rough duration of the quick run (the runner starts the slowest first)
+QUICK_SECONDS = 35  # rough duration of the quick run on 2 cores (the runner starts the slowest first)
 FULL_CLIENTS, QUICK_CLIENTS = 32, 4
 REPEATS, QUICK_REPEATS = 3, 1
 CONSUMER = "reader"
