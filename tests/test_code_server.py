@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import dagster as dg
@@ -123,7 +124,14 @@ def test_a_dbt_domains_column_lineage_is_worked_out_ahead_of_its_runs(monkeypatc
     plan = module.domain.last_plan.dbt
     plan.analysed.clear()
     plan.project.__dict__.pop("_dbt_manifest", None)
+    project_files = sorted(p.relative_to(plan.project.path) for p in plan.project.path.rglob("*") if "logs" not in p.parts)
+    threads = {t.ident for t in threading.enumerate()}
     run_preload.analyse_ahead(module)
+    from dbt.adapters.factory import FACTORY
+
+    assert "duckdb" in FACTORY.adapters  # dbt's first invocation (a `dbt ls`) is behind us: its adapter registered
+    assert {t.ident for t in threading.enumerate()} == threads  # no thread left for a fork to lose
+    assert sorted(p.relative_to(plan.project.path) for p in plan.project.path.rglob("*") if "logs" not in p.parts) == project_files
     assert set(plan.analysed) == set(plan.contracts) and not [m for m, found in plan.analysed.items() if isinstance(found, Exception)]
     loaded = plan.project.dbt_manifest()
     assert loaded is not None
