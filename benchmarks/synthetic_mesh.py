@@ -20,7 +20,8 @@ three *flavors*, so that the platform is always compared with Dagster on identic
 ``dagster_rich``
     the ``dagster`` flavor plus, hand-written, what the platform derives from contracts:
     description, owners, tags, kinds, column schema, the same ``mesh/*`` metadata keys, code
-    version, the same asset checks (one per quality rule, plus governance, quarantine and quota),
+    version, the same asset checks (one per quality rule, the required columns' together, plus
+    governance, quarantine and quota),
     the domain's pool, freshness policy and automation condition from the SLAs, and an automation
     sensor per domain. Its asset functions have the platform flavor's pandas bodies, so its module
     imports pandas as a real domain's does. It separates what Dagster itself costs for all that
@@ -246,8 +247,8 @@ def _dagster_module(domain: str, products: list[Product], rich: bool) -> str:
 
             def _checks(key):
                 specs = [dg.AssetCheckSpec("contract_schema", asset=key, blocking=True, description="Columns and types match the contract.")]
-                for column in {[c for c, _, r in COLUMNS if r]!r}:
-                    specs.append(dg.AssetCheckSpec(f"{{column}}_not_null", asset=key, blocking=True, description=f"{{column}} has no nulls (error)"))
+                required = {[c for c, _, r in COLUMNS if r]!r}
+                specs.append(dg.AssetCheckSpec("required_columns", asset=key, blocking=True, description=f"Required columns have no nulls: {{', '.join(required)}}"))
                 specs.append(dg.AssetCheckSpec("id_unique", asset=key, blocking=True, description="id is unique (error)"))
                 specs.append(dg.AssetCheckSpec("row_count", asset=key, blocking=True, description="row count mustBeGreaterThan 0 (error)"))
                 specs.append(dg.AssetCheckSpec("governance_policies", asset=key, blocking=True, description="The mesh's governance policies hold."))
