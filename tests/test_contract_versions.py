@@ -188,10 +188,53 @@ def test_read_by_names_who_still_reads_a_major(tmp_path):
 
     key = dg.AssetKey(["policies", "policies_v1"])
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
-        assert read_by(instance, key)["mesh/read_by"].value == {"days": 30, "consumers": {}}
+        assert read_by(instance, key)["mesh/read_by"].value == {"days": 30, "consumers": {}, "through": None}
         for consumer, version in (("claims", 3), ("analytics", 4), ("claims", 5)):
             instance.report_runless_asset_event(dg.AssetObservation(
                 asset_key=key, metadata=read_metadata(consumer, "policies.policies", "v1", ["policy_id"], [], [], 10, None, version)))
         found = read_by(instance, key)["mesh/read_by"].value["consumers"]
     assert list(found) == ["analytics", "claims"]
     assert found["claims"]["version"] == 5 and found["claims"]["columns"] == ["policy_id"]
+
+
+def test_read_by_reads_only_the_audit_records_after_the_latest_publish(tmp_path):
+    """A publish works its readers out from the latest publish's list and the reads recorded since,
+    not from every read of the last 30 days again; a reader whose last read left the window goes."""
+    import datetime as dt
+
+    import dagster as dg
+
+    from mesh_platform.governance.audit import read_by, read_metadata
+
+    key = dg.AssetKey(["policies", "policies"])
+
+    def read(instance, consumer, version):
+        instance.report_runless_asset_event(dg.AssetObservation(
+            asset_key=key, metadata=read_metadata(consumer, "policies.policies", "v1", ["policy_id"], [], [], 10, None, version)))
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        for version in range(30):
+            read(instance, "claims", version)
+        read(instance, "analytics", 7)
+        first = read_by(instance, key)["mesh/read_by"].value
+        assert list(first["consumers"]) == ["analytics", "claims"] and isinstance(first["through"], int)
+        stale = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=31)
+        carried = {**first["consumers"], "fraud": {"last_read": stale.isoformat(timespec="seconds"), "version": 1, "columns": ["policy_id"]}}
+        instance.report_runless_asset_event(dg.AssetMaterialization(
+            asset_key=key, metadata={"mesh/read_by": dg.MetadataValue.json({**first, "consumers": carried})}))
+        read(instance, "claims", 31)
+
+        fetched = []
+        original = instance.fetch_observations
+
+        def fetch(records_filter, limit, *args, **kwargs):
+            found = original(records_filter, limit, *args, **kwargs)
+            fetched.extend(found.records)
+            return found
+
+        instance.fetch_observations = fetch
+        second = read_by(instance, key)["mesh/read_by"].value
+    assert len(fetched) == 1  # the one read since the latest publish, not the 32 before it
+    assert list(second["consumers"]) == ["analytics", "claims"]  # fraud's last read is 31 days old
+    assert second["consumers"]["claims"]["version"] == 31 and second["consumers"]["analytics"]["version"] == 7
+    assert second["through"] == fetched[0].storage_id > first["through"]

@@ -128,21 +128,41 @@ def read_by(instance: dg.DagsterInstance, key: dg.AssetKey, days: int = READ_BY_
 
     ``previous``: the previous majors still served (major -> their ``<product>_v<major>`` asset).
     Then the current product's page also gets ``mesh/read_by_major``: who read each major (``major``
-    is this one's), so the producer sees on one page who still has to move."""
-    readers = _readers_of(instance, key, days, limit)
-    out = {md.READ_BY: dg.MetadataValue.json({"days": days, "consumers": readers})}
+    is this one's), so the producer sees on one page who still has to move.
+
+    Incremental: the latest publish's ``mesh/read_by`` says up to which audit record it was
+    worked out (``through``, the record's storage id); this one reads only the records after it
+    and merges them in, dropping readers whose last read left the window. A port read every few
+    minutes has thousands of reads in 30 days; reading them all again at every publish cost 0.3 s
+    and more per publish, growing with the reads (2,000 records on SQLite)."""
+    readers, through = _readers_of(instance, key, days, limit)
+    out = {md.READ_BY: dg.MetadataValue.json({"days": days, "consumers": readers, "through": through})}
     if previous:
         majors = {f"v{major}": sorted(readers)} if major is not None else {}
         for old, old_key in sorted(previous.items()):
-            majors[f"v{old}"] = sorted(_readers_of(instance, old_key, days, limit))
+            majors[f"v{old}"] = sorted(_readers_of(instance, old_key, days, limit)[0])
         out[md.READ_BY_MAJOR] = dg.MetadataValue.json({"days": days, "majors": majors})
     return out
 
 
-def _readers_of(instance: dg.DagsterInstance, key: dg.AssetKey, days: int, limit: int) -> dict[str, dict]:
+def _last_read_by(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[dict[str, dict], int | None]:
+    """The consumers the latest publish of ``key`` recorded, and the audit record they were read
+    through (None: work them out from the start, e.g. a publish without ``through``)."""
+    found = instance.fetch_materializations(key, limit=1).records
+    materialization = found[0].event_log_entry.asset_materialization if found else None
+    value = _value(materialization.metadata, md.READ_BY) if materialization is not None else None
+    if not isinstance(value, dict) or not isinstance(value.get("through"), int) or not isinstance(value.get("consumers"), dict):
+        return {}, None
+    return value["consumers"], value["through"]
+
+
+def _readers_of(instance: dg.DagsterInstance, key: dg.AssetKey, days: int, limit: int) -> tuple[dict[str, dict], int | None]:
     since = datetime.now(timezone.utc).timestamp() - days * 86400
+    carried, through = _last_read_by(instance, key)
+    records = instance.fetch_observations(dg.AssetRecordsFilter(asset_key=key, after_storage_id=through) if through is not None else key, limit=limit).records
     seen: dict[str, dict] = {}
-    for event_record in instance.fetch_observations(key, limit=limit).records:  # newest first
+    for event_record in records:  # newest first
+        through = max(through or 0, event_record.storage_id)
         entry = event_record.event_log_entry
         if entry.timestamp < since:
             break
@@ -155,7 +175,14 @@ def _readers_of(instance: dg.DagsterInstance, key: dg.AssetKey, days: int, limit
             "version": _value(meta, md.DELTA_VERSION),
             "columns": list(_value(meta, md.COLUMNS_READ) or []),
         }
-    return dict(sorted(seen.items()))
+    for consumer, last in carried.items():  # read before the latest publish, and not since
+        try:
+            within = datetime.fromisoformat(last["last_read"]).timestamp() >= since
+        except (KeyError, TypeError, ValueError):
+            within = False
+        if consumer not in seen and within:
+            seen[consumer] = last
+    return dict(sorted(seen.items())), through
 
 
 def _record(kind: str, event_record, key: dg.AssetKey) -> AuditRecord | None:
