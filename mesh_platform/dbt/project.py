@@ -130,10 +130,10 @@ class DbtDomainProject:
 
     def warm_invocation(self) -> bool:
         """One ``dbt ls`` on the prepared manifest, into a temporary target: dbt's first invocation
-        in a process renders the project and profile, validates them, registers the adapter
-        (whose behaviour flags walk ``inspect``'s module index) and builds the graph, about 0.4 s
-        of the first ``dbt build`` that every later invocation in the process, or in a fork of it,
-        skips (:mod:`mesh_platform.deployment.run_preload`). It lists nodes only: no database
+        in a process renders the project and profile, builds the JSON schemas it validates them
+        against, registers the adapter (whose behaviour flags walk ``inspect``'s module index) and
+        builds the graph, most of a second of the first ``dbt build`` that every later invocation
+        in the process, or in a fork of it, skips (:mod:`mesh_platform.deployment.run_preload`). It lists nodes only: no database
         connection, no thread, nothing written outside the temporary folder. True when dbt said
         it succeeded."""
         import tempfile

@@ -113,22 +113,13 @@ def warm(module: ModuleType) -> list[str]:
     return failed
 
 
-DBT_SCHEMAS = (("dbt.contracts.project", ("Project", "ProjectFlags", "ProfileConfig", "Configuration")), ("dbt.adapters.duckdb.credentials", ("DuckDBCredentials",)))
-"""The classes dbt validates the project, its flags, the profile, the credentials and the whole
-runtime configuration (``RuntimeConfig.validate``: ``Configuration``) against on every invocation;
-each builds its JSON schema on first use (about 0.6 s together), then keeps it."""
-
-
 def analyse_ahead(module: ModuleType) -> None:
     """What each run of a dbt domain would otherwise work out again: its models' column lineage from
-    their SQL (about 0.1 s a model), the prepared manifest (0.2 s), and dbt's one-time work per process (:data:`DBT_SCHEMAS`,
-    the module-by-file index of ``inspect``, which dbt's behaviour flags walk when the adapter is
-    registered: about 0.5 s the first time, and the rest of a first invocation: one ``dbt ls``,
-    :meth:`~mesh_platform.dbt.project.DbtDomainProject.warm_invocation`, about 0.4 s of each run's
-    ``dbt build``). None of it starts a thread or opens a database."""
-    import inspect
-    import sys
-
+    their SQL (about 0.1 s a model), the prepared manifest (0.2 s), and dbt's one-time work per
+    process: one ``dbt ls`` (:meth:`~mesh_platform.dbt.project.DbtDomainProject.warm_invocation`)
+    builds the JSON schemas dbt validates the project, profile and credentials against, and the
+    module-by-file index of ``inspect`` that dbt's behaviour flags walk when the adapter is
+    registered: most of a second of a first ``dbt build``. None of it starts a thread or opens a database."""
     domain = domain_of(module)
     plan = getattr(getattr(domain, "last_plan", None), "dbt", None)
     if plan is None:
@@ -136,11 +127,6 @@ def analyse_ahead(module: ModuleType) -> None:
     try:
         plan.analyse_models()
         plan.project.dbt_manifest()
-        for name, classes in DBT_SCHEMAS:
-            found = importlib.import_module(name)
-            for cls in classes:
-                getattr(found, cls).json_schema()
-        inspect.getmodule(sys._getframe())
         plan.project.warm_invocation()
     except Exception:  # the run does it itself and reports what fails
         log.warning("%s: dbt's per-process work is not done ahead of its runs", module.__name__, exc_info=True)
