@@ -127,9 +127,15 @@ def test_a_dbt_domains_column_lineage_is_worked_out_ahead_of_its_runs(monkeypatc
     project_files = sorted(p.relative_to(plan.project.path) for p in plan.project.path.rglob("*") if "logs" not in p.parts)
     threads = {t.ident for t in threading.enumerate()}
     run_preload.analyse_ahead(module)
-    from dbt.adapters.factory import FACTORY
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    from dbt_common.clients.jinja import template_cache
 
-    assert "duckdb" in FACTORY.adapters  # dbt's first invocation (a `dbt ls`) is behind us: its adapter registered
+    # dbt's first build (over empty sources) is behind us: the Jinja of the macros a build calls
+    # is compiled, and the database it used is closed, not left open for a fork to inherit
+    macros = plan.project.dbt_manifest().macros
+    for name in ("macro.dbt_duckdb.materialization_table_duckdb", "macro.dbt.materialization_test_default"):
+        assert macros[name].macro_sql in template_cache.file_cache
+    assert DuckDBConnectionManager._ENV is None
     assert {t.ident for t in threading.enumerate()} == threads  # no thread left for a fork to lose
     assert sorted(p.relative_to(plan.project.path) for p in plan.project.path.rglob("*") if "logs" not in p.parts) == project_files
     assert set(plan.analysed) == set(plan.contracts) and not [m for m, found in plan.analysed.items() if isinstance(found, Exception)]

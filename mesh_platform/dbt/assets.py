@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -121,8 +120,6 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, specs: Dbt
         home: str | None = None):
     """The step of a dbt domain: stage governed sources, dbt build, checks, publish (``home``: the
     mesh home whose local masking key pseudonymizes a masked variant)."""
-    from dbt.cli.main import dbtRunner
-
     from mesh_platform.quality.checks import audit
 
     # the domain this step runs as, bound by the platform (the specs' domain must agree)
@@ -145,21 +142,9 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, specs: Dbt
             raise denied.__cause__ from None
         for observation in staged:
             context.log_event(observation)
-        previous = os.environ.get("MESH_DBT_DUCKDB")
-        os.environ["MESH_DBT_DUCKDB"] = str(db_path)
-        try:
-            # dbt runs on the manifest `mesh dbt prepare` wrote: no parsing, no project scan per run.
-            # The run's own target folder keeps concurrent runs apart; the results are read from
-            # the returned object, so dbt writes no manifest.json or run_results.json.
-            args = ["build", *NO_TRACKING, "--no-write-json", "--project-dir", str(project.path), "--profiles-dir", str(project.path),
-                    "--target-path", str(Path(tmp) / "target"), "--log-level", "warn", "--log-path", str(Path(tmp) / "logs"), "--log-level-file", "none",
-                    "--select", " ".join(node["name"] for node in models.values())]
-            result = dbtRunner(manifest=project.dbt_manifest()).invoke(args)
-        finally:
-            if previous is None:
-                os.environ.pop("MESH_DBT_DUCKDB", None)
-            else:
-                os.environ["MESH_DBT_DUCKDB"] = previous
+        # dbt runs on the manifest `mesh dbt prepare` wrote: no parsing, no project scan per run;
+        # the run's own folder keeps concurrent runs apart
+        result = project.build(db_path, Path(tmp), [node["name"] for node in models.values()])
         if result.result is None:
             raise RuntimeError(f"dbt build did not run: {result.exception}")
         status: dict[str, str] = {}

@@ -73,6 +73,19 @@ class DbtPlan:
             except SqlNotAnalysable:
                 pass
 
+    def warm_build(self) -> bool:
+        """dbt's first build in this process, over empty sources with the columns each input port
+        stages (:meth:`~mesh_platform.dbt.project.DbtDomainProject.warm_build`)."""
+        import pyarrow as pa
+
+        from mesh_platform.contracts.enforcement import arrow_schema
+
+        sources = {}
+        for unique_id, port in self.ports.items():
+            schema = arrow_schema(port.contract)
+            sources[unique_id] = pa.schema([schema.field(c) for c in port.columns if c in schema.names])
+        return self.project.warm_build(sources)
+
     def column_lineage(self, name: str) -> dg.TableColumnLineage | None:
         """Model ``name``'s ``dagster/column_lineage``: what its contract declares
         (``transformSourceObjects``, checked at load), else what its SQL says; None when neither

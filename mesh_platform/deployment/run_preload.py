@@ -116,10 +116,12 @@ def warm(module: ModuleType) -> list[str]:
 def analyse_ahead(module: ModuleType) -> None:
     """What each run of a dbt domain would otherwise work out again: its models' column lineage from
     their SQL (about 0.1 s a model), the prepared manifest (0.2 s), and dbt's one-time work per
-    process: one ``dbt ls`` (:meth:`~mesh_platform.dbt.project.DbtDomainProject.warm_invocation`)
-    builds the JSON schemas dbt validates the project, profile and credentials against, and the
-    module-by-file index of ``inspect`` that dbt's behaviour flags walk when the adapter is
-    registered: most of a second of a first ``dbt build``. None of it starts a thread or opens a database."""
+    process: one ``dbt build`` over empty sources in a temporary folder
+    (:meth:`~mesh_platform.dbt.plan.DbtPlan.warm_build`) builds the JSON schemas dbt validates the
+    project, profile and credentials against, the module-by-file index of ``inspect`` that dbt's
+    behaviour flags walk when the adapter is registered, and the compiled Jinja of every macro a
+    build calls: most of a second of a first ``dbt build``. Its threads end with it and its
+    database is closed: nothing of it is left for a fork to inherit."""
     domain = domain_of(module)
     plan = getattr(getattr(domain, "last_plan", None), "dbt", None)
     if plan is None:
@@ -127,7 +129,7 @@ def analyse_ahead(module: ModuleType) -> None:
     try:
         plan.analyse_models()
         plan.project.dbt_manifest()
-        plan.project.warm_invocation()
+        plan.warm_build()
     except Exception:  # the run does it itself and reports what fails
         log.warning("%s: dbt's per-process work is not done ahead of its runs", module.__name__, exc_info=True)
 
