@@ -37,6 +37,7 @@ _DECLARED_WITH = {
     "ALL": "mesh_platform.products.partitions",
     "Window": "mesh_platform.products.partitions",
     "on_run_days": "mesh_platform.products.partitions",
+    "Lookup": "mesh_platform.storage.lookup",
     "LandingZone": "mesh_platform.sources.systems",
     "SqlDatabase": "mesh_platform.sources.systems",
     "landed_for_run": "mesh_platform.sources.systems",

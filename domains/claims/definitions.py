@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from mesh_platform import Domain, InputPort, LandingZone, Rejects, Screened, landed_for_run, landing_zone_sensor, record_landed
+from mesh_platform import Domain, InputPort, LandingZone, Lookup, Rejects, Screened, landed_for_run, landing_zone_sensor, record_landed
 
 domain = Domain.load(__file__)
 
@@ -48,12 +48,13 @@ def landed_claim_events(context) -> Screened:
     "claims",
     inputs={
         "landed": "landed_claims",
-        "policies": InputPort("policies.policies", major=1, columns=["policy_id", "policyholder_id", "product_line"]),
+        # read by key: the policies these claims name, not the whole book
+        "policies": InputPort("policies.policies", major=1, columns=["policy_id", "policyholder_id", "product_line"], lookup="policy_id"),
     },
 )
-def claims(landed: pd.DataFrame, policies: pd.DataFrame) -> Screened:
+def claims(landed: pd.DataFrame, policies: Lookup) -> Screened:
     rejects = Rejects()
-    policies = policies[policies["policy_id"].isin(landed["policy_no"])]  # the policies these claims name, not the whole book
+    policies = policies.rows(landed["policy_no"])
     landed = rejects.conflicting(landed, key="claim_ref", within="batch")
     landed = rejects.unresolved(landed, "policy_no", policies["policy_id"], reason="unknown_policy", references="policies.policies")
     latest = landed.sort_values("batch", kind="stable").drop_duplicates("claim_ref", keep="last")

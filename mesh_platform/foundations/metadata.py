@@ -35,6 +35,7 @@ CONSUMER = "mesh/consumer"
 READ_FOR = "mesh/read_for"  # the consumer's asset and input that read ("claim_features.claims"; "dbt source claims.claims")
 PURPOSE = "mesh/purpose"
 AGGREGATE = "mesh/aggregate"
+LOOKUP = "mesh/lookup"  # the key column an input port is read by (InputPort(lookup=...)); in a read's record: {"column", "keys"}
 
 # -- records of events (the audit log) ----------------------------------------------------------
 AUDIT = "mesh/audit"  # publish, read, denied, quarantine

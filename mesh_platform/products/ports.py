@@ -19,7 +19,7 @@ from mesh_platform.contracts.model import Contract
 from mesh_platform.contracts.registry import ContractRegistry, MajorNotServed
 from mesh_platform.governance.privacy import Aggregate
 from mesh_platform.governance.privacy import validate as validate_aggregate
-from mesh_platform.foundations.metadata import AGGREGATE, CONSUMER, CONTRACT_ID, DOMAIN, PORT_MAJOR, PORT_PATH, PURPOSE, READ_FOR, TYPE
+from mesh_platform.foundations.metadata import AGGREGATE, CONSUMER, CONTRACT_ID, DOMAIN, LOOKUP, PORT_MAJOR, PORT_PATH, PURPOSE, READ_FOR, TYPE
 from mesh_platform.foundations.metadata import CONSUMER_COLUMNS as COLUMNS
 from mesh_platform.storage.lake import Lake
 from mesh_platform.products.partitions import of as partitioning_of
@@ -35,6 +35,7 @@ class InputPort:
     purpose: str | None = None
     aggregate: Aggregate | None = None
     partitions: Any = None
+    lookup: str | None = None
 
     def __init__(
         self,
@@ -44,16 +45,23 @@ class InputPort:
         purpose: str | None = None,
         aggregate: Aggregate | None = None,
         partitions: Any = None,
+        lookup: str | None = None,
     ):
         """``partitions``: which days of a daily-partitioned product a partitioned consumer reads
         for each of its days: None (the same day), :class:`mesh_platform.products.partitions.Window` (days
-        before/after) or :data:`mesh_platform.products.partitions.ALL`. An unpartitioned consumer reads all."""
+        before/after) or :data:`mesh_platform.products.partitions.ALL`. An unpartitioned consumer reads all.
+
+        ``lookup``: a key column; the step then gets a :class:`mesh_platform.storage.lookup.Lookup`
+        instead of the table, and reads the rows it needs by key (``policies.rows(claims["policy_id"])``):
+        a product joining a day's few thousand claims to a book of 1.5M policies reads those
+        policies only, not the book (docs/ports.md, "Lookups")."""
         object.__setattr__(self, "product", product)
         object.__setattr__(self, "major", int(major))
         object.__setattr__(self, "columns", tuple(columns) if columns is not None else None)
         object.__setattr__(self, "purpose", purpose)
         object.__setattr__(self, "aggregate", aggregate)
         object.__setattr__(self, "partitions", partitions)
+        object.__setattr__(self, "lookup", lookup)
 
 
 def port_asset_key(contract: Contract, current_major: int) -> dg.AssetKey:
@@ -96,6 +104,8 @@ class ResolvedPort:
             metadata[AGGREGATE] = self.port.aggregate.as_metadata()
         if self.port.purpose:
             metadata[PURPOSE] = self.port.purpose
+        if self.port.lookup is not None:
+            metadata[LOOKUP] = self.port.lookup
         mapping = self.port.partitions.mapping() if self.port.partitions is not None else None
         return dg.AssetIn(key=self.key, metadata=metadata, partition_mapping=mapping)
 
@@ -131,6 +141,11 @@ def resolve(port: InputPort, registry: ContractRegistry, consumer_domain: str) -
             validate_aggregate(port.aggregate, contract)
         except (KeyError, ValueError) as exc:
             raise ValueError(f"aggregate query on {contract.id!r}: {str(exc).strip(chr(34))}") from None
+    if port.lookup is not None:
+        if port.aggregate is not None:
+            raise ValueError("an aggregate port releases aggregates, not rows: it cannot be read by key (lookup)")
+        if port.lookup not in (port.columns if port.columns is not None else contract.column_names):
+            raise ValueError(f"lookup key {port.lookup!r} is not among the columns it reads of {contract.id!r}")
     if port.columns is not None:
         unknown = [c for c in port.columns if c not in contract.column_names]
         if unknown:

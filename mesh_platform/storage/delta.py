@@ -258,8 +258,9 @@ def read(lake, relpath: str, port: str, columns: list[str] | None = None, versio
     verify(lake, relpath, port, dt)
     try:
         table = _read_files(lake, relpath, dt, columns, filters)
-        if table is None:
-            table = dt.to_pyarrow_table(columns=columns, filters=filters or None)
+        if table is None:  # delta-rs's filters take Python values
+            plain = [(c, op, v.to_pylist() if isinstance(v, pa.Array) else v) for c, op, v in filters or []]
+            table = dt.to_pyarrow_table(columns=columns, filters=plain or None)
     except Exception as exc:  # noqa: BLE001
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         _raise_if_denied(port, lake.uri(relpath), str(exc))

@@ -44,6 +44,7 @@ from mesh_platform.governance.audit import denied_metadata, log_observation, pub
 from mesh_platform.governance.identity import IdentityError, domain_of_step
 from mesh_platform.storage import delta, gate, publishing, versions
 from mesh_platform.storage.lake import Lake, name_part
+from mesh_platform.storage.lookup import Lookup
 from mesh_platform.foundations.metadata import AGGREGATE, BYTES, CONSUMER_COLUMNS, CONTRACT_ID, CONTRACT_VERSION, PORT_MAJOR, PRIVATE_CONTRACT, PURPOSE, READ_FOR
 from mesh_platform.quality.checks import AuditedTable
 
@@ -249,6 +250,32 @@ class MeshIOManager(dg.ConfigurableIOManager):
             log_observation(context.step_context, key, denied_metadata(who, key.to_user_string(), exc.reason, columns))
             raise
 
+    @staticmethod
+    def _lookup(context: dg.InputContext, lake: Lake, consumer: str, contract, columns: list[str] | None, pinned, column: str) -> Lookup:
+        """The input as a :class:`~mesh_platform.storage.lookup.Lookup`: each call of its ``rows``
+        is a governed read of the rows by key, audited as it happens (or its refusal)."""
+        key = context.asset_key
+        step = context.step_context if context._step_context is not None else None
+        meta = context.definition_metadata or {}
+        days = _window(context)
+
+        def read(values: list) -> pd.DataFrame:
+            try:
+                port = publishing.read(lake, consumer, contract, columns, pinned, days, keys=(column, values))
+            except AccessDenied as exc:
+                if step is not None:
+                    log_observation(step, key, denied_metadata(consumer, key.to_user_string(), exc.reason, columns))
+                raise
+            if step is not None and consumer != contract.domain:
+                log_observation(step, key, {
+                    **read_metadata(consumer, contract.id, port.port, port.columns, port.decision.masked, port.decision.removed,
+                                    port.table.num_rows, meta.get(PURPOSE), port.version, read_for=meta.get(READ_FOR)),
+                    md.LOOKUP: dg.MetadataValue.json({"column": column, "keys": len(values)}),
+                })
+            return to_pandas(port.table)
+
+        return Lookup(contract.id, column, read)
+
     def _load(self, context: dg.InputContext, consumer: str) -> Any:
         key = context.asset_key
         try:
@@ -283,6 +310,8 @@ class MeshIOManager(dg.ConfigurableIOManager):
                     }
                 )
                 return release.frame
+            if meta.get(md.LOOKUP) is not None:
+                return self._lookup(context, lake, consumer, contract, columns, pinned, meta[md.LOOKUP])
             port = publishing.read(lake, consumer, contract, columns, pinned, _window(context))
             if consumer != contract.domain:
                 _record_read(context, 

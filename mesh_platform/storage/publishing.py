@@ -372,13 +372,33 @@ def window_filters_for(partitioning: partitions.Partitioning, days: tuple[str, s
     return [(partitioning.column, ">=", first), (partitioning.column, "<", last)]
 
 
-def read(lake: Lake, consumer: str, contract: Contract, columns: list[str] | None = None, versions=None, days: tuple[str, str] | None = None) -> PortRead:
+def _key_values(contract: Contract, decision: AccessDecision, column: str, values: list) -> pa.Array:
+    """A lookup's keys as an Arrow array of the key column's type as the consumer reads it (text
+    where the grant pseudonymizes it); keys of another type are an error naming the column."""
+    from mesh_platform.contracts.enforcement import arrow_schema
+
+    kind = pa.string() if column in decision.masked else arrow_schema(contract).field(column).type
+    try:
+        return pa.array(values, type=kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"lookup of {contract.id} by {column!r}: the keys are not {kind} values: {exc}") from None
+
+
+def read(lake: Lake, consumer: str, contract: Contract, columns: list[str] | None = None, versions=None, days: tuple[str, str] | None = None,
+         keys: tuple[str, list] | None = None) -> PortRead:
     """``versions``: None (the latest), or ``{variant: version}`` to read (see :mod:`.versions`);
-    ``days``: (first, last) partition keys to read of a partitioned port (every day when None)."""
+    ``days``: (first, last) partition keys to read of a partitioned port (every day when None);
+    ``keys``: (column, values): only the rows whose column is one of the values (a lookup,
+    :mod:`mesh_platform.storage.lookup`), filtered in the scan."""
     decision = authorize(consumer, contract, columns)
     variant = "masked" if decision.variant == "masked" else "full"
     wanted = [c for c in (columns or contract.column_names) if c not in decision.removed]
+    if keys is not None and keys[0] not in wanted:
+        raise AccessDenied(consumer, contract.id, f"cannot look rows up by {keys[0]!r}: the grant does not give {consumer} that column")
     path = Lake.port_path(contract.domain, contract.name, contract.major, variant=variant)
     pinned = (versions or {}).get(variant)
-    table, version = delta.read(lake, path, port_name(contract, variant), wanted, pinned, window_filters(contract, days))
+    filters = window_filters(contract, days)
+    if keys is not None:
+        filters = [*(filters or []), (keys[0], "in", _key_values(contract, decision, *keys))]
+    table, version = delta.read(lake, path, port_name(contract, variant), wanted, pinned, filters)
     return PortRead(table, decision, f"v{contract.major}/{variant}", wanted, version, variant)
