@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1] / "mesh_platform"
 LAYERS = [
     # 0: foundations, and what needs nothing of the platform above them
     {"foundations", "foundations.problems", "foundations.launch_env", "foundations.safe_yaml", "foundations.settings", "foundations.sql", "foundations.text", "foundations.metadata",
-     "storage.lake", "storage.delta", "storage.gate", "storage.lookup", "governance.identity", "sources.simulation", "sources.simulation.insurance", "sources.landed", "contracts.model", "products.partitions"},
+     "storage.lake", "storage.delta", "storage.gate", "storage.lookup", "foundations.scratch_db", "governance.identity", "sources.simulation", "sources.simulation.insurance", "sources.landed", "contracts.model", "products.partitions"},
     # 1: contracts (no Dagster), a domain's descriptor and its SLA-driven automation
     {"contracts", "contracts.loader", "contracts.registry", "contracts.enforcement", "contracts.diff", "contracts.versioning", "contracts.impact", "products.automation", "products.descriptor"},
     # 2: governance decisions

@@ -242,3 +242,45 @@ def test_a_duplicate_key_found_while_the_write_runs_publishes_nothing(shop, monk
     assert reports, "the failed run's quality report"
     key = next(r for r in json.loads(reports[0].read_text())["results"] if r["rule"]["name"] == "order_id_unique")
     assert key["passed"] is False and key["unexpected_count"] == 1  # the report has the key's result
+
+
+def test_a_contracts_sql_rule_reaches_nothing_outside_its_table(tmp_path):
+    """Quality rules run in the process's scratch DuckDB database: a contract's SQL cannot read a
+    file or change a setting for the rules after it, and what one evaluation registers is not seen
+    by another (each has its own connection)."""
+    import threading
+
+    import duckdb
+    import pyarrow as pa
+
+    from mesh_platform.foundations import scratch_db
+    from mesh_platform.quality.evaluate import evaluate
+    from mesh_platform.quality.rules import Rule
+
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    table = pa.table({"amount": [1.0, 2.0, None]})
+
+    def sql(query: str) -> Rule:
+        return Rule("probe", "sql", None, "mustBe", 0, True, "probe", "contract", params={"query": query})
+
+    with pytest.raises(duckdb.Error, match="(?i)permission|disabled|file system"):
+        evaluate(table, [sql(f"SELECT count(*) FROM read_csv('{secret}')")], "t/probe")
+    with pytest.raises(duckdb.Error, match="(?i)configuration"):
+        evaluate(table, [sql("SET threads = 1")], "t/probe")
+    report = evaluate(table, [sql("SELECT count(*) FROM {object} WHERE amount IS NULL")], "t/probe")
+    assert report.results[0].value == 1.0 and not report.results[0].passed
+    # two connections at once, each with a table of the same name: each sees its own
+    seen = {}
+
+    def count(rows: int) -> None:
+        with scratch_db.connect() as con:
+            con.register("mine", pa.table({"x": list(range(rows))}))
+            seen[rows] = con.execute("SELECT count(*) FROM mine").fetchone()[0]
+
+    threads = [threading.Thread(target=count, args=(n,)) for n in (3, 5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert seen == {3: 3, 5: 5}

@@ -112,14 +112,13 @@ def _duplicates(table: pa.Table, columns: list[str], threads: int | None = None)
     Counted by DuckDB over the Arrow columns (no copy): its hash aggregation runs on every core,
     about 4x faster than ``pyarrow.compute.count_distinct`` on a 5M-row string key.
     """
-    import duckdb
-
+    from mesh_platform.foundations import scratch_db
     from mesh_platform.foundations.sql import quote_identifier as q
 
     keys = ", ".join(q(c) for c in columns)
     not_null = " AND ".join(f"{q(c)} IS NOT NULL" for c in columns)
     duplicated = f"SELECT {keys}, count(*) AS n FROM key_columns WHERE {not_null} GROUP BY {keys} HAVING count(*) > 1"
-    con = duckdb.connect(config={"threads": threads} if threads else {})
+    con = scratch_db.connect(threads)
     try:
         con.register("key_columns", table.select(columns))
         if len(columns) == 1:  # the common case: one distinct count, no grouping result to build

@@ -174,6 +174,16 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, specs: Dbt
                 )
         import duckdb
 
+        built = [uid for uid, node in models.items() if status.get(uid) == "success" and node["name"] not in blocked]
+        frames = {}
+        if built:  # the tables dbt built, read with one connection to the run's database
+            con = duckdb.connect(str(db_path))
+            try:
+                for uid in built:
+                    node = models[uid]
+                    frames[uid] = con.execute(f"SELECT * FROM {quote_identifier(node['schema'])}.{quote_identifier(node['alias'] or node['name'])}").df()
+            finally:
+                con.close()
         for uid, node in models.items():
             name = node["name"]
             if status.get(uid) != "success":
@@ -184,11 +194,7 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, specs: Dbt
                 failures.append(f"{name}: a blocking dbt test failed; not published")
                 continue
             contract = specs.contracts[name]
-            con = duckdb.connect(str(db_path))
-            try:
-                frame = con.execute(f"SELECT * FROM {quote_identifier(node['schema'])}.{quote_identifier(node['alias'] or name)}").df()
-            finally:
-                con.close()
+            frame = frames[uid]
             try:
                 audited, quality_meta = yield from audit(context, contract, frame, emit_checks=False, policies=specs.plan.policies[name], lake=lake, reports=reports)
             except Exception as exc:  # contract schema, quality rule or policy: report, publish nothing

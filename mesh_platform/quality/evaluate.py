@@ -168,10 +168,10 @@ def evaluate(table: pa.Table, rules: list[Rule], product: str = "", threads: int
     days alone (an empty day is no empty table)."""
     import time
 
-    import duckdb
+    from mesh_platform.foundations import scratch_db
 
     started = time.perf_counter()
-    con = duckdb.connect(config={"threads": threads} if threads else {})
+    con = scratch_db.connect(threads)
     try:
         con.register(TABLE, table)
         schema = table.schema
