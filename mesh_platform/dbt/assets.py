@@ -28,7 +28,7 @@ import dagster as dg
 from mesh_platform.foundations import metadata as md
 from mesh_platform.governance import quotas
 from mesh_platform.dbt.plan import DbtPlan
-from mesh_platform.dbt.project import NO_TRACKING, DbtDomainProject
+from mesh_platform.dbt.project import DbtDomainProject, close_duckdb
 from mesh_platform.governance.access import AccessDenied
 from mesh_platform.governance.audit import denied_metadata, publish_metadata, quota_metadata, read_by, read_metadata
 from mesh_platform.governance.identity import domain_of_step
@@ -104,6 +104,27 @@ def stage_sources(project: DbtDomainProject, domain: str, ports: dict[str, Resol
     return observations
 
 
+def _read_built(result, models: dict[str, dict], db_path: Path) -> dict:
+    """The tables of the models dbt built (by unique id), read while dbt's database is still open:
+    a connection to the same file is then the same database, not a reopening of the file."""
+    import duckdb
+
+    if result.result is None:
+        raise RuntimeError(f"dbt build did not run: {result.exception}")
+    built = [res.node.unique_id for res in result.result.results
+             if res.node.unique_id in models and str(getattr(res.status, "value", res.status)) == "success"]
+    frames = {}
+    if built:
+        con = duckdb.connect(str(db_path))
+        try:
+            for uid in built:
+                node = models[uid]
+                frames[uid] = con.execute(f"SELECT * FROM {quote_identifier(node['schema'])}.{quote_identifier(node['alias'] or node['name'])}").df()
+        finally:
+            con.close()
+    return frames
+
+
 def _column_lineage(plan: DbtPlan, name: str, log) -> dg.TableColumnLineage | None:
     """The model's ``dagster/column_lineage`` (docs/lineage.md); a model whose SQL cannot be
     analysed publishes without one, and the run's log says why."""
@@ -134,8 +155,8 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, specs: Dbt
         db_path = Path(tmp) / f"{database}.duckdb"
         try:
             step = context.get_step_execution_context()
-            pin = lambda key: versions.pinned(step.instance, key, step.dagster_run.tags)  # noqa: E731
-            staged = stage_sources(project, domain, specs.ports, needed, db_path, lake, pin)
+            pins = versions.pinned_all(step.instance, sorted({specs.ports[uid].key for uid in needed}, key=str), step.dagster_run.tags)
+            staged = stage_sources(project, domain, specs.ports, needed, db_path, lake, pins.get)
         except _StagingDenied as denied:
             for observation in denied.observations:
                 context.log_event(observation)
@@ -144,9 +165,11 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, specs: Dbt
             context.log_event(observation)
         # dbt runs on the manifest `mesh dbt prepare` wrote: no parsing, no project scan per run;
         # the run's own folder keeps concurrent runs apart
-        result = project.build(db_path, Path(tmp), [node["name"] for node in models.values()])
-        if result.result is None:
-            raise RuntimeError(f"dbt build did not run: {result.exception}")
+        result = project.build(db_path, Path(tmp), [node["name"] for node in models.values()], keep_open=True)
+        try:
+            frames = _read_built(result, models, db_path)
+        finally:
+            close_duckdb()
         status: dict[str, str] = {}
         messages: dict[str, str] = {}
         blocked: set[str] = set()
@@ -172,18 +195,6 @@ def run(context: dg.AssetExecutionContext, project: DbtDomainProject, specs: Dbt
                     severity=dg.AssetCheckSeverity.WARN if severity == "WARN" else dg.AssetCheckSeverity.ERROR,
                     metadata={"dbt_status": status[uid], "failures": res.failures or 0, "message": res.message or ""},
                 )
-        import duckdb
-
-        built = [uid for uid, node in models.items() if status.get(uid) == "success" and node["name"] not in blocked]
-        frames = {}
-        if built:  # the tables dbt built, read with one connection to the run's database
-            con = duckdb.connect(str(db_path))
-            try:
-                for uid in built:
-                    node = models[uid]
-                    frames[uid] = con.execute(f"SELECT * FROM {quote_identifier(node['schema'])}.{quote_identifier(node['alias'] or node['name'])}").df()
-            finally:
-                con.close()
         for uid, node in models.items():
             name = node["name"]
             if status.get(uid) != "success":

@@ -27,7 +27,7 @@ DUCKDB_ENV = "MESH_DBT_DUCKDB"
 """Where the profile (``profiles.yml``) finds the DuckDB file of the invocation."""
 
 
-def _close_duckdb() -> None:
+def close_duckdb() -> None:
     """Close the DuckDB database dbt-duckdb keeps open for the process after an invocation."""
     from dbt.adapters.duckdb.connections import DuckDBConnectionManager
 
@@ -144,14 +144,20 @@ class DbtDomainProject:
             cached = self.__dict__["_dbt_manifest"] = (stamp, self._load_state())
         return cached[1]
 
-    def build(self, db_path: Path, work: Path, select: list[str] | None = None, log_level: str = "warn"):
+    def build(self, db_path: Path, work: Path, select: list[str] | None = None, log_level: str = "warn", keep_open: bool = False):
         """``dbt build`` in this process on the prepared manifest, into the DuckDB file ``db_path``
         (the profile reads its path from ``MESH_DBT_DUCKDB``), with ``work`` (a folder private to
         the caller) as its target and log folder; ``select``: model names (every model when None).
         The results are read from the returned object: dbt writes no ``manifest.json`` or
-        ``run_results.json``. dbt-duckdb keeps the database open for the process after the
-        invocation (its threads with it); it is closed here, so that the file can go and a fork of
-        this process inherits no DuckDB instance."""
+        ``run_results.json``.
+
+        dbt-duckdb keeps the database open for the process after the invocation (its threads with
+        it). It is closed here (:func:`close_duckdb`), so that the file can go and a fork of this
+        process inherits no DuckDB instance; ``keep_open``: the caller reads the tables first (a
+        connection to the same file is then the same open database, not a reopening of the file)
+        and calls :func:`close_duckdb` itself."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from dbt.cli.main import dbtRunner
 
         args = ["build", *NO_TRACKING, "--no-write-json", "--project-dir", str(self.path), "--profiles-dir", str(self.path),
@@ -160,14 +166,23 @@ class DbtDomainProject:
             args += ["--select", " ".join(select)]
         previous = os.environ.get(DUCKDB_ENV)
         os.environ[DUCKDB_ENV] = str(db_path)
+        done = False
         try:
-            return dbtRunner(manifest=self.dbt_manifest()).invoke(args)
+            # In a thread of its own: registering the adapter walks the caller's stack with
+            # inspect.stack() once per behaviour flag (dbt names the module that created them), and
+            # in a Dagster step that stack is some 30 frames deeper than dbt's own: about 30 ms a
+            # walk there (measured), nothing in a fresh thread.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mesh-dbt") as invocation:
+                result = invocation.submit(dbtRunner(manifest=self.dbt_manifest()).invoke, args).result()
+            done = True
+            return result
         finally:
             if previous is None:
                 os.environ.pop(DUCKDB_ENV, None)
             else:
                 os.environ[DUCKDB_ENV] = previous
-            _close_duckdb()
+            if not (keep_open and done):
+                close_duckdb()
 
     def warm_build(self, sources: dict[str, "pa.Schema"]) -> bool:
         """One ``dbt build`` of every model over empty sources (``sources``: each source's unique id
