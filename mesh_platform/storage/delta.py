@@ -257,10 +257,7 @@ def read(lake, relpath: str, port: str, columns: list[str] | None = None, versio
     dt = _open(lake, relpath, port, version)
     verify(lake, relpath, port, dt)
     try:
-        table = _read_files(lake, relpath, dt, columns, filters)
-        if table is None:  # delta-rs's filters take Python values
-            plain = [(c, op, v.to_pylist() if isinstance(v, pa.Array) else v) for c, op, v in filters or []]
-            table = dt.to_pyarrow_table(columns=columns, filters=plain or None)
+        table = read_snapshot(lake, relpath, dt, columns, filters)
     except Exception as exc:  # noqa: BLE001
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         _raise_if_denied(port, lake.uri(relpath), str(exc))
@@ -308,7 +305,46 @@ def dataset(lake, relpath: str, port: str, columns: list[str] | None = None, ver
 PLAIN_READER_FEATURES = {"timestampNtz"}
 
 
-def _read_files(lake, relpath: str, dt, columns: list[str] | None, filters: list[tuple] | None = None) -> pa.Table | None:
+def local_files(lake, relpath: str, port: str, version: int | None = None) -> tuple[list[str], int, int] | None:
+    """The data files of a version (latest when None) as paths on this machine, its row count and
+    the version: what a local reader (DuckDB) scans in place instead of a copy. The version's commit
+    is checked first and every file must exist, as for :func:`read` (:class:`VersionNotKept`
+    otherwise). None when the version cannot be read that way: a lake that is not on this machine,
+    a table that needs delta-rs's reader (partition columns, reader features), no data file, or a
+    file whose commit logged no row count."""
+    if not lake.is_local:
+        return None
+    dt = _open(lake, relpath, port, version)
+    verify(lake, relpath, port, dt)
+    if dt.metadata().partition_columns or set(dt.protocol().reader_features or []) - PLAIN_READER_FEATURES:
+        return None
+    root = lake._full(relpath)
+    files = [f"{root}/{_relative(u, root)}" for u in dt.file_uris()]
+    counts = pa.table(dt.get_add_actions(flatten=True)).column("num_records")
+    if not files or counts.null_count:
+        return None
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise VersionNotKept(
+            f"port {port}: version {dt.version()} is no longer kept (its data files were vacuumed by the "
+            f"contract's retention, or removed): {len(missing)} file(s) missing"
+        )
+    import pyarrow.compute as pc
+
+    return files, int(pc.sum(counts).as_py() or 0), dt.version()
+
+
+def read_snapshot(lake, relpath: str, dt, columns: list[str] | None, filters: list[tuple] | None = None) -> pa.Table:
+    """The version ``dt`` is at (a snapshot of the table at ``relpath``), with pyarrow from its data
+    files (:func:`read_files`), else through delta-rs; no check of the files (:func:`read` does that)."""
+    table = read_files(lake, relpath, dt, columns, filters)
+    if table is None:  # delta-rs's filters take Python values
+        plain = [(c, op, v.to_pylist() if isinstance(v, pa.Array) else v) for c, op, v in filters or []]
+        table = dt.to_pyarrow_table(columns=columns, filters=plain or None)
+    return table
+
+
+def read_files(lake, relpath: str, dt, columns: list[str] | None, filters: list[tuple] | None = None) -> pa.Table | None:
     """The version ``dt`` is at, read with pyarrow straight from the data files its log names, or
     None when the table needs delta-rs's reader (partition columns, which live in the log; reader
     features beyond :data:`PLAIN_READER_FEATURES`).

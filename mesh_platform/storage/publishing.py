@@ -190,13 +190,19 @@ def rows_outside(lake: Lake, contract: Contract, keys: list[str]) -> int:
     return int(pc.sum(pc.invert(partitions.on_days(base.to_pyarrow_table(columns=[layout.column])[layout.column], keys))).as_py() or 0)
 
 
-def keys_unique_across(base, contract: Contract, partitioning: partitions.Partitioning, keys: list[str], table: pa.Table, port: str) -> None:
+def keys_unique_across(lake: Lake, relpath: str, base, contract: Contract, partitioning: partitions.Partitioning, keys: list[str], table: pa.Table,
+                       port: str) -> None:
     """Primary-key uniqueness across the whole table when only some days are replaced.
 
     The run's own rows were checked by the quality gate; here the primary key of every row the
     table keeps *outside* the days being replaced (only the key and partition columns are read) is
     checked against the new rows' keys, before anything is committed. A key on two days (a claim
-    whose day moved) fails naming both."""
+    whose day moved) fails naming both.
+
+    A one-column key is probed in the scan (the table's keys against the run's few, hashing the
+    few), reading the key column alone, straight from the data files of ``base`` (the snapshot of
+    the table at ``relpath``): a new day's keys are nowhere else, and then nothing more is read.
+    Only rows whose key the run also has are read with their day."""
     import pyarrow.compute as pc
 
     pk = contract.primary_key
@@ -205,9 +211,14 @@ def keys_unique_across(base, contract: Contract, partitioning: partitions.Partit
     present = {f.name for f in base.schema().fields}
     if not set(pk) <= present or partitioning.column not in present:
         return  # the table predates this key: the next whole publish rewrites it
-    kept = base.to_pyarrow_table(columns=[*pk, partitioning.column])
-    if len(pk) == 1:  # the table's keys probed against the run's few (hashing the few, not the table)
-        kept = kept.filter(pc.is_in(kept[pk[0]], value_set=table[pk[0]].combine_chunks()))
+
+    if len(pk) == 1:
+        probe = [(pk[0], "in", table[pk[0]].combine_chunks().unique())]
+        if delta.read_snapshot(lake, relpath, base, [pk[0]], probe).num_rows == 0:
+            return
+        kept = delta.read_snapshot(lake, relpath, base, [*pk, partitioning.column], probe)
+    else:
+        kept = base.to_pyarrow_table(columns=[*pk, partitioning.column])
     kept = kept.filter(pc.invert(partitions.on_days(kept[partitioning.column], keys)))
     if kept.num_rows == 0:
         return
@@ -253,7 +264,7 @@ def publish(lake: Lake, contract: Contract, table: pa.Table, partition_keys: lis
     partitioning = partitions.of(contract) if partition_keys is not None else None
     if partitioning is not None:
         partitions.check_rows(table, partitioning, partition_keys, port_name(contract))
-        keys_unique_across(full_base, contract, partitioning, partition_keys, table, port_name(contract))
+        keys_unique_across(lake, full_path, full_base, contract, partitioning, partition_keys, table, port_name(contract))
         predicate = partitions.predicate(partitioning, partition_keys)
         about["mesh.partitions"] = partitions.describe_keys(partition_keys)
     version = delta.write(lake, full_path, table, port_name(contract), full_base, {**about, "mesh.variant": "full"}, predicate=predicate, gate=gate)
@@ -402,3 +413,35 @@ def read(lake: Lake, consumer: str, contract: Contract, columns: list[str] | Non
         filters = [*(filters or []), (keys[0], "in", _key_values(contract, decision, *keys))]
     table, version = delta.read(lake, path, port_name(contract, variant), wanted, pinned, filters)
     return PortRead(table, decision, f"v{contract.major}/{variant}", wanted, version, variant)
+
+
+@dataclass(frozen=True)
+class PortFiles:
+    """A read decided and pinned like :func:`read`'s, answered with the version's data files to
+    scan in place (``columns`` of them) instead of a table: :func:`read_in_place`."""
+
+    files: list[str]
+    rows: int
+    decision: AccessDecision
+    port: str
+    columns: list[str]
+    version: int
+    variant: str = "full"
+
+
+def read_in_place(lake: Lake, consumer: str, contract: Contract, columns: list[str] | None = None, versions=None) -> PortFiles | None:
+    """What :func:`read` would return (every day), as the local data files of the version to read
+    and the columns the grant gives: the same decision (the grant, the masked variant, the removed
+    columns), the same pinned version, the same checks of the version's files. For a reader on this
+    machine that scans Parquet itself (a dbt domain's DuckDB) instead of receiving a copy. None
+    when the lake is not on this machine or the version cannot be read from its files alone
+    (:func:`mesh_platform.storage.delta.local_files`): read it with :func:`read`."""
+    decision = authorize(consumer, contract, columns)
+    variant = "masked" if decision.variant == "masked" else "full"
+    wanted = [c for c in (columns or contract.column_names) if c not in decision.removed]
+    path = Lake.port_path(contract.domain, contract.name, contract.major, variant=variant)
+    found = delta.local_files(lake, path, port_name(contract, variant), (versions or {}).get(variant))
+    if found is None:
+        return None
+    files, rows, version = found
+    return PortFiles(files, rows, decision, f"v{contract.major}/{variant}", wanted, version, variant)

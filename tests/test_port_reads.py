@@ -1,4 +1,5 @@
-"""Input ports read by key (InputPort(lookup=...)): the rows the keys name, through the governed read."""
+"""Reads that answer with less than a copy of the table, through the same governed decision: by key
+(``InputPort(lookup=...)``) and in place (a dbt domain's DuckDB scanning the version's own files)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,27 @@ def test_fraud_reads_only_the_policies_and_contacts_of_its_claims(materialized_m
             assert 0 < meta[md.ROWS].value <= meta[md.LOOKUP].value["keys"]
         if column == "policy_id":
             assert all(meta[md.ROWS].value < book for meta in lookups)
+
+
+def test_a_read_in_place_names_the_files_and_columns_the_grant_gives(people, tmp_path):
+    """The files of the variant the grant gives (masked), at the pinned version; a column the grant
+    removes is refused as by a read; a consumer without a grant gets nothing; DuckDB scanning the
+    files sees what a read returns."""
+    import duckdb
+
+    from mesh_platform.foundations.sql import quote_literal
+
+    with pytest.raises(AccessDenied, match="notes are removed"):
+        publishing.read_in_place(people, "x", PII_CONTRACT, ["person_id", "email", "notes"])
+    found = publishing.read_in_place(people, "x", PII_CONTRACT, ["person_id", "email"])
+    assert found.variant == "masked" and all("/v1_masked/" in f for f in found.files)
+    assert found.columns == ["person_id", "email"] and found.rows == 1000 and found.version == 0
+    files = ", ".join(quote_literal(f) for f in found.files)
+    scanned = duckdb.connect().sql(f"SELECT person_id, email FROM read_parquet([{files}], union_by_name = true) ORDER BY person_id").to_arrow_table()
+    copied = publishing.read(people, "x", PII_CONTRACT, ["person_id", "email"]).table.sort_by("person_id")
+    assert scanned.column("email").to_pylist() == copied.column("email").to_pylist()
+    with pytest.raises(AccessDenied):
+        publishing.read_in_place(people, "y", PII_CONTRACT, ["person_id"])
+    # a pinned version that is no longer kept fails like a read, never reads another
+    with pytest.raises(Exception, match="version 5|no longer kept|not found|does not exist|Invalid"):
+        publishing.read_in_place(people, "x", PII_CONTRACT, ["person_id", "email"], {"masked": 5})
