@@ -201,8 +201,9 @@ def keys_unique_across(lake: Lake, relpath: str, base, contract: Contract, parti
 
     A one-column key is probed in the scan (the table's keys against the run's few, hashing the
     few), reading the key column alone, straight from the data files of ``base`` (the snapshot of
-    the table at ``relpath``): a new day's keys are nowhere else, and then nothing more is read.
-    Only rows whose key the run also has are read with their day."""
+    the table at ``relpath``), and only from the files whose statistics say they may hold a key in
+    the run's range: a new day's keys are nowhere else, and then nothing more is read. Only rows
+    whose key the run also has are read with their day."""
     import pyarrow.compute as pc
 
     pk = contract.primary_key
@@ -213,7 +214,12 @@ def keys_unique_across(lake: Lake, relpath: str, base, contract: Contract, parti
         return  # the table predates this key: the next whole publish rewrites it
 
     if len(pk) == 1:
-        probe = [(pk[0], "in", table[pk[0]].combine_chunks().unique())]
+        mine = table[pk[0]].combine_chunks().unique()
+        bounds = pc.min_max(mine)
+        # the keys' range first: the data files' statistics rule out every file outside it without
+        # reading it (keys given in order, as claim and event numbers are, leave a new day's keys
+        # in no older file), then the keys themselves in the files left
+        probe = [(pk[0], ">=", bounds["min"].as_py()), (pk[0], "<=", bounds["max"].as_py()), (pk[0], "in", mine)]
         if delta.read_snapshot(lake, relpath, base, [pk[0]], probe).num_rows == 0:
             return
         kept = delta.read_snapshot(lake, relpath, base, [*pk, partitioning.column], probe)
