@@ -6,9 +6,10 @@
 - :func:`dbt_domain_assets` builds the domain's multi-asset (dbt tests become asset checks) whose
   step (:func:`run`) does what the platform does for a Python product:
 
-  1. **stages every input port through the governed read path** (:func:`mesh_platform.storage.publishing.read`:
-     grant, masking, only the declared columns, an audit record) into a DuckDB file private to the
-     run — dbt has no path to the lake, so it cannot be a back door;
+  1. **stages every input port through the governed read path** (:mod:`mesh_platform.storage.publishing`:
+     grant, masking, only the declared columns, the pinned version, an audit record) as a view in
+     a DuckDB file private to the run (:func:`stage_sources`) — the models read what the views
+     give; what stops SQL from naming other files is the storage's own grants, as for Python code;
   2. runs ``dbt build`` in-process on the *prepared* manifest (loaded from the state ``mesh dbt
      prepare`` wrote: no parsing, no project scan at run time);
   3. records every dbt test as an asset check;
