@@ -283,18 +283,10 @@ def dataset(lake, relpath: str, port: str, columns: list[str] | None = None, ver
     schema = pa.schema(schema) if not isinstance(schema, pa.Schema) else schema
     if columns is not None:
         schema = pa.schema([schema.field(c) for c in columns])
-    if dt.metadata().partition_columns or set(dt.protocol().reader_features or []) - PLAIN_READER_FEATURES:
+    if _needs_delta_rs(dt):
         table = dt.to_pyarrow_table(columns=columns)  # partition columns live in the log: delta-rs reads them
         return ds.dataset(table), dt.version()
-    root = lake._full(relpath)
-    files = [f"{root}/{_relative(u, root)}" for u in dt.file_uris()]
-    present = {info.path for info in _files(lake, relpath)}  # one listing, not a request per file
-    missing = [f for f in files if f not in present]
-    if missing:
-        raise VersionNotKept(
-            f"port {port}: version {dt.version()} is no longer kept (its data files were vacuumed by the "
-            f"contract's retention, or removed): {len(missing)} file(s) missing"
-        )
+    files = _kept_files(lake, relpath, port, dt)
     if not files:
         return ds.dataset(schema.empty_table()), dt.version()
     return ds.dataset(files, schema=schema, format="parquet", filesystem=lake.fs), dt.version()
@@ -303,6 +295,35 @@ def dataset(lake, relpath: str, port: str, columns: list[str] | None = None, ver
 # reader features a version can be read with straight from its data files (anything else, such as
 # deletion vectors or column mapping, is read through delta-rs)
 PLAIN_READER_FEATURES = {"timestampNtz"}
+
+
+def _needs_delta_rs(dt) -> bool:
+    """Whether a version can be read only through delta-rs: partition columns (they live in the
+    log), or reader features beyond :data:`PLAIN_READER_FEATURES`."""
+    return bool(dt.metadata().partition_columns or set(dt.protocol().reader_features or []) - PLAIN_READER_FEATURES)
+
+
+def _kept_files(lake, relpath: str, port: str, dt) -> list[str]:
+    """The data files of the version ``dt`` is at, as full paths; :class:`VersionNotKept` when any
+    is gone (one listing of the table, not a request per file)."""
+    root = lake._full(relpath)
+    files = [f"{root}/{_relative(u, root)}" for u in dt.file_uris()]
+    present = {info.path for info in _files(lake, relpath)}
+    missing = [f for f in files if f not in present]
+    if missing:
+        raise VersionNotKept(
+            f"port {port}: version {dt.version()} is no longer kept (its data files were vacuumed by the "
+            f"contract's retention, or removed): {len(missing)} file(s) missing"
+        )
+    return files
+
+
+def _logged_rows(dt) -> int | None:
+    """Rows of the version ``dt`` is at, from the record counts its commits logged (None when a file has none)."""
+    import pyarrow.compute as pc
+
+    counts = pa.table(dt.get_add_actions(flatten=True)).column("num_records")
+    return None if counts.null_count else int(pc.sum(counts).as_py() or 0)
 
 
 def local_files(lake, relpath: str, port: str, version: int | None = None) -> tuple[list[str], int, int] | None:
@@ -316,22 +337,10 @@ def local_files(lake, relpath: str, port: str, version: int | None = None) -> tu
         return None
     dt = _open(lake, relpath, port, version)
     verify(lake, relpath, port, dt)
-    if dt.metadata().partition_columns or set(dt.protocol().reader_features or []) - PLAIN_READER_FEATURES:
+    if _needs_delta_rs(dt):
         return None
-    root = lake._full(relpath)
-    files = [f"{root}/{_relative(u, root)}" for u in dt.file_uris()]
-    counts = pa.table(dt.get_add_actions(flatten=True)).column("num_records")
-    if not files or counts.null_count:
-        return None
-    missing = [f for f in files if not os.path.isfile(f)]
-    if missing:
-        raise VersionNotKept(
-            f"port {port}: version {dt.version()} is no longer kept (its data files were vacuumed by the "
-            f"contract's retention, or removed): {len(missing)} file(s) missing"
-        )
-    import pyarrow.compute as pc
-
-    return files, int(pc.sum(counts).as_py() or 0), dt.version()
+    files, rows = _kept_files(lake, relpath, port, dt), _logged_rows(dt)
+    return (files, rows, dt.version()) if files and rows is not None else None
 
 
 def read_snapshot(lake, relpath: str, dt, columns: list[str] | None, filters: list[tuple] | None = None) -> pa.Table:
@@ -355,7 +364,7 @@ def read_files(lake, relpath: str, dt, columns: list[str] | None, filters: list[
     """
     import pyarrow.dataset as ds
 
-    if dt.metadata().partition_columns or set(dt.protocol().reader_features or []) - PLAIN_READER_FEATURES:
+    if _needs_delta_rs(dt):
         return None
     root = lake._full(relpath)
     files = [f"{root}/{_relative(u, root)}" for u in dt.file_uris()]
@@ -454,12 +463,9 @@ def vacuum(lake, relpath: str, port: str, versions: int | None, days: float | No
 
 def version_rows(lake, relpath: str, version: int) -> int | None:
     """Rows of one version, from the record counts its commits logged (None when a file has none)."""
-    import pyarrow.compute as pc
     from deltalake import DeltaTable
 
-    dt = DeltaTable(table_uri(lake, relpath), version=version, storage_options=storage_options(lake))
-    counts = pa.table(dt.get_add_actions(flatten=True)).column("num_records")
-    return None if counts.null_count else int(pc.sum(counts).as_py() or 0)
+    return _logged_rows(DeltaTable(table_uri(lake, relpath), version=version, storage_options=storage_options(lake)))
 
 
 def version_bytes(lake, relpath: str, version: int) -> int:

@@ -401,18 +401,24 @@ def _key_values(contract: Contract, decision: AccessDecision, column: str, value
         raise ValueError(f"lookup of {contract.id} by {column!r}: the keys are not {kind} values: {exc}") from None
 
 
+def _decide(consumer: str, contract: Contract, columns: list[str] | None) -> tuple[AccessDecision, str, list[str], str]:
+    """A read's decision: the grant's answer, the variant it reads (full or masked), the columns it
+    gets, and that variant's path in the lake."""
+    decision = authorize(consumer, contract, columns)
+    variant = "masked" if decision.variant == "masked" else "full"
+    wanted = [c for c in (columns or contract.column_names) if c not in decision.removed]
+    return decision, variant, wanted, Lake.port_path(contract.domain, contract.name, contract.major, variant=variant)
+
+
 def read(lake: Lake, consumer: str, contract: Contract, columns: list[str] | None = None, versions=None, days: tuple[str, str] | None = None,
          keys: tuple[str, list] | None = None) -> PortRead:
     """``versions``: None (the latest), or ``{variant: version}`` to read (see :mod:`.versions`);
     ``days``: (first, last) partition keys to read of a partitioned port (every day when None);
     ``keys``: (column, values): only the rows whose column is one of the values (a lookup,
     :mod:`mesh_platform.storage.lookup`), filtered in the scan."""
-    decision = authorize(consumer, contract, columns)
-    variant = "masked" if decision.variant == "masked" else "full"
-    wanted = [c for c in (columns or contract.column_names) if c not in decision.removed]
+    decision, variant, wanted, path = _decide(consumer, contract, columns)
     if keys is not None and keys[0] not in wanted:
         raise AccessDenied(consumer, contract.id, f"cannot look rows up by {keys[0]!r}: the grant does not give {consumer} that column")
-    path = Lake.port_path(contract.domain, contract.name, contract.major, variant=variant)
     pinned = (versions or {}).get(variant)
     filters = window_filters(contract, days)
     if keys is not None:
@@ -442,10 +448,7 @@ def read_in_place(lake: Lake, consumer: str, contract: Contract, columns: list[s
     machine that scans Parquet itself (a dbt domain's DuckDB) instead of receiving a copy. None
     when the lake is not on this machine or the version cannot be read from its files alone
     (:func:`mesh_platform.storage.delta.local_files`): read it with :func:`read`."""
-    decision = authorize(consumer, contract, columns)
-    variant = "masked" if decision.variant == "masked" else "full"
-    wanted = [c for c in (columns or contract.column_names) if c not in decision.removed]
-    path = Lake.port_path(contract.domain, contract.name, contract.major, variant=variant)
+    decision, variant, wanted, path = _decide(consumer, contract, columns)
     found = delta.local_files(lake, path, port_name(contract, variant), (versions or {}).get(variant))
     if found is None:
         return None
