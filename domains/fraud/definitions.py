@@ -3,6 +3,7 @@
 scikit-learn is imported inside the transforms, never at definitions load.
 """
 
+import numpy as np
 import pandas as pd
 
 from mesh_platform import Domain, InputPort, Lookup, NotYet, Window, on_run_days
@@ -114,7 +115,9 @@ def fraud_model(context, features: pd.DataFrame, events: pd.DataFrame) -> dict:
 
 @domain.product("fraud_scores", kinds=["scikit-learn"], inputs={"features": "claim_features", "model": "fraud_model"})
 def fraud_scores(features: pd.DataFrame, model: dict) -> pd.DataFrame:
-    score = model["model"].predict_proba(features[model["features"]].to_numpy(dtype=float))[:, 1]
+    X = features[model["features"]].to_numpy(dtype=float)
+    # a day without claims scores nothing (scikit-learn refuses an empty batch): an empty partition
+    score = model["model"].predict_proba(X)[:, 1] if len(X) else np.empty(0)
     band = pd.cut(score, bins=[-0.01, MEDIUM_RISK, HIGH_RISK, 1.01], labels=["low", "medium", "high"]).astype("str")
     return pd.DataFrame(
         {
