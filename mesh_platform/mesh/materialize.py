@@ -254,8 +254,9 @@ class InProcessRunner:
         """Import the libraries the domain's steps import lazily (dbt, Delta Lake, scikit-learn ...)
         and work out what every run would again (a dbt domain's column lineage) before its first
         run, as a deployed code server does for its runs (:mod:`mesh_platform.deployment.run_preload`):
-        a run's time is its work, not Python importing libraries once per process. What fails here,
-        the run does again and reports itself."""
+        a run's time is its work, not Python importing libraries once per process. Then what is
+        loaded is frozen out of the garbage collector's sight (:func:`run_preload.settle`), as the
+        code server's preload does. What fails here, the run does again and reports itself."""
         import sys
 
         from mesh_platform.deployment import run_preload
@@ -265,6 +266,7 @@ class InProcessRunner:
             return
         self._warmed.add(module.__name__)
         run_preload.warm(module)
+        run_preload.settle()
 
 
 def materialize(
