@@ -147,6 +147,26 @@ def test_a_partition_run_replaces_its_days_only_and_consumers_read_their_days(tm
         assert sorted(seen["all"]["event_id"].tolist()) == [1, 3, 4, 5]
 
 
+def test_the_rows_a_partition_publish_leaves_are_counted_from_the_log_and_the_runs_days(tmp_path):
+    """What a table-level row count is judged on (rows_outside): the logged rows less those on the
+    run's days, read only from the files that may hold them; the same count as the whole column."""
+    from mesh_platform.storage.publishing import rows_outside
+
+    days = {"2026-06-01": [1, 2], "2026-06-02": [3, 4, 5], "2026-06-03": [6], "2026-06-04": [7, 8, 9, 10]}
+    frames = {day: day_events(day, ids) for day, ids in days.items()}
+    producer, _, _ = partitioned_assets(frames, {})
+    lake = tmp_path / "lake"
+    resources = {"io_manager": MeshIOManager(lake=str(lake))}
+    with dg.instance_for_test() as instance:
+        three = {"dagster/asset_partition_range_start": "2026-06-01", "dagster/asset_partition_range_end": "2026-06-03"}
+        assert dg.materialize([producer], resources=resources, instance=instance, tags=three).success  # one file, three days
+        assert dg.materialize([producer], resources=resources, instance=instance, partition_key="2026-06-04").success  # a file of its own
+    contract = mesh_registry().get("claims.claim_events")
+    on_day = table_rows(lake)["occurred_at"].dt.strftime("%Y-%m-%d")
+    for keys in (["2026-06-05"], ["2026-06-02"], ["2026-06-01", "2026-06-04"], ["2026-06-03", "2026-06-04"], sorted(days)):
+        assert rows_outside(Lake(str(lake)), contract, keys) == int((~on_day.isin(keys)).sum()), keys
+
+
 def test_rows_outside_the_partition_and_keys_on_other_days_publish_nothing(tmp_path):
     frames = {"2026-06-01": day_events("2026-06-01", [1, 2]), "2026-06-02": day_events("2026-06-02", [3])}
     producer, _, _ = partitioned_assets(frames, {})

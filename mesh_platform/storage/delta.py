@@ -318,7 +318,7 @@ def _kept_files(lake, relpath: str, port: str, dt) -> list[str]:
     return files
 
 
-def _logged_rows(dt) -> int | None:
+def logged_rows(dt) -> int | None:
     """Rows of the version ``dt`` is at, from the record counts its commits logged (None when a file has none)."""
     import pyarrow.compute as pc
 
@@ -339,7 +339,7 @@ def local_files(lake, relpath: str, port: str, version: int | None = None) -> tu
     verify(lake, relpath, port, dt)
     if _needs_delta_rs(dt):
         return None
-    files, rows = _kept_files(lake, relpath, port, dt), _logged_rows(dt)
+    files, rows = _kept_files(lake, relpath, port, dt), logged_rows(dt)
     return (files, rows, dt.version()) if files and rows is not None else None
 
 
@@ -465,7 +465,7 @@ def version_rows(lake, relpath: str, version: int) -> int | None:
     """Rows of one version, from the record counts its commits logged (None when a file has none)."""
     from deltalake import DeltaTable
 
-    return _logged_rows(DeltaTable(table_uri(lake, relpath), version=version, storage_options=storage_options(lake)))
+    return logged_rows(DeltaTable(table_uri(lake, relpath), version=version, storage_options=storage_options(lake)))
 
 
 def version_bytes(lake, relpath: str, version: int) -> int:

@@ -178,16 +178,27 @@ def _published(lake: Lake, relpath: str, rows: int, version: int) -> Published:
 
 def rows_outside(lake: Lake, contract: Contract, keys: list[str]) -> int:
     """Rows the published port keeps on days other than ``keys``: what a partition publish of those
-    days leaves in place (0 before the first publish). Reads only the partition column."""
+    days leaves in place (0 before the first publish).
+
+    The table's rows as its commits logged them, less the rows on the run's days, which are read
+    (the partition column alone) only from the data files whose statistics may hold those days: a
+    new day's rows are in no older file, and then nothing is read. A table whose log has no row
+    count for some file is counted from its partition column."""
     import pyarrow.compute as pc
 
     layout = partitions.of(contract)
-    if layout is None:
+    if layout is None or not keys:
         return 0
-    base = delta.snapshot(lake, Lake.port_path(contract.domain, contract.name, contract.major), port_name(contract))
+    relpath = Lake.port_path(contract.domain, contract.name, contract.major)
+    base = delta.snapshot(lake, relpath, port_name(contract))
     if base is None or layout.column not in {f.name for f in base.schema().fields}:
         return 0
-    return int(pc.sum(pc.invert(partitions.on_days(base.to_pyarrow_table(columns=[layout.column])[layout.column], keys))).as_py() or 0)
+    logged = delta.logged_rows(base)
+    if logged is None:
+        return int(pc.sum(pc.invert(partitions.on_days(base.to_pyarrow_table(columns=[layout.column])[layout.column], keys))).as_py() or 0)
+    ordered = sorted(keys)
+    within = delta.read_snapshot(lake, relpath, base, [layout.column], window_filters_for(layout, (ordered[0], ordered[-1])))
+    return logged - int(pc.sum(partitions.on_days(within[layout.column], keys)).as_py() or 0)
 
 
 def keys_unique_across(lake: Lake, relpath: str, base, contract: Contract, partitioning: partitions.Partitioning, keys: list[str], table: pa.Table,
