@@ -13,7 +13,8 @@ test states what one event must cause, and nothing more (docs/automation.md):
 - a model with too few labels is not built (no failed run), and is tried again on the next update;
 - a landing refreshes analytics once, after fraud caught up with claims (not once on claims and again
   on the scores), and not later than a few minutes when fraud does not react or failed;
-- an input updated while a mart's run was going refreshes the mart once more.
+- an input updated while a mart's run was going refreshes the mart once more;
+- a tick that sees a landing's claim events stored but not yet its claims waits a tick for them.
 """
 
 from __future__ import annotations
@@ -412,7 +413,8 @@ def test_an_input_updated_while_a_mart_runs_refreshes_it_once_more(instance):
     were not in it, though the hit rate was stored after them (Dagster's ``since_last_handled``
     counted them as handled): it runs once more."""
     days, daemon = _analytics_with_history(instance)
-    _publish(instance, EVENTS, [days[-1]])  # new outcomes
+    _publish(instance, EVENTS, [days[-1]])  # new outcomes, without claims
+    assert daemon.tick(0.1).total_requested == 0  # one tick for claims of the same landing to show (see the test below)
     assert _requested(daemon.tick(0.1)) == {HIT_RATE}
     run = _run_building(instance, {HIT_RATE: [None]})
     assert daemon.tick(0.1).total_requested == 0  # (being built)
@@ -457,3 +459,34 @@ def test_a_mart_waits_while_a_landing_run_builds_claims_and_after_it_failed(inst
     assert daemon.tick(0.1).total_requested == 0  # claims is still being built
     _finish(instance, run, failed=True)
     assert daemon.tick(0.1).total_requested == 0  # and its build failed: nothing reads the last good claims
+
+
+def test_a_mart_does_not_start_on_the_claim_events_of_a_landing_whose_claims_a_tick_sees_stored_late(instance, monkeypatch):
+    """Dagster reads a tick's updates from the event log as it was when the tick began, and
+    ``in_progress`` live. A landing run stores the claim events, then claims: a tick that began
+    between the two and looked at claims' progress after claims was stored saw the events updated,
+    nothing in progress, and claims not updated (no wait for fraud). The hit rate ran alone, and
+    again after fraud (one landing of twelve at scale 100 in the freshness benchmark). Updated
+    claim events without claims on the same tick are left for the next tick."""
+    from dagster._core.definitions.declarative_automation import automation_condition_evaluator
+
+    from mesh_platform.foundations.settings import PLANNED_PER_RUN, planned_per_run
+
+    monkeypatch.setenv(PLANNED_PER_RUN, planned_per_run(True))
+    days, daemon = _analytics_with_history(instance)
+    run = _range_run_of_claims(instance, days[-1:])
+    _publish_in_run(instance, run, EVENTS, [days[-1]])
+    began = instance.event_log_storage.get_maximum_record_id()  # the tick begins here ...
+    _publish_in_run(instance, run, CLAIMS, [days[-1]])  # ... and claims is stored while it evaluates
+    # the tick's updates bounded by its beginning (Dagster's upper bound on the events a tick reads)
+    monkeypatch.setenv(automation_condition_evaluator.AUTOMATION_TICK_SETTLE_SECONDS_ENV_VAR, "1")
+    with monkeypatch.context() as tick:
+        tick.setattr(type(instance.event_log_storage), "get_maximum_record_id", lambda self: began)
+        assert daemon.tick(0.1).total_requested == 0  # was the hit rate alone
+    _finish(instance, run)
+    assert daemon.tick(0.1).total_requested == 0  # claims seen updated: wait for fraud to catch up
+    fraud = _run_building(instance, {FEATURES: [days[-1]], SCORES: [days[-1]]})
+    _publish_in_run(instance, fraud, SCORES, [days[-1]])
+    assert _requested(daemon.tick(0.1)) == set(MARTS)  # one analytics run for the landing
+    _finish(instance, fraud)
+    assert daemon.tick(0.1).total_requested == 0

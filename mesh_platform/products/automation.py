@@ -164,7 +164,7 @@ def _inputs_updated(foreign: frozenset[dg.AssetKey], ignored: frozenset[dg.Asset
 def _any_day_updated(catch_up: frozenset[tuple[dg.AssetKey, dg.AssetKey]] = frozenset(), foreign: frozenset[dg.AssetKey] = frozenset()) -> dg.AutomationCondition:
     condition = _inputs_updated(foreign, missing=True) & _ready()
     if catch_up:
-        condition = condition & _caught_up(catch_up)
+        condition = condition & _caught_up(catch_up, foreign)
     return condition.with_label("eager (any upstream day)" + _catch_up_label(catch_up))
 
 
@@ -186,9 +186,18 @@ first tick alone would be no limit: it can come a second after U's update (one l
 freshness benchmark refreshed the marts before fraud's run existed, and again after it)."""
 
 
-def _caught_up(pairs: frozenset[tuple[dg.AssetKey, dg.AssetKey]]) -> dg.AutomationCondition:
+def _caught_up(pairs: frozenset[tuple[dg.AssetKey, dg.AssetKey]], foreign: frozenset[dg.AssetKey] = frozenset()) -> dg.AutomationCondition:
     """For every pair (U, P): P is not being built, and U was not updated after P's last update (or
-    P's latest build failed, or :data:`CATCH_UP_LIMIT` ticked twice since: waiting longer helps nothing)."""
+    P's latest build failed, or :data:`CATCH_UP_LIMIT` ticked twice since: waiting longer helps nothing).
+
+    And a **sibling** S of U (another input of ``foreign`` from U's domain, not a P: claims' events
+    beside claims) updated on a tick that does not see U updated waits one tick. The producer's
+    runs store both, one after the other (the landing run stores the events, then claims), and
+    Dagster reads a tick's updates from the event log as it was when the tick began, but
+    ``in_progress`` live: a tick that began between the two, and looked at U's progress after U was
+    stored, saw S updated, nothing in progress and U not updated, so no wait for P. The hit rate ran
+    alone before fraud, and again after it (one landing of twelve at scale 100). On the next tick
+    U's update is seen and the wait for P holds; S updated alone (no U in the run) costs one tick."""
     A = dg.AutomationCondition
     waiting = []
     for upstream, product in sorted(pairs, key=lambda p: (p[0].to_user_string(), p[1].to_user_string())):
@@ -197,6 +206,11 @@ def _caught_up(pairs: frozenset[tuple[dg.AssetKey, dg.AssetKey]]) -> dg.Automati
         limit = A.cron_tick_passed(CATCH_UP_LIMIT) & ticked & ~ticked.newly_true()  # ... and ticks again now
         behind = updated.since(A.asset_matches(product, A.newly_updated() | A.execution_failed()) | limit)
         waiting.append(behind | A.asset_matches(product, A.in_progress()))
+    products = {p for _, p in pairs}
+    for upstream in sorted({u for u, _ in pairs}, key=lambda k: k.to_user_string()):
+        for sibling in sorted((k for k in foreign if k.path[0] == upstream.path[0] and k != upstream and k not in products), key=lambda k: k.to_user_string()):
+            seen_alone = A.asset_matches(sibling, A.newly_updated()) & ~A.asset_matches(upstream, A.newly_updated())
+            waiting.append(seen_alone.with_label(f"{sibling.to_user_string()} updated on a tick without {upstream.to_user_string()}"))
     return ~functools.reduce(lambda a, b: a | b, waiting)
 
 
@@ -245,7 +259,7 @@ def _eager(catch_up: frozenset[tuple[dg.AssetKey, dg.AssetKey]] = frozenset(), f
     condition = (_inputs_updated(foreign, missing=True) & ~A.any_deps_missing() & ~A.any_deps_in_progress()
                  & ~A.in_progress() & ~A.any_deps_match(A.execution_failed()))
     if catch_up:
-        condition = condition & _caught_up(catch_up)
+        condition = condition & _caught_up(catch_up, foreign)
     return condition.with_label("eager" + _catch_up_label(catch_up))
 
 
