@@ -206,11 +206,11 @@ def _caught_up(pairs: frozenset[tuple[dg.AssetKey, dg.AssetKey]], foreign: froze
         limit = A.cron_tick_passed(CATCH_UP_LIMIT) & ticked & ~ticked.newly_true()  # ... and ticks again now
         behind = updated.since(A.asset_matches(product, A.newly_updated() | A.execution_failed()) | limit)
         waiting.append(behind | A.asset_matches(product, A.in_progress()))
-    products = {p for _, p in pairs}
-    for upstream in sorted({u for u, _ in pairs}, key=lambda k: k.to_user_string()):
-        for sibling in sorted((k for k in foreign if k.path[0] == upstream.path[0] and k != upstream and k not in products), key=lambda k: k.to_user_string()):
-            seen_alone = A.asset_matches(sibling, A.newly_updated()) & ~A.asset_matches(upstream, A.newly_updated())
-            waiting.append(seen_alone.with_label(f"{sibling.to_user_string()} updated on a tick without {upstream.to_user_string()}"))
+    upstreams, products = {u for u, _ in pairs}, {p for _, p in pairs}
+    siblings = {(s, u) for u in upstreams for s in foreign if s.path[0] == u.path[0] and s != u and s not in products}
+    for sibling, upstream in sorted(siblings, key=lambda p: (p[0].to_user_string(), p[1].to_user_string())):
+        seen_alone = A.asset_matches(sibling, A.newly_updated()) & ~A.asset_matches(upstream, A.newly_updated())
+        waiting.append(seen_alone.with_label(f"{sibling.to_user_string()} updated on a tick without {upstream.to_user_string()}"))
     return ~functools.reduce(lambda a, b: a | b, waiting)
 
 
