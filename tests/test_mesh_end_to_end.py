@@ -195,7 +195,7 @@ def test_catalog_lists_every_product_with_lineage(materialized_mesh):
     assert claims["version"] == "1.0.0" and claims["description"]
     assert claims["upstream"] == ["policies/policies"]
     assert set(claims["downstream"]) == {
-        "analytics/claims_weekly", "analytics/fraud_hit_rate", "analytics/loss_ratio", "analytics/contact_rate", "fraud/claim_features"
+        "analytics/claims_weekly", "analytics/loss_ratio", "analytics/contact_rate", "fraud/claim_features"
     }
     assert claims["input_ports"][0]["product"] == "policies.policies" and claims["input_ports"][0]["major"] == 1
     topics = products["analytics/contact_topics"]
@@ -206,7 +206,7 @@ def test_catalog_lists_every_product_with_lineage(materialized_mesh):
     # model: lineage sees through it
     assert products["fraud/fraud_scores"]["upstream"] == ["claims/claim_events", "fraud/claim_features"]
     text = run_mesh(["catalog"]).stdout
-    assert "fraud/fraud_scores  v1.1.0" in text and "last materialized:" in text
+    assert "fraud/fraud_scores  v1.2.0" in text and "last materialized:" in text
 
 
 def test_selection_materializes_downstream_only(materialized_mesh, settings):

@@ -123,6 +123,7 @@ def fraud_scores(features: pd.DataFrame, model: dict) -> pd.DataFrame:
         {
             "claim_id": features["claim_id"],
             "reported_at": features["reported_at"],
+            "product_line": features["product_line"],
             "fraud_score": score,
             "risk_band": band,
             "flagged": score >= HIGH_RISK,

@@ -187,8 +187,11 @@ freshness benchmark refreshed the marts before fraud's run existed, and again af
 
 
 def _caught_up(pairs: frozenset[tuple[dg.AssetKey, dg.AssetKey]], foreign: frozenset[dg.AssetKey] = frozenset()) -> dg.AutomationCondition:
-    """For every pair (U, P): P is not being built, and U was not updated after P's last update (or
-    P's latest build failed, or :data:`CATCH_UP_LIMIT` ticked twice since: waiting longer helps nothing).
+    """For every pair (U, P): neither U nor P is being built, and U was not updated after P's last
+    update (or P's latest build failed, or :data:`CATCH_UP_LIMIT` ticked twice since: waiting longer
+    helps nothing). U being built counts for an asset that does not read U itself (the hit rate
+    reads claims' events and fraud's scores, not claims): Dagster's own test of the inputs in
+    progress does not see it, and a landing run's events, stored before claims, would start it.
 
     And a **sibling** S of U (another input of ``foreign`` from U's domain, not a P: claims' events
     beside claims) updated on a tick that does not see U updated waits one tick. The producer's
@@ -205,7 +208,7 @@ def _caught_up(pairs: frozenset[tuple[dg.AssetKey, dg.AssetKey]], foreign: froze
         ticked = A.cron_tick_passed(CATCH_UP_LIMIT).since(updated)  # the limit's cron ticked since U's update ...
         limit = A.cron_tick_passed(CATCH_UP_LIMIT) & ticked & ~ticked.newly_true()  # ... and ticks again now
         behind = updated.since(A.asset_matches(product, A.newly_updated() | A.execution_failed()) | limit)
-        waiting.append(behind | A.asset_matches(product, A.in_progress()))
+        waiting.append(behind | A.asset_matches(product, A.in_progress()) | A.asset_matches(upstream, A.in_progress()))
     upstreams, products = {u for u, _ in pairs}, {p for _, p in pairs}
     siblings = {(s, u) for u in upstreams for s in foreign if s.path[0] == u.path[0] and s != u and s not in products}
     for sibling, upstream in sorted(siblings, key=lambda p: (p[0].to_user_string(), p[1].to_user_string())):

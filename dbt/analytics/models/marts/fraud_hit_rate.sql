@@ -7,10 +7,10 @@ with outcomes as (
     where event_type in ('fraud_confirmed', 'fraud_cleared')
     group by 1
 ),
+-- The scores carry each claim's product line: joining every claim for it cost more than the rest.
 scored as (
-    select c.product_line, s.claim_id, s.flagged, o.outcome
+    select s.product_line, s.claim_id, s.flagged, o.outcome
     from {{ source('fraud', 'fraud_scores') }} s
-    join {{ source('claims', 'claims') }} c using (claim_id)
     left join outcomes o using (claim_id)
 )
 select
