@@ -89,6 +89,19 @@ def test_a_failing_dbt_test_shows_as_a_failed_check_and_stops_publish(domains_co
     assert third.returncode == 1
     assert "claims_weekly: dbt error" in third.stdout and "NOT NULL constraint" in third.stdout, third.stdout[-3000:]
     assert DeltaTable(str(port)).version() == before
+    # a quota refuses one model's publish (the step publishes the models in a thread of its own):
+    # the others publish, the refused one keeps its last good version, and the refusal is audited
+    sql.write_text((ROOT / "dbt/analytics/models/marts/claims_weekly.sql").read_text())
+    descriptor = domains_copy / "domains/analytics/domain.yaml"
+    descriptor.write_text(descriptor.read_text() + "quotas:\n  rows_per_publish: 10\n")  # claims_weekly has more rows than loss_ratio's 4
+    ratio = home / "lake/analytics/loss_ratio/v1"
+    ratio_before = DeltaTable(str(ratio)).version()
+    fourth = run_mesh(["materialize", "--in-process", "--select", "analytics/claims_weekly,analytics/loss_ratio"], env=env, cwd=domains_copy)
+    assert fourth.returncode == 1
+    assert "claims_weekly: " in fourth.stdout and "rows_per_publish" in fourth.stdout, fourth.stdout[-3000:]
+    assert DeltaTable(str(port)).version() == before and DeltaTable(str(ratio)).version() == ratio_before + 1
+    audit = run_mesh(["audit", "--product", "analytics/claims_weekly"], env=env, cwd=domains_copy)
+    assert "REFUSED by quota" in audit.stdout and "rows_per_publish" in audit.stdout, audit.stdout[-2000:]
 
 
 def test_runs_use_the_prepared_manifest_and_fall_back_to_parsing_on_a_bad_state(tmp_path):

@@ -41,7 +41,7 @@ def audit(as_json: bool, product: str | None, consumer: str | None, oldest_first
         click.echo(json.dumps({"records": [r.as_dict() for r in records]}, indent=2))
         return
     for r in (records if oldest_first else reversed(records)):
-        who = {"read": f"{r.consumer} read", "denied": f"{r.consumer} DENIED", "quarantine": "quarantined"}.get(r.kind, "published")
+        who = {"read": f"{r.consumer} read", "denied": f"{r.consumer} DENIED", "quarantine": "quarantined", "quota": "REFUSED by quota"}.get(r.kind, "published")
         extra = f" masked={','.join(r.masked)}" if r.masked else ""
         extra += " " + ",".join(f"{reason}={n}" for reason, n in r.reasons.items()) if r.reasons else ""
         extra += f" removed={','.join(r.removed)}" if r.removed else ""
