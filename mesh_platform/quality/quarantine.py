@@ -398,9 +398,11 @@ def output_metadata(held: Held, scope: str) -> dict:
 
 def carried(instance: dg.DagsterInstance, upstream: Iterable[dg.AssetKey]) -> dict[str, dict[str, int]]:
     """Counts rejected by private intermediates at their last materialization, per intermediate."""
+    from mesh_platform.storage.versions import latest_materialization
+
     out: dict[str, dict[str, int]] = {}
     for key in upstream:
-        event = instance.get_latest_materialization_event(key)
+        event = latest_materialization(instance, key)
         mat = event.asset_materialization if event is not None else None
         if mat is None or SCOPE not in mat.metadata or mat.metadata[SCOPE].value != "intermediate":
             continue
