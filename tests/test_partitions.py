@@ -282,6 +282,12 @@ def test_one_new_day_flows_through_claims_fraud_and_analytics_as_partition_runs(
     scores = DeltaTable(str(lake / Lake.port_path("fraud", "fraud_scores", 1))).to_pandas()
     assert set(refs) <= set(scores["claim_id"]) and scores["claim_id"].is_unique
     assert len(scores) == len(frame)  # every claim scored once: the new day added, the others kept
+    # the day's features read the day's claims, then their policyholders' claims of the year by
+    # key: prior_claims as if the year had been read whole
+    year = frame[(frame["reported_at"] >= pd.Timestamp(NEW_DAY) - pd.Timedelta(days=365)) & (frame["reported_at"] < pd.Timestamp(NEW_DAY) + pd.Timedelta(days=1))]
+    year = year.sort_values(["policyholder_id", "reported_at", "claim_id"], kind="stable").assign(prior=lambda f: f.groupby("policyholder_id").cumcount())
+    features = DeltaTable(str(lake / Lake.port_path("fraud", "claim_features", 2))).to_pandas().set_index("claim_id")
+    assert features.loc[refs, "prior_claims"].tolist() == year.set_index("claim_id").loc[refs, "prior"].tolist()
 
     with dg.DagsterInstance.from_config(str(home / "dagster_home")) as instance:
         key = dg.AssetKey(["claims", "claims"])
@@ -289,6 +295,15 @@ def test_one_new_day_flows_through_claims_fraud_and_analytics_as_partition_runs(
         assert len(new_day) == 2  # the whole rebuild, then the day's run
         old_day = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key, asset_partitions=["2026-06-15"]), limit=10).records
         assert len(old_day) == 1  # untouched by the day's run
+        # fraud's reads of claims in the day's run: the day (one day's claims), then the year by policyholder
+        fraud_run = next(r for r in instance.get_runs(limit=20) if r.tags.get(md.DOMAIN) == "fraud")
+        reads = [rec.event_log_entry.asset_observation.metadata for rec in instance.fetch_observations(key, limit=100).records
+                 if rec.event_log_entry.run_id == fraud_run.run_id]
+        lookups = {json.dumps(m[md.LOOKUP].value, sort_keys=True): m[md.ROWS].value for m in reads if md.LOOKUP in m}
+        assert lookups.pop(json.dumps({"days": [NEW_DAY, NEW_DAY]})) == 3
+        (by_key, rows), = lookups.items()
+        assert json.loads(by_key) == {"column": "policyholder_id", "keys": len(set(frame.set_index("claim_id").loc[refs, "policyholder_id"]))}
+        assert 3 <= rows < len(frame)
         # the day's run of the analytics marts (unpartitioned, rebuilt whole) saw the new claims
         marts = [r for r in instance.get_runs(limit=20) if r.tags.get(md.DOMAIN) == "analytics"]
         assert marts and marts[0].tags.get("dagster/asset_partition_range_start") is None

@@ -41,15 +41,16 @@ MIN_LABELS = 20
             major=1,
             columns=["claim_id", "policy_id", "policyholder_id", "product_line", "incident_date", "reported_at", "amount_claimed"],
             partitions=Window(before=365),
+            lookup="policyholder_id",  # the run's days, then their policyholders' claims of the year
         ),
         # read by key: the policies and contacts of the claims below, not every policy and contact
         "policies": InputPort("policies.policies", major=1, columns=["policy_id", "start_date", "sum_insured", "annual_premium"], lookup="policy_id"),
         "contacts": InputPort("customer_care.claim_contacts", major=1, columns=["claim_id", "contacts", "complaints"], lookup="claim_id"),
     },
 )
-def claim_features(context, claims: pd.DataFrame, policies: Lookup, contacts: Lookup) -> pd.DataFrame:
+def claim_features(context, claims: Lookup, policies: Lookup, contacts: Lookup) -> pd.DataFrame:
     # the run's days need only their policyholders' claims of the year (prior_claims), and those claims' policies and contacts
-    claims = claims[claims["policyholder_id"].isin(on_run_days(context, claims, "reported_at")["policyholder_id"])]
+    claims = claims.rows(claims.on_run_days(context)["policyholder_id"])
     policies = policies.rows(claims["policy_id"])
     contacts = contacts.rows(claims["claim_id"])
     features = _features(claims, policies, contacts)

@@ -259,9 +259,9 @@ class MeshIOManager(dg.ConfigurableIOManager):
         meta = context.definition_metadata or {}
         days = _window(context)
 
-        def read(values: list) -> pd.DataFrame:
+        def governed(window, keys, lookup: dict) -> pd.DataFrame:
             try:
-                port = publishing.read(lake, consumer, contract, columns, pinned, days, keys=(column, values))
+                port = publishing.read(lake, consumer, contract, columns, pinned, window, keys=keys)
             except AccessDenied as exc:
                 if step is not None:
                     log_observation(step, key, denied_metadata(consumer, key.to_user_string(), exc.reason, columns))
@@ -270,11 +270,19 @@ class MeshIOManager(dg.ConfigurableIOManager):
                 log_observation(step, key, {
                     **read_metadata(consumer, contract.id, port.port, port.columns, port.decision.masked, port.decision.removed,
                                     port.table.num_rows, meta.get(PURPOSE), port.version, read_for=meta.get(READ_FOR)),
-                    md.LOOKUP: dg.MetadataValue.json({"column": column, "keys": len(values)}),
+                    md.LOOKUP: dg.MetadataValue.json(lookup),
                 })
             return to_pandas(port.table)
 
-        return Lookup(contract.id, column, read)
+        def read(values: list) -> pd.DataFrame:
+            return governed(days, (column, values), {"column": column, "keys": len(values)})
+
+        def read_days(run_days: tuple[str, str] | None) -> pd.DataFrame:
+            """The run's own days (within the window: a window reaches back from the run's days)."""
+            window = days if run_days is None or days is None else (max(run_days[0], days[0]), min(run_days[1], days[1]))
+            return governed(window, None, {"days": list(window) if window is not None else None})
+
+        return Lookup(contract.id, column, read, read_days)
 
     def _load(self, context: dg.InputContext, consumer: str) -> Any:
         key = context.asset_key
