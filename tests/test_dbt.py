@@ -138,3 +138,38 @@ def test_a_run_without_the_models_checks_yields_none_of_them(materialized_mesh, 
     messages = [e.message or "" for e in result.all_events]
     assert not [m for m in messages if "which is not selected" in m], [m for m in messages if "not selected" in m]
     assert not result.get_asset_check_evaluations()
+
+
+def test_a_publish_that_raises_stops_the_models_after_it(materialized_mesh, settings, monkeypatch):
+    """The step publishes its models in a thread while it records the dbt tests' results; when one
+    publish raises, the models after it are not published (a port is never published without its
+    materialization recorded), and the step fails."""
+    import dagster as dg
+    from deltalake import DeltaTable
+
+    from pathlib import Path
+
+    import mesh_platform.dbt.assets as dbt_assets
+    from domains.analytics.definitions import defs
+    from mesh_platform.mesh.instance import local_instance
+
+    marts = ["claims_weekly", "loss_ratio", "contact_rate", "fraud_hit_rate"]
+    ports = {m: Path(settings.lake) / "analytics" / m / "v1" for m in marts}
+    before = {m: DeltaTable(str(p)).version() for m, p in ports.items()}
+    called = []
+    real = dbt_assets._publish_model
+
+    def failing(context, specs, lake, reports, home, name, frame):
+        called.append(name)
+        if len(called) == 1:
+            raise OSError(f"the lake refused {name}")
+        return real(context, specs, lake, reports, home, name, frame)
+
+    monkeypatch.setattr(dbt_assets, "_publish_model", failing)
+    job = dg.Definitions.merge(defs, dg.Definitions(jobs=[dg.define_asset_job("marts", selection=dg.AssetSelection.assets(*[dg.AssetKey(["analytics", m]) for m in marts]))])).resolve_job_def("marts")
+    with local_instance(settings) as instance:
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+    assert not result.success
+    assert called == [called[0]] and "the lake refused" in result.get_step_failure_events()[0].event_specific_data.error.to_string()
+    assert {m: DeltaTable(str(p)).version() for m, p in ports.items()} == before
+    assert not result.get_asset_materialization_events()

@@ -26,7 +26,6 @@ CROSS_DOMAIN_EDGES = {
     ("analytics/loss_ratio", "claims/claims"),
     ("analytics/loss_ratio", "policies/policies"),
     ("analytics/fraud_hit_rate", "fraud/fraud_scores"),
-    ("analytics/fraud_hit_rate", "claims/claims"),
     ("analytics/fraud_hit_rate", "claims/claim_events"),
     ("analytics/contact_rate", "claims/claims"),
     ("analytics/contact_rate", "customer_care/claim_contacts"),

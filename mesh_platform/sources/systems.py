@@ -144,7 +144,7 @@ def days_in_file(file: LandedFile, column: str) -> set[str]:
             except pd.errors.ParserError:  # a line with too many fields: skipped here, quarantined by the asset
                 values = pd.read_csv(file.open(), usecols=[column], dtype=str, on_bad_lines="skip", engine="python")[column]
     # each distinct value parsed once ("mixed": every value on its own format): a day's 20k events
-    # hold a few hundred distinct times, and parsing them all cost 40 ms of a new day's landing
+    # hold a few dozen distinct times, and parsing every value cost 12-18 ms of a new day's landing
     distinct = pd.Series(values.dropna().unique(), dtype=object)
     days = pd.to_datetime(distinct, errors="coerce", format="mixed").dropna().dt.strftime(KEY_FORMAT)
     return set(days.unique())
